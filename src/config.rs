@@ -1,0 +1,304 @@
+//! One [`Config`] read from the environment (Functions app settings) at start, validated, with
+//! secrets redacted in `Debug`. Nothing is required for the local default.
+
+use std::{collections::HashMap, fmt, net::SocketAddr, path::PathBuf, time::Duration as StdDuration};
+
+use chrono::Duration;
+
+use crate::domain::BookingPolicy;
+
+/// A secret value: shown as `***` in logs and `Debug`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(s: impl Into<String>) -> Self {
+        Self(s.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("***")
+    }
+}
+
+/// A configuration value that could not be used; the message names the setting.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration: {0}")]
+pub struct ConfigError(pub String);
+
+/// Which store backend.
+#[derive(Debug, Clone, PartialEq)]
+pub enum StoreKind {
+    Sqlite,
+    Cosmos(CosmosConfig),
+}
+
+/// Cosmos DB settings (`STORE=cosmos`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct CosmosConfig {
+    /// `COSMOS_ENDPOINT`, e.g. `https://suroga.documents.azure.com:443/`.
+    pub endpoint: String,
+    /// `COSMOS_DATABASE` (default `suroga`).
+    pub database: String,
+    /// `COSMOS_CONTAINER` (default `rooms`): rooms, bookings and their idempotency keys.
+    pub container: String,
+    /// `COSMOS_OPS_CONTAINER` (default `ops`): operations log, markers, state.
+    pub ops_container: String,
+    /// `COSMOS_KEY`: an account key, only as an explicit development option.
+    pub key: Option<Secret>,
+    /// `COSMOS_REGION` (default `West Europe`): the preferred region.
+    pub region: String,
+}
+
+/// Which fleet of Janus hosts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FleetKind {
+    Local,
+    Static,
+    Azure,
+}
+
+/// A Janus host given in configuration (`JANUS_HOSTS`, for `FLEET=static` and `FLEET=azure`).
+#[derive(Debug, Clone, PartialEq, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HostConfig {
+    pub name: String,
+    /// Backend URL of Janus's HTTP API (`http://10.0.0.4:8088/janus`), used by the server.
+    pub backend_url: String,
+    /// Public Janus HTTP API URL given to clients.
+    pub public_http_url: String,
+    /// Public Janus WebSocket URL given to clients.
+    pub public_ws_url: String,
+    /// Concurrent sessions this host takes (default 20).
+    #[serde(default = "default_capacity")]
+    pub capacity: u32,
+    /// Azure VM resource group (`FLEET=azure`).
+    #[serde(default)]
+    pub resource_group: Option<String>,
+    /// Azure VM name (`FLEET=azure`).
+    #[serde(default)]
+    pub vm_name: Option<String>,
+}
+
+fn default_capacity() -> u32 {
+    20
+}
+
+/// Authentication settings.
+#[derive(Debug, Clone)]
+pub struct AuthConfig {
+    /// `AUTH_HS256_SECRET`: local tokens. Generated into the data dir when unset and no issuer is set.
+    pub hs256_secret: Option<Secret>,
+    /// `AUTH_ISSUER`: Entra ID issuer (RS256 via the issuer's JWKS).
+    pub issuer: Option<String>,
+    /// `AUTH_AUDIENCE`.
+    pub audience: Option<String>,
+    /// `AUTH_JWKS_URL`: overrides discovery from the issuer.
+    pub jwks_url: Option<String>,
+    /// `AUTH_ADMIN_ROLE` (default `admin`).
+    pub admin_role: String,
+}
+
+/// Everything the service reads from the environment.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// `SUROGA_ADDR` (default `127.0.0.1:7071`); under the Functions host
+    /// `FUNCTIONS_CUSTOMHANDLER_PORT` wins and the address is `127.0.0.1:<port>`.
+    pub addr: SocketAddr,
+    /// True when started by the Functions host (`FUNCTIONS_CUSTOMHANDLER_PORT` set): timers
+    /// then come from the host, not from the in-process scheduler.
+    pub under_functions_host: bool,
+    /// `SUROGA_DATA_DIR` (default `./data`).
+    pub data_dir: PathBuf,
+    pub store: StoreKind,
+    pub auth: AuthConfig,
+    pub fleet: FleetKind,
+    /// `JANUS_HOSTS`: JSON list of [`HostConfig`].
+    pub hosts: Vec<HostConfig>,
+    /// `JANUS_API_SECRET` (generated for local hosts).
+    pub janus_api_secret: Option<Secret>,
+    /// `JANUS_ADMIN_KEY` (generated for local hosts).
+    pub janus_admin_key: Option<Secret>,
+    /// `JANUS_TOKEN_SECRET` (generated for local hosts).
+    pub janus_token_secret: Option<Secret>,
+    /// `JANUS_TOKEN_ALGORITHM`: `hmac-sha1` (Janus 1.1.x, default) or `hmac-sha256`.
+    pub janus_token_algorithm: String,
+    /// `JANUS_CONNECT_TIMEOUT_MS` (default 2000).
+    pub janus_connect_timeout: StdDuration,
+    /// `JANUS_REQUEST_TIMEOUT_MS` (default 5000).
+    pub janus_request_timeout: StdDuration,
+    /// `JOIN_TOKEN_GRACE_MINUTES` (default 30): how long a join token outlives the session.
+    pub join_token_grace: Duration,
+    /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
+    /// `PASSWORD_REVEAL_MINUTES` (15).
+    pub policy: BookingPolicy,
+    /// `LOG_FORMAT`: `json` (default) or `text`.
+    pub log_json: bool,
+}
+
+impl Config {
+    /// Reads the process environment.
+    pub fn from_env() -> Result<Self, ConfigError> {
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Reads settings from a map (tests pass their own).
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| env.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
+        let secret = |k: &str| get(k).map(Secret::new);
+        let minutes = |k: &str, default: i64| -> Result<Duration, ConfigError> {
+            match get(k) {
+                None => Ok(Duration::minutes(default)),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|m| *m >= 0)
+                    .map(Duration::minutes)
+                    .ok_or_else(|| ConfigError(format!("{k} must be a whole number of minutes, got {v:?}"))),
+            }
+        };
+        let millis = |k: &str, default: u64| -> Result<StdDuration, ConfigError> {
+            match get(k) {
+                None => Ok(StdDuration::from_millis(default)),
+                Some(v) => v
+                    .parse::<u64>()
+                    .ok()
+                    .filter(|m| *m > 0)
+                    .map(StdDuration::from_millis)
+                    .ok_or_else(|| ConfigError(format!("{k} must be a positive number of milliseconds, got {v:?}"))),
+            }
+        };
+
+        let (addr, under_functions_host) = match get("FUNCTIONS_CUSTOMHANDLER_PORT") {
+            Some(port) => {
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| ConfigError(format!("FUNCTIONS_CUSTOMHANDLER_PORT must be a port, got {port:?}")))?;
+                (SocketAddr::from(([127, 0, 0, 1], port)), true)
+            }
+            None => {
+                let a = get("SUROGA_ADDR").unwrap_or_else(|| "127.0.0.1:7071".into());
+                let addr = a
+                    .parse()
+                    .map_err(|_| ConfigError(format!("SUROGA_ADDR must be host:port, got {a:?}")))?;
+                (addr, false)
+            }
+        };
+
+        let store = match get("STORE").as_deref() {
+            None | Some("sqlite") => StoreKind::Sqlite,
+            Some("cosmos") => StoreKind::Cosmos(CosmosConfig {
+                endpoint: get("COSMOS_ENDPOINT")
+                    .ok_or_else(|| ConfigError("STORE=cosmos needs COSMOS_ENDPOINT".into()))?,
+                database: get("COSMOS_DATABASE").unwrap_or_else(|| "suroga".into()),
+                container: get("COSMOS_CONTAINER").unwrap_or_else(|| "rooms".into()),
+                ops_container: get("COSMOS_OPS_CONTAINER").unwrap_or_else(|| "ops".into()),
+                key: secret("COSMOS_KEY"),
+                region: get("COSMOS_REGION").unwrap_or_else(|| "West Europe".into()),
+            }),
+            Some(other) => return Err(ConfigError(format!("STORE must be sqlite or cosmos, got {other:?}"))),
+        };
+
+        let fleet = match get("FLEET").as_deref() {
+            None | Some("local") => FleetKind::Local,
+            Some("static") => FleetKind::Static,
+            Some("azure") => FleetKind::Azure,
+            Some(other) => return Err(ConfigError(format!("FLEET must be local, static or azure, got {other:?}"))),
+        };
+        let hosts: Vec<HostConfig> = match get("JANUS_HOSTS") {
+            None => vec![],
+            Some(j) => serde_json::from_str(&j).map_err(|e| ConfigError(format!("JANUS_HOSTS: {e}")))?,
+        };
+        if fleet != FleetKind::Local && hosts.is_empty() {
+            return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_HOSTS (a JSON list of hosts)".into()));
+        }
+        if fleet != FleetKind::Local && get("JANUS_API_SECRET").is_none() {
+            return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_API_SECRET".into()));
+        }
+
+        let janus_token_algorithm = get("JANUS_TOKEN_ALGORITHM").unwrap_or_else(|| "hmac-sha1".into());
+        if !matches!(janus_token_algorithm.as_str(), "hmac-sha1" | "hmac-sha256") {
+            return Err(ConfigError(format!(
+                "JANUS_TOKEN_ALGORITHM must be hmac-sha1 or hmac-sha256, got {janus_token_algorithm:?}"
+            )));
+        }
+
+        let auth = AuthConfig {
+            hs256_secret: secret("AUTH_HS256_SECRET"),
+            issuer: get("AUTH_ISSUER"),
+            audience: get("AUTH_AUDIENCE"),
+            jwks_url: get("AUTH_JWKS_URL"),
+            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or_else(|| "admin".into()),
+        };
+        if auth.issuer.is_some() != auth.audience.is_some() {
+            return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
+        }
+
+        let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
+        if max_session <= Duration::zero() {
+            return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
+        }
+
+        Ok(Config {
+            addr,
+            under_functions_host,
+            data_dir: PathBuf::from(get("SUROGA_DATA_DIR").unwrap_or_else(|| "./data".into())),
+            store,
+            auth,
+            fleet,
+            hosts,
+            janus_api_secret: secret("JANUS_API_SECRET"),
+            janus_admin_key: secret("JANUS_ADMIN_KEY"),
+            janus_token_secret: secret("JANUS_TOKEN_SECRET"),
+            janus_token_algorithm,
+            janus_connect_timeout: millis("JANUS_CONNECT_TIMEOUT_MS", 2000)?,
+            janus_request_timeout: millis("JANUS_REQUEST_TIMEOUT_MS", 5000)?,
+            join_token_grace: minutes("JOIN_TOKEN_GRACE_MINUTES", 30)?,
+            policy: BookingPolicy {
+                max_duration: max_session,
+                min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
+                reveal_before: minutes("PASSWORD_REVEAL_MINUTES", 15)?,
+            },
+            log_json: get("LOG_FORMAT").as_deref() != Some("text"),
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_environment_is_the_local_default() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:7071");
+        assert_eq!(c.store, StoreKind::Sqlite);
+        assert_eq!(c.fleet, FleetKind::Local);
+        assert!(!c.under_functions_host);
+    }
+
+    #[test]
+    fn functions_port_wins_and_binds_loopback() {
+        let env = HashMap::from([("FUNCTIONS_CUSTOMHANDLER_PORT".to_string(), "41234".to_string())]);
+        let c = Config::from_map(&env).unwrap();
+        assert_eq!(c.addr.to_string(), "127.0.0.1:41234");
+        assert!(c.under_functions_host);
+    }
+
+    #[test]
+    fn secrets_are_redacted() {
+        let env = HashMap::from([("AUTH_HS256_SECRET".to_string(), "hunter2hunter2".to_string())]);
+        let c = Config::from_map(&env).unwrap();
+        assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn bad_values_name_the_setting() {
+        let env = HashMap::from([("STORE".to_string(), "postgres".to_string())]);
+        assert!(Config::from_map(&env).unwrap_err().to_string().contains("STORE"));
+    }
+}

@@ -1,0 +1,336 @@
+//! Pure types and rules of the booking domain: ids, time slots, statuses, passwords.
+//! Nothing here does I/O; time is always a parameter so tests pin it.
+
+use std::fmt;
+
+use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// Largest room id plus one: ids stay exact in JavaScript numbers and in Janus (53-bit ids).
+pub const ROOM_ID_LIMIT: u64 = 1 << 53;
+
+/// Why a value from a client was refused. The message is shown to the client as `detail`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct Invalid(pub String);
+
+fn invalid(msg: impl Into<String>) -> Invalid {
+    Invalid(msg.into())
+}
+
+/// A Janus VideoRoom id: a positive integer below 2^53.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "u64", into = "u64")]
+pub struct RoomId(u64);
+
+impl RoomId {
+    /// Parses an id given by a client; refuses 0 and values at or above 2^53.
+    pub fn new(v: u64) -> Result<Self, Invalid> {
+        if v == 0 || v >= ROOM_ID_LIMIT {
+            return Err(invalid(format!("room_id must be a positive integer below 2^53, got {v}")));
+        }
+        Ok(Self(v))
+    }
+    /// A fresh random id, uniform over `1..2^53`.
+    pub fn random() -> Self {
+        Self(rand::thread_rng().gen_range(1..ROOM_ID_LIMIT))
+    }
+    pub fn get(self) -> u64 {
+        self.0
+    }
+}
+
+impl TryFrom<u64> for RoomId {
+    type Error = Invalid;
+    fn try_from(v: u64) -> Result<Self, Invalid> {
+        Self::new(v)
+    }
+}
+impl From<RoomId> for u64 {
+    fn from(r: RoomId) -> u64 {
+        r.0
+    }
+}
+impl fmt::Display for RoomId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+impl std::str::FromStr for RoomId {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        let v: u64 = s.parse().map_err(|_| invalid(format!("room_id must be a positive integer, got {s:?}")))?;
+        Self::new(v)
+    }
+}
+
+/// Parses an RFC 3339 timestamp that carries an explicit offset, and converts it to UTC.
+/// Naive times (`2026-01-01T10:00:00`) are refused: their meaning depends on the reader.
+pub fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, Invalid> {
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+        invalid(format!(
+            "{field} must be an RFC 3339 time with an offset, like 2026-06-20T10:00:00Z; got {s:?}"
+        ))
+    })
+}
+
+/// Formats a time as the API answers it: RFC 3339 in UTC with a `Z`, whole seconds unless sub-second.
+pub fn format_instant(t: DateTime<Utc>) -> String {
+    t.to_rfc3339_opts(SecondsFormat::AutoSi, true)
+}
+
+/// A half-open interval `[start, end)` in UTC with `start < end`.
+/// Two slots that only touch (`a.end == b.start`) do not overlap: back-to-back bookings are fine.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct TimeSlot {
+    start: DateTime<Utc>,
+    end: DateTime<Utc>,
+}
+
+impl TimeSlot {
+    /// A slot for queries (availability, filters): only `start < end` is required.
+    pub fn new(start: DateTime<Utc>, end: DateTime<Utc>) -> Result<Self, Invalid> {
+        if start >= end {
+            return Err(invalid("start_time must be before end_time"));
+        }
+        Ok(Self { start, end })
+    }
+    pub fn start(&self) -> DateTime<Utc> {
+        self.start
+    }
+    pub fn end(&self) -> DateTime<Utc> {
+        self.end
+    }
+    pub fn duration(&self) -> Duration {
+        self.end - self.start
+    }
+    /// True when the two half-open intervals share at least one instant.
+    pub fn overlaps(&self, other: &TimeSlot) -> bool {
+        self.start < other.end && other.start < self.end
+    }
+    /// True when `t` lies in `[start, end)`.
+    pub fn contains(&self, t: DateTime<Utc>) -> bool {
+        self.start <= t && t < self.end
+    }
+}
+
+/// Booking rules that depend on configuration.
+#[derive(Debug, Clone)]
+pub struct BookingPolicy {
+    /// Longest session a client may book.
+    pub max_duration: Duration,
+    /// How long before the start a booking may still be cancelled (0: until it starts).
+    pub min_cancel_notice: Duration,
+    /// From how long before the start the owner sees the room password (and may join).
+    pub reveal_before: Duration,
+}
+
+impl Default for BookingPolicy {
+    fn default() -> Self {
+        Self {
+            max_duration: Duration::hours(8),
+            min_cancel_notice: Duration::zero(),
+            reveal_before: Duration::minutes(15),
+        }
+    }
+}
+
+impl BookingPolicy {
+    /// Validates a slot a client wants to book at `now`: it must not start in the past and must
+    /// not last longer than the maximum session.
+    pub fn bookable_slot(&self, slot: TimeSlot, now: DateTime<Utc>) -> Result<TimeSlot, Invalid> {
+        if slot.start() < now {
+            return Err(invalid("start_time is in the past"));
+        }
+        if slot.duration() > self.max_duration {
+            return Err(invalid(format!(
+                "a session may last at most {} minutes",
+                self.max_duration.num_minutes()
+            )));
+        }
+        Ok(slot)
+    }
+
+    /// The window in which a booking's owner sees the password and may join: from
+    /// `reveal_before` ahead of the start until the end.
+    pub fn join_window(&self, slot: TimeSlot) -> TimeSlot {
+        TimeSlot { start: slot.start() - self.reveal_before, end: slot.end() }
+    }
+}
+
+/// The status of a booking, derived from its slot, its cancellation and `now`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum BookingStatus {
+    /// Starts in the future.
+    Upcoming,
+    /// `start <= now < end`.
+    Active,
+    /// Ended.
+    Past,
+    /// Cancelled by its owner or an admin.
+    Cancelled,
+}
+
+impl BookingStatus {
+    pub fn of(slot: TimeSlot, cancelled: bool, now: DateTime<Utc>) -> Self {
+        if cancelled {
+            Self::Cancelled
+        } else if now < slot.start() {
+            Self::Upcoming
+        } else if now < slot.end() {
+            Self::Active
+        } else {
+            Self::Past
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Upcoming => "upcoming",
+            Self::Active => "active",
+            Self::Past => "past",
+            Self::Cancelled => "cancelled",
+        }
+    }
+}
+
+impl std::str::FromStr for BookingStatus {
+    type Err = Invalid;
+    fn from_str(s: &str) -> Result<Self, Invalid> {
+        match s {
+            "upcoming" => Ok(Self::Upcoming),
+            "active" => Ok(Self::Active),
+            "past" => Ok(Self::Past),
+            "cancelled" => Ok(Self::Cancelled),
+            _ => Err(invalid(format!("status must be one of upcoming, active, past, cancelled; got {s:?}"))),
+        }
+    }
+}
+
+const PASSWORD_ALPHABET: &[u8] = b"ABCDEFGHJKLMNPQRSTUVWXYZabcdefghijkmnopqrstuvwxyz23456789";
+
+/// A room password (the Janus `pin`): 12 characters from an unambiguous alphanumeric alphabet,
+/// about 70 bits. Alphanumeric so it survives URLs, shells and Janus's config syntax unescaped.
+pub fn new_password() -> String {
+    random_string(12)
+}
+
+/// A Janus room admin secret (`secret`): 32 characters, server-side only.
+pub fn new_admin_secret() -> String {
+    random_string(32)
+}
+
+fn random_string(len: usize) -> String {
+    let mut rng = rand::thread_rng();
+    (0..len).map(|_| PASSWORD_ALPHABET[rng.gen_range(0..PASSWORD_ALPHABET.len())] as char).collect()
+}
+
+/// Largest accepted `metadata` object on a room, serialized.
+pub const MAX_METADATA_BYTES: usize = 4096;
+/// Largest accepted `optional_name`.
+pub const MAX_NAME_CHARS: usize = 200;
+/// Range of `max_participants`.
+pub const MAX_PARTICIPANTS: std::ops::RangeInclusive<u8> = 1..=16;
+
+/// A room: the stored desired state of one Janus VideoRoom.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Room {
+    pub id: RoomId,
+    pub name: Option<String>,
+    /// The join password, the Janus `pin`.
+    pub password: String,
+    /// The Janus room `secret` for edit and destroy; never leaves the server.
+    pub admin_secret: String,
+    pub max_participants: u8,
+    pub metadata: serde_json::Map<String, serde_json::Value>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Room {
+    /// A new room with a random id, password and admin secret.
+    pub fn generate(
+        name: Option<String>,
+        max_participants: u8,
+        metadata: serde_json::Map<String, serde_json::Value>,
+        now: DateTime<Utc>,
+    ) -> Self {
+        Self {
+            id: RoomId::random(),
+            name,
+            password: new_password(),
+            admin_secret: new_admin_secret(),
+            max_participants,
+            metadata,
+            created_at: now,
+            updated_at: now,
+        }
+    }
+}
+
+/// A booking of one room for one slot by one user.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Booking {
+    pub id: Uuid,
+    pub room_id: RoomId,
+    /// The owner's user id (the token's `oid` or `sub`).
+    pub owner: String,
+    pub slot: TimeSlot,
+    pub created_at: DateTime<Utc>,
+    pub cancelled_at: Option<DateTime<Utc>>,
+}
+
+impl Booking {
+    pub fn status(&self, now: DateTime<Utc>) -> BookingStatus {
+        BookingStatus::of(self.slot, self.cancelled_at.is_some(), now)
+    }
+    /// A live booking holds its room: not cancelled. (Past bookings no longer matter for overlap
+    /// because new bookings cannot start in the past.)
+    pub fn is_live(&self) -> bool {
+        self.cancelled_at.is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(s: &str) -> DateTime<Utc> {
+        parse_instant("t", s).unwrap()
+    }
+
+    #[test]
+    fn back_to_back_slots_do_not_overlap() {
+        let a = TimeSlot::new(t("2026-01-01T10:00:00Z"), t("2026-01-01T11:00:00Z")).unwrap();
+        let b = TimeSlot::new(t("2026-01-01T11:00:00Z"), t("2026-01-01T12:00:00Z")).unwrap();
+        let c = TimeSlot::new(t("2026-01-01T10:59:59Z"), t("2026-01-01T12:00:00Z")).unwrap();
+        assert!(!a.overlaps(&b) && !b.overlaps(&a));
+        assert!(a.overlaps(&c) && c.overlaps(&a));
+    }
+
+    #[test]
+    fn naive_times_are_refused_and_offsets_become_utc() {
+        assert!(parse_instant("start_time", "2026-01-01T10:00:00").is_err());
+        assert_eq!(format_instant(t("2026-01-01T12:00:00+02:00")), "2026-01-01T10:00:00Z");
+    }
+
+    #[test]
+    fn room_ids_stay_below_2_pow_53() {
+        assert!(RoomId::new(0).is_err());
+        assert!(RoomId::new(ROOM_ID_LIMIT).is_err());
+        for _ in 0..1000 {
+            assert!(RoomId::random().get() < ROOM_ID_LIMIT);
+        }
+    }
+
+    #[test]
+    fn status_follows_the_clock() {
+        let s = TimeSlot::new(t("2026-01-01T10:00:00Z"), t("2026-01-01T11:00:00Z")).unwrap();
+        assert_eq!(BookingStatus::of(s, false, t("2026-01-01T09:00:00Z")), BookingStatus::Upcoming);
+        assert_eq!(BookingStatus::of(s, false, t("2026-01-01T10:00:00Z")), BookingStatus::Active);
+        assert_eq!(BookingStatus::of(s, false, t("2026-01-01T11:00:00Z")), BookingStatus::Past);
+        assert_eq!(BookingStatus::of(s, true, t("2026-01-01T10:30:00Z")), BookingStatus::Cancelled);
+    }
+}

@@ -1,0 +1,15 @@
+//! Suroga Stream: the control plane for booked one-to-one video sessions on Janus.
+//!
+//! The map of the crate:
+//! - [`domain`]: pure rules (time slots, overlap, booking status, passwords); no I/O.
+//! - [`store`]: the [`store::Store`] trait and its contract; SQLite (embedded) and Cosmos DB backends.
+//! - [`janus`]: the Janus HTTP API client and signed client tokens.
+//! - [`fleet`]: Janus hosts: which host serves a room, materialization, power control, planning.
+//! - [`api`]: the HTTP API (axum): auth, validation, problem+json errors, OpenAPI.
+//! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
+//! - [`config`]: settings from the environment.
+
+pub mod config;
+pub mod domain;
+pub mod fleet;
+pub mod store;

@@ -1,0 +1,1 @@
+//! The Azure Cosmos DB backend of [`super::Store`].

@@ -1,0 +1,236 @@
+//! The store: the desired state of the system (rooms, bookings, idempotency keys, host
+//! assignments, the operations log) behind one trait, [`Store`], with two backends:
+//! [`sqlite`] (embedded, the default) and [`cosmos`] (Azure Cosmos DB, production).
+//!
+//! # The contract every backend keeps
+//! - **No overlap, ever.** Two live (not cancelled) bookings of one room never overlap as
+//!   half-open intervals `[start, end)`. The check and the write are one atomic step in the
+//!   database (a transaction on SQLite; per-room serialization with etags or a transactional
+//!   batch on Cosmos), so it holds across threads, processes and instances. A booking that
+//!   would overlap fails with [`StoreError::Conflict`].
+//! - **Atomic find-or-create.** [`Store::book_any_room`] books a free room, or inserts the
+//!   given new room and books it, as one step: it never books a taken room and never leaves a
+//!   new room without its booking or a booking without its room.
+//! - **Idempotency is part of the write.** When a create carries an [`IdempotencyClaim`], the
+//!   key is recorded in the same atomic step as the entity. A later call with the same key and
+//!   the same fingerprint writes nothing and returns [`Created::Replayed`] with the entity as
+//!   it is now; a different fingerprint fails with [`StoreError::IdempotencyMismatch`]. Keys
+//!   older than [`IDEMPOTENCY_TTL`] count as absent.
+//! - **Errors are variants, not strings.** Each backend maps its own failures into
+//!   [`StoreError`]; the conformance suite ([`conformance`]) asserts them case by case.
+//! - **Times are UTC.** Whatever a backend stores, it answers with the same instants it got.
+
+pub mod conformance;
+pub mod cosmos;
+pub mod sqlite;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use crate::domain::{Booking, Room, RoomId, TimeSlot};
+
+/// How long an idempotency key is remembered.
+pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
+
+/// Failures every backend maps its own errors into.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The room or booking does not exist.
+    #[error("not found")]
+    NotFound,
+    /// The write would break an invariant (an overlapping booking, a room with future bookings).
+    #[error("conflict: {0}")]
+    Conflict(String),
+    /// An entity with this id exists already (only for ids the caller chose).
+    #[error("already exists")]
+    AlreadyExists,
+    /// A compare-and-set lost: the stored value was not the expected one.
+    #[error("precondition failed")]
+    PreconditionFailed,
+    /// The idempotency key was used before with a different request.
+    #[error("idempotency key reused with a different request")]
+    IdempotencyMismatch,
+    /// `book_any_room` found no free room and was given no new room to create.
+    #[error("no free room")]
+    NoFreeRoom,
+    /// The database cannot be reached or throttles us; the client may retry later.
+    #[error("store unavailable: {message}")]
+    Unavailable { message: String, retry_after: Option<std::time::Duration> },
+    /// A bug or corrupt data; logged, never shown to clients.
+    #[error("store failure: {0}")]
+    Internal(String),
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// The result of a create that may carry an idempotency key.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Created<T> {
+    /// Written now.
+    New(T),
+    /// The key was seen before with the same request: nothing was written; this is the entity
+    /// the first request created, as it is now.
+    Replayed(T),
+}
+
+impl<T> Created<T> {
+    pub fn into_inner(self) -> T {
+        match self {
+            Created::New(t) | Created::Replayed(t) => t,
+        }
+    }
+    pub fn is_new(&self) -> bool {
+        matches!(self, Created::New(_))
+    }
+}
+
+/// An `Idempotency-Key` presented with a create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyClaim {
+    /// What is being created: `"rooms"` or `"bookings"`; keys of different scopes never meet.
+    pub scope: &'static str,
+    /// The caller: keys of different users never meet.
+    pub user: String,
+    /// The client's key.
+    pub key: String,
+    /// A digest of the request body; the same key with another fingerprint is a mismatch.
+    pub fingerprint: String,
+    /// When the request came; keys older than [`IDEMPOTENCY_TTL`] at this time are ignored.
+    pub now: DateTime<Utc>,
+}
+
+/// Filters of `GET /rooms`. All present filters must hold.
+#[derive(Debug, Clone, Default)]
+pub struct RoomFilter {
+    pub max_participants: Option<u8>,
+    pub created_before: Option<DateTime<Utc>>,
+    pub created_after: Option<DateTime<Utc>>,
+    /// Only rooms with no live booking overlapping this slot.
+    pub free_during: Option<TimeSlot>,
+}
+
+/// One entry of the operations log: what the system did to a host or room, and how it went.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Operation {
+    pub id: Uuid,
+    pub at: DateTime<Utc>,
+    /// `reconciler`, `rotate-passwords`, or the user id of an operator.
+    pub actor: String,
+    /// `start`, `deallocate`, `materialize`, `ready`, `alert`, ...
+    pub action: String,
+    pub host: Option<String>,
+    pub booking_id: Option<Uuid>,
+    pub room_id: Option<RoomId>,
+    /// `ok`, or the error.
+    pub result: String,
+    pub duration_ms: u64,
+}
+
+/// Where a booking is served: filled in by the fleet scheduler.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Assignment {
+    pub booking_id: Uuid,
+    pub host: String,
+    /// Set once the room is materialized on the host with the current password.
+    pub ready_at: Option<DateTime<Utc>>,
+}
+
+/// The persistence every backend provides. See the module docs for the contract.
+#[async_trait]
+pub trait Store: Send + Sync + 'static {
+    /// A cheap round trip to the database. `Unavailable` when it cannot be reached.
+    async fn ping(&self) -> StoreResult<()>;
+
+    // ----- rooms -----
+
+    /// Inserts a new room. `AlreadyExists` if its id is taken (callers pick another random id);
+    /// with a claim, see the idempotency contract.
+    async fn insert_room(&self, room: &Room, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Room>>;
+
+    /// The room, or `NotFound`.
+    async fn get_room(&self, id: RoomId) -> StoreResult<Room>;
+
+    /// Rooms matching every given filter, oldest first (then by id).
+    async fn list_rooms(&self, filter: &RoomFilter) -> StoreResult<Vec<Room>>;
+
+    /// Deletes a room that has no live booking ending after `now`; atomic with that check.
+    /// `NotFound` if missing, `Conflict` if it has such a booking. Its past bookings go with it.
+    async fn delete_room(&self, id: RoomId, now: DateTime<Utc>) -> StoreResult<()>;
+
+    /// Compare-and-set of the password: sets `new` only if the stored password is `expected`.
+    /// `NotFound` if missing, `PreconditionFailed` if the password changed meanwhile.
+    async fn set_room_password(
+        &self,
+        id: RoomId,
+        expected: &str,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Room>;
+
+    /// Live bookings of the room that end after `after`, by start. `NotFound` if the room is missing.
+    async fn room_bookings(&self, id: RoomId, after: DateTime<Utc>) -> StoreResult<Vec<Booking>>;
+
+    // ----- bookings -----
+
+    /// Books `booking.room_id` for `booking.slot`, atomically with the overlap check.
+    /// `NotFound` if the room does not exist, `Conflict` if a live booking of it overlaps.
+    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>>;
+
+    /// Find-or-create: books any room with at least two seats that is free for the slot
+    /// (`booking.room_id` is ignored), or, when none is free and `new_room` is given, inserts
+    /// `new_room` and books it, all in one atomic step. Returns the booking and its room.
+    /// `NoFreeRoom` when none is free and `new_room` is `None`.
+    async fn book_any_room(
+        &self,
+        booking: &Booking,
+        new_room: Option<&Room>,
+        claim: Option<&IdempotencyClaim>,
+    ) -> StoreResult<Created<(Booking, Room)>>;
+
+    /// The booking, or `NotFound`.
+    async fn get_booking(&self, id: Uuid) -> StoreResult<Booking>;
+
+    /// The owner's bookings (cancelled ones too), by start then id; when `during` is given,
+    /// only those overlapping it.
+    async fn list_bookings(&self, owner: &str, during: Option<TimeSlot>) -> StoreResult<Vec<Booking>>;
+
+    /// Live bookings of every room overlapping `window`, by start: the scheduler's input.
+    async fn bookings_between(&self, window: TimeSlot) -> StoreResult<Vec<Booking>>;
+
+    /// Marks the booking cancelled at `now`. Cancelling a cancelled booking changes nothing and
+    /// returns it. `NotFound` if missing.
+    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking>;
+
+    /// Moves a live booking's end, atomically with the overlap check. `NotFound`, or `Conflict`
+    /// if the new slot overlaps another live booking of the room or the booking is cancelled.
+    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking>;
+
+    /// Forgets idempotency keys recorded before `before`. Returns how many went.
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // ----- fleet -----
+
+    /// Sets (upserts) where a booking is served.
+    async fn put_assignment(&self, assignment: &Assignment) -> StoreResult<()>;
+
+    /// Assignments of the given bookings (missing ones are left out).
+    async fn assignments(&self, booking_ids: &[Uuid]) -> StoreResult<Vec<Assignment>>;
+
+    /// Appends an entry to the operations log.
+    async fn append_operation(&self, op: &Operation) -> StoreResult<()>;
+
+    /// Log entries with `from <= at < to`, oldest first.
+    async fn operations(&self, window: TimeSlot) -> StoreResult<Vec<Operation>>;
+
+    /// Records `key` if absent and returns true; returns false if it was recorded before.
+    /// The first of many concurrent callers wins. Used for once-only alerts and timer replays.
+    async fn claim_marker(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool>;
+
+    /// A small JSON document by key (operator overrides and similar), or `None`.
+    async fn get_state(&self, key: &str) -> StoreResult<Option<serde_json::Value>>;
+
+    /// Writes a small JSON document by key, replacing any previous one.
+    async fn put_state(&self, key: &str, value: &serde_json::Value) -> StoreResult<()>;
+}
