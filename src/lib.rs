@@ -13,3 +13,7 @@ pub mod config;
 pub mod domain;
 pub mod fleet;
 pub mod store;
+pub mod api;
+pub mod app;
+pub mod clock;
+pub mod telemetry;

@@ -1,1 +1,96 @@
-fn main() {}
+//! `suroga`: the Suroga Stream binary. `serve` runs the service (under the Azure Functions host or
+//! on its own); the other commands are helpers on the same code.
+
+use std::{path::PathBuf, process::ExitCode};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "suroga", version, about = "Suroga Stream: booked one-to-one video sessions on Janus")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service: the API, the timer jobs and (by default) a local Janus host.
+    Serve,
+    /// Print a development token signed with the local HS256 secret.
+    Token {
+        /// The user id (`sub`).
+        #[arg(long)]
+        sub: String,
+        /// Give the token the admin role.
+        #[arg(long)]
+        admin: bool,
+        /// Lifetime, like `90s`, `30m`, `1h`, `7d`.
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Azure Functions helpers.
+    Functions {
+        #[command(subcommand)]
+        command: FunctionsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum FunctionsCommand {
+    /// Write `handlers/<function>/function.json` from the route and timer tables.
+    Export {
+        #[arg(long, default_value = "handlers")]
+        dir: PathBuf,
+    },
+    /// Assemble a publish folder: host.json, the function folders and a Linux binary.
+    Package {
+        #[arg(long, default_value = "publish")]
+        out: PathBuf,
+        /// The Linux binary to ship (default: this executable).
+        #[arg(long)]
+        binary: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match run(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // Before telemetry is up, or for CLI helpers: a plain message.
+            eprintln!("suroga: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve => {
+            let config = suroga::config::Config::from_env()?;
+            suroga::telemetry::init(config.log_json);
+            let rt = tokio::runtime::Runtime::new()?;
+            rt.block_on(suroga::app::serve_forever(config))
+        }
+        Command::Token { sub, admin, ttl } => {
+            let config = suroga::config::Config::from_env()?;
+            let ttl = suroga::app::parse_ttl(&ttl)?;
+            println!("{}", suroga::app::dev_token(&config, &sub, admin, ttl)?);
+            Ok(())
+        }
+        Command::Functions { command: FunctionsCommand::Export { dir } } => {
+            suroga::functions::export(&dir, &suroga::api::openapi())?;
+            println!("wrote {}", dir.display());
+            Ok(())
+        }
+        Command::Functions { command: FunctionsCommand::Package { out, binary } } => {
+            let binary = match binary {
+                Some(b) => b,
+                None => std::env::current_exe()?,
+            };
+            suroga::functions::package(&out, &binary, &suroga::api::openapi())?;
+            println!("assembled {}", out.display());
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,75 @@
+//! Extractors that turn every client mistake into a 400-family problem, never a 500.
+
+use axum::{
+    body::Bytes,
+    extract::{FromRequest, FromRequestParts, Request},
+    http::{HeaderMap, header},
+};
+use serde::de::DeserializeOwned;
+use sha2::{Digest, Sha256};
+
+use super::error::ApiError;
+
+/// `Path` whose rejection is a 400 problem ("bad ids").
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Path), rejection(ApiError))]
+pub struct ApiPath<T>(pub T);
+
+/// `Query` whose rejection is a 400 problem.
+#[derive(FromRequestParts)]
+#[from_request(via(axum::extract::Query), rejection(ApiError))]
+pub struct ApiQuery<T>(pub T);
+
+/// A JSON body: 415 unless the content type is JSON, 413 past the body limit, 400 for malformed
+/// JSON, unknown fields or wrong types (with serde's message, which names the field).
+/// Also carries a fingerprint of the request for `Idempotency-Key` checks: a digest of the
+/// body's canonical form, so whitespace and key order do not matter.
+pub struct JsonBody<T> {
+    pub value: T,
+    pub fingerprint: String,
+}
+
+impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|m| {
+                let m = m.trim().to_ascii_lowercase();
+                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType("the body must be JSON (Content-Type: application/json)".into()));
+        }
+        let bytes = Bytes::from_request(req, state).await?;
+        if bytes.is_empty() {
+            return Err(ApiError::BadRequest("a JSON body is required".into()));
+        }
+        let raw: serde_json::Value = serde_json::from_slice(&bytes)
+            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        // serde_json's map is ordered by key, so this is a canonical form.
+        let fingerprint = hex(&Sha256::digest(raw.to_string().as_bytes()));
+        let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+        Ok(JsonBody { value, fingerprint })
+    }
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Reads the optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.
+pub fn idempotency_key(headers: &HeaderMap) -> Result<Option<String>, ApiError> {
+    let Some(v) = headers.get("idempotency-key") else { return Ok(None) };
+    let s = v
+        .to_str()
+        .ok()
+        .filter(|s| !s.is_empty() && s.len() <= 255 && s.bytes().all(|b| b.is_ascii_graphic()))
+        .ok_or_else(|| ApiError::BadRequest("Idempotency-Key must be 1 to 255 visible ASCII characters".into()))?;
+    Ok(Some(s.to_string()))
+}

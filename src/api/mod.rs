@@ -1,0 +1,149 @@
+//! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
+//! docs page, and `GET /` for the Functions host's readiness probe.
+//!
+//! Each resource module ([`rooms`], [`bookings`], [`health`]) exposes its own `router()`
+//! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
+//! `handlers/*/function.json` come from the same code and cannot drift.
+
+pub mod bookings;
+pub mod docs;
+pub mod error;
+pub mod extract;
+pub mod health;
+pub mod rooms;
+
+use std::{sync::Arc, time::Instant};
+
+use axum::{
+    Router,
+    extract::{DefaultBodyLimit, FromRef, Request},
+    http::StatusCode,
+    middleware::{self, Next},
+    response::{IntoResponse, Response},
+    routing::get,
+};
+use chrono::Duration;
+use utoipa::OpenApi;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::{auth::Authenticator, clock::Clock, domain::BookingPolicy, fleet::RoomHosting, store::Store};
+
+/// Largest accepted request body.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
+/// Where the REST API lives; the Functions host's route prefix is `api`.
+pub const API_PREFIX: &str = "/api/v1";
+
+/// Everything a handler needs; cheap to clone.
+#[derive(Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub fleet: Arc<dyn RoomHosting>,
+    pub auth: Arc<Authenticator>,
+    pub clock: Arc<dyn Clock>,
+    pub settings: Arc<ApiSettings>,
+}
+
+/// API behaviour that comes from configuration.
+#[derive(Debug, Clone, Default)]
+pub struct ApiSettings {
+    pub policy: BookingPolicy,
+    /// How long a join token outlives the session's end.
+    pub join_token_grace: Duration,
+}
+
+impl FromRef<AppState> for Arc<Authenticator> {
+    fn from_ref(s: &AppState) -> Self {
+        s.auth.clone()
+    }
+}
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Suroga Stream API",
+        description = "Rooms and bookings for private one-to-one WebRTC sessions on Janus.",
+    ),
+    modifiers(&BearerAuth),
+    tags(
+        (name = "rooms", description = "Janus VideoRoom rooms with a password"),
+        (name = "bookings", description = "A room for a time window"),
+        (name = "health", description = "Service health"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl utoipa::Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::security::{Http, HttpAuthScheme, SecurityScheme};
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
+        );
+    }
+}
+
+/// The API routes with their OpenAPI description (paths include `/api/v1`).
+fn api_router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
+        API_PREFIX,
+        OpenApiRouter::new().merge(health::router()).merge(rooms::router()).merge(bookings::router()),
+    )
+}
+
+/// The OpenAPI document of the API, generated from the handlers.
+pub fn openapi() -> utoipa::openapi::OpenApi {
+    api_router().split_for_parts().1
+}
+
+/// The whole HTTP surface: API, OpenAPI document, docs page, `GET /`, problem+json fallbacks.
+pub fn router(state: AppState) -> Router {
+    let (api, doc) = api_router().split_for_parts();
+    let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
+    api.route("/", get(|| async { "Suroga Stream" }))
+        .route(
+            "/api/v1/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { ([(axum::http::header::CONTENT_TYPE, "application/json")], (*doc).clone()) }
+            }),
+        )
+        .route("/api/docs", get(docs::page))
+        .fallback(not_found)
+        .method_not_allowed_fallback(method_not_allowed)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(middleware::from_fn(access_log))
+        .with_state(state)
+}
+
+async fn not_found() -> Response {
+    error::problem(StatusCode::NOT_FOUND, "no such route", None)
+}
+
+async fn method_not_allowed() -> Response {
+    error::problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None)
+}
+
+/// One JSON log line per request: method, path (no query: it may carry user data), status, time.
+async fn access_log(req: Request, next: Next) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_owned();
+    let invocation = req
+        .headers()
+        .get("x-azure-functions-invocationid")
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_owned);
+    let res = next.run(req).await.into_response();
+    let status = res.status().as_u16();
+    let micros = start.elapsed().as_micros() as u64;
+    if status >= 500 {
+        tracing::warn!(%method, %path, status, micros, invocation, "request");
+    } else if path != "/" {
+        tracing::info!(%method, %path, status, micros, invocation, "request");
+    }
+    res
+}
