@@ -9,6 +9,7 @@
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
 //! - [`config`]: settings from the environment.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod fleet;
