@@ -9,9 +9,11 @@
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
 //! - [`config`]: settings from the environment.
 
+pub mod auth;
 pub mod config;
 pub mod domain;
 pub mod fleet;
+pub mod janus;
 pub mod store;
 pub mod api;
 pub mod app;

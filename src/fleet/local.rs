@@ -1,1 +1,430 @@
 //! Local Janus hosts: a private Janus process per host, from the templates in `infra/janus/`.
+//!
+//! A [`LocalJanusHost`] owns a folder (`<data_dir>/janus/<name>`) with the rendered `.jcfg`
+//! files, `plugins/ transports/ events/ loggers/` holding symlinks to only the modules it needs,
+//! and `janus.log` (Janus's output, never our stdout). It picks free loopback ports, starts
+//! `janus -F <folder>`, waits until `GET /janus/info` answers, stops with SIGTERM, and is killed
+//! when dropped (and when our process dies: `PR_SET_PDEATHSIG`). Start and stop repeat freely.
+
+use std::{
+    fs,
+    io::{self, Write},
+    net::TcpListener,
+    os::unix::fs::{OpenOptionsExt, symlink},
+    path::{Path, PathBuf},
+    process::{ExitStatus, Stdio},
+    time::Duration,
+};
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+use tokio::process::{Child, Command};
+
+use crate::janus::templates::{self, JanusConfigParams, TemplateError};
+
+/// Where Debian's `janus` package installs its modules.
+pub const DEFAULT_MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/janus";
+
+/// The modules a host loads, by kind folder: VideoRoom, HTTP and WebSockets, the event handler.
+const MODULES: &[(&str, &str)] = &[
+    ("plugins", "libjanus_videoroom.so"),
+    ("transports", "libjanus_http.so"),
+    ("transports", "libjanus_websockets.so"),
+    ("events", "libjanus_sampleevh.so"),
+];
+
+/// Why a local host could not start or stop.
+#[derive(Debug, thiserror::Error)]
+pub enum LocalHostError {
+    /// No Janus binary or modules where expected.
+    #[error("Janus is not installed ({path} is missing): install it with `apt-get install janus`")]
+    JanusMissing { path: PathBuf },
+    #[error("{context}: {source}")]
+    Io {
+        context: String,
+        #[source]
+        source: io::Error,
+    },
+    #[error("Janus configuration: {0}")]
+    Template(#[from] TemplateError),
+    /// Janus exited while starting; see its log.
+    #[error("Janus exited while starting ({status}); see {log}")]
+    Exited { status: ExitStatus, log: PathBuf },
+    /// Janus did not answer `GET /janus/info` before the deadline; it was killed.
+    #[error("Janus did not answer within {after:?}; see {log}")]
+    NotReady { after: Duration, log: PathBuf },
+}
+
+fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> LocalHostError {
+    let context = context.into();
+    move |source| LocalHostError::Io { context, source }
+}
+
+/// The credentials a Janus host is configured with.
+#[derive(Clone, Serialize, Deserialize)]
+pub struct HostSecrets {
+    /// Janus `api_secret` (the server's `apisecret`).
+    pub api_secret: String,
+    /// Janus `admin_secret` for the admin API (loopback only).
+    pub admin_secret: String,
+    /// VideoRoom `admin_key`, needed to create rooms.
+    pub admin_key: String,
+    /// `token_auth_secret` for signed client tokens.
+    pub token_secret: String,
+}
+
+impl std::fmt::Debug for HostSecrets {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("HostSecrets(***)")
+    }
+}
+
+impl HostSecrets {
+    /// Fresh random secrets (32 alphanumeric characters each).
+    pub fn generate() -> Self {
+        let random = || -> String {
+            rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(32).map(char::from).collect()
+        };
+        Self { api_secret: random(), admin_secret: random(), admin_key: random(), token_secret: random() }
+    }
+
+    /// Reads `path` (JSON) when it exists, or generates secrets and writes them there with
+    /// mode 0600, so a restarted service finds the same credentials.
+    pub fn load_or_generate(path: &Path) -> Result<Self, LocalHostError> {
+        match fs::read(path) {
+            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalHostError::Io {
+                context: format!("reading {}", path.display()),
+                source: io::Error::new(io::ErrorKind::InvalidData, e),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                let s = Self::generate();
+                if let Some(dir) = path.parent() {
+                    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                }
+                write_private(path, &serde_json::to_vec_pretty(&s).expect("secrets serialize"))?;
+                Ok(s)
+            }
+            Err(e) => Err(io_err(format!("reading {}", path.display()))(e)),
+        }
+    }
+}
+
+/// Where Janus is and how long to wait for it.
+#[derive(Debug, Clone)]
+pub struct LocalJanusOptions {
+    /// The Janus binary (default `/usr/bin/janus`).
+    pub janus_bin: PathBuf,
+    /// The folder with `plugins/ transports/ events/ loggers/` of the installed Janus.
+    pub modules_dir: PathBuf,
+    /// Longest wait from launch to `GET /janus/info` answering (default 10 s).
+    pub ready_timeout: Duration,
+    /// Longest wait after SIGTERM before SIGKILL (default 10 s).
+    pub stop_timeout: Duration,
+    /// Event handler backend URL; `None` disables the event handler.
+    pub events_backend: Option<String>,
+}
+
+impl Default for LocalJanusOptions {
+    fn default() -> Self {
+        Self {
+            janus_bin: PathBuf::from("/usr/bin/janus"),
+            modules_dir: PathBuf::from(DEFAULT_MODULES_DIR),
+            ready_timeout: Duration::from_secs(10),
+            stop_timeout: Duration::from_secs(10),
+            events_backend: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Ports {
+    http: u16,
+    admin: u16,
+    ws: u16,
+}
+
+/// A private Janus process on loopback. Not `Clone`: one owner starts and stops it.
+#[derive(Debug)]
+pub struct LocalJanusHost {
+    name: String,
+    dir: PathBuf,
+    secrets: HostSecrets,
+    options: LocalJanusOptions,
+    ports: Ports,
+    /// True once Janus answered on `ports`: later starts keep them (the URLs are published).
+    ports_proven: bool,
+    child: Option<Child>,
+}
+
+impl LocalJanusHost {
+    /// A stopped host named `name` with its folder `dir` (created on start) and free loopback
+    /// ports. Nothing runs until [`start`](Self::start).
+    pub fn new(name: &str, dir: PathBuf, secrets: HostSecrets, options: LocalJanusOptions) -> Result<Self, LocalHostError> {
+        Ok(Self { name: name.to_string(), dir, secrets, options, ports: free_ports()?, ports_proven: false, child: None })
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// The host's folder (configuration, module links, `janus.log`).
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+    /// Janus's output.
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.join("janus.log")
+    }
+    pub fn secrets(&self) -> &HostSecrets {
+        &self.secrets
+    }
+    /// The HTTP API root for the server (`http://127.0.0.1:<port>/janus`). The first start may
+    /// move to other ports if these were taken meanwhile: read it after `start`.
+    pub fn backend_url(&self) -> String {
+        format!("http://127.0.0.1:{}/janus", self.ports.http)
+    }
+    /// The HTTP API root for clients (the same as the backend URL on loopback).
+    pub fn public_http_url(&self) -> String {
+        self.backend_url()
+    }
+    /// The WebSocket URL for clients (`ws://127.0.0.1:<port>`).
+    pub fn public_ws_url(&self) -> String {
+        format!("ws://127.0.0.1:{}", self.ports.ws)
+    }
+    /// The OS process id while running.
+    pub fn pid(&self) -> Option<u32> {
+        self.child.as_ref().and_then(Child::id)
+    }
+
+    /// True while the Janus process is alive.
+    pub fn is_running(&mut self) -> bool {
+        match &mut self.child {
+            Some(c) => matches!(c.try_wait(), Ok(None)),
+            None => false,
+        }
+    }
+
+    /// Starts Janus and waits until it answers. Idempotent: a running host is left alone.
+    /// On the first start, ports taken meanwhile by someone else make Janus exit; it is then
+    /// retried on fresh ports (up to three times).
+    /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `NotReady` (the process is killed), `Io`.
+    #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
+    pub async fn start(&mut self) -> Result<(), LocalHostError> {
+        if self.is_running() {
+            return Ok(());
+        }
+        self.child = None;
+        if !self.options.janus_bin.exists() {
+            return Err(LocalHostError::JanusMissing { path: self.options.janus_bin.clone() });
+        }
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            match self.launch().await {
+                Ok(()) => {
+                    self.ports_proven = true;
+                    tracing::info!(url = %self.backend_url(), "local Janus host is up");
+                    return Ok(());
+                }
+                Err(LocalHostError::Exited { .. }) if !self.ports_proven && attempt < 3 => {
+                    tracing::warn!(attempt, "Janus exited while starting; retrying on fresh ports");
+                    self.ports = free_ports()?;
+                }
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    async fn launch(&mut self) -> Result<(), LocalHostError> {
+        self.write_folder()?;
+        let log_path = self.log_path();
+        let log = fs::File::create(&log_path).map_err(io_err(format!("creating {}", log_path.display())))?;
+        let log_err = log.try_clone().map_err(io_err("duplicating the log handle"))?;
+        let mut cmd = Command::new(&self.options.janus_bin);
+        cmd.arg("-F").arg(&self.dir).arg("-o").stdin(Stdio::null()).stdout(log).stderr(log_err).kill_on_drop(true);
+        // SAFETY: prctl is async-signal-safe and touches only the child's own state.
+        unsafe {
+            cmd.pre_exec(|| {
+                // Janus must not outlive us, even if we are killed without running destructors.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| match e.kind() {
+            io::ErrorKind::NotFound => LocalHostError::JanusMissing { path: self.options.janus_bin.clone() },
+            _ => io_err("starting janus")(e),
+        })?;
+        self.child = Some(child);
+
+        let probe = reqwest::Client::builder()
+            .timeout(Duration::from_millis(500))
+            .build()
+            .map_err(|e| LocalHostError::Io { context: "building the readiness probe".into(), source: io::Error::other(e.without_url()) })?;
+        let info = format!("{}/info", self.backend_url());
+        let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
+        loop {
+            let child = self.child.as_mut().expect("just spawned");
+            if let Some(status) = child.try_wait().map_err(io_err("waiting for janus"))? {
+                self.child = None;
+                return Err(LocalHostError::Exited { status, log: log_path });
+            }
+            if let Ok(r) = probe.get(&info).send().await {
+                if r.status().is_success() {
+                    return Ok(());
+                }
+            }
+            if tokio::time::Instant::now() >= deadline {
+                self.kill().await;
+                return Err(LocalHostError::NotReady { after: self.options.ready_timeout, log: log_path });
+            }
+            // Janus announces readiness only by answering; poll at a short interval.
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Stops Janus: SIGTERM, then SIGKILL after `stop_timeout`. Idempotent.
+    #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
+    pub async fn stop(&mut self) -> Result<(), LocalHostError> {
+        let Some(mut child) = self.child.take() else { return Ok(()) };
+        if let Some(pid) = child.id() {
+            // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+            unsafe {
+                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+            }
+        }
+        match tokio::time::timeout(self.options.stop_timeout, child.wait()).await {
+            Ok(r) => {
+                r.map_err(io_err("waiting for janus to stop"))?;
+            }
+            Err(_) => {
+                tracing::warn!("Janus ignored SIGTERM; killing it");
+                child.kill().await.map_err(io_err("killing janus"))?;
+            }
+        }
+        Ok(())
+    }
+
+    async fn kill(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill().await;
+        }
+    }
+
+    /// Renders the configuration and links the modules into the host's folder.
+    fn write_folder(&self) -> Result<(), LocalHostError> {
+        let dir = &self.dir;
+        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        for kind in ["plugins", "transports", "events", "loggers"] {
+            let sub = dir.join(kind);
+            fs::create_dir_all(&sub).map_err(io_err(format!("creating {}", sub.display())))?;
+        }
+        for (kind, file) in MODULES {
+            let target = self.options.modules_dir.join(kind).join(file);
+            if !target.exists() {
+                return Err(LocalHostError::JanusMissing { path: target });
+            }
+            let link = dir.join(kind).join(file);
+            match fs::remove_file(&link) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io_err(format!("replacing {}", link.display()))(e)),
+            }
+            symlink(&target, &link).map_err(io_err(format!("linking {}", link.display())))?;
+        }
+        let folder = dir.to_str().ok_or_else(|| LocalHostError::Io {
+            context: format!("{} is not UTF-8", dir.display()),
+            source: io::Error::from(io::ErrorKind::InvalidInput),
+        })?;
+        let params = JanusConfigParams {
+            configs_folder: folder.to_string(),
+            modules_folder: folder.to_string(),
+            interface: "127.0.0.1".into(),
+            server_name: self.name.clone(),
+            api_secret: self.secrets.api_secret.clone(),
+            admin_secret: self.secrets.admin_secret.clone(),
+            token_secret: self.secrets.token_secret.clone(),
+            admin_key: self.secrets.admin_key.clone(),
+            rtp_port_range: "20000-40000".into(),
+            http_ip: "127.0.0.1".into(),
+            http_port: self.ports.http,
+            http_acl: "127.".into(),
+            admin_ip: "127.0.0.1".into(),
+            admin_port: self.ports.admin,
+            admin_acl: "127.".into(),
+            ws_ip: "127.0.0.1".into(),
+            ws_port: self.ports.ws,
+            ws_acl: "127.".into(),
+            events_enabled: self.options.events_backend.is_some(),
+            events_backend: self.options.events_backend.clone().unwrap_or_else(|| "http://127.0.0.1:9/".into()),
+        };
+        for (file, text) in templates::render_all(&params)? {
+            write_private(&dir.join(file), text.as_bytes())?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for LocalJanusHost {
+    fn drop(&mut self) {
+        if let Some(c) = &mut self.child {
+            let _ = c.start_kill();
+        }
+    }
+}
+
+/// Three distinct free loopback ports: all bound at once so they differ, then released for Janus.
+fn free_ports() -> Result<Ports, LocalHostError> {
+    let bind = || TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"));
+    let (a, b, c) = (bind()?, bind()?, bind()?);
+    let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(io_err("finding a free port"));
+    Ok(Ports { http: port(&a)?, admin: port(&b)?, ws: port(&c)? })
+}
+
+/// Writes a file readable only by us (it holds secrets).
+fn write_private(path: &Path, bytes: &[u8]) -> Result<(), LocalHostError> {
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io_err(format!("writing {}", path.display())))?;
+    f.write_all(bytes).map_err(io_err(format!("writing {}", path.display())))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_secrets_differ_and_are_config_safe() {
+        let (a, b) = (HostSecrets::generate(), HostSecrets::generate());
+        assert_ne!(a.api_secret, b.api_secret);
+        assert_ne!(a.api_secret, a.token_secret);
+        assert!(a.api_secret.chars().all(|c| c.is_ascii_alphanumeric()));
+        assert!(!format!("{a:?}").contains(&a.api_secret));
+    }
+
+    #[test]
+    fn secrets_persist_across_loads() {
+        let dir = std::env::temp_dir().join(format!("suroga-secrets-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("secrets.json");
+        let first = HostSecrets::load_or_generate(&path).unwrap();
+        let second = HostSecrets::load_or_generate(&path).unwrap();
+        assert_eq!(first.token_secret, second.token_secret);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[tokio::test]
+    async fn a_missing_janus_says_how_to_install_it() {
+        let opts = LocalJanusOptions { janus_bin: "/nonexistent/janus".into(), ..Default::default() };
+        let dir = std::env::temp_dir().join(format!("suroga-nojanus-{}", uuid::Uuid::new_v4()));
+        let mut host = LocalJanusHost::new("x", dir, HostSecrets::generate(), opts).unwrap();
+        let e = host.start().await.unwrap_err();
+        assert!(matches!(e, LocalHostError::JanusMissing { .. }));
+        assert!(e.to_string().contains("apt-get install janus"));
+    }
+}

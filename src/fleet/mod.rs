@@ -4,6 +4,7 @@
 //! The API talks to the fleet only through [`RoomHosting`]; the backends are the local
 //! Janus host manager ([`local`]), static always-on hosts, and Azure VMs.
 
+pub mod janus_hosts;
 pub mod local;
 
 use async_trait::async_trait;
