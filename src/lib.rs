@@ -12,4 +12,5 @@
 pub mod config;
 pub mod domain;
 pub mod fleet;
+pub mod functions;
 pub mod store;
