@@ -12,15 +12,15 @@ use crate::{
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
     config::{Config, FleetKind, StoreKind},
-    fleet::RoomHosting,
+    fleet::{RoomHosting, janus_hosts::JanusHosts},
     store::{Store, cosmos::CosmosStore, sqlite::SqliteStore},
 };
 
 /// The running parts of the service, kept alive while it serves.
 pub struct App {
     pub state: AppState,
-    /// Local Janus processes (FLEET=local), stopped when the app shuts down.
-    pub local_hosts: Vec<crate::fleet::local::LocalJanusHost>,
+    /// The Janus hosts (with the local Janus process for `FLEET=local`, stopped on shutdown).
+    pub janus: Arc<JanusHosts>,
 }
 
 /// Opens the configured store. Fails fast with a message naming what is missing.
@@ -42,17 +42,11 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         .timeout(StdDuration::from_secs(10))
         .build()?;
     let auth = Arc::new(Authenticator::new(&config.auth, &config.data_dir, http).context("authentication settings")?);
-    let (fleet, local_hosts): (Arc<dyn RoomHosting>, _) = match config.fleet {
-        FleetKind::Local => {
-            let (hosts, local) = crate::fleet::janus_hosts::JanusHosts::start_local(config)
-                .await
-                .context("starting the local Janus host")?;
-            (Arc::new(hosts), local)
-        }
-        FleetKind::Static | FleetKind::Azure => {
-            (Arc::new(crate::fleet::janus_hosts::JanusHosts::from_config(config)?), vec![])
-        }
-    };
+    let janus = Arc::new(match config.fleet {
+        FleetKind::Local => JanusHosts::start_local(config).await.context("starting the local Janus host")?,
+        FleetKind::Static | FleetKind::Azure => JanusHosts::from_config(config).context("Janus hosts")?,
+    });
+    let fleet: Arc<dyn RoomHosting> = janus.clone();
     let state = AppState {
         store,
         fleet,
@@ -60,7 +54,7 @@ pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App
         clock,
         settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
     };
-    Ok(App { state, local_hosts })
+    Ok(App { state, janus })
 }
 
 /// Serves `state` on `listener` until `shutdown` completes.
@@ -80,8 +74,8 @@ pub async fn serve_forever(config: Config) -> anyhow::Result<()> {
         "Suroga Stream listening"
     );
     run(listener, app.state.clone(), shutdown_signal()).await?;
-    for mut host in app.local_hosts {
-        host.stop().await;
+    if let Err(e) = app.janus.shutdown().await {
+        tracing::warn!(error = %e, "stopping the local Janus host");
     }
     tracing::info!("stopped");
     Ok(())
@@ -96,24 +90,9 @@ async fn shutdown_signal() {
     }
 }
 
-/// Parses a lifetime like `90s`, `30m`, `1h`, `7d`.
-pub fn parse_ttl(s: &str) -> anyhow::Result<Duration> {
-    let (num, unit) = s.split_at(s.find(|c: char| !c.is_ascii_digit()).unwrap_or(s.len()));
-    let n: i64 = num.parse().with_context(|| format!("ttl must look like 30m, 1h or 7d, got {s:?}"))?;
-    Ok(match unit {
-        "s" => Duration::seconds(n),
-        "m" | "" => Duration::minutes(n),
-        "h" => Duration::hours(n),
-        "d" => Duration::days(n),
-        _ => anyhow::bail!("ttl unit must be s, m, h or d, got {s:?}"),
-    })
-}
-
 /// A development token for the local HS256 secret (`suroga token`).
 pub fn dev_token(config: &Config, sub: &str, admin: bool, ttl: Duration) -> anyhow::Result<String> {
-    let secret = match &config.auth.hs256_secret {
-        Some(s) => s.clone(),
-        None => auth::load_or_create_dev_secret(&config.data_dir)?,
-    };
+    let secret = auth::local_secret(&config.auth, &config.data_dir)?
+        .ok_or_else(|| anyhow::anyhow!("local tokens are off: AUTH_ISSUER is set and AUTH_HS256_SECRET is not"))?;
     Ok(auth::mint_dev_token(&secret, sub, admin, &config.auth.admin_role, ttl, chrono::Utc::now()))
 }

@@ -7,15 +7,18 @@
 //! - [`fleet`]: Janus hosts: which host serves a room, materialization, power control, planning.
 //! - [`api`]: the HTTP API (axum): auth, validation, problem+json errors, OpenAPI.
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
-//! - [`config`]: settings from the environment.
+//! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
+//! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
+//! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
 
+pub mod api;
+pub mod app;
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod domain;
 pub mod fleet;
+pub mod functions;
 pub mod janus;
 pub mod store;
-pub mod api;
-pub mod app;
-pub mod clock;
 pub mod telemetry;

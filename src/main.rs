@@ -1,7 +1,7 @@
 //! `suroga`: the Suroga Stream binary. `serve` runs the service (under the Azure Functions host or
 //! on its own); the other commands are helpers on the same code.
 
-use std::{path::PathBuf, process::ExitCode};
+use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
@@ -31,24 +31,7 @@ enum Command {
     /// Azure Functions helpers.
     Functions {
         #[command(subcommand)]
-        command: FunctionsCommand,
-    },
-}
-
-#[derive(Subcommand)]
-enum FunctionsCommand {
-    /// Write `handlers/<function>/function.json` from the route and timer tables.
-    Export {
-        #[arg(long, default_value = "handlers")]
-        dir: PathBuf,
-    },
-    /// Assemble a publish folder: host.json, the function folders and a Linux binary.
-    Package {
-        #[arg(long, default_value = "publish")]
-        out: PathBuf,
-        /// The Linux binary to ship (default: this executable).
-        #[arg(long)]
-        binary: Option<PathBuf>,
+        command: suroga::functions::FunctionsCommand,
     },
 }
 
@@ -74,22 +57,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Token { sub, admin, ttl } => {
             let config = suroga::config::Config::from_env()?;
-            let ttl = suroga::app::parse_ttl(&ttl)?;
+            let ttl = suroga::auth::parse_ttl(&ttl)?;
             println!("{}", suroga::app::dev_token(&config, &sub, admin, ttl)?);
             Ok(())
         }
-        Command::Functions { command: FunctionsCommand::Export { dir } } => {
-            suroga::functions::export(&dir, &suroga::api::openapi())?;
-            println!("wrote {}", dir.display());
-            Ok(())
-        }
-        Command::Functions { command: FunctionsCommand::Package { out, binary } } => {
-            let binary = match binary {
-                Some(b) => b,
-                None => std::env::current_exe()?,
-            };
-            suroga::functions::package(&out, &binary, &suroga::api::openapi())?;
-            println!("assembled {}", out.display());
+        Command::Functions { command } => {
+            println!("{}", command.run(&suroga::api::openapi())?);
             Ok(())
         }
     }
