@@ -1,0 +1,161 @@
+//! The timer jobs, served two ways from one table ([`crate::functions::TIMERS`]):
+//! - under the Functions host, as `POST /{function-name}` with the host's JSON envelope;
+//! - standalone (`suroga serve` without the host), fired in-process on the same NCRONTAB schedules.
+//!
+//! Every job is idempotent: after a lost lease the host may replay an occurrence, and two
+//! instances may run one at once.
+
+use std::sync::Arc;
+
+use axum::{
+    Router,
+    extract::State,
+    response::Response,
+    routing::post,
+};
+use chrono::{DateTime, Utc};
+
+use crate::{
+    api::AppState,
+    domain,
+    fleet::reconciler::Reconciler,
+    functions::{TIMERS, TimerInvocation, ncrontab::Schedule, timer_error_reply, timer_reply},
+    store::{Operation, RoomFilter, StoreError},
+};
+
+/// What the timer jobs need besides the API state.
+#[derive(Clone)]
+pub struct Jobs {
+    pub state: AppState,
+    pub reconciler: Arc<Reconciler>,
+}
+
+/// Why a job run failed (the host marks the invocation failed; the next occurrence retries).
+#[derive(Debug, thiserror::Error)]
+pub enum JobError {
+    #[error("store: {0}")]
+    Store(#[from] StoreError),
+    #[error("no job named {0:?}")]
+    Unknown(String),
+}
+
+impl Jobs {
+    /// Runs the job `name` for the occurrence at `at`. Returns log lines for the host.
+    pub async fn run(&self, name: &str, at: DateTime<Utc>) -> Result<Vec<String>, JobError> {
+        match name {
+            "fleet-reconcile" => Ok(self.reconciler.run_once().await.lines()),
+            "rotate-passwords" => rotate_passwords(&self.state, at).await,
+            other => Err(JobError::Unknown(other.to_string())),
+        }
+    }
+
+    /// `POST /{function-name}` for every timer: the host's envelope in, its reply shape out.
+    pub fn router(&self) -> Router {
+        let mut r = Router::new();
+        for t in TIMERS {
+            let name = t.name;
+            r = r.route(
+                &format!("/{name}"),
+                post(move |State(jobs): State<Jobs>, inv: TimerInvocation| async move { jobs.invoke(name, inv).await }),
+            );
+        }
+        r.with_state(self.clone())
+    }
+
+    async fn invoke(&self, name: &str, inv: TimerInvocation) -> Response {
+        let now = self.state.clock.now();
+        let at = inv.utc_now().unwrap_or(now);
+        tracing::info!(job = name, past_due = inv.is_past_due(), last = ?inv.last_run(), "timer invoked by the host");
+        match self.run(name, at).await {
+            Ok(lines) => {
+                tracing::info!(job = name, summary = lines.join("; "), "timer done");
+                timer_reply(lines)
+            }
+            Err(e) => {
+                tracing::error!(job = name, error = %e, "timer failed");
+                timer_error_reply(&e.to_string())
+            }
+        }
+    }
+
+    /// Standalone mode: fires every timer on its schedule until `shutdown` resolves.
+    pub async fn run_schedules(self, shutdown: tokio::sync::watch::Receiver<bool>) {
+        let mut tasks = Vec::new();
+        for t in TIMERS {
+            let schedule = Schedule::parse(t.schedule).expect("timer schedules in TIMERS parse");
+            let (jobs, mut stop) = (self.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                loop {
+                    let now = jobs.state.clock.now();
+                    let Some(next) = schedule.next_after(now) else { return };
+                    let wait = (next - now).to_std().unwrap_or_default();
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => return,
+                    }
+                    match jobs.run(t.name, next).await {
+                        Ok(lines) => tracing::info!(job = t.name, summary = lines.join("; "), "timer done"),
+                        Err(e) => tracing::error!(job = t.name, error = %e, "timer failed"),
+                    }
+                }
+            }));
+        }
+        for t in tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+/// Daily: rooms with no future booking get a new password, edited in Janus when materialized,
+/// so a password given out for an old session stops working. A room whose Janus edit fails keeps
+/// its old password (the store and Janus never disagree) and is retried on the next run.
+/// Replays of one day's occurrence do nothing (a marker per day).
+pub async fn rotate_passwords(state: &AppState, at: DateTime<Utc>) -> Result<Vec<String>, JobError> {
+    let marker = format!("rotate-passwords:{}", at.format("%Y-%m-%d"));
+    let now = state.clock.now();
+    if !state.store.claim_marker(&marker, now).await? {
+        return Ok(vec![format!("already ran for {}", at.format("%Y-%m-%d"))]);
+    }
+    let rooms = state.store.list_rooms(&RoomFilter::default()).await?;
+    let (mut rotated, mut kept, mut failed) = (0usize, 0usize, 0usize);
+    for room in rooms {
+        if !state.store.room_bookings(room.id, now).await?.is_empty() {
+            kept += 1;
+            continue;
+        }
+        let new = domain::new_password();
+        let started = std::time::Instant::now();
+        let updated = match state.store.set_room_password(room.id, &room.password, &new, now).await {
+            Ok(r) => r,
+            // Deleted or changed meanwhile: nothing to rotate.
+            Err(StoreError::NotFound | StoreError::PreconditionFailed) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        let result = match state.fleet.materialize(&updated).await {
+            Ok(()) => {
+                rotated += 1;
+                "ok".to_string()
+            }
+            Err(e) => {
+                failed += 1;
+                let _ = state.store.set_room_password(room.id, &new, &room.password, now).await;
+                e.to_string()
+            }
+        };
+        let _ = state
+            .store
+            .append_operation(&Operation {
+                id: uuid::Uuid::new_v4(),
+                at: now,
+                actor: "rotate-passwords".into(),
+                action: "rotate-password".into(),
+                host: None,
+                booking_id: None,
+                room_id: Some(room.id),
+                result,
+                duration_ms: started.elapsed().as_millis() as u64,
+            })
+            .await;
+    }
+    Ok(vec![format!("rotated {rotated}, kept {kept} with future bookings, {failed} failed in Janus")])
+}
