@@ -197,7 +197,7 @@ async fn password_is_shown_only_to_owner_or_admin_inside_the_window() {
     assert_eq!(app.get(&path, &admin()).await.1["password"], b["password"], "admins see it too");
     let (st, _) = app.get(&path, &user()).await;
     assert_eq!(st, StatusCode::NOT_FOUND, "another user's booking does not exist for them");
-    app.clock.advance(Duration::minutes(60));
+    app.clock.advance(Duration::minutes(75));
     assert!(app.get(&path, &u).await.1.get("password").is_none(), "hidden after the end");
 }
 

@@ -1,0 +1,4 @@
+//! Shared test support: each test crate includes what it uses.
+#![allow(dead_code)]
+
+pub mod app;
