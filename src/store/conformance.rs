@@ -58,6 +58,7 @@ macro_rules! store_conformance_tests {
             book_any_room_without_a_new_room_is_no_free_room,
             replayed_booking_returns_it_as_it_is_now_and_writes_nothing,
             replayed_room_insert_returns_the_room_and_writes_nothing,
+            key_of_a_removed_room_counts_as_absent,
             replayed_book_any_room_returns_the_same_booking_and_room,
             idempotency_key_with_another_request_is_a_mismatch,
             idempotency_keys_of_different_users_are_independent,
@@ -439,6 +440,19 @@ pub async fn replayed_room_insert_returns_the_room_and_writes_nothing(store: &dy
     assert_eq!(replayed(store.insert_room(&retry, Some(&claim)).await.unwrap()), changed);
     assert!(matches!(store.get_room(retry.id).await, Err(StoreError::NotFound)));
     assert_eq!(store.list_rooms(&f.own_rooms()).await.unwrap(), vec![changed]);
+}
+
+/// A room removed again (Janus refused it) releases its key: the client's retry creates anew.
+pub async fn key_of_a_removed_room_counts_as_absent(store: &dyn Store) {
+    let f = Fixture::new();
+    let now = Utc::now();
+    let room = f.room(2, 1);
+    let claim = f.claim("rooms", "rolled-back", "fp", now);
+    new(store.insert_room(&room, Some(&claim)).await.unwrap());
+    store.delete_room(room.id, now).await.unwrap();
+    let retry = f.room(2, 2);
+    assert_eq!(new(store.insert_room(&retry, Some(&claim)).await.unwrap()), retry);
+    assert_eq!(store.get_room(retry.id).await.unwrap(), retry);
 }
 
 pub async fn replayed_book_any_room_returns_the_same_booking_and_room(store: &dyn Store) {

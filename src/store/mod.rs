@@ -15,7 +15,8 @@
 //!   key is recorded in the same atomic step as the entity. A later call with the same key and
 //!   the same fingerprint writes nothing and returns [`Created::Replayed`] with the entity as
 //!   it is now; a different fingerprint fails with [`StoreError::IdempotencyMismatch`]. Keys
-//!   older than [`IDEMPOTENCY_TTL`] count as absent.
+//!   older than [`IDEMPOTENCY_TTL`] count as absent, and so do keys whose entity is gone (a room
+//!   removed again because Janus refused it): a client retrying after a failure gets a fresh try.
 //! - **Errors are variants, not strings.** Each backend maps its own failures into
 //!   [`StoreError`]; the conformance suite ([`conformance`]) asserts them case by case.
 //! - **Times are UTC.** Whatever a backend stores, it answers with the same instants it got.

@@ -504,17 +504,19 @@ fn record_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>, resource
     Ok(())
 }
 
-fn replayed_room(tx: &Transaction<'_>, resource: &str) -> StoreResult<Room> {
+/// The room a key names, or `None` when it is gone (the key then counts as absent).
+fn replayed_room(tx: &Transaction<'_>, resource: &str) -> StoreResult<Option<Room>> {
     let id: RoomId = resource
         .parse()
         .map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
-    load_room(tx, id)?.ok_or(StoreError::NotFound)
+    load_room(tx, id)
 }
 
-fn replayed_booking(tx: &Transaction<'_>, resource: &str) -> StoreResult<Booking> {
+/// The booking a key names, or `None` when it is gone (the key then counts as absent).
+fn replayed_booking(tx: &Transaction<'_>, resource: &str) -> StoreResult<Option<Booking>> {
     let id = Uuid::parse_str(resource)
         .map_err(|_| StoreError::Internal(format!("idempotency record names booking {resource:?}")))?;
-    load_booking(tx, id)?.ok_or(StoreError::NotFound)
+    load_booking(tx, id)
 }
 
 fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> StoreResult<Vec<T>> {
@@ -531,13 +533,15 @@ impl Store for SqliteStore {
         .await
     }
 
-    /// See [`Store::insert_room`]. A replay whose room was deleted since answers `NotFound`.
+    /// See [`Store::insert_room`].
     async fn insert_room(&self, room: &Room, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Room>> {
         let room = room.clone();
         let claim = claim.cloned();
         self.write(move |tx| {
-            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
-                return Ok(Created::Replayed(replayed_room(tx, &resource)?));
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
+                && let Some(room) = replayed_room(tx, &resource)?
+            {
+                return Ok(Created::Replayed(room));
             }
             insert_room_row(tx, &room)?;
             record_claim(tx, claim.as_ref(), &room.id.to_string())?;
@@ -654,8 +658,10 @@ impl Store for SqliteStore {
         let claim = claim.cloned();
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
-            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
-                return Ok(Created::Replayed(replayed_booking(tx, &resource)?));
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
+                && let Some(b) = replayed_booking(tx, &resource)?
+            {
+                return Ok(Created::Replayed(b));
             }
             if !room_exists(tx, booking.room_id)? {
                 return Err(StoreError::NotFound);
@@ -670,8 +676,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    /// See [`Store::book_any_room`]. Picks the free room with the lowest id. A replay whose
-    /// booking went with its room answers `NotFound`.
+    /// See [`Store::book_any_room`]. Picks the free room with the lowest id.
     async fn book_any_room(
         &self,
         booking: &Booking,
@@ -683,9 +688,10 @@ impl Store for SqliteStore {
         let claim = claim.cloned();
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
-            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
-                let b = replayed_booking(tx, &resource)?;
-                let room = load_room(tx, b.room_id)?.ok_or(StoreError::NotFound)?;
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
+                && let Some(b) = replayed_booking(tx, &resource)?
+                && let Some(room) = load_room(tx, b.room_id)?
+            {
                 return Ok(Created::Replayed((b, room)));
             }
             // Walks rooms by id and probes each one's live bookings ending after `start`
