@@ -4,8 +4,11 @@
 //! The API talks to the fleet only through [`RoomHosting`]; the backends are the local
 //! Janus host manager ([`local`]), static always-on hosts, and Azure VMs.
 
+pub mod azure;
 pub mod janus_hosts;
 pub mod local;
+pub mod planner;
+pub mod power;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
