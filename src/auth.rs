@@ -530,8 +530,7 @@ struct IssuerKeys {
     validation: Validation,
     /// Read on every request without waiting; replaced whole by a successful refresh.
     cache: RwLock<Arc<KeyCache>>,
-    /// Held for the whole of a refresh: concurrent misses queue here and then find the fresh keys
-    /// (or the rate limit), so one fetch serves them all.
+    /// Held for the whole of a refresh, so concurrent misses wait for its result.
     refresh: tokio::sync::Mutex<RefreshState>,
 }
 
@@ -593,15 +592,15 @@ impl IssuerKeys {
         if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
             return Ok(key.clone());
         }
+        // Misses queue here. The first one fetches; the ones behind it are inside the interval, so
+        // they fetch nothing and find its keys below: one fetch serves them all.
         let mut state = self.refresh.lock().await;
-        let cache = self.snapshot();
-        if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
-            return Ok(key.clone());
-        }
+        // Measured both ways: a request stamped a moment before the last fetch (it waited here
+        // behind it) must not fetch again, and a clock that jumped back must not block refreshes for good.
+        let interval = Duration::seconds(JWKS_MIN_REFRESH_SECS);
         let allowed = state
             .last_attempt
-            // A clock that went backwards must not block refreshes for good.
-            .is_none_or(|t| now < t || now - t >= Duration::seconds(JWKS_MIN_REFRESH_SECS));
+            .is_none_or(|t| (now - t).abs() >= interval);
         if allowed {
             state.last_attempt = Some(now);
             match self.fetch(&mut state).await {
