@@ -23,6 +23,11 @@
 //! - The token's `alg` header picks the verifier and must be exactly that verifier's algorithm; every
 //!   other `alg` (`none`, `HS384`, `PS256`, ...) is refused. RSA key material is never used as an HMAC
 //!   secret, so the HS256-signed-with-the-public-key confusion cannot verify.
+//!   `AUTH_ISSUER` must equal the tokens' `iss` exactly: for Entra that is
+//!   `https://login.microsoftonline.com/<tenant>/v2.0` for v2 access tokens (the app registration's
+//!   `accessTokenAcceptedVersion: 2`) and `https://sts.windows.net/<tenant>/` for v1 ones.
+//!   `AUTH_AUDIENCE` may list several values separated by commas (Entra puts the client id or the
+//!   App ID URI in `aud`, depending on the token version); a token naming any of them is accepted.
 //! - `exp` is required and `nbf` honoured, both with [`CLOCK_SKEW_LEEWAY_SECS`] of leeway.
 //! - The user is `oid` when present, else `sub`; admin iff the configured admin role is in `roles`.
 //!
@@ -475,12 +480,18 @@ impl Claims {
     }
 }
 
-/// `jsonwebtoken` validation for one algorithm, issuer and audience; times are ours.
-fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+/// `jsonwebtoken` validation for one algorithm, one issuer and the audiences in `audiences`
+/// (comma-separated); times are ours.
+fn validation(alg: Algorithm, issuer: &str, audiences: &str) -> Validation {
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
     v.set_issuer(&[issuer]);
-    v.set_audience(&[audience]);
+    let audiences: Vec<&str> = audiences
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    v.set_audience(&audiences);
     v.set_required_spec_claims(&["iss", "aud"]);
     v.validate_exp = false;
     v.validate_nbf = false;
