@@ -23,6 +23,11 @@
 //! - The token's `alg` header picks the verifier and must be exactly that verifier's algorithm; every
 //!   other `alg` (`none`, `HS384`, `PS256`, ...) is refused. RSA key material is never used as an HMAC
 //!   secret, so the HS256-signed-with-the-public-key confusion cannot verify.
+//!   `AUTH_ISSUER` must equal the tokens' `iss` exactly: for Entra that is
+//!   `https://login.microsoftonline.com/<tenant>/v2.0` for v2 access tokens (the app registration's
+//!   `accessTokenAcceptedVersion: 2`) and `https://sts.windows.net/<tenant>/` for v1 ones.
+//!   `AUTH_AUDIENCE` may list several values separated by commas (Entra puts the client id or the
+//!   App ID URI in `aud`, depending on the token version); a token naming any of them is accepted.
 //! - `exp` is required and `nbf` honoured, both with [`CLOCK_SKEW_LEEWAY_SECS`] of leeway.
 //! - The user is `oid` when present, else `sub`; admin iff the configured admin role is in `roles`.
 //!
@@ -475,12 +480,18 @@ impl Claims {
     }
 }
 
-/// `jsonwebtoken` validation for one algorithm, issuer and audience; times are ours.
-fn validation(alg: Algorithm, issuer: &str, audience: &str) -> Validation {
+/// `jsonwebtoken` validation for one algorithm, one issuer and the audiences in `audiences`
+/// (comma-separated); times are ours.
+fn validation(alg: Algorithm, issuer: &str, audiences: &str) -> Validation {
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
     v.set_issuer(&[issuer]);
-    v.set_audience(&[audience]);
+    let audiences: Vec<&str> = audiences
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+        .collect();
+    v.set_audience(&audiences);
     v.set_required_spec_claims(&["iss", "aud"]);
     v.validate_exp = false;
     v.validate_nbf = false;
@@ -530,8 +541,7 @@ struct IssuerKeys {
     validation: Validation,
     /// Read on every request without waiting; replaced whole by a successful refresh.
     cache: RwLock<Arc<KeyCache>>,
-    /// Held for the whole of a refresh: concurrent misses queue here and then find the fresh keys
-    /// (or the rate limit), so one fetch serves them all.
+    /// Held for the whole of a refresh, so concurrent misses wait for its result.
     refresh: tokio::sync::Mutex<RefreshState>,
 }
 
@@ -593,15 +603,15 @@ impl IssuerKeys {
         if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
             return Ok(key.clone());
         }
+        // Misses queue here. The first one fetches; the ones behind it are inside the interval, so
+        // they fetch nothing and find its keys below: one fetch serves them all.
         let mut state = self.refresh.lock().await;
-        let cache = self.snapshot();
-        if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
-            return Ok(key.clone());
-        }
+        // Measured both ways: a request stamped a moment before the last fetch (it waited here
+        // behind it) must not fetch again, and a clock that jumped back must not block refreshes for good.
+        let interval = Duration::seconds(JWKS_MIN_REFRESH_SECS);
         let allowed = state
             .last_attempt
-            // A clock that went backwards must not block refreshes for good.
-            .is_none_or(|t| now < t || now - t >= Duration::seconds(JWKS_MIN_REFRESH_SECS));
+            .is_none_or(|t| (now - t).abs() >= interval);
         if allowed {
             state.last_attempt = Some(now);
             match self.fetch(&mut state).await {
