@@ -247,6 +247,23 @@ async fn a_joined_participant_is_listed_without_publishing() {
 }
 
 #[tokio::test]
+async fn participants_are_reused_for_five_seconds_until_the_room_changes() {
+    let janus = TestJanus::start().await;
+    let hosts = janus.hosts();
+    let room = new_room();
+    hosts.materialize(&room).await.unwrap();
+    let (_alice, _) = janus.join(room.id, &room.password, "alice").await.unwrap();
+    assert_eq!(hosts.participants(&room).await.unwrap().len(), 1);
+
+    let (_bob, _) = janus.join(room.id, &room.password, "bob").await.unwrap();
+    // Within the cache window the earlier answer is reused...
+    assert_eq!(hosts.participants(&room).await.unwrap().len(), 1);
+    // ...and materializing the room drops it.
+    hosts.materialize(&room).await.unwrap();
+    assert_eq!(hosts.participants(&room).await.unwrap().len(), 2);
+}
+
+#[tokio::test]
 async fn participants_of_an_unknown_room_is_a_janus_refusal() {
     let janus = TestJanus::start().await;
     let e = janus.hosts().participants(&new_room()).await.unwrap_err();

@@ -165,6 +165,8 @@ impl LocalJanusHost {
         secrets: HostSecrets,
         options: LocalJanusOptions,
     ) -> Result<Self, LocalHostError> {
+        // Janus resolves the folders in its configuration itself: give it absolute paths.
+        let dir = std::path::absolute(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
         Ok(Self {
             name: name.to_string(),
             dir,
@@ -220,6 +222,10 @@ impl LocalJanusHost {
     /// On the first start, ports taken meanwhile by someone else make Janus exit; it is then
     /// retried on fresh ports (up to three times).
     /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `NotReady` (the process is killed), `Io`.
+    ///
+    /// Janus gets SIGTERM when the thread that started it exits (`PR_SET_PDEATHSIG` is per
+    /// thread): call this from a runtime worker or the main thread, not from a short-lived
+    /// thread such as one of tokio's blocking pool.
     #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
     pub async fn start(&mut self) -> Result<(), LocalHostError> {
         if self.is_running() {
@@ -439,6 +445,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_relative_folder_becomes_absolute() {
+        let host = LocalJanusHost::new("x", "data/janus/x".into(), HostSecrets::generate(), Default::default()).unwrap();
+        assert!(host.dir().is_absolute());
+        assert!(host.dir().ends_with("data/janus/x"));
     }
 
     #[tokio::test]
