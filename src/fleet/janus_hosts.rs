@@ -9,12 +9,7 @@
 //!   a read may lag Janus by that much; `materialize` and `destroy` clear the room's entry.
 //! - `join` signs a Janus token for the VideoRoom plugin, expiring at the caller's `expires_at`.
 
-use std::{
-    collections::HashMap,
-    path::PathBuf,
-    sync::Mutex,
-    time::Duration,
-};
+use std::{collections::HashMap, path::PathBuf, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -284,9 +279,10 @@ impl RoomHosting for JanusHosts {
             other => other,
         };
         gone(self.client.destroy_room(&serving.backend_url, id, &room.admin_secret).await)?;
-        let others = self.hosts.iter().filter(|h| h.name != serving.name).map(|h| async move {
-            (h, gone(self.client.destroy_room(&h.backend_url, id, &room.admin_secret).await))
-        });
+        let others =
+            self.hosts.iter().filter(|h| h.name != serving.name).map(|h| async move {
+                (h, gone(self.client.destroy_room(&h.backend_url, id, &room.admin_secret).await))
+            });
         for (h, r) in futures::future::join_all(others).await {
             if let Err(e) = r {
                 tracing::warn!(host = %h.name, error = %e, "could not check a non-serving host for the room");

@@ -159,8 +159,23 @@ pub struct LocalJanusHost {
 impl LocalJanusHost {
     /// A stopped host named `name` with its folder `dir` (created on start) and free loopback
     /// ports. Nothing runs until [`start`](Self::start).
-    pub fn new(name: &str, dir: PathBuf, secrets: HostSecrets, options: LocalJanusOptions) -> Result<Self, LocalHostError> {
-        Ok(Self { name: name.to_string(), dir, secrets, options, ports: free_ports()?, ports_proven: false, child: None })
+    pub fn new(
+        name: &str,
+        dir: PathBuf,
+        secrets: HostSecrets,
+        options: LocalJanusOptions,
+    ) -> Result<Self, LocalHostError> {
+        // Janus resolves the folders in its configuration itself: give it absolute paths.
+        let dir = std::path::absolute(&dir).map_err(io_err(format!("resolving {}", dir.display())))?;
+        Ok(Self {
+            name: name.to_string(),
+            dir,
+            secrets,
+            options,
+            ports: free_ports()?,
+            ports_proven: false,
+            child: None,
+        })
     }
 
     pub fn name(&self) -> &str {
@@ -207,6 +222,10 @@ impl LocalJanusHost {
     /// On the first start, ports taken meanwhile by someone else make Janus exit; it is then
     /// retried on fresh ports (up to three times).
     /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `NotReady` (the process is killed), `Io`.
+    ///
+    /// Janus gets SIGTERM when the thread that started it exits (`PR_SET_PDEATHSIG` is per
+    /// thread): call this from a runtime worker or the main thread, not from a short-lived
+    /// thread such as one of tokio's blocking pool.
     #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
     pub async fn start(&mut self) -> Result<(), LocalHostError> {
         if self.is_running() {
@@ -257,10 +276,11 @@ impl LocalJanusHost {
         })?;
         self.child = Some(child);
 
-        let probe = reqwest::Client::builder()
-            .timeout(Duration::from_millis(500))
-            .build()
-            .map_err(|e| LocalHostError::Io { context: "building the readiness probe".into(), source: io::Error::other(e.without_url()) })?;
+        let probe =
+            reqwest::Client::builder().timeout(Duration::from_millis(500)).build().map_err(|e| LocalHostError::Io {
+                context: "building the readiness probe".into(),
+                source: io::Error::other(e.without_url()),
+            })?;
         let info = format!("{}/info", self.backend_url());
         let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
         loop {
@@ -283,26 +303,35 @@ impl LocalJanusHost {
         }
     }
 
-    /// Stops Janus: SIGTERM, then SIGKILL after `stop_timeout`. Idempotent.
+    /// Stops Janus: SIGTERM, repeated every second, then SIGKILL after `stop_timeout`. Idempotent.
     #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
     pub async fn stop(&mut self) -> Result<(), LocalHostError> {
         let Some(mut child) = self.child.take() else { return Ok(()) };
-        if let Some(pid) = child.id() {
-            // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid as libc::pid_t, libc::SIGTERM);
+        let deadline = tokio::time::Instant::now() + self.options.stop_timeout;
+        loop {
+            if let Some(pid) = child.id() {
+                // Janus 1.1.2 sometimes misses a SIGTERM that arrives right after it started
+                // answering (it then waits forever); a repeated signal wakes it, and its third
+                // signal forces an exit.
+                // SAFETY: plain kill(2) on our own child's pid, which has not been reaped yet.
+                unsafe {
+                    libc::kill(pid as libc::pid_t, libc::SIGTERM);
+                }
+            }
+            let wait = Duration::from_secs(1).min(deadline.saturating_duration_since(tokio::time::Instant::now()));
+            match tokio::time::timeout(wait, child.wait()).await {
+                Ok(r) => {
+                    r.map_err(io_err("waiting for janus to stop"))?;
+                    return Ok(());
+                }
+                Err(_) if tokio::time::Instant::now() < deadline => continue,
+                Err(_) => {
+                    tracing::warn!("Janus ignored SIGTERM; killing it");
+                    child.kill().await.map_err(io_err("killing janus"))?;
+                    return Ok(());
+                }
             }
         }
-        match tokio::time::timeout(self.options.stop_timeout, child.wait()).await {
-            Ok(r) => {
-                r.map_err(io_err("waiting for janus to stop"))?;
-            }
-            Err(_) => {
-                tracing::warn!("Janus ignored SIGTERM; killing it");
-                child.kill().await.map_err(io_err("killing janus"))?;
-            }
-        }
-        Ok(())
     }
 
     async fn kill(&mut self) {
@@ -416,6 +445,13 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
         fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_relative_folder_becomes_absolute() {
+        let host = LocalJanusHost::new("x", "data/janus/x".into(), HostSecrets::generate(), Default::default()).unwrap();
+        assert!(host.dir().is_absolute());
+        assert!(host.dir().ends_with("data/janus/x"));
     }
 
     #[tokio::test]

@@ -212,7 +212,12 @@ impl JanusClient {
             .pool_idle_timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| JanusError::Client(e.without_url().to_string()))?;
-        Ok(Self { http, api_secret: config.api_secret, admin_key: config.admin_key, request_timeout: config.request_timeout })
+        Ok(Self {
+            http,
+            api_secret: config.api_secret,
+            admin_key: config.admin_key,
+            request_timeout: config.request_timeout,
+        })
     }
 
     /// The per-request time limit.
@@ -226,7 +231,12 @@ impl JanusClient {
     #[tracing::instrument(level = "debug", skip(self))]
     pub async fn info(&self, base: &str) -> Result<Value, JanusError> {
         let base = base.trim_end_matches('/');
-        let resp = self.http.get(format!("{base}/info")).send().await.map_err(|e| transport_error(base, e, self.request_timeout))?;
+        let resp = self
+            .http
+            .get(format!("{base}/info"))
+            .send()
+            .await
+            .map_err(|e| transport_error(base, e, self.request_timeout))?;
         let v = read_json(base, resp, self.request_timeout).await?;
         check_core(&v)?;
         if v["janus"] != "server_info" {
@@ -423,7 +433,9 @@ impl Handle {
     async fn request(&self, body: Value) -> Result<Value, JanusError> {
         match self.message(body).await? {
             MessageReply::Data(d) => Ok(d),
-            MessageReply::Ack { .. } => Err(protocol(&self.session.base, "a synchronous request was only acknowledged")),
+            MessageReply::Ack { .. } => {
+                Err(protocol(&self.session.base, "a synchronous request was only acknowledged"))
+            }
         }
     }
 
@@ -572,11 +584,7 @@ fn success_id(base: &str, v: &Value) -> Result<u64, JanusError> {
 }
 
 fn expect_janus(base: &str, v: &Value, want: &str) -> Result<(), JanusError> {
-    if v["janus"] == want {
-        Ok(())
-    } else {
-        Err(protocol(base, &format!("expected \"janus\":\"{want}\"")))
-    }
+    if v["janus"] == want { Ok(()) } else { Err(protocol(base, &format!("expected \"janus\":\"{want}\""))) }
 }
 
 /// `plugindata.data` of a reply or event, with a VideoRoom `error_code` turned into an error.
@@ -592,11 +600,7 @@ fn plugin_data(base: &str, v: &Value) -> Result<Value, JanusError> {
 }
 
 fn expect_videoroom(base: &str, d: &Value, want: &str) -> Result<(), JanusError> {
-    if d["videoroom"] == want {
-        Ok(())
-    } else {
-        Err(protocol(base, &format!("expected \"videoroom\":\"{want}\"")))
-    }
+    if d["videoroom"] == want { Ok(()) } else { Err(protocol(base, &format!("expected \"videoroom\":\"{want}\""))) }
 }
 
 fn protocol(base: &str, detail: &str) -> JanusError {

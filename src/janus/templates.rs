@@ -27,7 +27,9 @@ pub enum TemplateError {
     Unterminated { file: String },
     #[error("parameter {name} is used by no template")]
     Unused { name: String },
-    #[error("parameter {name} holds a character Janus's configuration syntax cannot take (quote, backslash, newline or braces)")]
+    #[error(
+        "parameter {name} holds a character Janus's configuration syntax cannot take (quote, backslash, newline or braces)"
+    )]
     UnsafeValue { name: String },
 }
 

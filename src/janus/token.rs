@@ -57,8 +57,7 @@ pub fn sign(secret: &str, algorithm: TokenAlgorithm, expires_at: DateTime<Utc>, 
             STANDARD.encode(mac.finalize().into_bytes())
         }
         TokenAlgorithm::HmacSha256 => {
-            let mut mac =
-                Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
+            let mut mac = Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).expect("HMAC takes any key length");
             mac.update(data.as_bytes());
             URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes())
         }
