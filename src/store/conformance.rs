@@ -367,13 +367,15 @@ pub async fn book_any_room_creates_the_new_room_when_none_is_free(store: &dyn St
     store.insert_room(&busy, None).await.unwrap();
     let taken = f.stored_booking(store, busy.id, f.slot(30, 90)).await;
     let single = f.stored_room(store).await;
-    // Booked right after the slot: free for it (half-open intervals).
-    let adjacent = f.room(2, 1);
-    store.insert_room(&adjacent, None).await.unwrap();
-    f.stored_booking(store, adjacent.id, f.slot(60, 120)).await;
+    // Booked right before and right after the slot: free for it (half-open intervals).
+    let (before, after) = (f.room(2, 1), f.room(2, 2));
+    for (room, at) in [(&before, f.slot(-60, 0)), (&after, f.slot(60, 120))] {
+        store.insert_room(room, None).await.unwrap();
+        f.stored_booking(store, room.id, at).await;
+    }
     let filled = exhaust_free_rooms(store, &f, slot).await;
     assert!(!filled.contains(&busy.id) && !filled.contains(&single.id));
-    assert!(filled.contains(&adjacent.id), "a room booked back-to-back is free");
+    assert!(filled.contains(&before.id) && filled.contains(&after.id), "rooms booked back-to-back are free");
 
     // A room another case creates meanwhile may be free; then it is booked instead, and we retry.
     for _ in 0..100 {
