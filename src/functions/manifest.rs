@@ -72,6 +72,16 @@ pub const TIMERS: &[TimerFunction] = &[
     },
 ];
 
+/// The next instant strictly after `now` at which any timer fires, with every timer due then (in
+/// [`TIMERS`] order): what standalone `suroga serve` sleeps until, to fire the same jobs the host
+/// would. Timers whose schedule is invalid or never fires are skipped (the manifest tests keep
+/// them valid). `None` only if no timer ever fires.
+pub fn next_timers(now: chrono::DateTime<chrono::Utc>) -> Option<(chrono::DateTime<chrono::Utc>, Vec<&'static TimerFunction>)> {
+    let due: Vec<_> = TIMERS.iter().filter_map(|t| super::ncrontab::next_after(t.schedule, now).ok().map(|at| (t, at))).collect();
+    let first = due.iter().map(|(_, at)| *at).min()?;
+    Some((first, due.into_iter().filter(|(_, at)| *at == first).map(|(t, _)| t).collect()))
+}
+
 /// Why the function table cannot be deployed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
@@ -371,6 +381,17 @@ mod tests {
         for t in TIMERS {
             crate::functions::ncrontab::Schedule::parse(t.schedule).unwrap();
         }
+    }
+
+    #[test]
+    fn next_timers_gives_every_timer_due_at_the_earliest_instant() {
+        let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
+        let (when, due) = next_timers(at("2026-11-30T02:58:30Z")).unwrap();
+        assert_eq!(when, at("2026-11-30T02:59:00Z"));
+        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile"]);
+        let (when, due) = next_timers(at("2026-11-30T02:59:30Z")).unwrap();
+        assert_eq!(when, at("2026-11-30T03:00:00Z"));
+        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile", "rotate-passwords"]);
     }
 
     #[test]

@@ -19,7 +19,7 @@ use std::path::PathBuf;
 
 use utoipa::openapi::OpenApi;
 
-pub use manifest::{EXTRA_HTTP, ExportError, HttpFunction, ManifestError, TIMERS, TimerFunction, export, http_functions};
+pub use manifest::{EXTRA_HTTP, ExportError, HttpFunction, ManifestError, TIMERS, TimerFunction, export, http_functions, next_timers};
 pub use ncrontab::{Schedule, ScheduleError, next_after};
 pub use package::{Linkage, PackageError, PackageReport, package};
 pub use timer::{TimerInvocation, timer_error_reply, timer_reply};
