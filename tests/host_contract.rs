@@ -32,7 +32,7 @@ use utoipa::openapi::{
 // Placeholder until the API exists: replace the body with `suroga::api::openapi()`, then run
 // `suroga functions export` (or this test with SUROGA_UPDATE_HANDLERS=1) to regenerate handlers/.
 fn api_document() -> OpenApi {
-    OpenApiBuilder::new().build()
+    suroga::api::openapi()
 }
 
 // ---------------------------------------------------------------------------------------------
