@@ -255,3 +255,26 @@ async fn idempotency_key_replays_and_refuses_a_different_body() {
     let (s3, b3) = send(other).await;
     assert_eq!(s3, StatusCode::UNPROCESSABLE_ENTITY, "{b3}");
 }
+
+#[tokio::test]
+async fn extend_moves_the_end_unless_the_room_is_taken() {
+    let app = TestApp::spawn().await;
+    let u = user();
+    let b = app.book(&u, 60, 120, None).await;
+    let room = b["room_id"].as_u64().unwrap();
+    let id = b["booking_id"].as_str().unwrap();
+    let path = format!("/api/v1/bookings/{id}/extend");
+    let end = |min: i64| json!({"end_time": (app.now() + Duration::minutes(min)).to_rfc3339()});
+    let (st, longer) = app.post(&path, &u, end(150)).await;
+    assert_eq!(st, StatusCode::OK, "{longer}");
+    assert_eq!(at(&longer, "end_time"), app.now() + Duration::minutes(150));
+    app.book(&user(), 150, 200, Some(room)).await;
+    assert_eq!(app.post(&path, &u, end(160)).await.0, StatusCode::CONFLICT, "the next booking holds the room");
+    assert_eq!(app.post(&path, &user(), end(140)).await.0, StatusCode::NOT_FOUND, "not another user's");
+    assert_eq!(app.post(&path, &admin(), end(140)).await.0, StatusCode::OK, "an admin may");
+    assert_eq!(app.post(&path, &u, end(30)).await.0, StatusCode::BAD_REQUEST, "before the start");
+    assert_eq!(app.post(&path, &u, end(60 * 10)).await.0, StatusCode::BAD_REQUEST, "beyond the maximum session");
+    assert_eq!(app.post(&path, &u, json!({"end": "x"})).await.0, StatusCode::BAD_REQUEST);
+    app.clock.advance(Duration::minutes(150));
+    assert_eq!(app.post(&path, &u, end(30)).await.0, StatusCode::GONE);
+}

@@ -30,6 +30,15 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_booking, delete_booking))
         .routes(routes!(cancel_booking))
         .routes(routes!(join_booking))
+        .routes(routes!(extend_booking))
+}
+
+/// `POST /bookings/{id}/extend` body.
+#[derive(Debug, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct BookingExtend {
+    /// The new end, RFC 3339 with offset: after the start and after now, within the maximum session.
+    pub end_time: String,
 }
 
 /// `POST /bookings` body.
@@ -342,4 +351,50 @@ async fn join_booking(
         token_expires_at: grant.token_expires_at,
         display: caller.user,
     }))
+}
+
+/// Move a booking's end (owner or admin): later to extend a session, or earlier to shorten it.
+/// The store re-checks overlap atomically; the fleet plan follows at once, because every plan
+/// is computed from the stored bookings.
+#[utoipa::path(post, path = "/bookings/{booking_id}/extend", tag = "bookings",
+    params(("booking_id" = Uuid, Path)), request_body = BookingExtend, security(("bearer" = [])),
+    responses((status = 200, body = BookingView), (status = 400), (status = 401), (status = 404),
+        (status = 409, description = "The room is booked after this session, or the booking is cancelled"),
+        (status = 410, description = "The session has ended")))]
+async fn extend_booking(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+    body: JsonBody<BookingExtend>,
+) -> Result<Json<BookingView>, ApiError> {
+    let b = visible_booking(&s, &caller, id).await?;
+    let now = s.clock.now();
+    let end = parse_instant("end_time", &body.value.end_time)?;
+    if !b.is_live() {
+        return Err(ApiError::Conflict("the booking is cancelled".into()));
+    }
+    if now >= b.slot.end() {
+        return Err(ApiError::Gone("the session has ended".into()));
+    }
+    if end <= now {
+        return Err(ApiError::BadRequest("end_time must be in the future".into()));
+    }
+    let slot = TimeSlot::new(b.slot.start(), end)?;
+    if slot.duration() > s.settings.policy.max_duration {
+        return Err(ApiError::BadRequest(format!(
+            "a session may last at most {} minutes",
+            s.settings.policy.max_duration.num_minutes()
+        )));
+    }
+    let updated = s.store.set_booking_end(id, end).await.map_err(|e| match e {
+        StoreError::NotFound => booking_not_found(id),
+        StoreError::Conflict(_) => {
+            ApiError::Conflict(format!("room {} is booked by someone else in the extended time", b.room_id))
+        }
+        other => other.into(),
+    })?;
+    tracing::info!(booking_id = %id, user = %caller.user, end = %end, "booking end moved");
+    let reveal = s.settings.policy.join_window(updated.slot).contains(now);
+    let password = if reveal { Some(s.store.get_room(updated.room_id).await?.password) } else { None };
+    Ok(Json(BookingView::new(&updated, now, password)))
 }
