@@ -52,6 +52,19 @@ pub struct CosmosConfig {
     pub key: Option<Secret>,
     /// `COSMOS_REGION` (default `West Europe`): the preferred region.
     pub region: String,
+    /// `COSMOS_CREDENTIAL`: which Entra ID credential to use when `COSMOS_KEY` is unset.
+    pub credential: CosmosCredentialKind,
+}
+
+/// The Entra ID credential the Cosmos backend uses (`COSMOS_CREDENTIAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CosmosCredentialKind {
+    /// `managed-identity`: the Function App's managed identity. The default when
+    /// `IDENTITY_ENDPOINT` is set, which App Service and Functions do.
+    ManagedIdentity,
+    /// `developer`: the Azure CLI / Azure Developer CLI login of whoever runs the binary.
+    /// The default everywhere else.
+    DeveloperTools,
 }
 
 /// Which fleet of Janus hosts.
@@ -199,6 +212,17 @@ impl Config {
                 ops_container: get("COSMOS_OPS_CONTAINER").unwrap_or_else(|| "ops".into()),
                 key: secret("COSMOS_KEY"),
                 region: get("COSMOS_REGION").unwrap_or_else(|| "West Europe".into()),
+                credential: match get("COSMOS_CREDENTIAL").as_deref() {
+                    Some("managed-identity") => CosmosCredentialKind::ManagedIdentity,
+                    Some("developer") => CosmosCredentialKind::DeveloperTools,
+                    None if get("IDENTITY_ENDPOINT").is_some() => CosmosCredentialKind::ManagedIdentity,
+                    None => CosmosCredentialKind::DeveloperTools,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "COSMOS_CREDENTIAL must be managed-identity or developer, got {other:?}"
+                        )));
+                    }
+                },
             }),
             Some(other) => return Err(ConfigError(format!("STORE must be sqlite or cosmos, got {other:?}"))),
         };
