@@ -1,1 +1,825 @@
 //! The store conformance suite: plain async functions over `&dyn Store`, run by every backend.
+//!
+//! Each `pub async fn` checks one behaviour of the [`Store`] contract and panics when the
+//! backend breaks it. [`store_conformance_tests!`](crate::store_conformance_tests) turns every
+//! case into its own `#[tokio::test]`:
+//!
+//! ```ignore
+//! suroga::store_conformance_tests!(async { std::sync::Arc::new(open_a_fresh_store().await) });
+//! ```
+//!
+//! # Safe on one shared store
+//! Cases may run at once against ONE database (a Cosmos container), so each one:
+//! - makes its own rooms (random ids), owners (`user-<uuid>`) and keys, and places its slots at a
+//!   random instant decades ahead, where nothing else is booked;
+//! - gives its rooms ONE seat unless it is about `book_any_room`, so that a concurrent
+//!   `book_any_room` case (which may book any room with two seats) never touches them;
+//! - never wipes the store and only reads back what it can tell apart (its owners, its creation
+//!   window, its rooms).
+//!
+//! The `book_any_room` cases that need "no free room" first book, for their own slot, every room
+//! with two seats that is still free ([`exhaust_free_rooms`]): on a fresh store that is nothing, on
+//! a shared store it takes other cases' rooms only at a slot those cases never use.
+
+use chrono::{DateTime, Duration, Utc};
+use futures::future::join_all;
+use rand::Rng;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::{Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError};
+use crate::domain::{Booking, Room, RoomId, TimeSlot};
+
+/// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that, awaited,
+/// yields a fresh store handle deref-ing to `dyn Store` (an `Arc<dyn Store>`, a `Box<dyn Store>`
+/// or a guard that also owns a temporary folder); it is evaluated once per test.
+///
+/// ```ignore
+/// suroga::store_conformance_tests!(async { Arc::new(SqliteStore::open(&path).unwrap()) as Arc<dyn Store> });
+/// ```
+#[macro_export]
+macro_rules! store_conformance_tests {
+    ($make:expr) => {
+        $crate::store_conformance_tests!(@cases ($make)
+            ping_answers,
+            room_round_trips_every_field,
+            missing_room_is_not_found,
+            room_with_taken_id_is_already_exists,
+            list_rooms_filters_by_max_participants,
+            list_rooms_filters_by_creation_time,
+            list_rooms_filters_free_during,
+            book_room_stores_the_booking,
+            overlapping_booking_conflicts,
+            back_to_back_bookings_are_allowed,
+            cancelled_booking_frees_its_slot,
+            booking_an_unknown_room_is_not_found,
+            book_any_room_reuses_a_free_room,
+            book_any_room_creates_the_new_room_when_none_is_free,
+            book_any_room_without_a_new_room_is_no_free_room,
+            replayed_booking_returns_it_as_it_is_now_and_writes_nothing,
+            replayed_room_insert_returns_the_room_and_writes_nothing,
+            replayed_book_any_room_returns_the_same_booking_and_room,
+            idempotency_key_with_another_request_is_a_mismatch,
+            idempotency_keys_of_different_users_are_independent,
+            idempotency_keys_of_different_scopes_are_independent,
+            expired_idempotency_key_creates_anew,
+            purge_idempotency_forgets_old_keys_only,
+            delete_room_with_a_future_booking_conflicts,
+            delete_room_without_future_bookings_removes_it_and_its_bookings,
+            delete_missing_room_is_not_found,
+            set_room_password_is_compare_and_set,
+            room_bookings_lists_live_bookings_after_an_instant,
+            list_bookings_orders_by_start_and_filters_during,
+            bookings_between_returns_live_overlapping_bookings,
+            cancel_booking_is_idempotent,
+            set_booking_end_moves_the_end_when_free,
+            set_booking_end_into_another_booking_conflicts,
+            set_booking_end_of_a_cancelled_booking_conflicts,
+            assignments_are_upserted,
+            operations_come_back_by_window,
+            claim_marker_first_writer_wins,
+            state_is_put_and_got,
+            parallel_book_room_has_exactly_one_winner,
+            parallel_book_any_room_never_double_books,
+            parallel_requests_with_one_key_create_once,
+        );
+    };
+    (@cases ($make:expr) $($case:ident),* $(,)?) => {
+        $(
+            #[::tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $case() {
+                let store = $make.await;
+                $crate::store::conformance::$case(&*store).await;
+            }
+        )*
+    };
+}
+
+// ----- fixtures -----
+
+/// One case's private corner of the store: an owner, and a random instant decades ahead around
+/// which its slots and creation times lie.
+struct Fixture {
+    owner: String,
+    base: DateTime<Utc>,
+}
+
+impl Fixture {
+    fn new() -> Self {
+        // 10 to 100 years ahead, to the nanosecond: no two cases share an hour.
+        let offset = rand::thread_rng().gen_range(0..90 * 365 * 24 * 3600 * 1_000_000_000i64);
+        let base = Utc::now() + Duration::days(3650) + Duration::nanoseconds(offset);
+        Self { owner: format!("user-{}", Uuid::new_v4()), base }
+    }
+    /// `base + m` minutes.
+    fn at(&self, m: i64) -> DateTime<Utc> {
+        self.base + Duration::minutes(m)
+    }
+    /// The slot from `base + from` to `base + to` minutes.
+    fn slot(&self, from: i64, to: i64) -> TimeSlot {
+        TimeSlot::new(self.at(from), self.at(to)).unwrap()
+    }
+    /// A room with `seats` seats created `ms` milliseconds after `base`.
+    fn room(&self, seats: u8, ms: i64) -> Room {
+        Room::generate(None, seats, serde_json::Map::new(), self.base + Duration::milliseconds(ms))
+    }
+    fn booking(&self, room: RoomId, slot: TimeSlot) -> Booking {
+        self.booking_by(&self.owner, room, slot)
+    }
+    fn booking_by(&self, owner: &str, room: RoomId, slot: TimeSlot) -> Booking {
+        Booking {
+            id: Uuid::new_v4(),
+            room_id: room,
+            owner: owner.to_owned(),
+            slot,
+            created_at: self.base - Duration::days(1),
+            cancelled_at: None,
+        }
+    }
+    fn claim(&self, scope: &'static str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> IdempotencyClaim {
+        IdempotencyClaim {
+            scope,
+            user: self.owner.clone(),
+            key: key.to_owned(),
+            fingerprint: fingerprint.to_owned(),
+            now,
+        }
+    }
+    /// A one-seat room, stored: out of reach of `book_any_room`.
+    async fn stored_room(&self, store: &dyn Store) -> Room {
+        let room = self.room(1, 0);
+        store.insert_room(&room, None).await.unwrap().into_inner()
+    }
+    async fn stored_booking(&self, store: &dyn Store, room: RoomId, slot: TimeSlot) -> Booking {
+        store.book_room(&self.booking(room, slot), None).await.unwrap().into_inner()
+    }
+    /// Rooms created in this fixture's first second, found through the creation filters.
+    fn own_rooms(&self) -> RoomFilter {
+        RoomFilter {
+            created_after: Some(self.base - Duration::nanoseconds(1)),
+            created_before: Some(self.base + Duration::seconds(1)),
+            ..RoomFilter::default()
+        }
+    }
+}
+
+fn ids(rooms: &[Room]) -> Vec<RoomId> {
+    rooms.iter().map(|r| r.id).collect()
+}
+
+fn new<T: std::fmt::Debug>(c: Created<T>) -> T {
+    match c {
+        Created::New(t) => t,
+        other => panic!("expected a new entity, got {other:?}"),
+    }
+}
+
+fn replayed<T: std::fmt::Debug>(c: Created<T>) -> T {
+    match c {
+        Created::Replayed(t) => t,
+        other => panic!("expected a replay, got {other:?}"),
+    }
+}
+
+/// Books, for `slot`, every room with two seats that is still free, until the store answers
+/// `NoFreeRoom`; returns the rooms it took. Panics if any of them was taken twice.
+async fn exhaust_free_rooms(store: &dyn Store, f: &Fixture, slot: TimeSlot) -> Vec<RoomId> {
+    let mut taken = Vec::new();
+    loop {
+        match store.book_any_room(&f.booking(RoomId::random(), slot), None, None).await {
+            Ok(c) => {
+                let (b, room) = new(c);
+                assert!(room.max_participants >= 2, "booked a room with {} seats", room.max_participants);
+                assert!(!taken.contains(&room.id), "room {} booked twice for one slot", room.id);
+                assert!(taken.len() < 100_000, "the store never ran out of free rooms");
+                assert_eq!(b.room_id, room.id);
+                taken.push(room.id);
+            }
+            Err(StoreError::NoFreeRoom) => return taken,
+            Err(e) => panic!("book_any_room failed: {e:?}"),
+        }
+    }
+}
+
+// ----- basics and rooms -----
+
+pub async fn ping_answers(store: &dyn Store) {
+    store.ping().await.unwrap();
+}
+
+pub async fn room_round_trips_every_field(store: &dyn Store) {
+    let f = Fixture::new();
+    let mut metadata = serde_json::Map::new();
+    metadata.insert("topic".into(), json!("físico-química ✓"));
+    metadata.insert("nested".into(), json!({"n": 1.5, "list": [1, null, true]}));
+    let mut room = Room::generate(Some("Sala 1 — \"quoted\"".into()), 4, metadata, f.base);
+    room.updated_at = f.base + Duration::nanoseconds(123_456_789);
+    assert_eq!(new(store.insert_room(&room, None).await.unwrap()), room);
+    let got = store.get_room(room.id).await.unwrap();
+    assert_eq!(got, room);
+    assert_eq!(got.created_at.timestamp_subsec_nanos(), room.created_at.timestamp_subsec_nanos());
+
+    let bare = f.room(1, 1);
+    store.insert_room(&bare, None).await.unwrap();
+    assert_eq!(store.get_room(bare.id).await.unwrap(), bare);
+}
+
+pub async fn missing_room_is_not_found(store: &dyn Store) {
+    let err = store.get_room(RoomId::random()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn room_with_taken_id_is_already_exists(store: &dyn Store) {
+    let f = Fixture::new();
+    let first = f.stored_room(store).await;
+    let mut second = f.room(1, 5);
+    second.id = first.id;
+    let err = store.insert_room(&second, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.get_room(first.id).await.unwrap(), first, "the first room must stay untouched");
+}
+
+pub async fn list_rooms_filters_by_max_participants(store: &dyn Store) {
+    let f = Fixture::new();
+    let one = f.room(1, 1);
+    let three_a = f.room(3, 2);
+    let three_b = f.room(3, 3);
+    for r in [&one, &three_a, &three_b] {
+        store.insert_room(r, None).await.unwrap();
+    }
+    let filter = RoomFilter { max_participants: Some(3), ..f.own_rooms() };
+    assert_eq!(store.list_rooms(&filter).await.unwrap(), vec![three_a.clone(), three_b.clone()]);
+    assert_eq!(ids(&store.list_rooms(&f.own_rooms()).await.unwrap()), vec![one.id, three_a.id, three_b.id]);
+}
+
+pub async fn list_rooms_filters_by_creation_time(store: &dyn Store) {
+    let f = Fixture::new();
+    let rooms: Vec<Room> = (0..4).map(|i| f.room(1, 100 * i)).collect();
+    // Inserted out of order: the answer is oldest first all the same.
+    for r in rooms.iter().rev() {
+        store.insert_room(r, None).await.unwrap();
+    }
+    let all = store.list_rooms(&f.own_rooms()).await.unwrap();
+    assert_eq!(all, rooms);
+    let middle = RoomFilter {
+        created_after: Some(rooms[0].created_at),
+        created_before: Some(rooms[3].created_at),
+        ..RoomFilter::default()
+    };
+    assert_eq!(ids(&store.list_rooms(&middle).await.unwrap()), vec![rooms[1].id, rooms[2].id], "bounds are strict");
+}
+
+pub async fn list_rooms_filters_free_during(store: &dyn Store) {
+    let f = Fixture::new();
+    let busy = f.room(1, 1);
+    let cancelled = f.room(1, 2);
+    let touching = f.room(1, 3);
+    let idle = f.room(1, 4);
+    for r in [&busy, &cancelled, &touching, &idle] {
+        store.insert_room(r, None).await.unwrap();
+    }
+    f.stored_booking(store, busy.id, f.slot(30, 90)).await;
+    let c = f.stored_booking(store, cancelled.id, f.slot(0, 60)).await;
+    store.cancel_booking(c.id, f.at(-60)).await.unwrap();
+    f.stored_booking(store, touching.id, f.slot(60, 120)).await;
+
+    let filter = RoomFilter { free_during: Some(f.slot(0, 60)), ..f.own_rooms() };
+    assert_eq!(ids(&store.list_rooms(&filter).await.unwrap()), vec![cancelled.id, touching.id, idle.id]);
+}
+
+// ----- booking one room -----
+
+pub async fn book_room_stores_the_booking(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let mut b = f.booking(room.id, f.slot(0, 60));
+    b.created_at += Duration::nanoseconds(987);
+    assert_eq!(new(store.book_room(&b, None).await.unwrap()), b);
+    assert_eq!(store.get_booking(b.id).await.unwrap(), b);
+    let err = store.get_booking(Uuid::new_v4()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn overlapping_booking_conflicts(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    for (from, to) in [(0, 60), (30, 90), (-30, 1), (59, 61), (10, 20), (-60, 120)] {
+        let other = format!("user-{}", Uuid::new_v4());
+        match store.book_room(&f.booking_by(&other, room.id, f.slot(from, to)), None).await {
+            Err(StoreError::Conflict(msg)) => {
+                assert!(msg.contains(&room.id.to_string()), "the message names the room: {msg}")
+            }
+            other => panic!("[{from}, {to}) overlaps [0, 60) but got {other:?}"),
+        }
+        assert!(store.list_bookings(&other, None).await.unwrap().is_empty());
+    }
+}
+
+pub async fn back_to_back_bookings_are_allowed(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let mid = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let before = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let after = f.stored_booking(store, room.id, f.slot(120, 180)).await;
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![before, mid, after]);
+}
+
+pub async fn cancelled_booking_frees_its_slot(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let first = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    store.cancel_booking(first.id, f.at(-120)).await.unwrap();
+    let second = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![second]);
+}
+
+pub async fn booking_an_unknown_room_is_not_found(store: &dyn Store) {
+    let f = Fixture::new();
+    let err = store.book_room(&f.booking(RoomId::random(), f.slot(0, 60)), None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    assert!(store.list_bookings(&f.owner, None).await.unwrap().is_empty());
+}
+
+// ----- find-or-create -----
+
+pub async fn book_any_room_reuses_a_free_room(store: &dyn Store) {
+    let f = Fixture::new();
+    let mine = f.room(2, 0);
+    store.insert_room(&mine, None).await.unwrap();
+    let offered = f.room(2, 1);
+    let wanted = f.booking(RoomId::random(), f.slot(0, 60));
+    let (b, room) = new(store.book_any_room(&wanted, Some(&offered), None).await.unwrap());
+    // On a shared store another free room may come first; the offered room is never made.
+    assert_ne!(room.id, offered.id);
+    assert!(matches!(store.get_room(offered.id).await, Err(StoreError::NotFound)));
+    assert!(room.max_participants >= 2);
+    assert_eq!(b, Booking { room_id: room.id, ..wanted });
+    assert_eq!(store.get_booking(b.id).await.unwrap(), b);
+    assert_eq!(store.get_room(room.id).await.unwrap(), room);
+}
+
+pub async fn book_any_room_creates_the_new_room_when_none_is_free(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    let busy = f.room(2, 0);
+    store.insert_room(&busy, None).await.unwrap();
+    let taken = f.stored_booking(store, busy.id, f.slot(30, 90)).await;
+    let single = f.stored_room(store).await;
+    // Booked right before and right after the slot: free for it (half-open intervals).
+    let (before, after) = (f.room(2, 1), f.room(2, 2));
+    for (room, at) in [(&before, f.slot(-60, 0)), (&after, f.slot(60, 120))] {
+        store.insert_room(room, None).await.unwrap();
+        f.stored_booking(store, room.id, at).await;
+    }
+    let filled = exhaust_free_rooms(store, &f, slot).await;
+    assert!(!filled.contains(&busy.id) && !filled.contains(&single.id));
+    assert!(filled.contains(&before.id) && filled.contains(&after.id), "rooms booked back-to-back are free");
+
+    // A room another case creates meanwhile may be free; then it is booked instead, and we retry.
+    for _ in 0..100 {
+        let offered = f.room(2, 10);
+        let wanted = f.booking(RoomId::random(), slot);
+        let (b, room) = new(store.book_any_room(&wanted, Some(&offered), None).await.unwrap());
+        assert_ne!(room.id, busy.id);
+        assert_ne!(room.id, single.id);
+        if room.id == offered.id {
+            assert_eq!(room, offered);
+            assert_eq!(store.get_room(offered.id).await.unwrap(), offered);
+            assert_eq!(b, Booking { room_id: offered.id, ..wanted });
+            assert_eq!(store.room_bookings(offered.id, f.at(-1)).await.unwrap(), vec![b]);
+            assert_eq!(store.room_bookings(busy.id, f.at(-1)).await.unwrap(), vec![taken]);
+            return;
+        }
+    }
+    panic!("book_any_room never created the offered room");
+}
+
+pub async fn book_any_room_without_a_new_room_is_no_free_room(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    let busy = f.room(2, 0);
+    store.insert_room(&busy, None).await.unwrap();
+    f.stored_booking(store, busy.id, slot).await;
+    // A free room with one seat does not count.
+    let single = f.stored_room(store).await;
+    let filled = exhaust_free_rooms(store, &f, slot).await;
+    assert!(!filled.contains(&busy.id) && !filled.contains(&single.id));
+    let err = store.book_any_room(&f.booking(RoomId::random(), slot), None, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::NoFreeRoom), "{err:?}");
+    assert!(store.room_bookings(single.id, f.at(-1)).await.unwrap().is_empty());
+}
+
+// ----- idempotency -----
+
+pub async fn replayed_booking_returns_it_as_it_is_now_and_writes_nothing(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let now = Utc::now();
+    let first = f.booking(room.id, f.slot(0, 60));
+    let claim = f.claim("bookings", "key-1", "fp-1", now);
+    let b = new(store.book_room(&first, Some(&claim)).await.unwrap());
+    let cancelled = store.cancel_booking(b.id, now).await.unwrap();
+
+    // The retry carries a fresh booking id (as the API would make): it must not be written.
+    let retry = f.booking(room.id, f.slot(0, 60));
+    let later = f.claim("bookings", "key-1", "fp-1", now + Duration::minutes(5));
+    assert_eq!(replayed(store.book_room(&retry, Some(&later)).await.unwrap()), cancelled);
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), vec![cancelled]);
+    assert!(matches!(store.get_booking(retry.id).await, Err(StoreError::NotFound)));
+}
+
+pub async fn replayed_room_insert_returns_the_room_and_writes_nothing(store: &dyn Store) {
+    let f = Fixture::new();
+    let now = Utc::now();
+    let room = f.room(1, 1);
+    let claim = f.claim("rooms", "room-key", "fp", now);
+    new(store.insert_room(&room, Some(&claim)).await.unwrap());
+    let changed = store.set_room_password(room.id, &room.password, "newpassword1", now).await.unwrap();
+
+    let retry = f.room(1, 2);
+    assert_eq!(replayed(store.insert_room(&retry, Some(&claim)).await.unwrap()), changed);
+    assert!(matches!(store.get_room(retry.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.list_rooms(&f.own_rooms()).await.unwrap(), vec![changed]);
+}
+
+pub async fn replayed_book_any_room_returns_the_same_booking_and_room(store: &dyn Store) {
+    let f = Fixture::new();
+    let now = Utc::now();
+    let slot = f.slot(0, 60);
+    let claim = f.claim("bookings", "any-key", "fp", now);
+    let (b, room) =
+        new(store.book_any_room(&f.booking(RoomId::random(), slot), Some(&f.room(2, 0)), Some(&claim)).await.unwrap());
+    let retry_room = f.room(2, 1);
+    let (b2, room2) = replayed(
+        store.book_any_room(&f.booking(RoomId::random(), slot), Some(&retry_room), Some(&claim)).await.unwrap(),
+    );
+    assert_eq!((b2, room2), (b.clone(), room));
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), vec![b]);
+    assert!(matches!(store.get_room(retry_room.id).await, Err(StoreError::NotFound)));
+}
+
+pub async fn idempotency_key_with_another_request_is_a_mismatch(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let now = Utc::now();
+    let first = f.booking(room.id, f.slot(0, 60));
+    new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp-a", now))).await.unwrap());
+
+    let other = f.booking(room.id, f.slot(120, 180));
+    let err = store.book_room(&other, Some(&f.claim("bookings", "k", "fp-b", now))).await.unwrap_err();
+    assert!(matches!(err, StoreError::IdempotencyMismatch), "{err:?}");
+    assert!(matches!(store.get_booking(other.id).await, Err(StoreError::NotFound)));
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![first]);
+}
+
+pub async fn idempotency_keys_of_different_users_are_independent(store: &dyn Store) {
+    let f = Fixture::new();
+    let g = Fixture { owner: format!("user-{}", Uuid::new_v4()), base: f.base };
+    let room = f.stored_room(store).await;
+    let now = Utc::now();
+    let a = f.booking(room.id, f.slot(0, 60));
+    let b = g.booking(room.id, g.slot(60, 120));
+    assert_eq!(new(store.book_room(&a, Some(&f.claim("bookings", "shared", "fp", now))).await.unwrap()), a);
+    assert_eq!(new(store.book_room(&b, Some(&g.claim("bookings", "shared", "fp", now))).await.unwrap()), b);
+    assert_eq!(store.list_bookings(&g.owner, None).await.unwrap(), vec![b]);
+}
+
+pub async fn idempotency_keys_of_different_scopes_are_independent(store: &dyn Store) {
+    let f = Fixture::new();
+    let now = Utc::now();
+    let room = f.room(1, 0);
+    new(store.insert_room(&room, Some(&f.claim("rooms", "same", "fp", now))).await.unwrap());
+    let b = f.booking(room.id, f.slot(0, 60));
+    assert_eq!(new(store.book_room(&b, Some(&f.claim("bookings", "same", "fp", now))).await.unwrap()), b);
+}
+
+pub async fn expired_idempotency_key_creates_anew(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let now = Utc::now();
+    let first = f.booking(room.id, f.slot(0, 60));
+    new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp", now))).await.unwrap());
+
+    let second = f.booking(room.id, f.slot(60, 120));
+    let almost = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL - Duration::seconds(1));
+    assert_eq!(replayed(store.book_room(&second, Some(&almost)).await.unwrap()), first);
+
+    let expired = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL + Duration::seconds(1));
+    assert_eq!(new(store.book_room(&second, Some(&expired)).await.unwrap()), second);
+    // The key now belongs to the second booking, for another day.
+    let third = f.booking(room.id, f.slot(120, 180));
+    let again = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL + Duration::hours(1));
+    assert_eq!(replayed(store.book_room(&third, Some(&again)).await.unwrap()), second);
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), vec![first, second]);
+}
+
+pub async fn purge_idempotency_forgets_old_keys_only(store: &dyn Store) {
+    let f = Fixture::new();
+    // Keys recorded in a random past hour used by no other case.
+    let t0 = DateTime::<Utc>::UNIX_EPOCH
+        + Duration::days(365 * 15)
+        + Duration::seconds(rand::thread_rng().gen_range(0..365 * 10 * 24 * 3600));
+    let old = f.room(1, 0);
+    store.insert_room(&old, Some(&f.claim("rooms", "old", "fp", t0))).await.unwrap();
+    let kept = f.room(1, 1);
+    let kept_at = t0 + Duration::hours(2);
+    store.insert_room(&kept, Some(&f.claim("rooms", "kept", "fp", kept_at))).await.unwrap();
+
+    let purged = store.purge_idempotency(t0 + Duration::hours(1)).await.unwrap();
+    assert!(purged >= 1, "the old key must go");
+    assert_eq!(store.purge_idempotency(t0 + Duration::hours(1)).await.unwrap(), 0);
+    // The newer key still replays.
+    let retry = f.room(1, 2);
+    let claim = f.claim("rooms", "kept", "fp", kept_at + Duration::minutes(1));
+    assert_eq!(replayed(store.insert_room(&retry, Some(&claim)).await.unwrap()), kept);
+}
+
+// ----- deleting rooms, passwords -----
+
+pub async fn delete_room_with_a_future_booking_conflicts(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    // The session is still running at `now`: it counts.
+    let err = store.delete_room(room.id, f.at(30)).await.unwrap_err();
+    match err {
+        StoreError::Conflict(msg) => assert!(msg.contains(&room.id.to_string()), "{msg}"),
+        other => panic!("expected Conflict, got {other:?}"),
+    }
+    assert_eq!(store.get_room(room.id).await.unwrap(), room);
+    assert_eq!(store.get_booking(b.id).await.unwrap(), b);
+}
+
+pub async fn delete_room_without_future_bookings_removes_it_and_its_bookings(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let past = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let cancelled = f.stored_booking(store, room.id, f.slot(120, 180)).await;
+    store.cancel_booking(cancelled.id, f.at(-10)).await.unwrap();
+
+    store.delete_room(room.id, f.at(60)).await.unwrap();
+    assert!(matches!(store.get_room(room.id).await, Err(StoreError::NotFound)));
+    assert!(matches!(store.get_booking(past.id).await, Err(StoreError::NotFound)));
+    assert!(store.list_bookings(&f.owner, None).await.unwrap().is_empty());
+    assert!(matches!(store.room_bookings(room.id, f.at(-1)).await, Err(StoreError::NotFound)));
+}
+
+pub async fn delete_missing_room_is_not_found(store: &dyn Store) {
+    let err = store.delete_room(RoomId::random(), Utc::now()).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn set_room_password_is_compare_and_set(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let now = f.at(5);
+    let changed = store.set_room_password(room.id, &room.password, "second-pass1", now).await.unwrap();
+    assert_eq!(changed, Room { password: "second-pass1".into(), updated_at: now, ..room.clone() });
+    assert_eq!(store.get_room(room.id).await.unwrap(), changed);
+
+    // A second writer that read the old password loses.
+    let err = store.set_room_password(room.id, &room.password, "third-pass11", f.at(6)).await.unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    assert_eq!(store.get_room(room.id).await.unwrap(), changed);
+
+    let err = store.set_room_password(RoomId::random(), "a", "b", now).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+// ----- reading bookings -----
+
+pub async fn room_bookings_lists_live_bookings_after_an_instant(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let ended = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let later = f.stored_booking(store, room.id, f.slot(240, 300)).await;
+    let running = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let cancelled = f.stored_booking(store, room.id, f.slot(120, 180)).await;
+    store.cancel_booking(cancelled.id, f.at(-1)).await.unwrap();
+
+    assert_eq!(store.room_bookings(room.id, f.at(60)).await.unwrap(), vec![running.clone(), later.clone()]);
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![ended, running, later]);
+    let err = store.room_bookings(RoomId::random(), f.at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn list_bookings_orders_by_start_and_filters_during(store: &dyn Store) {
+    let f = Fixture::new();
+    let a = f.stored_room(store).await;
+    let b = f.stored_room(store).await;
+    let third = f.stored_booking(store, a.id, f.slot(240, 300)).await;
+    let first = f.stored_booking(store, b.id, f.slot(0, 60)).await;
+    let second = f.stored_booking(store, a.id, f.slot(60, 120)).await;
+    let second = store.cancel_booking(second.id, f.at(-5)).await.unwrap();
+    // Someone else's booking never shows.
+    let stranger = format!("user-{}", Uuid::new_v4());
+    store.book_room(&f.booking_by(&stranger, b.id, f.slot(60, 120)), None).await.unwrap();
+
+    let all = store.list_bookings(&f.owner, None).await.unwrap();
+    assert_eq!(all, vec![first.clone(), second.clone(), third.clone()]);
+    let during = store.list_bookings(&f.owner, Some(f.slot(60, 241))).await.unwrap();
+    assert_eq!(during, vec![second, third], "half-open: [0, 60) does not overlap [60, 241)");
+}
+
+pub async fn bookings_between_returns_live_overlapping_bookings(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let other_room = f.stored_room(store).await;
+    let before = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let inside = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let spanning = f.stored_booking(store, other_room.id, f.slot(30, 300)).await;
+    let cancelled = f.stored_booking(store, other_room.id, f.slot(300, 360)).await;
+    store.cancel_booking(cancelled.id, f.at(0)).await.unwrap();
+    let after = f.stored_booking(store, room.id, f.slot(180, 240)).await;
+
+    let got: Vec<Booking> = store
+        .bookings_between(f.slot(60, 180))
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|b| b.owner == f.owner)
+        .collect();
+    assert_eq!(got, vec![spanning, inside]);
+    assert!(!got.contains(&before) && !got.contains(&after));
+}
+
+// ----- changing bookings -----
+
+pub async fn cancel_booking_is_idempotent(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let once = store.cancel_booking(b.id, f.at(-30)).await.unwrap();
+    assert_eq!(once, Booking { cancelled_at: Some(f.at(-30)), ..b });
+    let twice = store.cancel_booking(b.id, f.at(-10)).await.unwrap();
+    assert_eq!(twice, once, "the first cancellation time stays");
+    assert_eq!(store.get_booking(b.id).await.unwrap(), once);
+    let err = store.cancel_booking(Uuid::new_v4(), f.at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn set_booking_end_moves_the_end_when_free(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let next = f.stored_booking(store, room.id, f.slot(90, 120)).await;
+    let longer = store.set_booking_end(b.id, f.at(90)).await.unwrap();
+    assert_eq!(longer, Booking { slot: f.slot(0, 90), ..b.clone() });
+    let shorter = store.set_booking_end(b.id, f.at(30)).await.unwrap();
+    assert_eq!(shorter.slot, f.slot(0, 30));
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![shorter, next]);
+    let err = store.set_booking_end(Uuid::new_v4(), f.at(10)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn set_booking_end_into_another_booking_conflicts(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let next = f.stored_booking(store, room.id, f.slot(90, 120)).await;
+    let err = store.set_booking_end(b.id, f.at(91)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![b, next]);
+}
+
+pub async fn set_booking_end_of_a_cancelled_booking_conflicts(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let cancelled = store.cancel_booking(b.id, f.at(-1)).await.unwrap();
+    let err = store.set_booking_end(b.id, f.at(90)).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(store.get_booking(b.id).await.unwrap(), cancelled);
+}
+
+// ----- fleet bookkeeping -----
+
+pub async fn assignments_are_upserted(store: &dyn Store) {
+    let f = Fixture::new();
+    let (a, b, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+    let first = Assignment { booking_id: a, host: "janus-1".into(), ready_at: None };
+    store.put_assignment(&first).await.unwrap();
+    let moved = Assignment { booking_id: a, host: "janus-2".into(), ready_at: Some(f.at(0) + Duration::nanoseconds(7)) };
+    store.put_assignment(&moved).await.unwrap();
+    let other = Assignment { booking_id: b, host: "janus-1".into(), ready_at: None };
+    store.put_assignment(&other).await.unwrap();
+
+    let mut got = store.assignments(&[b, missing, a]).await.unwrap();
+    got.sort_by_key(|x| x.booking_id != b);
+    assert_eq!(got, vec![other, moved]);
+    assert!(store.assignments(&[]).await.unwrap().is_empty());
+}
+
+pub async fn operations_come_back_by_window(store: &dyn Store) {
+    let f = Fixture::new();
+    let op = |m: i64, action: &str| Operation {
+        id: Uuid::new_v4(),
+        at: f.at(m) + Duration::nanoseconds(3),
+        actor: "reconciler".into(),
+        action: action.into(),
+        host: Some("janus-1".into()),
+        booking_id: Some(Uuid::new_v4()),
+        room_id: Some(RoomId::random()),
+        result: "ok".into(),
+        duration_ms: 1234,
+    };
+    let late = op(30, "deallocate");
+    let early = op(0, "start");
+    let bare = Operation { host: None, booking_id: None, room_id: None, result: "timeout".into(), ..op(10, "alert") };
+    let outside = op(60, "start");
+    for o in [&late, &early, &bare, &outside] {
+        store.append_operation(o).await.unwrap();
+    }
+    let window = TimeSlot::new(early.at, outside.at).unwrap();
+    assert_eq!(store.operations(window).await.unwrap(), vec![early, bare, late], "from <= at < to, oldest first");
+}
+
+pub async fn claim_marker_first_writer_wins(store: &dyn Store) {
+    let key = format!("alert:{}", Uuid::new_v4());
+    let now = Utc::now();
+    let claims = join_all((0..20).map(|_| store.claim_marker(&key, now))).await;
+    let won = claims.into_iter().map(Result::unwrap).filter(|w| *w).count();
+    assert_eq!(won, 1);
+    assert!(!store.claim_marker(&key, now + Duration::days(2)).await.unwrap());
+    assert!(store.claim_marker(&format!("{key}:other"), now).await.unwrap());
+}
+
+pub async fn state_is_put_and_got(store: &dyn Store) {
+    let key = format!("override:{}", Uuid::new_v4());
+    assert_eq!(store.get_state(&key).await.unwrap(), None);
+    let v1 = json!({"hosts": ["a", "b"], "always_on": true, "n": 2});
+    store.put_state(&key, &v1).await.unwrap();
+    assert_eq!(store.get_state(&key).await.unwrap(), Some(v1));
+    let v2 = json!({"hosts": []});
+    store.put_state(&key, &v2).await.unwrap();
+    assert_eq!(store.get_state(&key).await.unwrap(), Some(v2));
+}
+
+// ----- concurrency -----
+
+pub async fn parallel_book_room_has_exactly_one_winner(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let slot = f.slot(0, 60);
+    let wanted: Vec<Booking> =
+        (0..100).map(|_| f.booking_by(&format!("user-{}", Uuid::new_v4()), room.id, slot)).collect();
+    let results = join_all(wanted.iter().map(|b| store.book_room(b, None))).await;
+    let mut winners = Vec::new();
+    for r in results {
+        match r {
+            Ok(c) => winners.push(new(c)),
+            Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error in the race: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of 100 parallel bookings wins");
+    assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), winners);
+}
+
+pub async fn parallel_book_any_room_never_double_books(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    let offers: Vec<(Booking, Room)> = (0..100)
+        .map(|i| (f.booking_by(&format!("user-{}", Uuid::new_v4()), RoomId::random(), slot), f.room(2, i)))
+        .collect();
+    let results = join_all(offers.iter().map(|(b, r)| store.book_any_room(b, Some(r), None))).await;
+    let booked: Vec<(Booking, Room)> = results.into_iter().map(|r| new(r.unwrap())).collect();
+    assert_eq!(booked.len(), 100);
+    let mut rooms: Vec<RoomId> = booked.iter().map(|(b, r)| {
+        assert_eq!(b.room_id, r.id);
+        r.id
+    }).collect();
+    rooms.sort();
+    rooms.dedup();
+    assert_eq!(rooms.len(), 100, "two bookings of one slot landed in one room");
+    // What is stored agrees: at this slot, no room holds two live bookings.
+    let mut stored: Vec<RoomId> = store.bookings_between(slot).await.unwrap().into_iter().map(|b| b.room_id).collect();
+    let total = stored.len();
+    stored.sort();
+    stored.dedup();
+    assert_eq!(stored.len(), total, "a room holds two live bookings at one slot");
+    for (b, _) in &booked {
+        assert_eq!(&store.get_booking(b.id).await.unwrap(), b);
+    }
+}
+
+pub async fn parallel_requests_with_one_key_create_once(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let now = Utc::now();
+    let claim = f.claim("bookings", "double-click", "fp", now);
+    let tries: Vec<Booking> = (0..20).map(|i| f.booking(room.id, f.slot(i * 60, i * 60 + 60))).collect();
+    let results = join_all(tries.iter().map(|b| store.book_room(b, Some(&claim)))).await;
+    let mut created = Vec::new();
+    let mut replays = Vec::new();
+    for r in results {
+        match r.unwrap() {
+            Created::New(b) => created.push(b),
+            Created::Replayed(b) => replays.push(b),
+        }
+    }
+    assert_eq!(created.len(), 1);
+    assert!(replays.iter().all(|b| *b == created[0]));
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), created);
+}

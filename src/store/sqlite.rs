@@ -1,1 +1,960 @@
 //! The embedded SQLite backend of [`super::Store`].
+//!
+//! # How it is built
+//! - **One writer, a few readers.** Every write runs on ONE connection behind an async mutex
+//!   ([`Inner::writer`]), so writers of this process queue in FIFO order instead of spinning on
+//!   `SQLITE_BUSY`; reads run on a small pool of separate connections ([`Readers`]) that WAL
+//!   lets proceed while a write is in flight. SQLite calls block, so each one runs on
+//!   `tokio::task::spawn_blocking`.
+//! - **Every write is `BEGIN IMMEDIATE … COMMIT`.** The check (overlap, idempotency key, future
+//!   bookings) and the write happen under SQLite's write lock, so the contract also holds when
+//!   several processes share the file; a process that finds the lock taken waits up to
+//!   [`BUSY_TIMEOUT`] and then answers [`StoreError::Unavailable`].
+//! - **Durability.** WAL with `synchronous=NORMAL`: a commit survives a process crash; the last
+//!   commits before a power loss may be lost, never corrupted.
+//! - **Instants** are INTEGER nanoseconds since the Unix epoch: exact round trips, comparable
+//!   in SQL. The price is the range, 1677-09-21 to 2262-04-11; instants outside it are refused
+//!   with [`StoreError::Internal`] (the API bounds booking dates long before that).
+//! - **Schema** lives in [`MIGRATIONS`]; `PRAGMA user_version` counts the applied ones, and
+//!   [`SqliteStore::open`] applies the missing ones inside one write transaction, so two
+//!   processes starting at once migrate once.
+//!
+//! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
+//! scope, user and key), `assignments`, `operations`, `markers`, `state`.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use rusqlite::types::Type;
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
+use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use uuid::Uuid;
+
+use super::{
+    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult,
+};
+use crate::domain::{Booking, Room, RoomId, TimeSlot, format_instant};
+
+/// How long a connection waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
+
+/// Reader connections kept open. Reads are short; a few suffice on a small machine.
+const READERS: usize = 4;
+
+/// What a client is told to wait after the database stayed locked past [`BUSY_TIMEOUT`].
+const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
+
+/// The schema, one entry per version; entry `i` takes `user_version` from `i` to `i + 1`.
+/// Never edit an applied entry: append a new one.
+const MIGRATIONS: &[&str] = &[r#"
+CREATE TABLE rooms (
+    id               INTEGER PRIMARY KEY,
+    name             TEXT,
+    password         TEXT    NOT NULL,
+    admin_secret     TEXT    NOT NULL,
+    max_participants INTEGER NOT NULL,
+    metadata         TEXT    NOT NULL,
+    created_at       INTEGER NOT NULL,
+    updated_at       INTEGER NOT NULL
+);
+-- rowid tables append the id to every index: this orders by (created_at, id).
+CREATE INDEX rooms_created ON rooms (created_at);
+
+CREATE TABLE bookings (
+    id           TEXT    PRIMARY KEY,
+    room_id      INTEGER NOT NULL REFERENCES rooms (id) ON DELETE CASCADE,
+    owner        TEXT    NOT NULL,
+    slot_start   INTEGER NOT NULL,
+    slot_end     INTEGER NOT NULL,
+    created_at   INTEGER NOT NULL,
+    cancelled_at INTEGER
+);
+-- Overlap checks, a room's upcoming bookings and the delete check all ask for live bookings of
+-- one room ending after some instant: keyed by end, the range holds only current and future
+-- bookings, never the room's whole history.
+CREATE INDEX bookings_room_live_end ON bookings (room_id, slot_end) WHERE cancelled_at IS NULL;
+CREATE INDEX bookings_owner_start ON bookings (owner, slot_start);
+-- The scheduler's window query, by the same reasoning.
+CREATE INDEX bookings_live_end ON bookings (slot_end) WHERE cancelled_at IS NULL;
+
+CREATE TABLE idempotency (
+    scope       TEXT    NOT NULL,
+    user        TEXT    NOT NULL,
+    key         TEXT    NOT NULL,
+    fingerprint TEXT    NOT NULL,
+    resource_id TEXT    NOT NULL,
+    created_at  INTEGER NOT NULL,
+    PRIMARY KEY (scope, user, key)
+) WITHOUT ROWID;
+CREATE INDEX idempotency_created ON idempotency (created_at);
+
+CREATE TABLE assignments (
+    booking_id TEXT PRIMARY KEY,
+    host       TEXT NOT NULL,
+    ready_at   INTEGER
+) WITHOUT ROWID;
+
+CREATE TABLE operations (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT    NOT NULL UNIQUE,
+    at          INTEGER NOT NULL,
+    actor       TEXT    NOT NULL,
+    action      TEXT    NOT NULL,
+    host        TEXT,
+    booking_id  TEXT,
+    room_id     INTEGER,
+    result      TEXT    NOT NULL,
+    duration_ms INTEGER NOT NULL
+);
+CREATE INDEX operations_at ON operations (at);
+
+CREATE TABLE markers (
+    key TEXT PRIMARY KEY,
+    at  INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE state (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+"#];
+
+/// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    /// The only connection that writes. An async mutex so waiting writers park as tasks in FIFO
+    /// order instead of occupying blocking threads; the guard moves into `spawn_blocking`.
+    writer: Arc<AsyncMutex<Connection>>,
+    readers: Readers,
+}
+
+/// A small pool of read-only (`query_only`) connections.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    /// Bounds concurrent reads to the pool size, so a burst queues instead of opening files.
+    permits: Semaphore,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.inner.path).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating the folder and file on first start) the database at `path`, switches it to
+    /// WAL, and applies missing schema migrations atomically. Blocks: call it at start-up, not on
+    /// a busy runtime thread. Fails with `Unavailable` when the file cannot be opened or stays
+    /// locked, `Internal` when it holds a schema newer than this build knows.
+    pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
+                message: format!("cannot create {}: {e}", dir.display()),
+                retry_after: None,
+            })?;
+        }
+        let mut writer = open_connection(path)?;
+        // WAL is a property of the file: set once, every later connection (and process) uses it.
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!("{} refused WAL mode (got {mode})", path.display())));
+        }
+        migrate(&mut writer)?;
+
+        let mut idle = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            idle.push(open_reader(path)?);
+        }
+        tracing::info!(path = %path.display(), "sqlite store open");
+        Ok(SqliteStore {
+            inner: Arc::new(Inner {
+                path: path.to_owned(),
+                writer: Arc::new(AsyncMutex::new(writer)),
+                readers: Readers { idle: Mutex::new(idle), permits: Semaphore::new(READERS) },
+            }),
+        })
+    }
+
+    /// The database file.
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `f` inside `BEGIN IMMEDIATE … COMMIT` on the writer connection. An `Err` from `f`
+    /// rolls everything back.
+    async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let mut conn = self.inner.writer.clone().lock_owned().await;
+        tokio::task::spawn_blocking(move || {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let out = f(&tx)?;
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite write task failed: {e}")))?
+    }
+
+    /// Runs `f` inside one read transaction (one consistent snapshot) on a pooled reader.
+    async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = &self.inner.readers;
+        let _permit = readers
+            .permits
+            .acquire()
+            .await
+            .map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
+        let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // A reader lost to a panicking task is replaced here.
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.inner.path)?,
+        };
+        let (conn, out) = tokio::task::spawn_blocking(move || {
+            let out = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let out = f(&tx)?;
+                tx.finish()?;
+                Ok(out)
+            })();
+            (conn, out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?;
+        readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        out
+    }
+}
+
+fn open_connection(path: &Path) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable { message: format!("cannot open {}: {e}", path.display()), retry_after: None })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = open_connection(path)?;
+    // A guard against a write slipping onto a reader, where it would bypass the writer lock.
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &mut Connection) -> StoreResult<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let version: i64 = tx.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    let known = MIGRATIONS.len() as i64;
+    if version > known {
+        return Err(StoreError::Internal(format!(
+            "database schema version {version} is newer than this build knows ({known})"
+        )));
+    }
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(version as usize) {
+        tx.execute_batch(sql)?;
+        tracing::info!(version = i + 1, "sqlite schema migrated");
+    }
+    tx.pragma_update(None, "user_version", known)?;
+    tx.commit()?;
+    Ok(())
+}
+
+// ----- errors -----
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        use rusqlite::ffi;
+        match &e {
+            rusqlite::Error::SqliteFailure(err, _) => match err.code {
+                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable {
+                    message: format!("database locked: {e}"),
+                    retry_after: Some(BUSY_RETRY_AFTER),
+                },
+                ErrorCode::ConstraintViolation => match err.extended_code {
+                    ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => StoreError::AlreadyExists,
+                    ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                    _ => StoreError::Internal(e.to_string()),
+                },
+                ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly => {
+                    StoreError::Unavailable { message: e.to_string(), retry_after: None }
+                }
+                _ => StoreError::Internal(e.to_string()),
+            },
+            _ => StoreError::Internal(e.to_string()),
+        }
+    }
+}
+
+fn corrupt(col: usize, ty: Type, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+    rusqlite::Error::FromSqlConversionFailure(col, ty, Box::new(e))
+}
+
+// ----- encodings -----
+
+fn ns(t: DateTime<Utc>) -> StoreResult<i64> {
+    t.timestamp_nanos_opt()
+        .ok_or_else(|| StoreError::Internal(format!("instant {} is outside the storable range", format_instant(t))))
+}
+
+fn instant(n: i64) -> DateTime<Utc> {
+    DateTime::from_timestamp_nanos(n)
+}
+
+fn room_key(id: RoomId) -> i64 {
+    // Room ids are below 2^53, so they always fit.
+    id.get() as i64
+}
+
+const ROOM_COLUMNS: &str = "id, name, password, admin_secret, max_participants, metadata, created_at, updated_at";
+
+fn room_from_row(r: &Row<'_>) -> rusqlite::Result<Room> {
+    let id: i64 = r.get(0)?;
+    let id = RoomId::new(id as u64).map_err(|e| corrupt(0, Type::Integer, e))?;
+    let max_participants: i64 = r.get(4)?;
+    let max_participants = u8::try_from(max_participants).map_err(|e| corrupt(4, Type::Integer, e))?;
+    let metadata: String = r.get(5)?;
+    let metadata = serde_json::from_str(&metadata).map_err(|e| corrupt(5, Type::Text, e))?;
+    Ok(Room {
+        id,
+        name: r.get(1)?,
+        password: r.get(2)?,
+        admin_secret: r.get(3)?,
+        max_participants,
+        metadata,
+        created_at: instant(r.get(6)?),
+        updated_at: instant(r.get(7)?),
+    })
+}
+
+const BOOKING_COLUMNS: &str = "id, room_id, owner, slot_start, slot_end, created_at, cancelled_at";
+
+fn booking_from_row(r: &Row<'_>) -> rusqlite::Result<Booking> {
+    let id: String = r.get(0)?;
+    let id = Uuid::parse_str(&id).map_err(|e| corrupt(0, Type::Text, e))?;
+    let room: i64 = r.get(1)?;
+    let room_id = RoomId::new(room as u64).map_err(|e| corrupt(1, Type::Integer, e))?;
+    let slot = TimeSlot::new(instant(r.get(3)?), instant(r.get(4)?)).map_err(|e| corrupt(3, Type::Integer, e))?;
+    Ok(Booking {
+        id,
+        room_id,
+        owner: r.get(2)?,
+        slot,
+        created_at: instant(r.get(5)?),
+        cancelled_at: r.get::<_, Option<i64>>(6)?.map(instant),
+    })
+}
+
+fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
+    let id: String = r.get(0)?;
+    let booking_id = r
+        .get::<_, Option<String>>(5)?
+        .map(|s| Uuid::parse_str(&s))
+        .transpose()
+        .map_err(|e| corrupt(5, Type::Text, e))?;
+    let room_id = r
+        .get::<_, Option<i64>>(6)?
+        .map(|v| RoomId::new(v as u64))
+        .transpose()
+        .map_err(|e| corrupt(6, Type::Integer, e))?;
+    let duration_ms: i64 = r.get(8)?;
+    Ok(Operation {
+        id: Uuid::parse_str(&id).map_err(|e| corrupt(0, Type::Text, e))?,
+        at: instant(r.get(1)?),
+        actor: r.get(2)?,
+        action: r.get(3)?,
+        host: r.get(4)?,
+        booking_id,
+        room_id,
+        result: r.get(7)?,
+        duration_ms: u64::try_from(duration_ms).map_err(|e| corrupt(8, Type::Integer, e))?,
+    })
+}
+
+// ----- statements shared by several operations -----
+
+fn load_room(tx: &Transaction<'_>, id: RoomId) -> StoreResult<Option<Room>> {
+    let mut st = tx.prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"))?;
+    Ok(st.query_row([room_key(id)], room_from_row).optional()?)
+}
+
+fn load_booking(tx: &Transaction<'_>, id: Uuid) -> StoreResult<Option<Booking>> {
+    let mut st = tx.prepare_cached(&format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = ?1"))?;
+    Ok(st.query_row([id.to_string()], booking_from_row).optional()?)
+}
+
+fn room_exists(tx: &Transaction<'_>, id: RoomId) -> StoreResult<bool> {
+    let mut st = tx.prepare_cached("SELECT 1 FROM rooms WHERE id = ?1")?;
+    Ok(st.exists([room_key(id)])?)
+}
+
+/// The first live booking of `room` overlapping `[start, end)`, other than `except`.
+fn overlapping(
+    tx: &Transaction<'_>,
+    room: RoomId,
+    start: i64,
+    end: i64,
+    except: Option<Uuid>,
+) -> StoreResult<Option<Booking>> {
+    let mut st = tx.prepare_cached(&format!(
+        "SELECT {BOOKING_COLUMNS} FROM bookings
+         WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2 AND slot_start < ?3
+           AND id IS NOT ?4
+         ORDER BY slot_start LIMIT 1"
+    ))?;
+    Ok(st
+        .query_row(params![room_key(room), start, end, except.map(|u| u.to_string())], booking_from_row)
+        .optional()?)
+}
+
+fn overlap_conflict(room: RoomId, taken: &Booking) -> StoreError {
+    StoreError::Conflict(format!(
+        "room {room} is already booked from {} to {}",
+        format_instant(taken.slot.start()),
+        format_instant(taken.slot.end())
+    ))
+}
+
+fn insert_booking_row(tx: &Transaction<'_>, b: &Booking, room: RoomId) -> StoreResult<()> {
+    let mut st = tx.prepare_cached(
+        "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+    )?;
+    st.execute(params![
+        b.id.to_string(),
+        room_key(room),
+        b.owner,
+        ns(b.slot.start())?,
+        ns(b.slot.end())?,
+        ns(b.created_at)?,
+        b.cancelled_at.map(ns).transpose()?,
+    ])?;
+    Ok(())
+}
+
+fn insert_room_row(tx: &Transaction<'_>, room: &Room) -> StoreResult<()> {
+    let metadata = serde_json::to_string(&room.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
+    let mut st = tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+    st.execute(params![
+        room_key(room.id),
+        room.name,
+        room.password,
+        room.admin_secret,
+        room.max_participants,
+        metadata,
+        ns(room.created_at)?,
+        ns(room.updated_at)?,
+    ])?;
+    Ok(())
+}
+
+/// What an idempotency key says about the request presenting it.
+enum Prior {
+    /// Unknown or expired: go ahead and record it with the write.
+    Absent,
+    /// Seen with the same request: replay this resource id.
+    Replay(String),
+}
+
+/// Looks the claim up inside the write transaction, so two requests with one key serialize.
+fn check_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>) -> StoreResult<Prior> {
+    let Some(c) = claim else { return Ok(Prior::Absent) };
+    let mut st = tx.prepare_cached(
+        "SELECT fingerprint, resource_id, created_at FROM idempotency WHERE scope = ?1 AND user = ?2 AND key = ?3",
+    )?;
+    let row: Option<(String, String, i64)> = st
+        .query_row(params![c.scope, c.user, c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
+        .optional()?;
+    match row {
+        Some((fingerprint, resource, at)) if c.now - instant(at) < IDEMPOTENCY_TTL => {
+            if fingerprint == c.fingerprint { Ok(Prior::Replay(resource)) } else { Err(StoreError::IdempotencyMismatch) }
+        }
+        _ => Ok(Prior::Absent),
+    }
+}
+
+/// Records (or replaces an expired) key in the same transaction as the entity it created.
+fn record_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>, resource: &str) -> StoreResult<()> {
+    let Some(c) = claim else { return Ok(()) };
+    let mut st = tx.prepare_cached(
+        "INSERT INTO idempotency (scope, user, key, fingerprint, resource_id, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+         ON CONFLICT (scope, user, key) DO UPDATE SET
+           fingerprint = excluded.fingerprint, resource_id = excluded.resource_id, created_at = excluded.created_at",
+    )?;
+    st.execute(params![c.scope, c.user, c.key, c.fingerprint, resource, ns(c.now)?])?;
+    Ok(())
+}
+
+fn replayed_room(tx: &Transaction<'_>, resource: &str) -> StoreResult<Room> {
+    let id: RoomId = resource
+        .parse()
+        .map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
+    load_room(tx, id)?.ok_or(StoreError::NotFound)
+}
+
+fn replayed_booking(tx: &Transaction<'_>, resource: &str) -> StoreResult<Booking> {
+    let id = Uuid::parse_str(resource)
+        .map_err(|_| StoreError::Internal(format!("idempotency record names booking {resource:?}")))?;
+    load_booking(tx, id)?.ok_or(StoreError::NotFound)
+}
+
+fn collect<T>(rows: impl Iterator<Item = rusqlite::Result<T>>) -> StoreResult<Vec<T>> {
+    rows.collect::<rusqlite::Result<Vec<T>>>().map_err(Into::into)
+}
+
+#[async_trait]
+impl Store for SqliteStore {
+    async fn ping(&self) -> StoreResult<()> {
+        self.read(|tx| {
+            tx.query_row("SELECT 1", [], |_| Ok(()))?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`Store::insert_room`]. A replay whose room was deleted since answers `NotFound`.
+    async fn insert_room(&self, room: &Room, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Room>> {
+        let room = room.clone();
+        let claim = claim.cloned();
+        self.write(move |tx| {
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
+                return Ok(Created::Replayed(replayed_room(tx, &resource)?));
+            }
+            insert_room_row(tx, &room)?;
+            record_claim(tx, claim.as_ref(), &room.id.to_string())?;
+            Ok(Created::New(room))
+        })
+        .await
+    }
+
+    async fn get_room(&self, id: RoomId) -> StoreResult<Room> {
+        self.read(move |tx| load_room(tx, id)?.ok_or(StoreError::NotFound)).await
+    }
+
+    /// See [`Store::list_rooms`]. `created_before` and `created_after` are strict bounds;
+    /// `max_participants` must match exactly.
+    async fn list_rooms(&self, filter: &RoomFilter) -> StoreResult<Vec<Room>> {
+        let mut sql = format!("SELECT {ROOM_COLUMNS} FROM rooms r WHERE 1");
+        let mut args: Vec<i64> = Vec::new();
+        if let Some(m) = filter.max_participants {
+            args.push(m.into());
+            sql += &format!(" AND r.max_participants = ?{}", args.len());
+        }
+        if let Some(t) = filter.created_before {
+            args.push(ns(t)?);
+            sql += &format!(" AND r.created_at < ?{}", args.len());
+        }
+        if let Some(t) = filter.created_after {
+            args.push(ns(t)?);
+            sql += &format!(" AND r.created_at > ?{}", args.len());
+        }
+        if let Some(slot) = filter.free_during {
+            args.push(ns(slot.start())?);
+            args.push(ns(slot.end())?);
+            sql += &format!(
+                " AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.room_id = r.id AND b.cancelled_at IS NULL
+                   AND b.slot_end > ?{} AND b.slot_start < ?{})",
+                args.len() - 1,
+                args.len()
+            );
+        }
+        sql += " ORDER BY r.created_at, r.id";
+        self.read(move |tx| {
+            let mut st = tx.prepare_cached(&sql)?;
+            collect(st.query_map(rusqlite::params_from_iter(args.iter()), room_from_row)?)
+        })
+        .await
+    }
+
+    async fn delete_room(&self, id: RoomId, now: DateTime<Utc>) -> StoreResult<()> {
+        let now = ns(now)?;
+        self.write(move |tx| {
+            if !room_exists(tx, id)? {
+                return Err(StoreError::NotFound);
+            }
+            let mut st = tx.prepare_cached(
+                "SELECT MAX(slot_end) FROM bookings WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2",
+            )?;
+            if let Some(until) = st.query_row(params![room_key(id), now], |r| r.get::<_, Option<i64>>(0))? {
+                return Err(StoreError::Conflict(format!(
+                    "room {id} has a booking until {}",
+                    format_instant(instant(until))
+                )));
+            }
+            // Assignments carry no foreign key (the scheduler may write one for a booking it
+            // read a moment ago); clear those of the bookings that cascade away.
+            tx.prepare_cached(
+                "DELETE FROM assignments WHERE booking_id IN (SELECT id FROM bookings WHERE room_id = ?1)",
+            )?
+            .execute([room_key(id)])?;
+            tx.prepare_cached("DELETE FROM rooms WHERE id = ?1")?.execute([room_key(id)])?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn set_room_password(
+        &self,
+        id: RoomId,
+        expected: &str,
+        new: &str,
+        now: DateTime<Utc>,
+    ) -> StoreResult<Room> {
+        let (expected, new, now) = (expected.to_owned(), new.to_owned(), ns(now)?);
+        self.write(move |tx| {
+            let changed = tx
+                .prepare_cached("UPDATE rooms SET password = ?3, updated_at = ?4 WHERE id = ?1 AND password = ?2")?
+                .execute(params![room_key(id), expected, new, now])?;
+            match load_room(tx, id)? {
+                None => Err(StoreError::NotFound),
+                Some(_) if changed == 0 => Err(StoreError::PreconditionFailed),
+                Some(room) => Ok(room),
+            }
+        })
+        .await
+    }
+
+    async fn room_bookings(&self, id: RoomId, after: DateTime<Utc>) -> StoreResult<Vec<Booking>> {
+        let after = ns(after)?;
+        self.read(move |tx| {
+            if !room_exists(tx, id)? {
+                return Err(StoreError::NotFound);
+            }
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {BOOKING_COLUMNS} FROM bookings
+                 WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2 ORDER BY slot_start, id"
+            ))?;
+            collect(st.query_map(params![room_key(id), after], booking_from_row)?)
+        })
+        .await
+    }
+
+    /// See [`Store::book_room`]. A booking id already taken answers `AlreadyExists`.
+    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+        let booking = booking.clone();
+        let claim = claim.cloned();
+        let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
+        self.write(move |tx| {
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
+                return Ok(Created::Replayed(replayed_booking(tx, &resource)?));
+            }
+            if !room_exists(tx, booking.room_id)? {
+                return Err(StoreError::NotFound);
+            }
+            if let Some(taken) = overlapping(tx, booking.room_id, start, end, None)? {
+                return Err(overlap_conflict(booking.room_id, &taken));
+            }
+            insert_booking_row(tx, &booking, booking.room_id)?;
+            record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            Ok(Created::New(booking))
+        })
+        .await
+    }
+
+    /// See [`Store::book_any_room`]. Picks the free room with the lowest id. A replay whose
+    /// booking went with its room answers `NotFound`.
+    async fn book_any_room(
+        &self,
+        booking: &Booking,
+        new_room: Option<&Room>,
+        claim: Option<&IdempotencyClaim>,
+    ) -> StoreResult<Created<(Booking, Room)>> {
+        let mut booking = booking.clone();
+        let new_room = new_room.cloned();
+        let claim = claim.cloned();
+        let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
+        self.write(move |tx| {
+            if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())? {
+                let b = replayed_booking(tx, &resource)?;
+                let room = load_room(tx, b.room_id)?.ok_or(StoreError::NotFound)?;
+                return Ok(Created::Replayed((b, room)));
+            }
+            // Walks rooms by id and probes each one's live bookings ending after `start`
+            // (an index range holding only its current and future bookings).
+            let free = tx
+                .prepare_cached(&format!(
+                    "SELECT {ROOM_COLUMNS} FROM rooms r WHERE r.max_participants >= 2 AND NOT EXISTS (
+                       SELECT 1 FROM bookings b WHERE b.room_id = r.id AND b.cancelled_at IS NULL
+                         AND b.slot_end > ?1 AND b.slot_start < ?2)
+                     ORDER BY r.id LIMIT 1"
+                ))?
+                .query_row(params![start, end], room_from_row)
+                .optional()?;
+            let room = match (free, new_room) {
+                (Some(room), _) => room,
+                (None, Some(room)) => {
+                    insert_room_row(tx, &room)?;
+                    room
+                }
+                (None, None) => return Err(StoreError::NoFreeRoom),
+            };
+            booking.room_id = room.id;
+            insert_booking_row(tx, &booking, room.id)?;
+            record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            Ok(Created::New((booking, room)))
+        })
+        .await
+    }
+
+    async fn get_booking(&self, id: Uuid) -> StoreResult<Booking> {
+        self.read(move |tx| load_booking(tx, id)?.ok_or(StoreError::NotFound)).await
+    }
+
+    async fn list_bookings(&self, owner: &str, during: Option<TimeSlot>) -> StoreResult<Vec<Booking>> {
+        let owner = owner.to_owned();
+        let window = during.map(|s| Ok::<_, StoreError>((ns(s.start())?, ns(s.end())?))).transpose()?;
+        self.read(move |tx| match window {
+            None => {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {BOOKING_COLUMNS} FROM bookings WHERE owner = ?1 ORDER BY slot_start, id"
+                ))?;
+                collect(st.query_map([owner], booking_from_row)?)
+            }
+            Some((start, end)) => {
+                let mut st = tx.prepare_cached(&format!(
+                    "SELECT {BOOKING_COLUMNS} FROM bookings
+                     WHERE owner = ?1 AND slot_start < ?3 AND slot_end > ?2 ORDER BY slot_start, id"
+                ))?;
+                collect(st.query_map(params![owner, start, end], booking_from_row)?)
+            }
+        })
+        .await
+    }
+
+    async fn bookings_between(&self, window: TimeSlot) -> StoreResult<Vec<Booking>> {
+        let (start, end) = (ns(window.start())?, ns(window.end())?);
+        self.read(move |tx| {
+            let mut st = tx.prepare_cached(&format!(
+                "SELECT {BOOKING_COLUMNS} FROM bookings
+                 WHERE cancelled_at IS NULL AND slot_end > ?1 AND slot_start < ?2 ORDER BY slot_start, id"
+            ))?;
+            collect(st.query_map(params![start, end], booking_from_row)?)
+        })
+        .await
+    }
+
+    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+        let now = ns(now)?;
+        self.write(move |tx| {
+            tx.prepare_cached("UPDATE bookings SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")?
+                .execute(params![id.to_string(), now])?;
+            load_booking(tx, id)?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
+    /// See [`Store::set_booking_end`]. An `end` not after the booking's start answers `Conflict`
+    /// too (the API validates it first).
+    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+        self.write(move |tx| {
+            let mut b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
+            if b.cancelled_at.is_some() {
+                return Err(StoreError::Conflict(format!("booking {id} is cancelled")));
+            }
+            let slot = TimeSlot::new(b.slot.start(), end)
+                .map_err(|_| StoreError::Conflict(format!("booking {id} cannot end before it starts")))?;
+            let (start_ns, end_ns) = (ns(slot.start())?, ns(slot.end())?);
+            if let Some(taken) = overlapping(tx, b.room_id, start_ns, end_ns, Some(id))? {
+                return Err(overlap_conflict(b.room_id, &taken));
+            }
+            tx.prepare_cached("UPDATE bookings SET slot_end = ?2 WHERE id = ?1")?
+                .execute(params![id.to_string(), end_ns])?;
+            b.slot = slot;
+            Ok(b)
+        })
+        .await
+    }
+
+    async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        let before = ns(before)?;
+        self.write(move |tx| {
+            let n = tx.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?.execute([before])?;
+            Ok(n as u64)
+        })
+        .await
+    }
+
+    async fn put_assignment(&self, a: &Assignment) -> StoreResult<()> {
+        let (booking, host) = (a.booking_id.to_string(), a.host.clone());
+        let ready = a.ready_at.map(ns).transpose()?;
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO assignments (booking_id, host, ready_at) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (booking_id) DO UPDATE SET host = excluded.host, ready_at = excluded.ready_at",
+            )?
+            .execute(params![booking, host, ready])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`Store::assignments`]. Answers in the order of `booking_ids`.
+    async fn assignments(&self, booking_ids: &[Uuid]) -> StoreResult<Vec<Assignment>> {
+        let ids = booking_ids.to_vec();
+        self.read(move |tx| {
+            let mut st = tx.prepare_cached("SELECT host, ready_at FROM assignments WHERE booking_id = ?1")?;
+            let mut out = Vec::with_capacity(ids.len());
+            for id in ids {
+                let row = st
+                    .query_row([id.to_string()], |r| Ok((r.get::<_, String>(0)?, r.get::<_, Option<i64>>(1)?)))
+                    .optional()?;
+                if let Some((host, ready)) = row {
+                    out.push(Assignment { booking_id: id, host, ready_at: ready.map(instant) });
+                }
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    /// See [`Store::append_operation`]. An id logged before answers `AlreadyExists`.
+    async fn append_operation(&self, op: &Operation) -> StoreResult<()> {
+        let op = op.clone();
+        let at = ns(op.at)?;
+        let duration = i64::try_from(op.duration_ms).map_err(|e| StoreError::Internal(e.to_string()))?;
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO operations (id, at, actor, action, host, booking_id, room_id, result, duration_ms)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                op.id.to_string(),
+                at,
+                op.actor,
+                op.action,
+                op.host,
+                op.booking_id.map(|u| u.to_string()),
+                op.room_id.map(room_key),
+                op.result,
+                duration,
+            ])?;
+            Ok(())
+        })
+        .await
+    }
+
+    /// See [`Store::operations`]. Entries at the same instant come in the order they were appended.
+    async fn operations(&self, window: TimeSlot) -> StoreResult<Vec<Operation>> {
+        let (start, end) = (ns(window.start())?, ns(window.end())?);
+        self.read(move |tx| {
+            let mut st = tx.prepare_cached(
+                "SELECT id, at, actor, action, host, booking_id, room_id, result, duration_ms FROM operations
+                 WHERE at >= ?1 AND at < ?2 ORDER BY at, seq",
+            )?;
+            collect(st.query_map(params![start, end], operation_from_row)?)
+        })
+        .await
+    }
+
+    async fn claim_marker(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {
+        let (key, now) = (key.to_owned(), ns(now)?);
+        self.write(move |tx| {
+            let n = tx.prepare_cached("INSERT OR IGNORE INTO markers (key, at) VALUES (?1, ?2)")?.execute(params![key, now])?;
+            Ok(n == 1)
+        })
+        .await
+    }
+
+    async fn get_state(&self, key: &str) -> StoreResult<Option<serde_json::Value>> {
+        let key = key.to_owned();
+        self.read(move |tx| {
+            let text: Option<String> = tx
+                .prepare_cached("SELECT value FROM state WHERE key = ?1")?
+                .query_row([key], |r| r.get(0))
+                .optional()?;
+            text.map(|t| serde_json::from_str(&t).map_err(|e| StoreError::Internal(format!("corrupt state: {e}"))))
+                .transpose()
+        })
+        .await
+    }
+
+    async fn put_state(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
+        let key = key.to_owned();
+        let text = value.to_string();
+        self.write(move |tx| {
+            tx.prepare_cached(
+                "INSERT INTO state (key, value) VALUES (?1, ?2) ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+            )?
+            .execute(params![key, text])?;
+            Ok(())
+        })
+        .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn temp_path() -> PathBuf {
+        std::env::temp_dir().join(format!("suroga-sqlite-unit-{}", Uuid::new_v4())).join("store.db")
+    }
+
+    #[test]
+    fn open_creates_the_folder_and_a_wal_database_at_the_latest_schema() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        assert!(path.exists());
+        let conn = Connection::open(&path).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        assert_eq!(version, MIGRATIONS.len() as i64);
+        drop((store, conn));
+        // A second open (a restart) keeps the data and applies nothing twice.
+        SqliteStore::open(&path).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn a_database_from_a_newer_build_is_refused() {
+        let path = temp_path();
+        drop(SqliteStore::open(&path).unwrap());
+        Connection::open(&path).unwrap().pragma_update(None, "user_version", 99).unwrap();
+        assert!(matches!(SqliteStore::open(&path), Err(StoreError::Internal(_))));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn instants_round_trip_to_the_nanosecond() {
+        let t = DateTime::parse_from_rfc3339("2199-12-31T23:59:59.123456789Z").unwrap().with_timezone(&Utc);
+        assert_eq!(instant(ns(t).unwrap()), t);
+        let far = DateTime::parse_from_rfc3339("2300-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
+        assert!(matches!(ns(far), Err(StoreError::Internal(_))));
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_write_lock_held_past_the_busy_timeout_is_unavailable() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        // Another process holding the write lock, simulated by a foreign connection.
+        let mut other = Connection::open(&path).unwrap();
+        let tx = other.transaction_with_behavior(TransactionBehavior::Immediate).unwrap();
+        let started = std::time::Instant::now();
+        let err = store.claim_marker("busy", Utc::now()).await.unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { retry_after: Some(_), .. }), "{err:?}");
+        assert!(started.elapsed() >= BUSY_TIMEOUT);
+        tx.rollback().unwrap();
+        assert!(store.claim_marker("busy", Utc::now()).await.unwrap());
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+}
