@@ -18,6 +18,17 @@ use suroga::{
 use support::cosmos::{Emulator, fault, latency};
 use uuid::Uuid;
 
+/// The conformance suite, each case on its own emulator account. (On one shared account
+/// `book_any_room_creates_the_new_room_when_none_is_free` can see another case's
+/// `exhaust_free_rooms` booking of its two-seat "busy" room at that case's slot.)
+mod conformance {
+    use std::sync::Arc;
+
+    use super::support::cosmos::Emulator;
+
+    suroga::store_conformance_tests!(async { Arc::new(Emulator::new().store().await) });
+}
+
 fn now() -> DateTime<Utc> {
     Utc.with_ymd_and_hms(2030, 1, 1, 8, 0, 0).unwrap()
 }
