@@ -256,17 +256,21 @@ impl CosmosStore {
     async fn book_in_room(&self, booking: &Booking, room: RoomId) -> StoreResult<(Booking, Room)> {
         let booking = Booking { room_id: room, ..booking.clone() };
         let doc = BookingDoc::new(&booking);
+        // Set once a batch of ours was sent: from then on an overlap may be our own booking.
+        let mut sent = false;
         for attempt in 0..self.tuning.contention_attempts {
             let Some((room_doc, etag)) = self.room_doc(room).await? else {
                 return Err(StoreError::NotFound);
             };
             if !self.overlapping(room, booking.slot).await?.is_empty() {
-                // Our own earlier attempt may be the overlap (its response was lost).
-                if let Some(found) = self.own_booking(&doc).await? {
-                    return Ok((found, room_doc.to_room()?));
+                if sent {
+                    if let Some(found) = self.own_booking(&doc).await? {
+                        return Ok((found, room_doc.to_room()?));
+                    }
                 }
                 return Err(StoreError::Conflict(format!("room {room} is booked during that time")));
             }
+            sent = true;
             let bumped = room_doc.bumped();
             let batch = TransactionalBatch::new(pk(room))
                 .create_item(&doc)
@@ -327,10 +331,13 @@ impl CosmosStore {
     }
 
     async fn book_any_room_now(&self, booking: &Booking, new_room: Option<&Room>) -> StoreResult<(Booking, Room)> {
-        let q = Query::from("SELECT * FROM c WHERE c.kind = 'room' AND c.deleting = false AND c.maxParticipants >= 2");
-        let rooms: Vec<RoomDoc> = query(&self.rooms, q, FeedScope::full_container()).await?;
+        // Ids only: the chosen room's document is read (with its etag) when it is booked.
+        let q = Query::from(
+            "SELECT VALUE c.roomId FROM c WHERE c.kind = 'room' AND c.deleting = false AND c.maxParticipants >= 2",
+        );
+        let rooms: Vec<u64> = query(&self.rooms, q, FeedScope::full_container()).await?;
         let busy = self.busy_rooms(booking.slot).await?;
-        let mut candidates: Vec<u64> = rooms.iter().map(|r| r.room_id).filter(|id| !busy.contains(id)).collect();
+        let mut candidates: Vec<u64> = rooms.into_iter().filter(|id| !busy.contains(id)).collect();
         // Instances racing for one slot would all try the same first room; a random order
         // spreads them so most win their first attempt.
         candidates.shuffle(&mut rand::thread_rng());
