@@ -321,6 +321,29 @@ mod tests {
     }
 
     #[test]
+    fn cosmos_credential_is_managed_identity_under_app_service_and_developer_elsewhere() {
+        let cosmos = |extra: &[(&str, &str)]| {
+            let mut env = HashMap::from([
+                ("STORE".to_string(), "cosmos".to_string()),
+                ("COSMOS_ENDPOINT".to_string(), "https://a.documents.azure.com:443/".to_string()),
+            ]);
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            match Config::from_map(&env).map(|c| c.store) {
+                Ok(StoreKind::Cosmos(c)) => Ok(c.credential),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(cosmos(&[]), Ok(CosmosCredentialKind::DeveloperTools));
+        assert_eq!(cosmos(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi")]), Ok(CosmosCredentialKind::ManagedIdentity));
+        assert_eq!(
+            cosmos(&[("IDENTITY_ENDPOINT", "http://x"), ("COSMOS_CREDENTIAL", "developer")]),
+            Ok(CosmosCredentialKind::DeveloperTools)
+        );
+        assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
+    }
+
+    #[test]
     fn bad_values_name_the_setting() {
         let env = HashMap::from([("STORE".to_string(), "postgres".to_string())]);
         assert!(Config::from_map(&env).unwrap_err().to_string().contains("STORE"));
