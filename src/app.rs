@@ -13,7 +13,7 @@ use crate::{
     clock::{Clock, SystemClock},
     config::{Config, FleetKind, StoreKind},
     fleet::{RoomHosting, janus_hosts::JanusHosts},
-    store::{Store, sqlite::SqliteStore},
+    store::{Store, cosmos::CosmosStore, sqlite::SqliteStore},
 };
 
 /// The running parts of the service, kept alive while it serves.
@@ -30,7 +30,7 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
             let path = config.data_dir.join("suroga.sqlite3");
             Arc::new(SqliteStore::open(&path).with_context(|| format!("opening the SQLite store at {}", path.display()))?)
         }
-        StoreKind::Cosmos(_c) => anyhow::bail!("PENDING cosmos merge"),
+        StoreKind::Cosmos(c) => Arc::new(CosmosStore::connect(c).await.context("connecting to Cosmos DB")?),
     })
 }
 

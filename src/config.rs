@@ -52,6 +52,19 @@ pub struct CosmosConfig {
     pub key: Option<Secret>,
     /// `COSMOS_REGION` (default `West Europe`): the preferred region.
     pub region: String,
+    /// `COSMOS_CREDENTIAL`: which Entra ID credential to use when `COSMOS_KEY` is unset.
+    pub credential: CosmosCredentialKind,
+}
+
+/// The Entra ID credential the Cosmos backend uses (`COSMOS_CREDENTIAL`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CosmosCredentialKind {
+    /// `managed-identity`: the Function App's managed identity. The default when
+    /// `IDENTITY_ENDPOINT` is set, which App Service and Functions do.
+    ManagedIdentity,
+    /// `developer`: the Azure CLI / Azure Developer CLI login of whoever runs the binary.
+    /// The default everywhere else.
+    DeveloperTools,
 }
 
 /// Which fleet of Janus hosts.
@@ -199,6 +212,17 @@ impl Config {
                 ops_container: get("COSMOS_OPS_CONTAINER").unwrap_or_else(|| "ops".into()),
                 key: secret("COSMOS_KEY"),
                 region: get("COSMOS_REGION").unwrap_or_else(|| "West Europe".into()),
+                credential: match get("COSMOS_CREDENTIAL").as_deref() {
+                    Some("managed-identity") => CosmosCredentialKind::ManagedIdentity,
+                    Some("developer") => CosmosCredentialKind::DeveloperTools,
+                    None if get("IDENTITY_ENDPOINT").is_some() => CosmosCredentialKind::ManagedIdentity,
+                    None => CosmosCredentialKind::DeveloperTools,
+                    Some(other) => {
+                        return Err(ConfigError(format!(
+                            "COSMOS_CREDENTIAL must be managed-identity or developer, got {other:?}"
+                        )));
+                    }
+                },
             }),
             Some(other) => return Err(ConfigError(format!("STORE must be sqlite or cosmos, got {other:?}"))),
         };
@@ -294,6 +318,29 @@ mod tests {
         let env = HashMap::from([("AUTH_HS256_SECRET".to_string(), "hunter2hunter2".to_string())]);
         let c = Config::from_map(&env).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    #[test]
+    fn cosmos_credential_is_managed_identity_under_app_service_and_developer_elsewhere() {
+        let cosmos = |extra: &[(&str, &str)]| {
+            let mut env = HashMap::from([
+                ("STORE".to_string(), "cosmos".to_string()),
+                ("COSMOS_ENDPOINT".to_string(), "https://a.documents.azure.com:443/".to_string()),
+            ]);
+            env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+            match Config::from_map(&env).map(|c| c.store) {
+                Ok(StoreKind::Cosmos(c)) => Ok(c.credential),
+                Ok(other) => panic!("{other:?}"),
+                Err(e) => Err(e.to_string()),
+            }
+        };
+        assert_eq!(cosmos(&[]), Ok(CosmosCredentialKind::DeveloperTools));
+        assert_eq!(cosmos(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi")]), Ok(CosmosCredentialKind::ManagedIdentity));
+        assert_eq!(
+            cosmos(&[("IDENTITY_ENDPOINT", "http://x"), ("COSMOS_CREDENTIAL", "developer")]),
+            Ok(CosmosCredentialKind::DeveloperTools)
+        );
+        assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
     }
 
     #[test]
