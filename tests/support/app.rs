@@ -51,14 +51,26 @@ impl TestApp {
         Self::spawn_with(|_| {}).await
     }
 
+    /// Spawns with another store backend (e.g. Cosmos on the emulator) instead of SQLite.
+    pub async fn spawn_with_store(store: Arc<dyn suroga::store::Store>) -> Self {
+        Self::spawn_inner(|_| {}, Some(store)).await
+    }
+
     /// Spawns with extra settings applied to the environment map.
     pub async fn spawn_with(f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        Self::spawn_inner(f, None).await
+    }
+
+    async fn spawn_inner(f: impl FnOnce(&mut HashMap<String, String>), store: Option<Arc<dyn suroga::store::Store>>) -> Self {
         let data_dir = temp_dir("app");
         let mut env = test_env(&data_dir);
         f(&mut env);
         let config = Config::from_map(&env).expect("test config");
         let clock = ManualClock::new(base_now());
-        let app = app::build(&config, Arc::new(clock.clone())).await.expect("app builds");
+        let mut app = app::build(&config, Arc::new(clock.clone())).await.expect("app builds");
+        if let Some(store) = store {
+            app.state.store = store;
+        }
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
