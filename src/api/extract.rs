@@ -2,7 +2,7 @@
 
 use axum::{
     body::Bytes,
-    extract::{FromRequest, FromRequestParts, Request},
+    extract::{FromRequest, FromRequestParts, OptionalFromRequest, Request},
     http::{HeaderMap, header},
 };
 use serde::de::DeserializeOwned;
@@ -56,6 +56,22 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         let fingerprint = hex(&Sha256::digest(raw.to_string().as_bytes()));
         let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
         Ok(JsonBody { value, fingerprint })
+    }
+}
+
+/// An optional JSON body: `None` when the request carries no body at all (no `Content-Type`
+/// and no `Content-Length` above 0); otherwise exactly as [`JsonBody`].
+impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T> {
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
+        let h = req.headers();
+        let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+        let has_body = h.contains_key(header::CONTENT_TYPE) || length.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
+        if !has_body {
+            return Ok(None);
+        }
+        <JsonBody<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
     }
 }
 

@@ -10,6 +10,7 @@ pub mod docs;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod hosts;
 pub mod rooms;
 
 use std::{sync::Arc, time::Instant};
@@ -69,6 +70,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "rooms", description = "Janus VideoRoom rooms with a password"),
         (name = "bookings", description = "A room for a time window"),
         (name = "health", description = "Service health"),
+        (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
     )
 )]
 struct ApiDoc;
@@ -90,7 +92,7 @@ impl utoipa::Modify for BearerAuth {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
         API_PREFIX,
-        OpenApiRouter::new().merge(health::router()).merge(rooms::router()).merge(bookings::router()),
+        OpenApiRouter::new().merge(health::router()).merge(rooms::router()).merge(bookings::router()).merge(hosts::router()),
     )
 }
 

@@ -8,6 +8,7 @@ pub mod azure;
 pub mod janus_hosts;
 pub mod local;
 pub mod planner;
+pub mod usage;
 pub mod power;
 
 use async_trait::async_trait;
