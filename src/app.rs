@@ -4,6 +4,7 @@
 use std::{future::Future, sync::Arc, time::Duration as StdDuration};
 
 use anyhow::Context;
+use axum::Router;
 use chrono::Duration;
 use tokio::net::TcpListener;
 
@@ -12,15 +13,50 @@ use crate::{
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
     config::{Config, FleetKind, StoreKind},
-    fleet::{RoomHosting, janus_hosts::JanusHosts},
+    fleet::{
+        RoomHosting,
+        alerts::Alerter,
+        azure::{AzureOptions, AzurePower, managed_identity},
+        control::{Fleet, FleetHost, FleetPolicy},
+        hosting::PlannedHosting,
+        janus_hosts::{JanusHost, JanusHosts},
+        local::{LocalJanusOptions, LocalPower},
+        power::{PowerControl, StaticPower},
+        reconciler::Reconciler,
+    },
+    jobs::Jobs,
     store::{Store, sqlite::SqliteStore},
 };
+
+/// Capacity of a local Janus host, in concurrent sessions.
+pub const LOCAL_HOST_CAPACITY: u32 = 20;
 
 /// The running parts of the service, kept alive while it serves.
 pub struct App {
     pub state: AppState,
-    /// The Janus hosts (with the local Janus process for `FLEET=local`, stopped on shutdown).
+    /// The Janus hosts by URL.
     pub janus: Arc<JanusHosts>,
+    /// The fleet: hosts, power backend, policy (the same as `state.fleet_ops`).
+    pub fleet: Arc<Fleet>,
+    pub reconciler: Arc<Reconciler>,
+    /// The timer jobs (`POST /fleet-reconcile`, `POST /rotate-passwords`, standalone schedules).
+    pub jobs: Jobs,
+    /// The local Janus processes for `FLEET=local` (stopped by [`App::shutdown`]).
+    pub local: Option<Arc<LocalPower>>,
+}
+
+impl App {
+    /// The whole HTTP surface: the API plus the timer functions.
+    pub fn router(&self) -> Router {
+        api::router(self.state.clone()).merge(self.jobs.router())
+    }
+
+    /// Stops the local Janus hosts, if any. Idempotent.
+    pub async fn shutdown(&self) {
+        if let Some(local) = &self.local {
+            local.stop_all().await;
+        }
+    }
 }
 
 /// Opens the configured store. Fails fast with a message naming what is missing.
@@ -36,34 +72,97 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
 
 /// Builds every part from configuration.
 pub async fn build(config: &Config, clock: Arc<dyn Clock>) -> anyhow::Result<App> {
+    build_with(config, clock, |p| p).await
+}
+
+/// [`build`], with the power backend passed through `wrap_power` first (tests wrap it to
+/// inject failures). With `FLEET=local`, every local host is started here: the API's
+/// synchronous room creation works at once, and the reconciler deallocates idle hosts later.
+pub async fn build_with(
+    config: &Config,
+    clock: Arc<dyn Clock>,
+    wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
+) -> anyhow::Result<App> {
     let store = open_store(config).await?;
     let http = reqwest::Client::builder()
         .connect_timeout(StdDuration::from_secs(5))
         .timeout(StdDuration::from_secs(10))
         .build()?;
     let auth = Arc::new(Authenticator::new(&config.auth, &config.data_dir, http).context("authentication settings")?);
-    let janus = Arc::new(match config.fleet {
-        FleetKind::Local => JanusHosts::start_local(config).await.context("starting the local Janus host")?,
-        FleetKind::Static | FleetKind::Azure => JanusHosts::from_config(config).context("Janus hosts")?,
+
+    let (janus, power, hosts, local): (JanusHosts, Arc<dyn PowerControl>, Vec<FleetHost>, Option<Arc<LocalPower>>) =
+        match config.fleet {
+            FleetKind::Local => {
+                let (local, secrets) =
+                    LocalPower::from_config(config, LocalJanusOptions::default()).context("local Janus hosts")?;
+                local.start_all().await.context("starting the local Janus hosts")?;
+                let mut janus_hosts = Vec::new();
+                for name in local.names() {
+                    let (http_url, ws_url) = local.urls(&name).await.expect("a name LocalPower listed");
+                    janus_hosts.push(JanusHost { name, backend_url: http_url.clone(), public_http_url: http_url, public_ws_url: ws_url });
+                }
+                let fleet_hosts =
+                    janus_hosts.iter().map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY }).collect();
+                let local = Arc::new(local);
+                let janus = JanusHosts::for_local(config, janus_hosts, &secrets).context("local Janus hosts")?;
+                (janus, local.clone(), fleet_hosts, Some(local))
+            }
+            FleetKind::Static => {
+                let janus = JanusHosts::from_config(config).context("Janus hosts")?;
+                let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+                (janus, Arc::new(StaticPower::new(names)), configured_hosts(config), None)
+            }
+            FleetKind::Azure => {
+                let janus = JanusHosts::from_config(config).context("Janus hosts")?;
+                let subscription = config
+                    .fleet_settings
+                    .azure_subscription_id
+                    .clone()
+                    .context("FLEET=azure needs AZURE_SUBSCRIPTION_ID")?;
+                let credential = managed_identity().context("the managed identity for Azure VM control")?;
+                let power = AzurePower::from_hosts(credential, subscription, &config.hosts, AzureOptions::default())
+                    .context("Azure VM control")?;
+                (janus, Arc::new(power), configured_hosts(config), None)
+            }
+        };
+    let janus = Arc::new(janus);
+    let always_on = config.fleet == FleetKind::Static;
+    let fleet = Arc::new(Fleet {
+        janus: janus.clone(),
+        power: wrap_power(power),
+        hosts,
+        policy: FleetPolicy::from_settings(&config.fleet_settings),
+        always_on,
+        store: store.clone(),
+        clock: clock.clone(),
     });
-    let fleet: Arc<dyn RoomHosting> = janus.clone();
+    let hosting: Arc<dyn RoomHosting> =
+        if always_on { janus.clone() } else { Arc::new(PlannedHosting::new(fleet.clone())) };
     let state = AppState {
-        store,
-        fleet,
+        store: store.clone(),
+        fleet: hosting,
+        fleet_ops: fleet.clone(),
         auth,
         clock,
         settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
     };
-    Ok(App { state, janus })
+    let reconciler = Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));
+    let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };
+    Ok(App { state, janus, fleet, reconciler, jobs, local })
 }
 
-/// Serves `state` on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, state: AppState, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, api::router(state)).with_graceful_shutdown(shutdown).await
+fn configured_hosts(config: &Config) -> Vec<FleetHost> {
+    config.hosts.iter().map(|h| FleetHost { name: h.name.clone(), capacity: h.capacity }).collect()
 }
 
-/// `suroga serve`: binds the configured address, serves until SIGTERM or Ctrl-C, then stops
-/// local Janus hosts.
+/// Serves `router` (see [`App::router`]) on `listener` until `shutdown` completes.
+pub async fn run(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// `suroga serve`: binds the configured address and serves until SIGTERM or Ctrl-C. Without
+/// the Functions host, the timer jobs run in-process on their schedules; under the host, the
+/// host invokes them. On the way out: timers stop, then local Janus hosts.
 pub async fn serve_forever(config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
     let app = build(&config, Arc::new(SystemClock)).await?;
@@ -73,10 +172,14 @@ pub async fn serve_forever(config: Config) -> anyhow::Result<()> {
         store = ?std::mem::discriminant(&config.store),
         "Suroga Stream listening"
     );
-    run(listener, app.state.clone(), shutdown_signal()).await?;
-    if let Err(e) = app.janus.shutdown().await {
-        tracing::warn!(error = %e, "stopping the local Janus host");
+    let (stop_timers, timers_stopped) = tokio::sync::watch::channel(false);
+    let timers = (!config.under_functions_host).then(|| tokio::spawn(app.jobs.clone().run_schedules(timers_stopped)));
+    run(listener, app.router(), shutdown_signal()).await?;
+    let _ = stop_timers.send(true);
+    if let Some(t) = timers {
+        let _ = t.await;
     }
+    app.shutdown().await;
     tracing::info!("stopped");
     Ok(())
 }

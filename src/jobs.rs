@@ -73,7 +73,7 @@ impl Jobs {
             }
             Err(e) => {
                 tracing::error!(job = name, error = %e, "timer failed");
-                timer_error_reply(&e.to_string())
+                timer_error_reply(vec![], &e)
             }
         }
     }

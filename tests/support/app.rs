@@ -11,6 +11,7 @@ use suroga::{
     app,
     clock::ManualClock,
     config::{Config, Secret},
+    fleet::power::PowerControl,
 };
 use uuid::Uuid;
 
@@ -53,18 +54,26 @@ impl TestApp {
 
     /// Spawns with extra settings applied to the environment map.
     pub async fn spawn_with(f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        Self::spawn_wrapping(f, |p| p).await
+    }
+
+    /// Spawns with extra settings and the power backend passed through `wrap_power`.
+    pub async fn spawn_wrapping(
+        f: impl FnOnce(&mut HashMap<String, String>),
+        wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
+    ) -> Self {
         let data_dir = temp_dir("app");
         let mut env = test_env(&data_dir);
         f(&mut env);
         let config = Config::from_map(&env).expect("test config");
         let clock = ManualClock::new(base_now());
-        let app = app::build(&config, Arc::new(clock.clone())).await.expect("app builds");
+        let app = app::build_with(&config, Arc::new(clock.clone()), wrap_power).await.expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = app.state.clone();
+        let router = app.router();
         tokio::spawn(async move {
-            app::run(listener, state, async move {
+            app::run(listener, router, async move {
                 let _ = rx.await;
             })
             .await
