@@ -78,8 +78,9 @@ impl Default for FleetPolicy {
 pub enum OverrideAction {
     /// Keep the host on (start it if off); the reconciler never deallocates it meanwhile.
     Start,
-    /// Keep the host off; the reconciler never starts it and plans no new booking on it.
-    /// A host with live participants is still not deallocated.
+    /// Keep the host off; the reconciler never starts it and plans no new booking on it. It
+    /// deallocates the host even with a booking inside its window (the operator's call; unready
+    /// bookings move to other hosts), but never while participants are live in its rooms.
     Deallocate,
 }
 
