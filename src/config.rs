@@ -101,6 +101,44 @@ fn default_capacity() -> u32 {
     20
 }
 
+/// How the fleet scheduler runs hosts (`FLEET_*`, `ALERT_WEBHOOK_URL`, `AZURE_SUBSCRIPTION_ID`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetSettings {
+    /// `FLEET_LEAD_MINUTES` (30): a host is on this long before its first session starts.
+    pub lead: Duration,
+    /// `FLEET_GRACE_MINUTES` (10): a host stays on this long after its last session ends.
+    pub grace: Duration,
+    /// `FLEET_KEEP_WARM_MINUTES` (30): gaps between sessions shorter than this keep the host on.
+    pub keep_warm: Duration,
+    /// `FLEET_MAX_HOSTS` (unset: no limit): most hosts on at the same time.
+    pub max_hosts: Option<usize>,
+    /// `FLEET_OVERRUN_LIMIT_MINUTES` (60): a session still occupied after its end keeps its host
+    /// on until it empties or this long after the end has passed.
+    pub overrun_limit: Duration,
+    /// `FLEET_LOCAL_HOSTS` (1): how many local Janus hosts `FLEET=local` runs (1 to 16).
+    pub local_hosts: usize,
+    /// `ALERT_WEBHOOK_URL` (unset: alerts go to the log and the operations log only):
+    /// a Slack-compatible incoming webhook that gets `{"text": ...}`.
+    pub alert_webhook_url: Option<Secret>,
+    /// `AZURE_SUBSCRIPTION_ID`: the subscription of the Janus VMs (required for `FLEET=azure`).
+    pub azure_subscription_id: Option<String>,
+}
+
+impl Default for FleetSettings {
+    fn default() -> Self {
+        Self {
+            lead: Duration::minutes(30),
+            grace: Duration::minutes(10),
+            keep_warm: Duration::minutes(30),
+            max_hosts: None,
+            overrun_limit: Duration::minutes(60),
+            local_hosts: 1,
+            alert_webhook_url: None,
+            azure_subscription_id: None,
+        }
+    }
+}
+
 /// Authentication settings.
 #[derive(Debug, Clone)]
 pub struct AuthConfig {
@@ -132,6 +170,8 @@ pub struct Config {
     pub fleet: FleetKind,
     /// `JANUS_HOSTS`: JSON list of [`HostConfig`].
     pub hosts: Vec<HostConfig>,
+    /// Scheduler policy, alerts and the Azure subscription.
+    pub fleet_settings: FleetSettings,
     /// `JANUS_API_SECRET` (generated for local hosts).
     pub janus_api_secret: Option<Secret>,
     /// `JANUS_ADMIN_KEY` (generated for local hosts).
@@ -244,6 +284,38 @@ impl Config {
             return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_API_SECRET".into()));
         }
 
+        let count = |k: &str, min: usize, max: usize| -> Result<Option<usize>, ConfigError> {
+            match get(k) {
+                None => Ok(None),
+                Some(v) => v
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .map(Some)
+                    .ok_or_else(|| ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))),
+            }
+        };
+        let fleet_settings = FleetSettings {
+            lead: minutes("FLEET_LEAD_MINUTES", 30)?,
+            grace: minutes("FLEET_GRACE_MINUTES", 10)?,
+            keep_warm: minutes("FLEET_KEEP_WARM_MINUTES", 30)?,
+            max_hosts: count("FLEET_MAX_HOSTS", 1, 10_000)?,
+            overrun_limit: minutes("FLEET_OVERRUN_LIMIT_MINUTES", 60)?,
+            local_hosts: count("FLEET_LOCAL_HOSTS", 1, 16)?.unwrap_or(1),
+            alert_webhook_url: match get("ALERT_WEBHOOK_URL") {
+                None => None,
+                Some(u) => match url::Url::parse(&u) {
+                    Ok(parsed) if matches!(parsed.scheme(), "http" | "https") => Some(Secret::new(u)),
+                    // The URL carries the webhook's token: never echo it.
+                    _ => return Err(ConfigError("ALERT_WEBHOOK_URL must be an http(s) URL".into())),
+                },
+            },
+            azure_subscription_id: get("AZURE_SUBSCRIPTION_ID"),
+        };
+        if fleet == FleetKind::Azure && fleet_settings.azure_subscription_id.is_none() {
+            return Err(ConfigError("FLEET=azure needs AZURE_SUBSCRIPTION_ID".into()));
+        }
+
         let janus_token_algorithm = get("JANUS_TOKEN_ALGORITHM").unwrap_or_else(|| "hmac-sha1".into());
         if !matches!(janus_token_algorithm.as_str(), "hmac-sha1" | "hmac-sha256") {
             return Err(ConfigError(format!(
@@ -275,6 +347,7 @@ impl Config {
             auth,
             fleet,
             hosts,
+            fleet_settings,
             janus_api_secret: secret("JANUS_API_SECRET"),
             janus_admin_key: secret("JANUS_ADMIN_KEY"),
             janus_token_secret: secret("JANUS_TOKEN_SECRET"),
@@ -318,6 +391,63 @@ mod tests {
         let env = HashMap::from([("AUTH_HS256_SECRET".to_string(), "hunter2hunter2".to_string())]);
         let c = Config::from_map(&env).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
+    }
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn fleet_settings_default_to_the_design_values() {
+        let f = Config::from_map(&HashMap::new()).unwrap().fleet_settings;
+        assert_eq!(f, FleetSettings::default());
+        assert_eq!((f.lead, f.grace, f.keep_warm), (Duration::minutes(30), Duration::minutes(10), Duration::minutes(30)));
+        assert_eq!((f.max_hosts, f.overrun_limit, f.local_hosts), (None, Duration::minutes(60), 1));
+    }
+
+    #[test]
+    fn fleet_settings_are_read() {
+        let c = Config::from_map(&env(&[
+            ("FLEET_LEAD_MINUTES", "20"),
+            ("FLEET_GRACE_MINUTES", "5"),
+            ("FLEET_KEEP_WARM_MINUTES", "0"),
+            ("FLEET_MAX_HOSTS", "3"),
+            ("FLEET_OVERRUN_LIMIT_MINUTES", "90"),
+            ("FLEET_LOCAL_HOSTS", "2"),
+            ("ALERT_WEBHOOK_URL", "https://hooks.example.test/T0/B0/secret-token"),
+        ]))
+        .unwrap();
+        let f = &c.fleet_settings;
+        assert_eq!((f.lead, f.grace, f.keep_warm), (Duration::minutes(20), Duration::minutes(5), Duration::zero()));
+        assert_eq!((f.max_hosts, f.overrun_limit, f.local_hosts), (Some(3), Duration::minutes(90), 2));
+        assert_eq!(f.alert_webhook_url.as_ref().unwrap().expose(), "https://hooks.example.test/T0/B0/secret-token");
+        assert!(!format!("{c:?}").contains("secret-token"), "the webhook URL is a secret");
+    }
+
+    #[test]
+    fn bad_fleet_settings_name_the_setting() {
+        for (k, v) in [
+            ("FLEET_LEAD_MINUTES", "-5"),
+            ("FLEET_MAX_HOSTS", "0"),
+            ("FLEET_LOCAL_HOSTS", "17"),
+            ("FLEET_OVERRUN_LIMIT_MINUTES", "soon"),
+            ("ALERT_WEBHOOK_URL", "not a url"),
+        ] {
+            let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn azure_needs_a_subscription() {
+        let hosts = r#"[{"name":"j1","backend_url":"http://10.0.0.4:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws","resource_group":"rg","vm_name":"vm1"}]"#;
+        let base = [("FLEET", "azure"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s")];
+        let e = Config::from_map(&env(&base)).unwrap_err().to_string();
+        assert!(e.contains("AZURE_SUBSCRIPTION_ID"), "{e}");
+        let mut with = base.to_vec();
+        with.push(("AZURE_SUBSCRIPTION_ID", "00000000-0000-0000-0000-000000000000"));
+        let c = Config::from_map(&env(&with)).unwrap();
+        assert_eq!(c.fleet_settings.azure_subscription_id.as_deref(), Some("00000000-0000-0000-0000-000000000000"));
     }
 
     #[test]

@@ -37,13 +37,19 @@ pub enum JobError {
     Store(#[from] StoreError),
     #[error("no job named {0:?}")]
     Unknown(String),
+    /// The reconcile run stopped early (the store failed); its log lines say where.
+    #[error("reconcile incomplete: {}", .0.join("; "))]
+    Incomplete(Vec<String>),
 }
 
 impl Jobs {
     /// Runs the job `name` for the occurrence at `at`. Returns log lines for the host.
     pub async fn run(&self, name: &str, at: DateTime<Utc>) -> Result<Vec<String>, JobError> {
         match name {
-            "fleet-reconcile" => Ok(self.reconciler.run_once().await.lines()),
+            "fleet-reconcile" => {
+                let report = self.reconciler.run_once().await;
+                if report.errors.is_empty() { Ok(report.lines()) } else { Err(JobError::Incomplete(report.lines())) }
+            }
             "rotate-passwords" => rotate_passwords(&self.state, at).await,
             other => Err(JobError::Unknown(other.to_string())),
         }
@@ -73,7 +79,7 @@ impl Jobs {
             }
             Err(e) => {
                 tracing::error!(job = name, error = %e, "timer failed");
-                timer_error_reply(&e.to_string())
+                timer_error_reply(vec![], &e)
             }
         }
     }

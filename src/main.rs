@@ -28,6 +28,12 @@ enum Command {
         #[arg(long, default_value = "1h")]
         ttl: String,
     },
+    /// Print the Janus host schedule the bookings need (a dry run: nothing is switched).
+    Plan {
+        /// How many days ahead.
+        #[arg(long, default_value_t = 7)]
+        days: i64,
+    },
     /// Azure Functions helpers.
     Functions {
         #[command(subcommand)]
@@ -59,6 +65,12 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let config = suroga::config::Config::from_env()?;
             let ttl = suroga::auth::parse_ttl(&ttl)?;
             println!("{}", suroga::app::dev_token(&config, &sub, admin, ttl)?);
+            Ok(())
+        }
+        Command::Plan { days } => {
+            let config = suroga::config::Config::from_env()?;
+            let rt = tokio::runtime::Runtime::new()?;
+            print!("{}", rt.block_on(suroga::app::plan_table(&config, days))?);
             Ok(())
         }
         Command::Functions { command } => {

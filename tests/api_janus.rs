@@ -63,12 +63,32 @@ async fn find_or_create_bookings_make_their_new_room_in_janus() {
     assert!(exists(&app, b["room_id"].as_u64().unwrap()).await);
 }
 
+/// An app over one always-on (`FLEET=static`) host: a Janus this test owns, so it can stop it
+/// behind the service's back (a local host the service owns would count as switched off).
+async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path::PathBuf) {
+    let dir = support::app::temp_dir(tag);
+    let secrets = HostSecrets::generate();
+    let mut janus = LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
+    janus.start().await.unwrap();
+    let hosts = json!([{"name": "own", "backend_url": janus.backend_url(),
+        "public_http_url": janus.public_http_url(), "public_ws_url": janus.public_ws_url()}]);
+    let app = TestApp::spawn_with(|env| {
+        env.insert("FLEET".into(), "static".into());
+        env.insert("JANUS_HOSTS".into(), hosts.to_string());
+        env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
+        env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
+        env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+    })
+    .await;
+    (app, janus, dir)
+}
+
 #[tokio::test]
 async fn janus_down_gives_503_and_leaves_no_room_behind() {
-    let app = TestApp::spawn().await;
+    let (app, mut janus, dir) = spawn_over_own_janus("janus-down").await;
     let u = user();
     let kept = app.create_room(&u).await;
-    app.app.janus.shutdown().await.unwrap();
+    janus.stop().await.unwrap();
     let started = Instant::now();
     let (st, body) = app.post("/api/v1/rooms", &u, json!({})).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
@@ -96,6 +116,24 @@ async fn janus_down_gives_503_and_leaves_no_room_behind() {
     let (st, h) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "unavailable"), "{h}");
+    // Participants of a room whose always-on host does not answer: 502.
+    let (st, body) = app.get(&format!("/api/v1/rooms/{id}/participants"), &admin()).await;
+    assert_eq!(st, StatusCode::BAD_GATEWAY, "Janus unreachable: {body}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn a_local_host_switched_off_keeps_room_changes_waiting_in_the_store() {
+    let app = TestApp::spawn().await;
+    let u = user();
+    app.app.fleet.power.deallocate("local-1").await.unwrap();
+    let (st, r) = app.post("/api/v1/rooms", &u, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "the change waits for the host: {r}");
+    let id = r["room_id"].as_u64().unwrap();
+    let (st, p) = app.get(&format!("/api/v1/rooms/{id}/participants"), &admin()).await;
+    assert_eq!((st, p["participant_count"].clone()), (StatusCode::OK, json!(0)), "a host that is off has nobody: {p}");
+    app.app.fleet.power.start("local-1").await.unwrap();
+    assert!(!exists(&app, id).await, "nothing reached Janus while it was off");
 }
 
 /// A TCP proxy on loopback that holds every connection for `delay` before forwarding it.
@@ -174,10 +212,6 @@ async fn participants_come_from_janus_for_the_active_owner_or_an_admin() {
     assert_eq!(listed["participants"][0]["display"], "alice");
     assert_eq!(app.get(&path, &user()).await.0, StatusCode::FORBIDDEN, "another user");
     assert_eq!(app.get("/api/v1/rooms/77/participants", &admin()).await.0, StatusCode::NOT_FOUND);
-    let other = app.create_room(&u).await["room_id"].as_u64().unwrap();
-    app.app.janus.shutdown().await.unwrap();
-    let (st, body) = app.get(&format!("/api/v1/rooms/{other}/participants"), &admin()).await;
-    assert_eq!(st, StatusCode::BAD_GATEWAY, "Janus unreachable: {body}");
 }
 
 #[tokio::test]

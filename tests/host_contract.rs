@@ -596,7 +596,6 @@ fn the_built_binary_is_judged_by_its_glibc_needs() {
 
 /// The real binary under the host: ready, JSON logs on stdout, no errors on stderr, timers answered.
 #[tokio::test]
-#[ignore = "enable when `suroga serve` exists (lead: delete this line)"]
 async fn real_binary_starts_under_the_host_and_answers_timers() {
     let host = FunctionsHost::start(&[]).await;
     let r = reqwest::get(format!("{}/api/v1/openapi.json", host.url())).await.unwrap();

@@ -450,13 +450,26 @@ async fn a_local_host_restarts_on_the_same_urls() {
     assert_eq!(janus.host.pid(), pid);
 }
 
+/// FLEET=local as the service builds it: `LocalPower` owns the processes, `JanusHosts` talks to them.
+async fn start_local(config: &Config) -> (suroga::fleet::local::LocalPower, JanusHosts) {
+    let (local, secrets) = suroga::fleet::local::LocalPower::from_config(config, LocalJanusOptions::default()).unwrap();
+    local.start_all().await.unwrap();
+    let mut hosts = Vec::new();
+    for name in local.names() {
+        let (http, ws) = local.urls(&name).await.unwrap();
+        hosts.push(suroga::fleet::janus_hosts::JanusHost { name, backend_url: http.clone(), public_http_url: http, public_ws_url: ws });
+    }
+    let janus = JanusHosts::for_local(config, hosts, &secrets).unwrap();
+    (local, janus)
+}
+
 #[tokio::test]
 async fn fleet_local_starts_janus_in_the_data_dir_and_keeps_its_secrets() {
     let dir = tempfile::tempdir().unwrap();
     let env = HashMap::from([("SUROGA_DATA_DIR".to_string(), dir.path().to_str().unwrap().to_string())]);
     let config = Config::from_map(&env).unwrap();
 
-    let first = JanusHosts::start_local(&config).await.unwrap();
+    let (local, first) = start_local(&config).await;
     let folder = dir.path().join("janus").join("local-1");
     assert!(folder.join("janus.jcfg").exists());
     assert!(folder.join("plugins").join("libjanus_videoroom.so").exists());
@@ -464,13 +477,13 @@ async fn fleet_local_starts_janus_in_the_data_dir_and_keeps_its_secrets() {
     let room = new_room();
     first.materialize(&room).await.unwrap();
     let secrets = std::fs::read(folder.join("secrets.json")).unwrap();
-    first.shutdown().await.unwrap();
-    drop(first);
+    local.stop_all().await;
+    drop((local, first));
 
-    let second = JanusHosts::start_local(&config).await.unwrap();
+    let (local, second) = start_local(&config).await;
     assert_eq!(std::fs::read(folder.join("secrets.json")).unwrap(), secrets);
     // Rooms are not permanent: a restarted Janus has none, and materialize puts them back.
     assert!(!second.client().room_exists(&second.hosts()[0].backend_url, room.id.get()).await.unwrap());
     second.materialize(&room).await.unwrap();
-    second.shutdown().await.unwrap();
+    local.stop_all().await;
 }

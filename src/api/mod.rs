@@ -27,7 +27,7 @@ use chrono::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{auth::Authenticator, clock::Clock, domain::BookingPolicy, fleet::RoomHosting, store::Store};
+use crate::{auth::Authenticator, clock::Clock, domain::BookingPolicy, fleet::{RoomHosting, control::Fleet}, store::Store};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -40,6 +40,8 @@ pub const API_PREFIX: &str = "/api/v1";
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub fleet: Arc<dyn RoomHosting>,
+    /// The hosts for the operators' endpoints: power states, overrides, dry-run plans.
+    pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
     pub settings: Arc<ApiSettings>,

@@ -1,5 +1,9 @@
-//! [`JanusHosts`]: the [`RoomHosting`] implementation for always-on Janus hosts (`FLEET=static`,
-//! and `FLEET=local` over one [`LocalJanusHost`]).
+//! [`JanusHosts`]: Janus hosts by URL, and the [`RoomHosting`] implementation for always-on
+//! hosts (`FLEET=static`). It never owns a host: local Janus processes belong to
+//! [`super::local::LocalPower`], VMs to their power backend. The per-host operations
+//! ([`JanusHosts::materialize_on`], [`JanusHosts::destroy_on`], [`JanusHosts::participants_on`],
+//! [`JanusHosts::grant`], [`JanusHosts::answers`]) are what [`super::hosting::PlannedHosting`]
+//! and the reconciler use for hosts that are switched on and off.
 //!
 //! - Which host serves a room is `room_id % hosts.len()`: every API instance agrees without
 //!   shared state (a change of the host list moves rooms; `materialize` puts them back).
@@ -9,13 +13,13 @@
 //!   a read may lag Janus by that much; `materialize` and `destroy` clear the room's entry.
 //! - `join` signs a Janus token for the VideoRoom plugin, expiring at the caller's `expires_at`.
 
-use std::{collections::HashMap, path::PathBuf, sync::Mutex, time::Duration};
+use std::{collections::HashMap, sync::Mutex, time::Duration};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
-use super::local::{HostSecrets, LocalHostError, LocalJanusHost, LocalJanusOptions};
+use super::local::{HostSecrets, LocalHostError, LocalJanusHost};
 use super::{FleetError, HostHealth, JoinGrant, Participant, RoomHosting};
 use crate::config::{Config, HostConfig, Secret};
 use crate::domain::{Booking, Room, RoomId};
@@ -81,8 +85,6 @@ pub struct JanusHosts {
     token_algorithm: TokenAlgorithm,
     /// Per-process read cache; never a source of truth (see the module docs).
     participants_cache: Mutex<HashMap<RoomId, (Instant, Vec<Participant>)>>,
-    /// The local Janus process for `FLEET=local`; it lives as long as this value.
-    local: Option<tokio::sync::Mutex<LocalJanusHost>>,
 }
 
 impl std::fmt::Debug for JanusHosts {
@@ -109,7 +111,6 @@ impl JanusHosts {
             token_secret: settings.token_secret,
             token_algorithm: settings.token_algorithm,
             participants_cache: Mutex::new(HashMap::new()),
-            local: None,
         })
     }
 
@@ -129,41 +130,19 @@ impl JanusHosts {
         Self::new(config.hosts.iter().map(JanusHost::from).collect(), settings)
     }
 
-    /// `FLEET=local`: starts one [`LocalJanusHost`] named `local-1` in `<data_dir>/janus/local-1`
-    /// and serves rooms from it. Its secrets are `JANUS_API_SECRET` / `JANUS_ADMIN_KEY` /
-    /// `JANUS_TOKEN_SECRET` when all three are set, otherwise those kept in
-    /// `<data_dir>/janus/local-1/secrets.json` (generated on first use). Janus runs until
-    /// [`shutdown`](Self::shutdown) or until this value (or the process) goes away.
-    /// Errors: `Local(JanusMissing)` when Janus is not installed, `Local(..)` when it does not start.
-    pub async fn start_local(config: &Config) -> Result<Self, FleetSetupError> {
-        Self::start_local_with(config, LocalJanusOptions::default()).await
-    }
-
-    /// [`start_local`](Self::start_local) with explicit Janus paths and limits.
-    pub async fn start_local_with(config: &Config, options: LocalJanusOptions) -> Result<Self, FleetSetupError> {
-        let dir: PathBuf = config.data_dir.join("janus").join("local-1");
-        let secrets = match (&config.janus_api_secret, &config.janus_admin_key, &config.janus_token_secret) {
-            (Some(a), Some(k), Some(t)) => HostSecrets {
-                api_secret: a.expose().to_string(),
-                admin_key: k.expose().to_string(),
-                token_secret: t.expose().to_string(),
-                admin_secret: HostSecrets::load_or_generate(&dir.join("secrets.json"))?.admin_secret,
-            },
-            _ => HostSecrets::load_or_generate(&dir.join("secrets.json"))?,
-        };
-        let mut host = LocalJanusHost::new("local-1", dir, secrets.clone(), options)?;
-        host.start().await?;
+    /// `FLEET=local`: hosts by URL for local hosts that share `secrets` (see
+    /// [`super::local::LocalPower::from_config`]); `hosts` come from [`Self::describe`] or
+    /// [`super::local::LocalPower::urls`] after the hosts were started once.
+    pub fn for_local(config: &Config, hosts: Vec<JanusHost>, secrets: &HostSecrets) -> Result<Self, FleetSetupError> {
         let settings = JanusHostsSettings {
-            api_secret: Secret::new(secrets.api_secret),
-            admin_key: Some(Secret::new(secrets.admin_key)),
-            token_secret: Secret::new(secrets.token_secret),
+            api_secret: Secret::new(secrets.api_secret.clone()),
+            admin_key: Some(Secret::new(secrets.admin_key.clone())),
+            token_secret: Secret::new(secrets.token_secret.clone()),
             token_algorithm: algorithm(config)?,
             connect_timeout: config.janus_connect_timeout,
             request_timeout: config.janus_request_timeout,
         };
-        let mut hosts = Self::new(vec![Self::describe(&host)], settings)?;
-        hosts.local = Some(tokio::sync::Mutex::new(host));
-        Ok(hosts)
+        Self::new(hosts, settings)
     }
 
     /// The [`JanusHost`] entry of a running local host.
@@ -176,14 +155,6 @@ impl JanusHosts {
         }
     }
 
-    /// Stops the local Janus started by [`start_local`](Self::start_local), if any. Idempotent.
-    pub async fn shutdown(&self) -> Result<(), LocalHostError> {
-        match &self.local {
-            Some(h) => h.lock().await.stop().await,
-            None => Ok(()),
-        }
-    }
-
     /// The hosts, in configuration order.
     pub fn hosts(&self) -> &[JanusHost] {
         &self.hosts
@@ -192,6 +163,11 @@ impl JanusHosts {
     /// The host that serves `room`: `room_id % hosts.len()`.
     pub fn host_for(&self, room: RoomId) -> &JanusHost {
         &self.hosts[(room.get() % self.hosts.len() as u64) as usize]
+    }
+
+    /// The host named `name`.
+    pub fn host(&self, name: &str) -> Option<&JanusHost> {
+        self.hosts.iter().find(|h| h.name == name)
     }
 
     /// The shared Janus client (for callers that need raw Janus operations).
@@ -222,14 +198,13 @@ fn description(room: &Room) -> String {
     room.name.clone().unwrap_or_else(|| format!("room {}", room.id))
 }
 
-#[async_trait]
-impl RoomHosting for JanusHosts {
-    /// Idempotent: creates the room when missing, otherwise edits pin, description and
-    /// publishers to the stored values (Janus cannot show the current pin, so it always edits).
-    /// `Janus` when the room exists with another admin secret (433).
-    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id))]
-    async fn materialize(&self, room: &Room) -> Result<(), FleetError> {
-        let host = self.host_for(room.id);
+impl JanusHosts {
+    /// Makes `room` exist on `host` with the stored pin, description and publishers. Idempotent:
+    /// creates the room when missing, otherwise edits it (Janus cannot show the current pin, so
+    /// it always edits). `Unavailable` when the host does not answer, `Janus` when the room exists
+    /// with another admin secret (433).
+    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id, host = %host.name))]
+    pub async fn materialize_on(&self, host: &JanusHost, room: &Room) -> Result<(), FleetError> {
         let base = host.backend_url.as_str();
         let id = room.id.get();
         let description = description(room);
@@ -243,7 +218,7 @@ impl RoomHosting for JanusHosts {
         };
         if self.client.room_exists(base, id).await? {
             self.client.edit_room(base, &edit).await?;
-            tracing::info!(host = %host.name, "room edited on Janus");
+            tracing::info!("room edited on Janus");
             return Ok(());
         }
         let create = CreateRoom {
@@ -255,7 +230,7 @@ impl RoomHosting for JanusHosts {
         };
         match self.client.create_room(base, &create).await {
             Ok(()) => {
-                tracing::info!(host = %host.name, "room created on Janus");
+                tracing::info!("room created on Janus");
                 Ok(())
             }
             // Another instance created it between our exists and create: make it ours.
@@ -267,40 +242,24 @@ impl RoomHosting for JanusHosts {
         }
     }
 
-    /// Destroys the room on its host (must succeed; 426 counts as destroyed) and, best effort,
-    /// on the other hosts, where an older host list may have put it.
-    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id))]
-    async fn destroy(&self, room: &Room) -> Result<(), FleetError> {
+    /// Destroys `room` on `host`; a room Janus does not know (426) counts as destroyed.
+    pub async fn destroy_on(&self, host: &JanusHost, room: &Room) -> Result<(), FleetError> {
         self.forget_participants(room.id);
-        let serving = self.host_for(room.id);
-        let id = room.id.get();
-        let gone = |r: Result<(), JanusError>| match r {
+        match self.client.destroy_room(&host.backend_url, room.id.get(), &room.admin_secret).await {
             Err(e) if e.videoroom_code() == Some(videoroom_codes::NO_SUCH_ROOM) => Ok(()),
-            other => other,
-        };
-        gone(self.client.destroy_room(&serving.backend_url, id, &room.admin_secret).await)?;
-        let others =
-            self.hosts.iter().filter(|h| h.name != serving.name).map(|h| async move {
-                (h, gone(self.client.destroy_room(&h.backend_url, id, &room.admin_secret).await))
-            });
-        for (h, r) in futures::future::join_all(others).await {
-            if let Err(e) = r {
-                tracing::warn!(host = %h.name, error = %e, "could not check a non-serving host for the room");
-            }
+            other => Ok(other?),
         }
-        Ok(())
     }
 
-    /// Participants from Janus, or from this process's cache when asked within 5 s.
-    /// `Janus` when the room is not on its host (426).
-    async fn participants(&self, room: &Room) -> Result<Vec<Participant>, FleetError> {
+    /// Participants of `room` on `host`, or from this process's cache when asked within 5 s.
+    /// `Janus` when the room is not on the host (426), `Unavailable` when the host does not answer.
+    pub async fn participants_on(&self, host: &JanusHost, room: &Room) -> Result<Vec<Participant>, FleetError> {
         let now = Instant::now();
         if let Some((at, list)) = self.participants_cache.lock().expect("cache lock").get(&room.id) {
             if now.duration_since(*at) < PARTICIPANTS_TTL {
                 return Ok(list.clone());
             }
         }
-        let host = self.host_for(room.id);
         let list: Vec<Participant> = self
             .client
             .list_participants(&host.backend_url, room.id.get())
@@ -316,17 +275,79 @@ impl RoomHosting for JanusHosts {
         Ok(list)
     }
 
-    /// The serving host's public URLs and a VideoRoom token valid until `expires_at`
-    /// (truncated to whole seconds). Never `NotReady`: these hosts are always on.
-    async fn join(&self, room: &Room, _booking: &Booking, expires_at: DateTime<Utc>) -> Result<JoinGrant, FleetError> {
-        let host = self.host_for(room.id);
+    /// Participants of `room` on `host` straight from Janus (no cache): what the reconciler asks
+    /// before deallocating. A room Janus does not know (426) has none; other errors as Janus
+    /// gave them (see [`JanusError::is_unavailable`]).
+    pub async fn participants_fresh(&self, host: &JanusHost, room: &Room) -> Result<Vec<Participant>, JanusError> {
+        match self.client.list_participants(&host.backend_url, room.id.get()).await {
+            Ok(list) => Ok(list
+                .into_iter()
+                .map(|p| Participant { id: p.id, display: p.display, publisher: p.publisher })
+                .collect()),
+            Err(e) if e.videoroom_code() == Some(videoroom_codes::NO_SUCH_ROOM) => Ok(vec![]),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Forgets every cached participant list (after a host stopped, its rooms are empty).
+    pub fn forget_all_participants(&self) {
+        self.participants_cache.lock().expect("cache lock").clear();
+    }
+
+    /// `host`'s public URLs and a VideoRoom token valid until `expires_at` (truncated to whole
+    /// seconds). No I/O.
+    pub fn grant(&self, host: &JanusHost, expires_at: DateTime<Utc>) -> JoinGrant {
         let expires_at = DateTime::from_timestamp(expires_at.timestamp(), 0).unwrap_or(expires_at);
-        Ok(JoinGrant {
+        JoinGrant {
             http_url: host.public_http_url.clone(),
             ws_url: host.public_ws_url.clone(),
             token: token::sign(self.token_secret.expose(), self.token_algorithm, expires_at, &[VIDEOROOM]),
             token_expires_at: expires_at,
-        })
+        }
+    }
+
+    /// True when Janus on `host` answers `GET /janus/info`.
+    pub async fn answers(&self, host: &JanusHost) -> Result<(), FleetError> {
+        self.client.info(&host.backend_url).await.map(|_| ()).map_err(Into::into)
+    }
+}
+
+#[async_trait]
+impl RoomHosting for JanusHosts {
+    /// [`JanusHosts::materialize_on`] the room's host (`room_id % hosts.len()`).
+    async fn materialize(&self, room: &Room) -> Result<(), FleetError> {
+        self.materialize_on(self.host_for(room.id), room).await
+    }
+
+    /// Destroys the room on its host (must succeed; 426 counts as destroyed) and, best effort,
+    /// on the other hosts, where an older host list may have put it.
+    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id))]
+    async fn destroy(&self, room: &Room) -> Result<(), FleetError> {
+        let serving = self.host_for(room.id);
+        self.destroy_on(serving, room).await?;
+        let others = self
+            .hosts
+            .iter()
+            .filter(|h| h.name != serving.name)
+            .map(|h| async move { (h, self.destroy_on(h, room).await) });
+        for (h, r) in futures::future::join_all(others).await {
+            if let Err(e) = r {
+                tracing::warn!(host = %h.name, error = %e, "could not check a non-serving host for the room");
+            }
+        }
+        Ok(())
+    }
+
+    /// Participants from Janus, or from this process's cache when asked within 5 s.
+    /// `Janus` when the room is not on its host (426).
+    async fn participants(&self, room: &Room) -> Result<Vec<Participant>, FleetError> {
+        self.participants_on(self.host_for(room.id), room).await
+    }
+
+    /// The serving host's public URLs and a VideoRoom token valid until `expires_at`
+    /// (truncated to whole seconds). Never `NotReady`: these hosts are always on.
+    async fn join(&self, room: &Room, _booking: &Booking, expires_at: DateTime<Utc>) -> Result<JoinGrant, FleetError> {
+        Ok(self.grant(self.host_for(room.id), expires_at))
     }
 
     /// `GET /janus/info` on every host at once: `ok` or `unavailable`.

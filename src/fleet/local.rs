@@ -5,6 +5,14 @@
 //! and `janus.log` (Janus's output, never our stdout). It picks free loopback ports, starts
 //! `janus -F <folder>`, waits until `GET /janus/info` answers, stops with SIGTERM, and is killed
 //! when dropped (and when our process dies: `PR_SET_PDEATHSIG`). Start and stop repeat freely.
+//!
+//! [`LocalPower`] is the `FLEET=local` power backend over several such hosts (`local-1`,
+//! `local-2`, ...): `start` runs Janus, `deallocate` stops it, the power state is whether the
+//! process is alive. It owns the processes; [`super::janus_hosts::JanusHosts`] only talks to them
+//! by URL. The hosts are started at service start ([`LocalPower::start_all`]) so the API's
+//! synchronous room creation works at once and every host's ports are proven (its URLs never
+//! change afterwards); the reconciler then deallocates the idle ones and starts them again around
+//! bookings. A room created while its host is off waits in the store until the host is started.
 
 use std::{
     fs,
@@ -16,10 +24,15 @@ use std::{
     time::Duration,
 };
 
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
+use super::power::{PermanentCause, PowerControl, PowerError, PowerOutcome, PowerState, TransientCause};
+use crate::config::Config;
 use crate::janus::templates::{self, JanusConfigParams, TemplateError};
 
 /// Where Debian's `janus` package installs its modules.
@@ -402,6 +415,126 @@ impl Drop for LocalJanusHost {
     }
 }
 
+/// `FLEET=local`: local Janus hosts switched on and off as processes. See the module docs.
+/// Calls for one host are serialized (a start and a stop never interleave); calls for different
+/// hosts run concurrently.
+#[derive(Debug)]
+pub struct LocalPower {
+    hosts: BTreeMap<String, tokio::sync::Mutex<LocalJanusHost>>,
+}
+
+/// The name of the `i`-th local host (1-based): `local-1`, `local-2`, ...
+pub fn local_host_name(i: usize) -> String {
+    format!("local-{i}")
+}
+
+impl LocalPower {
+    /// A backend over these (stopped or running) hosts, keyed by their names.
+    pub fn new(hosts: impl IntoIterator<Item = LocalJanusHost>) -> Self {
+        Self { hosts: hosts.into_iter().map(|h| (h.name().to_string(), tokio::sync::Mutex::new(h))).collect() }
+    }
+
+    /// The hosts of `FLEET=local`: `FLEET_LOCAL_HOSTS` hosts `local-1..` in
+    /// `<data_dir>/janus/<name>`, all with the same credentials: `JANUS_API_SECRET` /
+    /// `JANUS_ADMIN_KEY` / `JANUS_TOKEN_SECRET` when all three are set, otherwise those kept in
+    /// `<data_dir>/janus/local-1/secrets.json` (generated on first use). Nothing is started.
+    pub fn from_config(config: &Config, options: LocalJanusOptions) -> Result<(Self, HostSecrets), LocalHostError> {
+        let root = config.data_dir.join("janus");
+        let kept = HostSecrets::load_or_generate(&root.join(local_host_name(1)).join("secrets.json"))?;
+        let secrets = match (&config.janus_api_secret, &config.janus_admin_key, &config.janus_token_secret) {
+            (Some(a), Some(k), Some(t)) => HostSecrets {
+                api_secret: a.expose().to_string(),
+                admin_key: k.expose().to_string(),
+                token_secret: t.expose().to_string(),
+                admin_secret: kept.admin_secret,
+            },
+            _ => kept,
+        };
+        let hosts = (1..=config.fleet_settings.local_hosts.max(1))
+            .map(|i| {
+                let name = local_host_name(i);
+                LocalJanusHost::new(&name, root.join(&name), secrets.clone(), options.clone())
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok((Self::new(hosts), secrets))
+    }
+
+    /// Host names, sorted.
+    pub fn names(&self) -> Vec<String> {
+        self.hosts.keys().cloned().collect()
+    }
+
+    /// The host's URLs as `(backend/public HTTP, WebSocket)`; `None` for an unknown name. Read
+    /// after [`start_all`](Self::start_all): a first start may move a host to other ports.
+    pub async fn urls(&self, name: &str) -> Option<(String, String)> {
+        let h = self.hosts.get(name)?.lock().await;
+        Some((h.backend_url(), h.public_ws_url()))
+    }
+
+    /// Starts every host (service start). Errors with the first host that cannot start.
+    pub async fn start_all(&self) -> Result<(), LocalHostError> {
+        for h in self.hosts.values() {
+            h.lock().await.start().await?;
+        }
+        Ok(())
+    }
+
+    /// Stops every host (service shutdown), each attempted even when another fails. Idempotent.
+    pub async fn stop_all(&self) {
+        for (name, h) in &self.hosts {
+            if let Err(e) = h.lock().await.stop().await {
+                tracing::warn!(host = %name, error = %e, "stopping a local Janus host");
+            }
+        }
+    }
+
+    /// The OS process id of a running host.
+    pub async fn pid(&self, name: &str) -> Option<u32> {
+        self.hosts.get(name)?.lock().await.pid()
+    }
+
+    fn host(&self, name: &str) -> Result<&tokio::sync::Mutex<LocalJanusHost>, PowerError> {
+        self.hosts.get(name).ok_or_else(|| PowerError::UnknownHost(name.to_string()))
+    }
+}
+
+/// A missing Janus needs an install (permanent); a process that died, hung or could not be
+/// spawned may start next time (transient, retried on the next reconcile).
+fn power_error(host: &str, e: LocalHostError) -> PowerError {
+    match e {
+        LocalHostError::JanusMissing { .. } | LocalHostError::Template(_) => PowerError::Permanent {
+            host: host.to_string(),
+            cause: PermanentCause::Misconfigured { what: "Janus is not installed where LocalJanusOptions says" },
+        },
+        other => PowerError::Transient {
+            host: host.to_string(),
+            cause: TransientCause::LocalProcess { detail: other.to_string() },
+            retry_after: Duration::from_secs(60),
+        },
+    }
+}
+
+#[async_trait]
+impl PowerControl for LocalPower {
+    /// `Running` while the Janus process is alive, else `Deallocated` (a local host bills nothing).
+    async fn power_state(&self, host: &str) -> Result<PowerState, PowerError> {
+        let running = self.host(host)?.lock().await.is_running();
+        Ok(if running { PowerState::Running } else { PowerState::Deallocated })
+    }
+
+    /// Runs Janus and waits until it answers `GET /janus/info`. Idempotent.
+    async fn start(&self, host: &str) -> Result<PowerOutcome, PowerError> {
+        self.host(host)?.lock().await.start().await.map_err(|e| power_error(host, e))?;
+        Ok(PowerOutcome::Done)
+    }
+
+    /// Stops Janus (SIGTERM, then SIGKILL). Idempotent.
+    async fn deallocate(&self, host: &str) -> Result<PowerOutcome, PowerError> {
+        self.host(host)?.lock().await.stop().await.map_err(|e| power_error(host, e))?;
+        Ok(PowerOutcome::Done)
+    }
+}
+
 /// Three distinct free loopback ports: all bound at once so they differ, then released for Janus.
 fn free_ports() -> Result<Ports, LocalHostError> {
     let bind = || TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"));
@@ -452,6 +585,17 @@ mod tests {
         let host = LocalJanusHost::new("x", "data/janus/x".into(), HostSecrets::generate(), Default::default()).unwrap();
         assert!(host.dir().is_absolute());
         assert!(host.dir().ends_with("data/janus/x"));
+    }
+
+    #[tokio::test]
+    async fn local_power_reports_a_missing_janus_as_permanent_and_unknown_hosts() {
+        let opts = LocalJanusOptions { janus_bin: "/nonexistent/janus".into(), ..Default::default() };
+        let dir = std::env::temp_dir().join(format!("suroga-nojanus-{}", uuid::Uuid::new_v4()));
+        let p = LocalPower::new([LocalJanusHost::new("x", dir, HostSecrets::generate(), opts).unwrap()]);
+        assert_eq!(p.power_state("x").await, Ok(PowerState::Deallocated));
+        assert!(matches!(p.start("x").await, Err(PowerError::Permanent { .. })));
+        assert_eq!(p.deallocate("x").await, Ok(PowerOutcome::Done), "stopping a stopped host is idempotent");
+        assert_eq!(p.start("y").await, Err(PowerError::UnknownHost("y".into())));
     }
 
     #[tokio::test]

@@ -1,15 +1,23 @@
 //! Janus hosts: which host serves a room, making rooms exist there (materialization),
 //! live participants, join grants, and (with the scheduler) switching hosts on and off.
 //!
-//! The API talks to the fleet only through [`RoomHosting`]; the backends are the local
-//! Janus host manager ([`local`]), static always-on hosts, and Azure VMs.
+//! The API talks to the fleet only through [`RoomHosting`]: [`janus_hosts::JanusHosts`] for
+//! always-on hosts, [`hosting::PlannedHosting`] for hosts switched on and off. The scheduler
+//! part: [`control::Fleet`] (hosts, power, policy, overrides, plan loading), [`planner`] (pure),
+//! [`reconciler`] (the every-minute timer that acts), [`alerts`] (the operators' webhook).
+//! Power backends ([`power::PowerControl`]): [`local::LocalPower`] (local Janus processes),
+//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs).
 
+pub mod alerts;
 pub mod azure;
+pub mod control;
+pub mod hosting;
 pub mod janus_hosts;
 pub mod local;
 pub mod planner;
 pub mod usage;
 pub mod power;
+pub mod reconciler;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -1,8 +1,8 @@
 //! Switching Janus hosts on and off: the [`PowerControl`] trait every backend keeps, its
 //! error type [`PowerError`], and the `static` backend ([`StaticPower`]: always-on hosts).
 //!
-//! Backends: [`crate::fleet::azure::AzurePower`] (Azure VMs through ARM), [`StaticPower`], and a
-//! local backend that starts and stops local Janus processes.
+//! Backends: [`crate::fleet::azure::AzurePower`] (Azure VMs through ARM), [`StaticPower`], and
+//! [`crate::fleet::local::LocalPower`] (starts and stops local Janus processes).
 //!
 //! The contract every backend keeps:
 //! - Hosts are named as in the configuration (`JANUS_HOSTS[].name`); an unknown name is
@@ -71,6 +71,10 @@ pub enum TransientCause {
     Credential,
     #[error("the operation was still in progress at the deadline")]
     StillInProgress,
+    /// A local Janus process exited while starting, did not answer in time, or could not be
+    /// spawned or stopped; `detail` names the cause and the host's log file.
+    #[error("local Janus process: {detail}")]
+    LocalProcess { detail: String },
 }
 
 /// Why a power operation will not succeed until something is fixed.

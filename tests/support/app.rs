@@ -11,6 +11,7 @@ use suroga::{
     app,
     clock::ManualClock,
     config::{Config, Secret},
+    fleet::power::PowerControl,
 };
 use uuid::Uuid;
 
@@ -53,30 +54,43 @@ impl TestApp {
 
     /// Spawns with another store backend (e.g. Cosmos on the emulator) instead of SQLite.
     pub async fn spawn_with_store(store: Arc<dyn suroga::store::Store>) -> Self {
-        Self::spawn_inner(|_| {}, Some(store)).await
+        Self::spawn_inner(|_| {}, Some(store), |p| p).await
     }
 
     /// Spawns with extra settings applied to the environment map.
     pub async fn spawn_with(f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
-        Self::spawn_inner(f, None).await
+        Self::spawn_inner(f, None, |p| p).await
     }
 
-    async fn spawn_inner(f: impl FnOnce(&mut HashMap<String, String>), store: Option<Arc<dyn suroga::store::Store>>) -> Self {
+    /// Spawns with extra settings and the power backend passed through `wrap_power`.
+    pub async fn spawn_wrapping(
+        f: impl FnOnce(&mut HashMap<String, String>),
+        wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
+    ) -> Self {
+        Self::spawn_inner(f, None, wrap_power).await
+    }
+
+    async fn spawn_inner(
+        f: impl FnOnce(&mut HashMap<String, String>),
+        store: Option<Arc<dyn suroga::store::Store>>,
+        wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
+    ) -> Self {
         let data_dir = temp_dir("app");
         let mut env = test_env(&data_dir);
         f(&mut env);
         let config = Config::from_map(&env).expect("test config");
         let clock = ManualClock::new(base_now());
-        let mut app = app::build(&config, Arc::new(clock.clone())).await.expect("app builds");
-        if let Some(store) = store {
-            app.state.store = store;
+        let app = match store {
+            Some(store) => app::build_on(&config, Arc::new(clock.clone()), store, wrap_power).await,
+            None => app::build_with(&config, Arc::new(clock.clone()), wrap_power).await,
         }
+        .expect("app builds");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-        let state = app.state.clone();
+        let router = app.router();
         tokio::spawn(async move {
-            app::run(listener, state, async move {
+            app::run(listener, router, async move {
                 let _ = rx.await;
             })
             .await

@@ -1,0 +1,545 @@
+//! The reconciler (timer `fleet-reconcile`, every minute): makes the hosts follow the plan.
+//!
+//! One run ([`Reconciler::run_once`]):
+//! 1. reads the live bookings from `overrun limit + grace` ago to the horizon, their
+//!    assignments, each host's power state and the operators' overrides;
+//! 2. plans ([`super::control::Fleet::plan_with`]) and stores assignments that changed;
+//! 3. acts per host, all hosts CONCURRENTLY and ISOLATED (a failure is that host's only):
+//!    start or deallocate as the plan (or an active override) says. It never deallocates a
+//!    host with a booking inside its window, nor one with live participants in a room of its
+//!    recent bookings (asked of Janus, uncached) until `end + overrun limit` has passed;
+//! 4. makes each running host READY: Janus answers `/info`, the rooms of its bookings whose
+//!    window is open are materialized (the changes that waited while it was off) and those
+//!    assignments get `ready_at`. A host found off loses `ready_at` on its assignments (its
+//!    non-permanent rooms went with Janus);
+//! 5. alerts once per subject: a booking whose host is not ready 10 minutes before it starts,
+//!    start/deallocate failing several runs in a row, capacity short.
+//!
+//! Idempotent: a replay of an occurrence finds the work done (hosts in the planned state,
+//! assignments ready, alerts claimed); each power action is also claimed per host and minute
+//! (`reconcile:{host}:{action}:{minute}`), so two concurrent invocations never both start or
+//! deallocate a host. Every action goes to the operations log with the booking that caused it,
+//! its result and its duration. Time comes from the fleet's [`crate::clock::Clock`].
+
+use std::{
+    collections::{BTreeMap, BTreeSet, HashMap},
+    sync::Arc,
+    time::Instant,
+};
+
+use chrono::{DateTime, DurationRound, Utc};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{
+    alerts::{AlertOutcome, Alerter},
+    control::{Fleet, HostOverride, OverrideAction},
+    planner::{HostAction, HostPlan, Warning, window},
+    power::{PowerError, PowerOutcome, PowerState},
+};
+use crate::{
+    domain::{Booking, RoomId, TimeSlot},
+    store::{Assignment, Operation, StoreError},
+};
+
+/// The operations log's actor for everything the reconciler does.
+pub const ACTOR: &str = "reconciler";
+
+/// What a power action on one host came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PowerStep {
+    /// Nothing to switch.
+    None,
+    /// Started (or deallocated) now.
+    Done { action: &'static str },
+    /// The backend does not switch this host (always on).
+    NotManaged { action: &'static str },
+    /// Another invocation of this occurrence took this action.
+    Replayed { action: &'static str },
+    /// The plan wanted it off but it stays on; `reason` says why.
+    KeptOn { reason: String },
+    Failed { action: &'static str, error: String },
+}
+
+/// One host's part of a run.
+#[derive(Debug, Clone)]
+pub struct HostReport {
+    pub host: String,
+    /// Power state at the start of the run (`None`: the backend could not be asked).
+    pub power_before: Option<PowerState>,
+    pub step: PowerStep,
+    /// Bookings whose rooms were materialized and marked ready on this host in this run.
+    pub made_ready: Vec<Uuid>,
+    /// Bookings whose rooms could not be materialized, with the error.
+    pub not_ready: Vec<(Uuid, String)>,
+    /// True when the host runs and its Janus answered.
+    pub janus_ok: bool,
+}
+
+/// What one run did.
+#[derive(Debug, Clone, Default)]
+pub struct ReconcileReport {
+    pub at: Option<DateTime<Utc>>,
+    /// Live bookings in the horizon.
+    pub bookings: usize,
+    pub hosts: Vec<HostReport>,
+    /// Alert keys raised in this run.
+    pub alerts: Vec<String>,
+    /// Failures outside any one host (the store), which stopped the run.
+    pub errors: Vec<String>,
+}
+
+impl ReconcileReport {
+    /// Short lines for the Functions host's `Logs`.
+    pub fn lines(&self) -> Vec<String> {
+        let mut lines = Vec::new();
+        if let Some(at) = self.at {
+            lines.push(format!("reconciled at {} over {} bookings and {} hosts", at.to_rfc3339(), self.bookings, self.hosts.len()));
+        }
+        let pick = |f: &dyn Fn(&PowerStep) -> bool| -> Vec<&str> {
+            self.hosts.iter().filter(|h| f(&h.step)).map(|h| h.host.as_str()).collect()
+        };
+        let started = pick(&|s| matches!(s, PowerStep::Done { action: "start" }));
+        let stopped = pick(&|s| matches!(s, PowerStep::Done { action: "deallocate" }));
+        lines.push(format!("started [{}], deallocated [{}]", started.join(", "), stopped.join(", ")));
+        for h in &self.hosts {
+            match &h.step {
+                PowerStep::Failed { action, error } => lines.push(format!("{}: {action} failed: {error}", h.host)),
+                PowerStep::KeptOn { reason } => lines.push(format!("{}: kept on: {reason}", h.host)),
+                PowerStep::Replayed { action } => lines.push(format!("{}: {action} left to another invocation", h.host)),
+                _ => {}
+            }
+            for (b, e) in &h.not_ready {
+                lines.push(format!("{}: booking {b} not ready: {e}", h.host));
+            }
+        }
+        let ready: usize = self.hosts.iter().map(|h| h.made_ready.len()).sum();
+        lines.push(format!("{ready} bookings made ready, {} alerts", self.alerts.len()));
+        lines.extend(self.errors.iter().map(|e| format!("error: {e}")));
+        lines
+    }
+
+    /// The host's report.
+    pub fn host(&self, name: &str) -> Option<&HostReport> {
+        self.hosts.iter().find(|h| h.host == name)
+    }
+}
+
+/// A failure streak of a host's power actions, kept as state `power-failures:{host}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct FailureStreak {
+    count: u32,
+    /// When the streak began: part of the alert key, so a later streak alerts again.
+    since: Option<DateTime<Utc>>,
+}
+
+/// The reconciler over a [`Fleet`]. Cheap to share behind an `Arc`.
+#[derive(Debug)]
+pub struct Reconciler {
+    fleet: Arc<Fleet>,
+    alerts: Alerter,
+}
+
+/// Everything one host's task needs, read once per run.
+struct HostInput<'a> {
+    plan: &'a HostPlan,
+    power: Option<PowerState>,
+    forced: Option<HostOverride>,
+    bookings: Vec<&'a Booking>,
+    assignments: &'a HashMap<Uuid, Assignment>,
+    now: DateTime<Utc>,
+    minute: DateTime<Utc>,
+}
+
+impl Reconciler {
+    pub fn new(fleet: Arc<Fleet>, alerts: Alerter) -> Self {
+        Self { fleet, alerts }
+    }
+
+    /// The fleet it acts on.
+    pub fn fleet(&self) -> &Arc<Fleet> {
+        &self.fleet
+    }
+
+    /// One reconcile run at the clock's `now`. Never fails as a whole: a store failure is in
+    /// `errors` (the run stops there), a host's failure in that host's report.
+    #[tracing::instrument(level = "info", skip(self))]
+    pub async fn run_once(&self) -> ReconcileReport {
+        let now = self.fleet.clock.now();
+        let mut report = ReconcileReport { at: Some(now), ..Default::default() };
+        if let Err(e) = self.run(now, &mut report).await {
+            tracing::error!(error = %e, "reconcile stopped");
+            report.errors.push(e.to_string());
+        }
+        report
+    }
+
+    async fn run(&self, now: DateTime<Utc>, report: &mut ReconcileReport) -> Result<(), StoreError> {
+        let fleet = &self.fleet;
+        let policy = &fleet.policy;
+        let minute = now.duration_trunc(chrono::Duration::minutes(1)).unwrap_or(now);
+        let horizon = TimeSlot::new(now - policy.overrun_limit - policy.plan.grace, now + policy.horizon)
+            .map_err(|e| StoreError::Internal(format!("reconcile horizon: {e}")))?;
+        let bookings = fleet.store.bookings_between(horizon).await?;
+        report.bookings = bookings.len();
+        let ids: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
+        let stored = if ids.is_empty() { vec![] } else { fleet.store.assignments(&ids).await? };
+        let power_results = fleet.power_states().await;
+        let power: BTreeMap<String, PowerState> =
+            power_results.iter().map(|(h, r)| (h.clone(), r.clone().unwrap_or(PowerState::Unknown))).collect();
+        let mut overrides = BTreeMap::new();
+        for h in &fleet.hosts {
+            if let Some(o) = fleet.override_of(&h.name, now).await? {
+                overrides.insert(h.name.clone(), o);
+            }
+        }
+        let plan = fleet.plan_with(now, &bookings, &stored, &power, &overrides);
+
+        // Store the assignments that changed; an unchanged one keeps its ready_at.
+        let mut assignments: HashMap<Uuid, Assignment> = stored.into_iter().map(|a| (a.booking_id, a)).collect();
+        for (booking, host) in &plan.assignments {
+            if assignments.get(booking).is_none_or(|a| &a.host != host) {
+                let a = Assignment { booking_id: *booking, host: host.clone(), ready_at: None };
+                fleet.store.put_assignment(&a).await?;
+                assignments.insert(*booking, a);
+            }
+        }
+
+        let by_id: HashMap<Uuid, &Booking> = bookings.iter().map(|b| (b.id, b)).collect();
+        let tasks = plan.hosts.iter().map(|hp| {
+            let input = HostInput {
+                plan: hp,
+                power: power_results.get(&hp.name).and_then(|r| r.as_ref().ok().copied()),
+                forced: overrides.get(&hp.name).cloned(),
+                bookings: hp.bookings.iter().filter_map(|id| by_id.get(id).copied()).collect(),
+                assignments: &assignments,
+                now,
+                minute,
+            };
+            self.host_task(input)
+        });
+        report.hosts = futures::future::join_all(tasks).await;
+
+        self.raise_alerts(now, &plan.warnings, &bookings, &assignments, report).await;
+        Ok(())
+    }
+
+    /// One host's whole part of a run; never fails (errors go into its report and the log).
+    async fn host_task(&self, input: HostInput<'_>) -> HostReport {
+        let name = input.plan.name.clone();
+        let mut report = HostReport {
+            host: name.clone(),
+            power_before: input.power,
+            step: PowerStep::None,
+            made_ready: vec![],
+            not_ready: vec![],
+            janus_ok: false,
+        };
+        let on = input.power.is_some_and(PowerState::is_on);
+        let forced = input.forced.as_ref().map(|o| o.action);
+
+        // What the plan (or an override) wants, and the booking that causes it.
+        let want: Option<(&'static str, Option<Uuid>)> = if self.fleet.always_on {
+            None
+        } else {
+            match (forced, &input.plan.action) {
+                (Some(OverrideAction::Start), _) if !on => Some(("start", None)),
+                (Some(OverrideAction::Start), _) => None,
+                (Some(OverrideAction::Deallocate), _) if input.power != Some(PowerState::Deallocated) && input.power.is_some() => {
+                    Some(("deallocate", None))
+                }
+                (Some(OverrideAction::Deallocate), _) => None,
+                (None, HostAction::Start { booking }) => Some(("start", Some(*booking))),
+                (None, HostAction::Deallocate { last }) => Some(("deallocate", *last)),
+                // Stopped but still allocated still bills compute: release it.
+                (None, HostAction::StayOff { .. }) if input.power == Some(PowerState::Stopped) => Some(("deallocate", None)),
+                (None, _) => None,
+            }
+        };
+
+        let mut running = input.power == Some(PowerState::Running) || self.fleet.always_on;
+        if let Some((action, cause)) = want {
+            let keep = if action == "deallocate" { self.reason_to_keep_on(&input, forced.is_some()).await } else { None };
+            report.step = match keep {
+                Some(reason) => {
+                    tracing::info!(host = %name, reason, "kept on");
+                    PowerStep::KeptOn { reason }
+                }
+                None => self.switch(&name, action, cause, input.now, input.minute).await,
+            };
+            match &report.step {
+                PowerStep::Done { action: "start" } => running = true,
+                PowerStep::Done { action: "deallocate" } => running = false,
+                _ => {}
+            }
+        }
+
+        if running {
+            self.make_ready(&input, &mut report).await;
+        } else {
+            self.forget_ready(&input).await;
+        }
+        report
+    }
+
+    /// Why a host the plan wants off must stay on, if it must: a booking inside its window
+    /// (unless an operator forced it off), or live participants in a room of its recent
+    /// bookings until `end + overrun limit`. A Janus that cannot be asked for another reason
+    /// than being unreachable keeps the host on too (better a VM-minute than a dropped call).
+    async fn reason_to_keep_on(&self, input: &HostInput<'_>, forced: bool) -> Option<String> {
+        let policy = &self.fleet.policy;
+        let now = input.now;
+        if !forced {
+            if let Some(b) = input.bookings.iter().find(|b| {
+                let (s, e) = window(b.slot, &policy.plan);
+                s <= now && now < e
+            }) {
+                return Some(format!("booking {} is inside its window", b.id));
+            }
+        }
+        let host = self.fleet.janus_host(&input.plan.name)?;
+        let mut rooms: BTreeMap<RoomId, DateTime<Utc>> = BTreeMap::new();
+        for b in &input.bookings {
+            if b.slot.start() - policy.plan.lead <= now && now < b.slot.end() + policy.overrun_limit {
+                let e = rooms.entry(b.room_id).or_insert(b.slot.end());
+                *e = (*e).max(b.slot.end());
+            }
+        }
+        for (room_id, end) in rooms {
+            let room = match self.fleet.store.get_room(room_id).await {
+                Ok(r) => r,
+                Err(StoreError::NotFound) => continue,
+                Err(e) => return Some(format!("cannot read room {room_id}: {e}")),
+            };
+            match self.fleet.janus.participants_fresh(host, &room).await {
+                Ok(p) if !p.is_empty() => {
+                    return Some(format!(
+                        "{} live participants in room {room_id} (overrun limit {})",
+                        p.len(),
+                        (end + policy.overrun_limit).to_rfc3339()
+                    ));
+                }
+                Ok(_) => {}
+                // Janus down: nobody can be in a session there.
+                Err(e) if e.is_unavailable() => {}
+                Err(e) => return Some(format!("cannot ask Janus about room {room_id}: {e}")),
+            }
+        }
+        None
+    }
+
+    /// Starts or deallocates `host` once per occurrence, logs it, and keeps the failure streak.
+    async fn switch(&self, host: &str, action: &'static str, cause: Option<Uuid>, now: DateTime<Utc>, minute: DateTime<Utc>) -> PowerStep {
+        let marker = format!("reconcile:{host}:{action}:{}", minute.to_rfc3339());
+        match self.fleet.store.claim_marker(&marker, now).await {
+            Ok(true) => {}
+            Ok(false) => return PowerStep::Replayed { action },
+            Err(e) => return PowerStep::Failed { action, error: format!("claiming the occurrence: {e}") },
+        }
+        let started = Instant::now();
+        let result = match action {
+            "start" => self.fleet.power.start(host).await,
+            _ => self.fleet.power.deallocate(host).await,
+        };
+        let duration_ms = started.elapsed().as_millis() as u64;
+        let (step, text) = match &result {
+            Ok(PowerOutcome::Done) => (PowerStep::Done { action }, "ok".to_string()),
+            Ok(PowerOutcome::NotManaged) => (PowerStep::NotManaged { action }, "not managed".to_string()),
+            Err(e) => (PowerStep::Failed { action, error: e.to_string() }, e.to_string()),
+        };
+        tracing::info!(host, action, result = %text, duration_ms, "power action");
+        self.log(now, action, Some(host), cause, None, text, duration_ms).await;
+        if action == "deallocate" && matches!(step, PowerStep::Done { .. }) {
+            self.fleet.janus.forget_all_participants();
+        }
+        self.track_failures(host, action, result.as_ref().err(), now).await;
+        step
+    }
+
+    /// Counts consecutive failed runs of a host's power actions; alerts once per streak when
+    /// it reaches the policy's threshold; a success ends the streak.
+    async fn track_failures(&self, host: &str, action: &str, error: Option<&PowerError>, now: DateTime<Utc>) {
+        let key = format!("power-failures:{host}");
+        let mut streak: FailureStreak = match self.fleet.store.get_state(&key).await {
+            Ok(Some(v)) => serde_json::from_value(v).unwrap_or_default(),
+            Ok(None) => FailureStreak::default(),
+            Err(e) => {
+                tracing::warn!(host, error = %e, "cannot read the failure streak");
+                return;
+            }
+        };
+        match error {
+            None if streak.count == 0 => return,
+            None => streak = FailureStreak::default(),
+            Some(_) => {
+                streak.count += 1;
+                streak.since.get_or_insert(now);
+            }
+        }
+        let value = serde_json::to_value(&streak).expect("a streak serializes");
+        if let Err(e) = self.fleet.store.put_state(&key, &value).await {
+            tracing::warn!(host, error = %e, "cannot store the failure streak");
+        }
+        if let (Some(err), Some(since)) = (error, streak.since) {
+            if streak.count >= self.fleet.policy.failures_before_alert {
+                let alert_key = format!("alert:power-failing:{host}:{}", since.to_rfc3339());
+                let text = format!("Janus host {host}: {action} failed {} runs in a row since {}: {err}", streak.count, since.to_rfc3339());
+                self.alert(&alert_key, &text, Some(host), None, now).await;
+            }
+        }
+    }
+
+    /// Janus answers, then the rooms of the host's bookings whose window is open are
+    /// materialized and their assignments marked ready.
+    async fn make_ready(&self, input: &HostInput<'_>, report: &mut HostReport) {
+        let Some(host) = self.fleet.janus_host(&input.plan.name) else { return };
+        if let Err(e) = self.fleet.janus.answers(host).await {
+            tracing::warn!(host = %host.name, error = %e, "running host does not answer yet");
+            return;
+        }
+        report.janus_ok = true;
+        let now = input.now;
+        for b in &input.bookings {
+            let (open, close) = window(b.slot, &self.fleet.policy.plan);
+            if !(open <= now && now < close) {
+                continue;
+            }
+            let ready = input.assignments.get(&b.id).is_some_and(|a| a.host == host.name && a.ready_at.is_some());
+            if ready {
+                continue;
+            }
+            let started = Instant::now();
+            let result = match self.fleet.store.get_room(b.room_id).await {
+                Ok(room) => self.fleet.janus.materialize_on(host, &room).await.map_err(|e| e.to_string()),
+                Err(e) => Err(format!("reading the room: {e}")),
+            };
+            let result = match result {
+                Ok(()) => {
+                    let a = Assignment { booking_id: b.id, host: host.name.clone(), ready_at: Some(now) };
+                    self.fleet.store.put_assignment(&a).await.map_err(|e| format!("storing readiness: {e}"))
+                }
+                Err(e) => Err(e),
+            };
+            let text = match &result {
+                Ok(()) => "ok".to_string(),
+                Err(e) => e.clone(),
+            };
+            self.log(now, "materialize", Some(&host.name), Some(b.id), Some(b.room_id), text, started.elapsed().as_millis() as u64)
+                .await;
+            match result {
+                Ok(()) => report.made_ready.push(b.id),
+                Err(e) => report.not_ready.push((b.id, e)),
+            }
+        }
+    }
+
+    /// A host that is off holds no rooms: its assignments are no longer ready.
+    async fn forget_ready(&self, input: &HostInput<'_>) {
+        for b in &input.bookings {
+            if let Some(a) = input.assignments.get(&b.id) {
+                if a.host == input.plan.name && a.ready_at.is_some() {
+                    let a = Assignment { ready_at: None, ..a.clone() };
+                    if let Err(e) = self.fleet.store.put_assignment(&a).await {
+                        tracing::warn!(booking = %b.id, error = %e, "cannot clear readiness");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Capacity short and bookings not ready in time, each once.
+    async fn raise_alerts(
+        &self,
+        now: DateTime<Utc>,
+        warnings: &[Warning],
+        bookings: &[Booking],
+        before: &HashMap<Uuid, Assignment>,
+        report: &mut ReconcileReport,
+    ) {
+        let by_id: HashMap<Uuid, &Booking> = bookings.iter().map(|b| (b.id, b)).collect();
+        let mut raised = Vec::new();
+        for w in warnings {
+            let (key, text, booking) = match w {
+                Warning::NoCapacity { booking } => match by_id.get(booking) {
+                    Some(b) if b.slot.end() > now => (
+                        format!("alert:capacity:{booking}"),
+                        format!("no Janus host has capacity for booking {booking} ({} to {})", b.slot.start().to_rfc3339(), b.slot.end().to_rfc3339()),
+                        *booking,
+                    ),
+                    _ => continue,
+                },
+                Warning::OverCapacity { booking, host } => (
+                    format!("alert:over-capacity:{booking}"),
+                    format!("booking {booking} overloads Janus host {host} beyond its capacity"),
+                    *booking,
+                ),
+                _ => continue,
+            };
+            if self.alert(&key, &text, None, Some(booking), now).await {
+                raised.push(key);
+            }
+        }
+        let made_ready: BTreeSet<Uuid> = report.hosts.iter().flat_map(|h| h.made_ready.iter().copied()).collect();
+        let soon = self.fleet.policy.ready_alert_before;
+        for b in bookings {
+            if !(b.slot.start() - soon <= now && now < b.slot.end()) || made_ready.contains(&b.id) {
+                continue;
+            }
+            let Some(a) = before.get(&b.id) else { continue }; // unassigned: the capacity alert covers it
+            if a.ready_at.is_some() && report.host(&a.host).is_some_and(|h| h.janus_ok) {
+                continue;
+            }
+            let key = format!("alert:not-ready:{}", b.id);
+            let text = format!(
+                "Janus host {} is not ready for booking {} (room {}) starting at {}",
+                a.host,
+                b.id,
+                b.room_id,
+                b.slot.start().to_rfc3339()
+            );
+            if self.alert(&key, &text, Some(&a.host), Some(b.id), now).await {
+                raised.push(key);
+            }
+        }
+        report.alerts.extend(raised);
+    }
+
+    /// Raises an alert once and logs it; true when raised now.
+    async fn alert(&self, key: &str, text: &str, host: Option<&str>, booking: Option<Uuid>, now: DateTime<Utc>) -> bool {
+        let started = Instant::now();
+        let (raised, result) = match self.alerts.raise(key, text, now).await {
+            Ok(AlertOutcome::AlreadyRaised) => return false,
+            Ok(AlertOutcome::Raised) => (true, "ok".to_string()),
+            Err(e) => (true, e.to_string()),
+        };
+        self.log(now, "alert", host, booking, None, format!("{result}: {text}"), started.elapsed().as_millis() as u64).await;
+        raised
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    async fn log(
+        &self,
+        at: DateTime<Utc>,
+        action: &str,
+        host: Option<&str>,
+        booking_id: Option<Uuid>,
+        room_id: Option<RoomId>,
+        result: String,
+        duration_ms: u64,
+    ) {
+        let op = Operation {
+            id: Uuid::new_v4(),
+            at,
+            actor: ACTOR.into(),
+            action: action.into(),
+            host: host.map(str::to_string),
+            booking_id,
+            room_id,
+            result,
+            duration_ms,
+        };
+        if let Err(e) = self.fleet.store.append_operation(&op).await {
+            tracing::error!(error = %e, action, "cannot write the operations log");
+        }
+    }
+}

@@ -1,0 +1,333 @@
+//! Janus hosts on demand, end to end: the reconciler with the local power backend and real Janus
+//! processes, time driven by the manual clock (no sleeps for schedule time), the timer functions
+//! invoked as the Functions host does, and an alert webhook fake on loopback.
+
+mod support;
+
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Duration, Utc};
+use reqwest::StatusCode;
+use serde_json::{Value, json};
+use suroga::{
+    config::Secret,
+    domain::{RoomId, TimeSlot},
+    fleet::{
+        control::{HostOverride, OverrideAction},
+        power::{PowerControl, PowerError, PowerOutcome, PowerState, TransientCause},
+        reconciler::PowerStep,
+    },
+    janus::{Credential, JanusError, Session},
+    store::Operation,
+};
+use support::app::{TestApp, user};
+use uuid::Uuid;
+
+const VIDEOROOM: &str = "janus.plugin.videoroom";
+
+fn base_of(app: &TestApp, host: &str) -> String {
+    app.app.janus.host(host).unwrap().backend_url.clone()
+}
+
+async fn exists_on(app: &TestApp, host: &str, room: u64) -> bool {
+    app.app.janus.client().room_exists(&base_of(app, host), room).await.unwrap()
+}
+
+/// Joins `room` on `host` through Janus's own API with `pin`; the session keeps the participant.
+async fn join_janus(app: &TestApp, host: &str, room: u64, pin: &str, display: &str) -> Result<Session, JanusError> {
+    let session = app.app.janus.client().session(&base_of(app, host)).await?;
+    let handle = session.attach(VIDEOROOM).await?;
+    handle.join(room, Some(pin), display).await?;
+    Ok(session)
+}
+
+async fn power_of(app: &TestApp, host: &str) -> PowerState {
+    app.app.fleet.power.power_state(host).await.unwrap()
+}
+
+/// The operations log of the test's time range.
+async fn operations(app: &TestApp) -> Vec<Operation> {
+    let now = app.now();
+    let window = TimeSlot::new(now - Duration::days(2), now + Duration::days(2)).unwrap();
+    app.app.state.store.operations(window).await.unwrap()
+}
+
+fn ops<'a>(all: &'a [Operation], action: &str, host: &str) -> Vec<&'a Operation> {
+    all.iter().filter(|o| o.action == action && o.host.as_deref() == Some(host)).collect()
+}
+
+/// The Functions host's timer envelope for `name` at `at` (first run: `Last` without offset).
+fn envelope(name: &str, at: DateTime<Utc>) -> Value {
+    json!({"Data":{"timer":{"Schedule":{"AdjustForDST":true},
+        "ScheduleStatus":{"Last":"0001-01-01T00:00:00","Next":(at + Duration::minutes(1)).to_rfc3339(),"LastUpdated":at.to_rfc3339()},
+        "IsPastDue":false}},
+     "Metadata":{"sys":{"MethodName":name,"UtcNow":at.to_rfc3339(),"RandGuid":Uuid::new_v4().to_string()}}})
+}
+
+/// Invokes a timer function as the host does; returns the reply's `Logs`.
+async fn invoke_timer(app: &TestApp, name: &str) -> Vec<String> {
+    let res = app.http.post(format!("{}/{name}", app.base)).json(&envelope(name, app.now())).send().await.unwrap();
+    assert_eq!(res.status(), StatusCode::OK);
+    assert_eq!(res.headers()["content-type"], "application/json");
+    let body: Value = res.json().await.unwrap();
+    assert_eq!(body["ReturnValue"], Value::Null);
+    body["Logs"].as_array().unwrap().iter().map(|l| l.as_str().unwrap().to_string()).collect()
+}
+
+/// `GET /bookings/{id}/join` as `user`: status, `Retry-After`, body.
+async fn join_api(app: &TestApp, user: &str, booking: &str) -> (StatusCode, Option<String>, Value) {
+    let res = app
+        .http
+        .get(format!("{}/api/v1/bookings/{booking}/join", app.base))
+        .bearer_auth(app.token(user, false))
+        .send()
+        .await
+        .unwrap();
+    let status = res.status();
+    let retry = res.headers().get("retry-after").map(|v| v.to_str().unwrap().to_string());
+    (status, retry, res.json().await.unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_after_it() {
+    let app = TestApp::spawn().await;
+    let local = app.app.local.clone().unwrap();
+
+    // Idle at start: the first run deallocates the local host.
+    let first = app.app.reconciler.run_once().await;
+    assert_eq!(first.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", first.lines());
+    assert_eq!(local.pid("local-1").await, None, "the Janus process is gone");
+
+    // A booking whose host window has opened (starts in 20 min, lead 30): the room waits in the store.
+    let u = user();
+    let b = app.book(&u, 20, 80, None).await;
+    let booking = b["booking_id"].as_str().unwrap().to_string();
+    let room = b["room_id"].as_u64().unwrap();
+    app.clock.advance(Duration::minutes(6));
+    let (st, retry, body) = join_api(&app, &u, &booking).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "join window open, host off: {body}");
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+
+    // The timer, as the Functions host invokes it, starts the host and makes the booking ready.
+    let logs = invoke_timer(&app, "fleet-reconcile").await;
+    assert!(logs.iter().any(|l| l.contains("started [local-1]")), "{logs:?}");
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
+    assert!(local.pid("local-1").await.is_some());
+    assert!(exists_on(&app, "local-1", room).await, "the room is materialized on the started host");
+    let id: Uuid = booking.parse().unwrap();
+    let a = app.app.state.store.assignments(&[id]).await.unwrap().pop().expect("assigned");
+    assert_eq!((a.host.as_str(), a.ready_at), ("local-1", Some(app.now())));
+    let all = operations(&app).await;
+    let start = ops(&all, "start", "local-1");
+    assert_eq!(start.len(), 1, "{all:?}");
+    assert_eq!((start[0].booking_id, start[0].result.as_str(), start[0].actor.as_str()), (Some(id), "ok", "reconciler"));
+    assert!(start[0].duration_ms > 0, "the start took the time Janus needs");
+
+    // /join works now, and the grant's token and the pin admit a participant.
+    let (st, _, join) = join_api(&app, &u, &booking).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
+    let session = app
+        .app
+        .janus
+        .client()
+        .session_with(join["janus"]["http"].as_str().unwrap(), Credential::Token(Secret::new(join["token"].as_str().unwrap())))
+        .await
+        .expect("the token opens a session");
+    let handle = session.attach(VIDEOROOM).await.unwrap();
+    handle.join(room, Some(join["pin"].as_str().unwrap()), &u).await.expect("the participant joins with the pin");
+    session.destroy().await.unwrap();
+
+    // Past the end and the grace, the host goes down.
+    app.clock.advance(Duration::minutes(85));
+    let last = app.app.reconciler.run_once().await;
+    assert_eq!(last.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", last.lines());
+    assert_eq!(local.pid("local-1").await, None);
+    let all = operations(&app).await;
+    assert_eq!(ops(&all, "deallocate", "local-1").last().unwrap().booking_id, Some(id), "the booking that ended caused it");
+}
+
+#[tokio::test]
+async fn a_live_participant_keeps_the_host_on_until_the_overrun_limit() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("FLEET_OVERRUN_LIMIT_MINUTES".into(), "30".into());
+    })
+    .await;
+    let u = user();
+    let b = app.book(&u, 5, 35, None).await;
+    let room = b["room_id"].as_u64().unwrap();
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().made_ready.len(), 1, "{:?}", r.lines());
+    let _alice = join_janus(&app, "local-1", room, b["password"].as_str().unwrap(), "alice").await.unwrap();
+
+    // Ended, grace over, somebody is still there: kept on.
+    app.clock.advance(Duration::minutes(46));
+    let r = app.app.reconciler.run_once().await;
+    assert!(matches!(&r.host("local-1").unwrap().step, PowerStep::KeptOn { reason } if reason.contains("participants")), "{:?}", r.lines());
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
+
+    // Still there when the overrun limit (end + 30) has passed: deallocated anyway.
+    app.clock.advance(Duration::minutes(20));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", r.lines());
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Deallocated);
+}
+
+#[tokio::test]
+async fn replaying_an_occurrence_starts_nothing_twice_and_logs_nothing_new() {
+    let app = TestApp::spawn().await;
+    app.app.reconciler.run_once().await; // idle: deallocated
+    app.clock.advance(Duration::minutes(1));
+    let b = app.book(&user(), 20, 50, None).await;
+    let room = b["room_id"].as_u64().unwrap();
+
+    let (x, y) = tokio::join!(app.app.reconciler.run_once(), app.app.reconciler.run_once());
+    let steps = [&x.host("local-1").unwrap().step, &y.host("local-1").unwrap().step];
+    assert_eq!(steps.iter().filter(|s| matches!(s, PowerStep::Done { action: "start" })).count(), 1, "{steps:?}");
+    let all = operations(&app).await;
+    assert_eq!(ops(&all, "start", "local-1").len(), 1, "one start for one occurrence: {all:?}");
+    assert!(exists_on(&app, "local-1", room).await);
+
+    let before = operations(&app).await.len();
+    let again = app.app.reconciler.run_once().await;
+    assert_eq!(again.host("local-1").unwrap().step, PowerStep::None, "{:?}", again.lines());
+    assert_eq!(operations(&app).await.len(), before, "a replay writes nothing to the operations log");
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
+}
+
+/// A power backend that fails every start of one host and passes everything else through.
+struct FailingStart {
+    inner: Arc<dyn PowerControl>,
+    host: &'static str,
+}
+
+#[async_trait]
+impl PowerControl for FailingStart {
+    async fn power_state(&self, host: &str) -> Result<PowerState, PowerError> {
+        self.inner.power_state(host).await
+    }
+    async fn start(&self, host: &str) -> Result<PowerOutcome, PowerError> {
+        if host == self.host {
+            return Err(PowerError::Transient {
+                host: host.into(),
+                cause: TransientCause::LocalProcess { detail: "injected start failure".into() },
+                retry_after: std::time::Duration::from_secs(60),
+            });
+        }
+        self.inner.start(host).await
+    }
+    async fn deallocate(&self, host: &str) -> Result<PowerOutcome, PowerError> {
+        self.inner.deallocate(host).await
+    }
+}
+
+/// A Slack-style webhook on loopback that records every `text` it gets.
+async fn webhook_fake() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen = Arc::new(Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let router = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |axum::Json(v): axum::Json<Value>| {
+            let record = record.clone();
+            async move {
+                record.lock().unwrap().push(v["text"].as_str().unwrap_or_default().to_string());
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, router).await.unwrap() });
+    (url, seen)
+}
+
+#[tokio::test]
+async fn a_host_that_fails_to_start_does_not_stop_the_others_and_alerts_once() {
+    let (hook, seen) = webhook_fake().await;
+    let app = TestApp::spawn_wrapping(
+        |env| {
+            env.insert("FLEET_LOCAL_HOSTS".into(), "2".into());
+            env.insert("ALERT_WEBHOOK_URL".into(), hook.clone());
+        },
+        |inner| Arc::new(FailingStart { inner, host: "local-1" }),
+    )
+    .await;
+    let fleet = app.app.fleet.clone();
+    // local-1 is off; an operator keeps local-2 off for the day, so the booking must go to local-1.
+    fleet.power.deallocate("local-1").await.unwrap();
+    let now = app.now();
+    let o = HostOverride { action: OverrideAction::Deallocate, until: now + Duration::hours(24), by: "admin-ops".into(), at: now };
+    fleet.set_override("local-2", &o).await.unwrap();
+    let b = app.book(&user(), 25, 85, None).await;
+    let booking: Uuid = b["booking_id"].as_str().unwrap().parse().unwrap();
+
+    let r = app.app.reconciler.run_once().await;
+    assert!(matches!(r.host("local-1").unwrap().step, PowerStep::Failed { action: "start", .. }), "{:?}", r.lines());
+    assert_eq!(r.host("local-2").unwrap().step, PowerStep::Done { action: "deallocate" }, "the other host still acts");
+    assert_eq!(power_of(&app, "local-2").await, PowerState::Deallocated);
+    let all = operations(&app).await;
+    let failed = ops(&all, "start", "local-1");
+    assert_eq!(failed.len(), 1);
+    assert_eq!(failed[0].booking_id, Some(booking));
+    assert!(failed[0].result.contains("injected start failure"), "{}", failed[0].result);
+
+    // Failing on and on: one alert when the streak reaches 3 runs, none after.
+    for _ in 0..5 {
+        app.clock.advance(Duration::minutes(1));
+        let r = app.app.reconciler.run_once().await;
+        assert!(matches!(r.host("local-1").unwrap().step, PowerStep::Failed { .. }));
+    }
+    let texts = seen.lock().unwrap().clone();
+    assert_eq!(texts.len(), 1, "{texts:?}");
+    assert!(texts[0].contains("local-1") && texts[0].contains("start failed 3 runs in a row"), "{texts:?}");
+
+    // Ten minutes before the session and still not ready: one more alert, once.
+    app.clock.set(now + Duration::minutes(16));
+    app.app.reconciler.run_once().await;
+    app.clock.advance(Duration::minutes(1));
+    app.app.reconciler.run_once().await;
+    let texts = seen.lock().unwrap().clone();
+    assert_eq!(texts.len(), 2, "{texts:?}");
+    assert!(texts[1].contains("not ready") && texts[1].contains(&booking.to_string()), "{texts:?}");
+    assert_eq!(ops(&operations(&app).await, "alert", "local-1").len(), 2);
+}
+
+#[tokio::test]
+async fn rotate_passwords_changes_idle_rooms_in_janus_and_keeps_booked_ones() {
+    let app = TestApp::spawn().await;
+    let u = user();
+    let idle = app.create_room(&u).await;
+    let idle_id = idle["room_id"].as_u64().unwrap();
+    let old_pin = idle["password"].as_str().unwrap().to_string();
+    let other = app.create_room(&u).await["room_id"].as_u64().unwrap();
+    app.book(&u, 24 * 60, 25 * 60, Some(other)).await;
+    let booked_room = app.app.state.store.get_room(RoomId::new(other).unwrap()).await.unwrap();
+
+    let logs = invoke_timer(&app, "rotate-passwords").await;
+    assert!(logs.iter().any(|l| l.contains("rotated 1, kept 1")), "{logs:?}");
+    let rotated = app.app.state.store.get_room(RoomId::new(idle_id).unwrap()).await.unwrap();
+    assert_ne!(rotated.password, old_pin);
+    let refused = join_janus(&app, "local-1", idle_id, &old_pin, "old").await;
+    assert!(matches!(refused, Err(ref e) if e.videoroom_code() == Some(433)), "old pin refused: {refused:?}");
+    join_janus(&app, "local-1", idle_id, &rotated.password, "new").await.expect("the new pin admits");
+    let still = app.app.state.store.get_room(booked_room.id).await.unwrap();
+    assert_eq!(still.password, booked_room.password, "a room with a future booking keeps its password");
+
+    let again = invoke_timer(&app, "rotate-passwords").await;
+    assert!(again.iter().any(|l| l.contains("already ran")), "{again:?}");
+    assert_eq!(app.app.state.store.get_room(rotated.id).await.unwrap().password, rotated.password);
+}
+
+#[tokio::test]
+async fn an_operator_start_override_keeps_an_idle_host_on_until_it_expires() {
+    let app = TestApp::spawn().await;
+    let now = app.now();
+    let o = HostOverride { action: OverrideAction::Start, until: now + Duration::minutes(30), by: "admin-ops".into(), at: now };
+    app.app.fleet.set_override("local-1", &o).await.unwrap();
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::None, "held on: {:?}", r.lines());
+    app.clock.advance(Duration::minutes(31));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "the plan again: {:?}", r.lines());
+    assert_eq!(app.app.fleet.clock.now(), now + Duration::minutes(31));
+}
