@@ -1,0 +1,839 @@
+// Suroga Stream on Azure: everything one resource group needs.
+//
+//   Function app (Flex Consumption, Linux, custom handler `suroga`)  --VNet integration-->  Janus VMs
+//     | system-assigned identity                                           ^ NSG: 443/80 (Caddy, TLS),
+//     +-- Cosmos DB for NoSQL (serverless, Entra ID only): suroga/rooms, suroga/ops    RTP/UDP, 8088 from
+//     +-- Storage (AzureWebJobsStorage + deployment container, identity only)          the app subnet only,
+//     +-- Key Vault (RBAC): Janus secrets as Key Vault references                      22 from one CIDR
+//     +-- Application Insights (Entra ID ingestion)
+//     +-- custom role "Suroga Janus VM operator" on each Janus VM (read, instance view, start, deallocate)
+//
+// Deploy:  az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
+// Steps, secrets, costs and checks: docs/deploy.md.
+
+targetScope = 'resourceGroup'
+
+// ----- parameters -----
+
+@description('Short lowercase prefix for resource names (letters and digits, starting with a letter).')
+@minLength(3)
+@maxLength(12)
+param prefix string = 'suroga'
+
+@description('Azure region of every resource, as a short name (westeurope, northeurope: spec 1.1). Must offer the Flex Consumption plan; the Janus DNS names are <label>.<location>.cloudapp.azure.com.')
+param location string = resourceGroup().location
+
+@description('Number of Janus VMs (spec 1.3: one-to-one sessions; add VMs for overlapping peaks).')
+@minValue(1)
+@maxValue(20)
+param janusVmCount int = 1
+
+@description('Janus VM size. Standard_B2s is the low-cost burstable choice of spec 1.1; Standard_D2s_v5 (with accelerated networking) when CPU credits run out.')
+param janusVmSize string = 'Standard_B2s'
+
+@description('Accelerated networking on the Janus NICs (supported by D*s_v5, not by Standard_B2s).')
+param janusAcceleratedNetworking bool = false
+
+@description('Concurrent sessions one Janus host takes (the planner never assigns more).')
+@minValue(1)
+param janusHostCapacity int = 10
+
+@description('Janus RTP/UDP port range (min-max): Janus rtp_port_range and the NSG rule use the same value.')
+param rtpPortRange string = '10000-10200'
+
+@description('Admin user name on the Janus VMs.')
+param adminUsername string = 'suroga'
+
+@description('SSH public key for the admin user (password login is disabled).')
+param sshPublicKey string
+
+@description('CIDR allowed to SSH into the Janus VMs (e.g. your office or VPN egress, 203.0.113.7/32). Empty: no SSH rule at all.')
+param sshSourceCidr string = ''
+
+@description('First two octets of the /16 private address space, e.g. 10.40 gives 10.40.0.0/16 with subnets 10.40.1.0/24 (Janus VMs) and 10.40.2.0/24 (Function app).')
+param vnetOctets string = '10.40'
+
+@description('Cosmos DB database name (COSMOS_DATABASE).')
+param cosmosDatabaseName string = 'suroga'
+
+@description('Entra ID issuer the API accepts tokens from (AUTH_ISSUER), e.g. https://login.microsoftonline.com/<tenant-id>/v2.0.')
+@minLength(1)
+param authIssuer string
+
+@description('Audience the API expects in tokens (AUTH_AUDIENCE), e.g. api://suroga-stream.')
+@minLength(1)
+param authAudience string
+
+@description('The `roles` claim value that makes a caller an admin (AUTH_ADMIN_ROLE).')
+param authAdminRole string = 'admin'
+
+@description('Optional webhook for operator alerts (ALERT_WEBHOOK_URL); stored in Key Vault. Empty: no alerts.')
+@secure()
+param alertWebhookUrl string = ''
+
+@description('Optional Janus API secret to store in Key Vault as janus-api-secret. Empty: set it yourself (docs/deploy.md); redeploying with empty leaves the stored value alone.')
+@secure()
+param janusApiSecret string = ''
+
+@description('Optional VideoRoom admin_key to store in Key Vault as janus-admin-key (same rules as janusApiSecret).')
+@secure()
+param janusAdminKey string = ''
+
+@description('Optional token_auth_secret to store in Key Vault as janus-token-secret (same rules as janusApiSecret).')
+@secure()
+param janusTokenSecret string = ''
+
+@description('Object id of a user or group that may write the Key Vault secrets (Key Vault Secrets Officer). Empty: none.')
+param operatorPrincipalId string = ''
+
+@description('Upper bound of Function app instances (Flex Consumption).')
+param maximumInstanceCount int = 40
+
+@description('Memory of one Function app instance in MB (Flex Consumption sizes; the binary needs little).')
+@allowed([
+  512
+  2048
+  4096
+])
+param instanceMemoryMB int = 512
+
+param tags object = {
+  app: 'suroga-stream'
+}
+
+// ----- names and constants -----
+
+var token = take(uniqueString(resourceGroup().id, prefix), 8)
+var functionAppName = '${prefix}-func-${token}'
+var planName = '${prefix}-plan-${token}'
+var storageAccountName = take('${prefix}st${uniqueString(resourceGroup().id, prefix)}', 24)
+var cosmosAccountName = '${prefix}-cosmos-${token}'
+var keyVaultName = take('${prefix}-kv-${token}', 24)
+var appInsightsName = '${prefix}-appi-${token}'
+var logAnalyticsName = '${prefix}-log-${token}'
+var vnetName = '${prefix}-vnet'
+var nsgName = '${prefix}-janus-nsg'
+var deploymentContainerName = 'app-package'
+
+// The app's defaults (src/config.rs): COSMOS_CONTAINER=rooms, COSMOS_OPS_CONTAINER=ops, and the
+// store's partition key path (src/store/cosmos.rs PARTITION_KEY_PATH).
+var roomsContainerName = 'rooms'
+var opsContainerName = 'ops'
+var partitionKeyPath = '/pk'
+
+var janusHttpPort = 8088
+var janusWsPort = 8188
+
+var vnetPrefix = '${vnetOctets}.0.0/16'
+var janusSubnetPrefix = '${vnetOctets}.1.0/24'
+var appSubnetPrefix = '${vnetOctets}.2.0/24'
+// Janus ACLs are string prefixes, not CIDRs: loopback (Caddy) and the Function app subnet.
+var janusHttpAcl = '127.,${vnetOctets}.2.'
+
+// Secret names in Key Vault; the VMs read the first three (infra/vm/render-config.sh).
+var apiSecretName = 'janus-api-secret'
+var adminKeyName = 'janus-admin-key'
+var tokenSecretName = 'janus-token-secret'
+var alertWebhookSecretName = 'alert-webhook-url'
+
+// Built-in roles.
+var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
+var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
+var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
+// Cosmos DB data-plane built-in role: Cosmos DB Built-in Data Contributor.
+var cosmosDataContributorRoleId = '00000000-0000-0000-0000-000000000002'
+
+// The Janus hosts, known before deployment: names, static private IPs, DNS names.
+var janusVmNames = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}']
+var janusPrivateIps = [for i in range(0, janusVmCount): '${vnetOctets}.1.${10 + i}']
+var janusDnsLabels = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}-${token}']
+var janusFqdns = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}-${token}.${location}.cloudapp.azure.com']
+
+// JANUS_HOSTS (src/config.rs HostConfig): the server calls the private IP over the VNet;
+// clients get the public HTTPS and WSS URLs that Caddy terminates on each VM.
+var janusHosts = [for i in range(0, janusVmCount): {
+  name: janusVmNames[i]
+  backend_url: 'http://${janusPrivateIps[i]}:${janusHttpPort}/janus'
+  public_http_url: 'https://${janusFqdns[i]}/janus'
+  public_ws_url: 'wss://${janusFqdns[i]}/ws'
+  capacity: janusHostCapacity
+  resource_group: resourceGroup().name
+  vm_name: janusVmNames[i]
+}]
+
+// ----- network -----
+
+resource nsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
+  name: nsgName
+  location: location
+  tags: tags
+  properties: {
+    // Spec 2.1/2.3: only what Janus needs. Signalling only over 443 (Caddy: TLS, HTTP API
+    // and WebSockets) with 80 for Let's Encrypt; media over the RTP range; the backend port
+    // only from the Function app subnet; SSH only from one CIDR; the admin API never.
+    securityRules: concat([
+      {
+        name: 'allow-https-signalling'
+        properties: {
+          priority: 100
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: 'Internet'
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: '443'
+        }
+      }
+      {
+        name: 'allow-http-acme'
+        properties: {
+          priority: 110
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: 'Internet'
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: '80'
+        }
+      }
+      {
+        name: 'allow-rtp-media'
+        properties: {
+          priority: 120
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Udp'
+          sourceAddressPrefix: 'Internet'
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: rtpPortRange
+        }
+      }
+      {
+        name: 'allow-janus-backend-from-functions'
+        properties: {
+          priority: 130
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: appSubnetPrefix
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: string(janusHttpPort)
+        }
+      }
+      {
+        // The default AllowVnetInBound rule would admit every VNet address on every port.
+        name: 'deny-other-vnet-inbound'
+        properties: {
+          priority: 4000
+          direction: 'Inbound'
+          access: 'Deny'
+          protocol: '*'
+          sourceAddressPrefix: 'VirtualNetwork'
+          sourcePortRange: '*'
+          destinationAddressPrefix: '*'
+          destinationPortRange: '*'
+        }
+      }
+    ], empty(sshSourceCidr) ? [] : [
+      {
+        name: 'allow-ssh-admin'
+        properties: {
+          priority: 140
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: sshSourceCidr
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: '22'
+        }
+      }
+    ])
+  }
+}
+
+resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
+  name: vnetName
+  location: location
+  tags: tags
+  properties: {
+    addressSpace: {
+      addressPrefixes: [
+        vnetPrefix
+      ]
+    }
+    subnets: [
+      {
+        name: 'janus'
+        properties: {
+          addressPrefix: janusSubnetPrefix
+          networkSecurityGroup: {
+            id: nsg.id
+          }
+        }
+      }
+      {
+        // Flex Consumption VNet integration: the subnet is delegated to Microsoft.App/environments.
+        name: 'functions'
+        properties: {
+          addressPrefix: appSubnetPrefix
+          delegations: [
+            {
+              name: 'flex-consumption'
+              properties: {
+                serviceName: 'Microsoft.App/environments'
+              }
+            }
+          ]
+        }
+      }
+    ]
+  }
+}
+
+var janusSubnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, 'janus')
+var appSubnetId = resourceId('Microsoft.Network/virtualNetworks/subnets', vnetName, 'functions')
+
+// ----- monitoring -----
+
+resource logAnalytics 'Microsoft.OperationalInsights/workspaces@2022-10-01' = {
+  name: logAnalyticsName
+  location: location
+  tags: tags
+  properties: {
+    sku: {
+      name: 'PerGB2018'
+    }
+    retentionInDays: 30
+  }
+}
+
+resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
+  name: appInsightsName
+  location: location
+  tags: tags
+  kind: 'web'
+  properties: {
+    Application_Type: 'web'
+    WorkspaceResourceId: logAnalytics.id
+    // Ingestion only with Entra ID (the app's identity), no instrumentation key.
+    DisableLocalAuth: true
+  }
+}
+
+// ----- storage: AzureWebJobsStorage (timer leases, host state) and the deployment package -----
+
+resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  name: storageAccountName
+  location: location
+  tags: tags
+  kind: 'StorageV2'
+  sku: {
+    name: 'Standard_LRS'
+  }
+  properties: {
+    accessTier: 'Hot'
+    allowBlobPublicAccess: false
+    // Identity-based access only: the app uses AzureWebJobsStorage__accountName and its identity.
+    allowSharedKeyAccess: false
+    defaultToOAuthAuthentication: true
+    minimumTlsVersion: 'TLS1_2'
+    supportsHttpsTrafficOnly: true
+  }
+}
+
+resource blobService 'Microsoft.Storage/storageAccounts/blobServices@2023-05-01' = {
+  parent: storage
+  name: 'default'
+}
+
+resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = {
+  parent: blobService
+  name: deploymentContainerName
+  properties: {
+    publicAccess: 'None'
+  }
+}
+
+// ----- Cosmos DB for NoSQL -----
+// Serverless: the load is a booking API and a timer every minute, far below what even the
+// smallest provisioned throughput (400 RU/s, billed every hour) would carry; serverless bills
+// only the request units used and storage. Single region (serverless accounts are). Switch to
+// provisioned autoscale if sustained traffic makes RU billing cost more than ~400 RU/s.
+
+resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  name: cosmosAccountName
+  location: location
+  tags: tags
+  kind: 'GlobalDocumentDB'
+  properties: {
+    databaseAccountOfferType: 'Standard'
+    consistencyPolicy: {
+      defaultConsistencyLevel: 'Session'
+    }
+    locations: [
+      {
+        locationName: location
+        failoverPriority: 0
+        isZoneRedundant: false
+      }
+    ]
+    capabilities: [
+      {
+        name: 'EnableServerless'
+      }
+    ]
+    // Entra ID only: no account keys for data, no key-based metadata writes.
+    disableLocalAuth: true
+    disableKeyBasedMetadataWriteAccess: true
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource cosmosDatabase 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-05-15' = {
+  parent: cosmos
+  name: cosmosDatabaseName
+  properties: {
+    resource: {
+      id: cosmosDatabaseName
+    }
+  }
+}
+
+// Rooms and their bookings share the room's partition (pk = room id): the unit of the
+// transactional batch that keeps bookings from overlapping.
+resource roomsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: cosmosDatabase
+  name: roomsContainerName
+  properties: {
+    resource: {
+      id: roomsContainerName
+      partitionKey: {
+        paths: [
+          partitionKeyPath
+        ]
+        kind: 'Hash'
+        version: 2
+      }
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+        excludedPaths: [
+          {
+            path: '/"_etag"/?'
+          }
+        ]
+        // The store sorts in memory today, so no query needs these to work; they keep the
+        // booking filters cheap (equality on kind/live or kind/owner, then a range on start)
+        // and make ORDER BY c.start, c.id possible should a query use it.
+        compositeIndexes: [
+          [
+            {
+              path: '/start'
+              order: 'ascending'
+            }
+            {
+              path: '/id'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/kind'
+              order: 'ascending'
+            }
+            {
+              path: '/live'
+              order: 'ascending'
+            }
+            {
+              path: '/start'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/kind'
+              order: 'ascending'
+            }
+            {
+              path: '/owner'
+              order: 'ascending'
+            }
+            {
+              path: '/start'
+              order: 'ascending'
+            }
+          ]
+        ]
+      }
+    }
+  }
+}
+
+// Idempotency claims, host assignments, markers, state and the operations log. TTL on, with no
+// default expiry (-1): only documents carrying their own `ttl` (idempotency claims, 24 h) expire.
+resource opsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
+  parent: cosmosDatabase
+  name: opsContainerName
+  properties: {
+    resource: {
+      id: opsContainerName
+      partitionKey: {
+        paths: [
+          partitionKeyPath
+        ]
+        kind: 'Hash'
+        version: 2
+      }
+      defaultTtl: -1
+    }
+  }
+}
+
+// ----- Key Vault (RBAC mode) for the Janus secrets -----
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  name: keyVaultName
+  location: location
+  tags: tags
+  properties: {
+    tenantId: subscription().tenantId
+    sku: {
+      family: 'A'
+      name: 'standard'
+    }
+    enableRbacAuthorization: true
+    enableSoftDelete: true
+    softDeleteRetentionInDays: 7
+    publicNetworkAccess: 'Enabled'
+  }
+}
+
+resource apiSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusApiSecret)) {
+  parent: keyVault
+  name: apiSecretName
+  properties: {
+    value: janusApiSecret
+  }
+}
+
+resource adminKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusAdminKey)) {
+  parent: keyVault
+  name: adminKeyName
+  properties: {
+    value: janusAdminKey
+  }
+}
+
+resource tokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusTokenSecret)) {
+  parent: keyVault
+  name: tokenSecretName
+  properties: {
+    value: janusTokenSecret
+  }
+}
+
+resource alertWebhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(alertWebhookUrl)) {
+  parent: keyVault
+  name: alertWebhookSecretName
+  properties: {
+    value: alertWebhookUrl
+  }
+}
+
+// ----- Function app: Flex Consumption, Linux, custom handler -----
+
+resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  name: planName
+  location: location
+  tags: tags
+  kind: 'functionapp'
+  sku: {
+    tier: 'FlexConsumption'
+    name: 'FC1'
+  }
+  properties: {
+    reserved: true
+  }
+}
+
+// Versionless Key Vault references: the app resolves the current version (docs/deploy.md:
+// after rotating a secret, restart the app).
+var keyVaultSecretsUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/secrets/'
+
+var appSettings = concat([
+  {
+    name: 'AzureWebJobsStorage__accountName'
+    value: storage.name
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_CONNECTION_STRING'
+    value: appInsights.properties.ConnectionString
+  }
+  {
+    name: 'APPLICATIONINSIGHTS_AUTHENTICATION_STRING'
+    value: 'Authorization=AAD'
+  }
+  {
+    name: 'STORE'
+    value: 'cosmos'
+  }
+  {
+    name: 'COSMOS_ENDPOINT'
+    value: cosmos.properties.documentEndpoint
+  }
+  {
+    name: 'COSMOS_DATABASE'
+    value: cosmosDatabaseName
+  }
+  {
+    name: 'COSMOS_CONTAINER'
+    value: roomsContainerName
+  }
+  {
+    name: 'COSMOS_OPS_CONTAINER'
+    value: opsContainerName
+  }
+  {
+    name: 'COSMOS_CREDENTIAL'
+    value: 'managed-identity'
+  }
+  {
+    // The SDK's preferred region: the account's (only) region, by its display name.
+    name: 'COSMOS_REGION'
+    value: cosmos.properties.readLocations[0].locationName
+  }
+  {
+    name: 'FLEET'
+    value: 'azure'
+  }
+  {
+    name: 'AZURE_SUBSCRIPTION_ID'
+    value: subscription().subscriptionId
+  }
+  {
+    name: 'JANUS_HOSTS'
+    value: string(janusHosts)
+  }
+  {
+    name: 'JANUS_API_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${apiSecretName}/)'
+  }
+  {
+    name: 'JANUS_ADMIN_KEY'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${adminKeyName}/)'
+  }
+  {
+    name: 'JANUS_TOKEN_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${tokenSecretName}/)'
+  }
+  {
+    name: 'AUTH_ISSUER'
+    value: authIssuer
+  }
+  {
+    name: 'AUTH_AUDIENCE'
+    value: authAudience
+  }
+  {
+    name: 'AUTH_ADMIN_ROLE'
+    value: authAdminRole
+  }
+  {
+    // Nothing is stored locally with STORE=cosmos and an issuer; a writable place regardless.
+    name: 'SUROGA_DATA_DIR'
+    value: '/tmp/suroga'
+  }
+], empty(alertWebhookUrl) ? [] : [
+  {
+    name: 'ALERT_WEBHOOK_URL'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${alertWebhookSecretName}/)'
+  }
+])
+
+resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  name: functionAppName
+  location: location
+  tags: tags
+  kind: 'functionapp,linux'
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    serverFarmId: plan.id
+    httpsOnly: true
+    // Outbound into the VNet: the app reaches Janus on the VMs' private IPs.
+    virtualNetworkSubnetId: appSubnetId
+    siteConfig: {
+      minTlsVersion: '1.2'
+      appSettings: appSettings
+    }
+    functionAppConfig: {
+      deployment: {
+        storage: {
+          type: 'blobContainer'
+          value: '${storage.properties.primaryEndpoints.blob}${deploymentContainerName}'
+          authentication: {
+            type: 'SystemAssignedIdentity'
+          }
+        }
+      }
+      scaleAndConcurrency: {
+        maximumInstanceCount: maximumInstanceCount
+        instanceMemoryMB: instanceMemoryMB
+      }
+      runtime: {
+        name: 'custom'
+        version: '1.0'
+      }
+    }
+  }
+  dependsOn: [
+    deploymentContainer
+    vnet
+  ]
+}
+
+// ----- the app's identity: least privilege -----
+
+resource appStorageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageBlobDataOwnerRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appReadsSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, functionApp.id, keyVaultSecretsUserRoleId)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appPublishesTelemetry 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(appInsights.id, functionApp.id, monitoringMetricsPublisherRoleId)
+  scope: appInsights
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', monitoringMetricsPublisherRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// Data-plane role, scoped to the one database.
+resource appCosmosData 'Microsoft.DocumentDB/databaseAccounts/sqlRoleAssignments@2024-05-15' = {
+  parent: cosmos
+  name: guid(cosmos.id, functionApp.id, cosmosDataContributorRoleId)
+  properties: {
+    roleDefinitionId: '${cosmos.id}/sqlRoleDefinitions/${cosmosDataContributorRoleId}'
+    principalId: functionApp.identity.principalId
+    scope: '${cosmos.id}/dbs/${cosmosDatabaseName}'
+  }
+  dependsOn: [
+    cosmosDatabase
+  ]
+}
+
+resource operatorWritesSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = if (!empty(operatorPrincipalId)) {
+  name: guid(keyVault.id, operatorPrincipalId, keyVaultSecretsOfficerRoleId)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsOfficerRoleId)
+    principalId: operatorPrincipalId
+  }
+}
+
+// Exactly what the fleet's power control calls (src/fleet/azure.rs): nothing that creates,
+// changes or deletes a VM. Assignable in this resource group; assigned on each Janus VM.
+var vmOperatorRoleGuid = guid(resourceGroup().id, 'suroga-janus-vm-operator')
+
+resource vmOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: vmOperatorRoleGuid
+  properties: {
+    // Role names are unique per tenant: the resource group's name keeps two deployments apart.
+    roleName: 'Suroga Janus VM operator (${resourceGroup().name})'
+    description: 'Read, start and deallocate the Suroga Stream Janus VMs.'
+    type: 'customRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Compute/virtualMachines/read'
+          'Microsoft.Compute/virtualMachines/instanceView/read'
+          'Microsoft.Compute/virtualMachines/start/action'
+          'Microsoft.Compute/virtualMachines/deallocate/action'
+        ]
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// ----- the Janus VMs -----
+
+module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
+  name: '${prefix}-janus-vm-${i + 1}'
+  params: {
+    location: location
+    vmName: janusVmNames[i]
+    vmSize: janusVmSize
+    acceleratedNetworking: janusAcceleratedNetworking
+    adminUsername: adminUsername
+    sshPublicKey: sshPublicKey
+    subnetId: janusSubnetId
+    privateIp: janusPrivateIps[i]
+    dnsLabel: janusDnsLabels[i]
+    fqdn: janusFqdns[i]
+    keyVaultName: keyVault.name
+    rtpPortRange: rtpPortRange
+    janusHttpPort: janusHttpPort
+    janusWsPort: janusWsPort
+    janusHttpAcl: janusHttpAcl
+    functionPrincipalId: functionApp.identity.principalId
+    vmOperatorRoleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperatorRoleGuid)
+    tags: tags
+  }
+  dependsOn: [
+    vmOperatorRole
+    vnet
+  ]
+}]
+
+// ----- outputs -----
+
+@description('Function app name: `cd publish && func azure functionapp publish <this>`.')
+output functionAppName string = functionApp.name
+
+@description('Host name of the API: https://<this>/api/v1/health.')
+output functionAppHostName string = functionApp.properties.defaultHostName
+
+@description('Cosmos DB endpoint (COSMOS_ENDPOINT).')
+output cosmosEndpoint string = cosmos.properties.documentEndpoint
+
+@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret.')
+output keyVaultName string = keyVault.name
+
+@description('The JANUS_HOSTS value the app was given.')
+output janusHosts array = janusHosts
+
+@description('Public IP of each Janus VM (static).')
+output janusPublicIps array = [for i in range(0, janusVmCount): janusVms[i].outputs.publicIpAddress]

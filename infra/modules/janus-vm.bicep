@@ -1,0 +1,229 @@
+// One Janus host for Suroga Stream: a Debian 12 VM with a static public IP and DNS label, a NIC
+// with a static private IP, its own managed identity (to read the Janus secrets from Key Vault
+// at every start), and cloud-init that installs Janus and Caddy and writes the Janus
+// configuration rendered from the same templates the tests use (infra/janus/*.jcfg).
+//
+// Configuration in two stages, so secrets never travel in customData (which Azure stores with
+// the VM model):
+// - here, at deployment: every non-secret placeholder gets its value; the secret placeholders
+//   become @@...@@ markers;
+// - on the VM, at every start of suroga-janus.service: infra/vm/render-config.sh replaces the
+//   markers with the secrets read from Key Vault and writes the result to a tmpfs.
+//
+// Access: the Function app's identity gets the custom "Suroga Janus VM operator" role on this
+// VM only (read, instance view, start, deallocate), not on the whole resource group.
+
+@description('Azure region (the resource group\'s by default).')
+param location string
+
+@description('VM name; also the Janus server_name and the host name in JANUS_HOSTS.')
+param vmName string
+
+@description('VM size.')
+param vmSize string
+
+@description('Accelerated networking (D*s_v5 and other sizes that support it; not Standard_B2s).')
+param acceleratedNetworking bool
+
+@description('Admin user for SSH.')
+param adminUsername string
+
+@description('SSH public key of the admin user (password login is disabled).')
+param sshPublicKey string
+
+@description('Resource id of the subnet for the NIC.')
+param subnetId string
+
+@description('Static private IP of the NIC (inside the subnet); the Function app reaches Janus there.')
+param privateIp string
+
+@description('DNS label of the public IP: <label>.<region>.cloudapp.azure.com.')
+param dnsLabel string
+
+@description('Public FQDN the TLS certificate is issued for; must be <dnsLabel>.<region>.cloudapp.azure.com.')
+param fqdn string
+
+@description('Name of the Key Vault holding janus-api-secret, janus-admin-key and janus-token-secret.')
+param keyVaultName string
+
+@description('Janus RTP port range, min-max (the NSG opens the same range).')
+param rtpPortRange string
+
+@description('Janus HTTP API port (backend, and behind Caddy for clients).')
+param janusHttpPort int
+
+@description('Janus WebSocket port (behind Caddy only).')
+param janusWsPort int
+
+@description('Janus HTTP ACL: comma-separated address prefixes allowed to call the HTTP API.')
+param janusHttpAcl string
+
+@description('Principal id of the Function app\'s managed identity.')
+param functionPrincipalId string
+
+@description('Role definition id (subscription form) of the custom "Suroga Janus VM operator" role.')
+param vmOperatorRoleDefinitionId string
+
+param tags object = {}
+
+// Built-in role: Key Vault Secrets User (read secret values).
+var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
+
+var keyVaultUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/'
+
+// Where the service finds its files on the VM (see infra/vm/suroga-janus.service).
+var runtimeFolder = '/run/suroga-janus'
+var modulesFolder = '${runtimeFolder}/modules'
+
+resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' existing = {
+  name: keyVaultName
+}
+
+resource publicIp 'Microsoft.Network/publicIPAddresses@2023-11-01' = {
+  name: '${vmName}-ip'
+  location: location
+  tags: tags
+  sku: {
+    name: 'Standard'
+  }
+  properties: {
+    // Static: the address and the DNS name survive deallocation, so clients' URLs and the
+    // TLS certificate stay valid between sessions.
+    publicIPAllocationMethod: 'Static'
+    publicIPAddressVersion: 'IPv4'
+    dnsSettings: {
+      domainNameLabel: dnsLabel
+    }
+  }
+}
+
+resource nic 'Microsoft.Network/networkInterfaces@2023-11-01' = {
+  name: '${vmName}-nic'
+  location: location
+  tags: tags
+  properties: {
+    enableAcceleratedNetworking: acceleratedNetworking
+    ipConfigurations: [
+      {
+        name: 'ipconfig1'
+        properties: {
+          subnet: {
+            id: subnetId
+          }
+          // Static: the backend URL in JANUS_HOSTS is this address.
+          privateIPAllocationMethod: 'Static'
+          privateIPAddress: privateIp
+          publicIPAddress: {
+            id: publicIp.id
+          }
+        }
+      }
+    ]
+  }
+}
+
+// --- Janus configuration: the repository's templates, rendered here (non-secret values) ---
+// One line per template holds every replacement for that file (tests/infra.rs checks the line
+// against the template's placeholders). Secret placeholders become markers for render-config.
+// Janus binds media to the private address (`interface`) and announces the public one
+// (nat_1_1_mapping, spec 2.2), because Azure maps the public IP 1:1 onto the NIC.
+var natAnchor = 'nat: {'
+var natMapping = 'nat: {\n\tnat_1_1_mapping = "${publicIp.properties.ipAddress}"'
+var janusJcfg = replace(replace(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../janus/janus.jcfg'), '{{configs_folder}}', runtimeFolder), '{{modules_folder}}', modulesFolder), '{{interface}}', privateIp), '{{server_name}}', vmName), '{{rtp_port_range}}', rtpPortRange), '{{api_secret}}', '@@JANUS_API_SECRET@@'), '{{admin_secret}}', '@@JANUS_ADMIN_SECRET@@'), '{{token_secret}}', '@@JANUS_TOKEN_SECRET@@'), natAnchor, natMapping)
+// HTTP API on all addresses: the backend (Function app subnet) calls the private IP, Caddy
+// calls 127.0.0.1; the Janus ACL and the NSG admit nobody else. Admin API: loopback only.
+var janusHttpJcfg = replace(replace(replace(replace(replace(replace(loadTextContent('../janus/janus.transport.http.jcfg'), '{{http_ip}}', '0.0.0.0'), '{{http_port}}', string(janusHttpPort)), '{{http_acl}}', janusHttpAcl), '{{admin_ip}}', '127.0.0.1'), '{{admin_port}}', '7088'), '{{admin_acl}}', '127.')
+// WebSockets: loopback only; clients come through Caddy (wss://<fqdn>/ws).
+var janusWsJcfg = replace(replace(replace(loadTextContent('../janus/janus.transport.websockets.jcfg'), '{{ws_ip}}', '127.0.0.1'), '{{ws_port}}', string(janusWsPort)), '{{ws_acl}}', '127.')
+var janusVideoroomJcfg = replace(loadTextContent('../janus/janus.plugin.videoroom.jcfg'), '{{admin_key}}', '@@JANUS_ADMIN_KEY@@')
+// The service has no event receiver in Azure: the sample event handler stays off.
+var janusEventsJcfg = replace(replace(loadTextContent('../janus/janus.eventhandler.sampleevh.jcfg'), '{{events_enabled}}', 'false'), '{{events_backend}}', 'http://127.0.0.1:9/unused')
+
+var serviceUnit = replace(loadTextContent('../vm/suroga-janus.service'), '__KEY_VAULT_URI__', keyVaultUri)
+var caddyfile = replace(replace(replace(loadTextContent('../vm/Caddyfile'), '__FQDN__', fqdn), '__HTTP_PORT__', string(janusHttpPort)), '__WS_PORT__', string(janusWsPort))
+var renderConfig = loadTextContent('../vm/render-config.sh')
+
+var cloudInit = replace(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../vm/cloud-init.yaml'), '__JANUS_JCFG__', base64(janusJcfg)), '__JANUS_HTTP_JCFG__', base64(janusHttpJcfg)), '__JANUS_WS_JCFG__', base64(janusWsJcfg)), '__JANUS_VIDEOROOM_JCFG__', base64(janusVideoroomJcfg)), '__JANUS_EVENTS_JCFG__', base64(janusEventsJcfg)), '__RENDER_CONFIG__', base64(renderConfig)), '__SERVICE_UNIT__', base64(serviceUnit)), '__CADDYFILE__', base64(caddyfile))
+
+resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
+  name: vmName
+  location: location
+  tags: tags
+  identity: {
+    type: 'SystemAssigned'
+  }
+  properties: {
+    hardwareProfile: {
+      vmSize: vmSize
+    }
+    osProfile: {
+      computerName: vmName
+      adminUsername: adminUsername
+      customData: base64(cloudInit)
+      linuxConfiguration: {
+        disablePasswordAuthentication: true
+        ssh: {
+          publicKeys: [
+            {
+              path: '/home/${adminUsername}/.ssh/authorized_keys'
+              keyData: sshPublicKey
+            }
+          ]
+        }
+      }
+    }
+    storageProfile: {
+      imageReference: {
+        publisher: 'Debian'
+        offer: 'debian-12'
+        sku: '12-gen2'
+        version: 'latest'
+      }
+      osDisk: {
+        createOption: 'FromImage'
+        deleteOption: 'Delete'
+        managedDisk: {
+          storageAccountType: 'StandardSSD_LRS'
+        }
+      }
+    }
+    networkProfile: {
+      networkInterfaces: [
+        {
+          id: nic.id
+          properties: {
+            primary: true
+          }
+        }
+      ]
+    }
+  }
+}
+
+// The VM reads the Janus secrets at every start of suroga-janus.service.
+resource vmReadsSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(keyVault.id, vm.id, keyVaultSecretsUserRoleId)
+  scope: keyVault
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', keyVaultSecretsUserRoleId)
+    principalId: vm.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+// The Function app may read, start and deallocate this VM, and nothing else on it.
+resource appOperatesVm 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(vm.id, functionPrincipalId, vmOperatorRoleDefinitionId)
+  scope: vm
+  properties: {
+    roleDefinitionId: vmOperatorRoleDefinitionId
+    principalId: functionPrincipalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+@description('Public IP address of the VM (static).')
+output publicIpAddress string = publicIp.properties.ipAddress
+
+@description('Public FQDN of the VM.')
+output fqdn string = publicIp.properties.dnsSettings.fqdn
