@@ -93,26 +93,62 @@ fn token(sub: &str) -> String {
     suroga::auth::mint_dev_token(&suroga::config::Secret::new(SECRET), sub, false, "admin", ChronoDuration::hours(2), Utc::now())
 }
 
-/// Runs `per_task` requests on each of CONCURRENCY tasks; `make` builds request i of task t.
-async fn load<F>(per_task: usize, make: F) -> (Vec<Duration>, Duration, usize)
+/// One request as raw HTTP/1.1 bytes. The load generator writes prepared bytes on keep-alive
+/// connections so that it costs the shared cores as little as possible.
+fn request(method: &str, path: &str, token: &str, body: Option<&serde_json::Value>) -> Vec<u8> {
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut r = format!("{method} {path} HTTP/1.1\r\nHost: bench\r\nAuthorization: Bearer {token}\r\n");
+    if !body.is_empty() {
+        r += &format!("Content-Type: application/json\r\nContent-Length: {}\r\n", body.len());
+    }
+    r += "\r\n";
+    r += &body;
+    r.into_bytes()
+}
+
+/// Sends `req` on `conn` and reads the whole response; returns the status code.
+async fn exchange(conn: &mut tokio::net::TcpStream, req: &[u8], buf: &mut Vec<u8>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    conn.write_all(req).await.unwrap();
+    buf.clear();
+    let mut chunk = [0u8; 16384];
+    loop {
+        let n = conn.read(&mut chunk).await.unwrap();
+        assert!(n > 0, "the server closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let Some(head_end) = buf.windows(4).position(|w| w == b"\r\n\r\n") else { continue };
+        let head = std::str::from_utf8(&buf[..head_end]).unwrap();
+        let status: u16 = head[9..12].parse().unwrap();
+        let len: usize = head
+            .lines()
+            .find_map(|l| l.to_ascii_lowercase().strip_prefix("content-length:").map(|v| v.trim().parse().unwrap()))
+            .unwrap_or(0);
+        if buf.len() >= head_end + 4 + len {
+            return status;
+        }
+    }
+}
+
+/// Runs `per_task` requests on each of CONCURRENCY keep-alive connections; `make(t, i)` builds
+/// request i of connection t. Returns the latencies, the wall time and the failures.
+async fn load<F>(port: u16, per_task: usize, make: F) -> (Vec<Duration>, Duration, usize)
 where
-    F: Fn(&reqwest::Client, usize, usize) -> reqwest::RequestBuilder + Send + Sync + Clone + 'static,
+    F: Fn(usize, usize) -> Vec<u8> + Send + Sync + Clone + 'static,
 {
-    let client = reqwest::Client::builder().pool_max_idle_per_host(CONCURRENCY).build().unwrap();
     let start = Instant::now();
     let tasks: Vec<_> = (0..CONCURRENCY)
         .map(|t| {
-            let (client, make) = (client.clone(), make.clone());
+            let make = make.clone();
             tokio::spawn(async move {
-                let mut lat = Vec::with_capacity(per_task);
-                let mut failures = 0;
+                let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+                conn.set_nodelay(true).unwrap();
+                let (mut lat, mut failures, mut buf) = (Vec::with_capacity(per_task), 0, Vec::new());
                 for i in 0..per_task {
+                    let req = make(t, i);
                     let s = Instant::now();
-                    let res = make(&client, t, i).send().await.unwrap();
-                    let ok = res.status().is_success();
-                    let _ = res.bytes().await;
+                    let status = exchange(&mut conn, &req, &mut buf).await;
                     lat.push(s.elapsed());
-                    failures += usize::from(!ok);
+                    failures += usize::from(!(200..300).contains(&status));
                 }
                 (lat, failures)
             })
@@ -126,6 +162,32 @@ where
         failures += f;
     }
     (all, start.elapsed(), failures)
+}
+
+/// Sequential latency of `n` requests built by `make(i)` on one connection.
+async fn sequential(port: u16, n: usize, make: impl Fn(usize) -> Vec<u8>) -> Vec<Duration> {
+    let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    conn.set_nodelay(true).unwrap();
+    let mut buf = Vec::new();
+    let mut lat = Vec::with_capacity(n);
+    for i in 0..n {
+        let req = make(i);
+        let s = Instant::now();
+        let status = exchange(&mut conn, &req, &mut buf).await;
+        lat.push(s.elapsed());
+        assert!((200..300).contains(&status), "status {status}: {}", String::from_utf8_lossy(&buf));
+    }
+    lat
+}
+
+fn report_sequential(name: &str, mut lat: Vec<Duration>) {
+    lat.sort();
+    println!(
+        "{name:<34} {:>6} requests  sequential     p50 {:>6.2} ms  p99 {:>6.2} ms",
+        lat.len(),
+        percentile(&lat, 0.50).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    );
 }
 
 fn main() {
@@ -160,37 +222,60 @@ fn main() {
     let ready = wait_ready(port, Duration::from_secs(30));
     println!("cold start with a local Janus host: {:.1} ms (launch {:?} included)", ready.as_secs_f64() * 1e3, started.elapsed() - ready);
     let pid = child.id();
-    let base = format!("http://127.0.0.1:{port}");
-    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    // The load generator runs on one thread so the server keeps most of the second core.
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tokens: Vec<String> = (0..CONCURRENCY).map(|t| token(&format!("bench-user-{t}"))).collect();
-        let tokens = std::sync::Arc::new(tokens);
+        let tokens: std::sync::Arc<Vec<String>> = std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-user-{t}"))).collect());
+        let admin = suroga::auth::mint_dev_token(&suroga::config::Secret::new(SECRET), "bench-admin", true, "admin", ChronoDuration::hours(2), Utc::now());
         let day0 = Utc::now() + ChronoDuration::days(1);
+        let slot = move |n: i64, len: i64| {
+            let start = day0 + ChronoDuration::minutes((n * 7919) % (365 * 24 * 60));
+            json!({"start_time": start.to_rfc3339(), "end_time": (start + ChronoDuration::minutes(len)).to_rfc3339()})
+        };
+
         // Warm-up: connections, first rooms.
-        let (t2, b2) = (tokens.clone(), base.clone());
-        let _ = load(20, move |c, t, i| {
-            let start = day0 + ChronoDuration::minutes(((t * 20 + i) * 60) as i64);
-            c.post(format!("{b2}/api/v1/bookings")).bearer_auth(&t2[t])
-                .json(&json!({"start_time": start.to_rfc3339(), "end_time": (start + ChronoDuration::minutes(45)).to_rfc3339()}))
-        }).await;
+        let t2 = tokens.clone();
+        let _ = load(port, 20, move |t, i| request("POST", "/api/v1/bookings", &t2[t], Some(&slot(200_000 + (t * 20 + i) as i64, 45)))).await;
 
         // Find-or-create: slots spread over a year, 30-90 minutes each, so rooms are both reused and created.
         let per_task = 250;
-        let (t2, b2) = (tokens.clone(), base.clone());
-        let (lat, wall, failures) = load(per_task, move |c, t, i| {
+        let t2 = tokens.clone();
+        let (lat, wall, failures) = load(port, per_task, move |t, i| {
             let n = (t * per_task + i) as i64;
-            let start = day0 + ChronoDuration::minutes((n * 7919) % (365 * 24 * 60));
-            let len = 30 + (n * 31) % 61;
-            c.post(format!("{b2}/api/v1/bookings")).bearer_auth(&t2[t])
-                .json(&json!({"start_time": start.to_rfc3339(), "end_time": (start + ChronoDuration::minutes(len)).to_rfc3339()}))
-        }).await;
+            request("POST", "/api/v1/bookings", &t2[t], Some(&slot(n, 30 + (n * 31) % 61)))
+        })
+        .await;
         assert_eq!(failures, 0, "every booking succeeds");
         report("POST /bookings (find-or-create)", lat, wall);
 
-        let (t2, b2) = (tokens.clone(), base.clone());
-        let (lat, wall, failures) = load(300, move |c, t, _| c.get(format!("{b2}/api/v1/bookings")).bearer_auth(&t2[t])).await;
+        // Readers with a realistic handful of bookings each.
+        let readers: std::sync::Arc<Vec<String>> = std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-reader-{t}"))).collect());
+        let r2 = readers.clone();
+        let _ = load(port, 10, move |t, i| request("POST", "/api/v1/bookings", &r2[t], Some(&slot(100_000 + (t * 10 + i) as i64, 60)))).await;
+        let r2 = readers.clone();
+        let (lat, wall, failures) = load(port, 300, move |t, _| request("GET", "/api/v1/bookings", &r2[t], None)).await;
         assert_eq!(failures, 0);
-        report("GET /bookings (~270 per user)", lat, wall);
+        report("GET /bookings (10 per user)", lat, wall);
+
+        // Janus round trips: POST /rooms creates the room in Janus before answering.
+        let lat = sequential(port, 200, |_| request("POST", "/api/v1/rooms", &admin, Some(&json!({"max_participants": 2})))).await;
+        report_sequential("POST /rooms (with Janus create)", lat);
+
+        // Participants: the first look at a room asks Janus, the next ones within 5 s are cached.
+        let mut rooms = Vec::new();
+        for _ in 0..200 {
+            let mut conn = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+            let mut buf = Vec::new();
+            exchange(&mut conn, &request("POST", "/api/v1/rooms", &admin, Some(&json!({}))), &mut buf).await;
+            let body = &buf[buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4..];
+            let v: serde_json::Value = serde_json::from_slice(body).unwrap();
+            rooms.push(v["room_id"].as_u64().unwrap());
+        }
+        let r = rooms.clone();
+        let lat = sequential(port, rooms.len(), |i| request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)).await;
+        report_sequential("GET participants, uncached (Janus)", lat);
+        let lat = sequential(port, rooms.len(), |i| request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)).await;
+        report_sequential("GET participants, cached", lat);
     });
     println!("server peak RSS: {:.1} MB", peak_rss_mb(pid));
     stop(child);

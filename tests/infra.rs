@@ -377,6 +377,8 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
                 "JANUS_HOSTS" => serde_json::Value::Array(vec![serde_json::Value::Object(host.clone())]).to_string(),
                 "AUTH_ISSUER" => "https://login.microsoftonline.com/tenant/v2.0".to_string(),
                 "AUTH_AUDIENCE" => "api://suroga".to_string(),
+                // A Key Vault reference resolves to the secret itself: here, a webhook URL.
+                "ALERT_WEBHOOK_URL" => "https://hooks.example.com/services/T/B/X".to_string(),
                 _ if v.starts_with("'@Microsoft.KeyVault(") => "resolved-from-key-vault".to_string(),
                 _ if v.starts_with('\'') && v.ends_with('\'') && !v.contains("${") => v.trim_matches('\'').to_string(),
                 _ => format!("sample-{k}"),
