@@ -671,6 +671,14 @@ pub async fn set_booking_end_moves_the_end_when_free(store: &dyn Store) {
     assert_eq!(store.room_bookings(room.id, f.at(-1)).await.unwrap(), vec![shorter, next]);
     let err = store.set_booking_end(Uuid::new_v4(), f.at(10)).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
+
+    // Stretched over days, it holds every minute of them.
+    let other = f.stored_room(store).await;
+    let long = f.stored_booking(store, other.id, f.slot(0, 60)).await;
+    store.set_booking_end(long.id, f.at(3 * 24 * 60)).await.unwrap();
+    let inside = f.booking(other.id, f.slot(2 * 24 * 60, 2 * 24 * 60 + 30));
+    let err = store.book_room(&inside, None).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
 }
 
 pub async fn set_booking_end_into_another_booking_conflicts(store: &dyn Store) {
