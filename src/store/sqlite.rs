@@ -14,6 +14,8 @@
 //!   happen under SQLite's write lock (`BEGIN IMMEDIATE`), so the contract also holds when
 //!   several processes share the file; a process that finds the lock taken waits up to
 //!   [`BUSY_TIMEOUT`] and then answers [`StoreError::Unavailable`].
+//! - **Checkpoints off the write path.** A checkpoint thread copies the WAL back into the
+//!   database ([`checkpoint_loop`]); the writer never does, so no booking waits for its fsync.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a commit survives a process crash; the last
 //!   commits before a power loss may be lost, never corrupted.
 //! - **Instants** are INTEGER nanoseconds since the Unix epoch: exact round trips, comparable
@@ -27,6 +29,7 @@
 //! scope, user and key), `assignments`, `operations`, `markers`, `state`.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
@@ -53,6 +56,12 @@ const CACHE_KIB: i64 = 32 * 1024;
 
 /// How much of the file each connection maps into memory instead of copying pages with `pread`.
 const MMAP_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Write batches between two nudges of the checkpoint thread.
+const CHECKPOINT_AFTER_BATCHES: u32 = 16;
+
+/// A WAL larger than this is emptied even if that briefly holds up writers.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
 
 /// Most writes the writer thread commits together.
 const MAX_BATCH: usize = 256;
@@ -196,11 +205,15 @@ impl SqliteStore {
         for _ in 0..READERS {
             idle.push(open_reader(path)?);
         }
+        // Checkpoints run on their own thread: a checkpoint fsyncs, and on the writer it would
+        // stall every queued booking behind it.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open_connection(path)?;
+        let wal = wal_path(path);
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, wal, nudges))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        std::thread::Builder::new()
-            .name("sqlite-writer".into())
-            .spawn(move || writer_loop(writer, queue))
-            .map_err(|e| StoreError::Internal(format!("cannot start the sqlite writer thread: {e}")))?;
+        spawn_thread("sqlite-writer", move || writer_loop(writer, queue, nudge))?;
         tracing::info!(path = %path.display(), "sqlite store open");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
@@ -334,8 +347,9 @@ where
 
 /// The writer thread: waits for a write, takes every other one already queued, and commits
 /// them together. Ends when every store handle is dropped.
-fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, checkpoint: SyncSender<()>) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut since_nudge = 0;
     while let Some(first) = queue.blocking_recv() {
         batch.push(first);
         while batch.len() < MAX_BATCH {
@@ -354,7 +368,49 @@ fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>) {
         for job in batch.drain(..) {
             job.finish(outcome.as_ref().map(|_| ()));
         }
+        since_nudge += 1;
+        if since_nudge >= CHECKPOINT_AFTER_BATCHES {
+            // A full channel means a checkpoint is already due: nothing to add.
+            let _ = checkpoint.try_send(());
+            since_nudge = 0;
+        }
     }
+    // Dropping `checkpoint` here ends the checkpoint thread.
+}
+
+/// The checkpoint thread: copies the WAL back into the database when the writer nudges it or a
+/// second passes, without blocking writers (`PASSIVE`). Should the WAL still outgrow
+/// [`WAL_LIMIT_BYTES`] (readers holding old snapshots, a writer that never pauses), a
+/// `TRUNCATE` checkpoint waits for a gap between writes and empties it. Ends with the writer.
+fn checkpoint_loop(conn: Connection, wal: PathBuf, nudges: Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match nudges.recv_timeout(StdDuration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let mode = match std::fs::metadata(&wal) {
+            Ok(m) if m.len() > WAL_LIMIT_BYTES => "TRUNCATE",
+            _ => "PASSIVE",
+        };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
+        }
+    }
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Internal(format!("cannot start the {name} thread: {e}")))
 }
 
 fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
