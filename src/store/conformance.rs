@@ -633,13 +633,8 @@ pub async fn bookings_between_returns_live_overlapping_bookings(store: &dyn Stor
     store.cancel_booking(cancelled.id, f.at(0)).await.unwrap();
     let after = f.stored_booking(store, room.id, f.slot(180, 240)).await;
 
-    let got: Vec<Booking> = store
-        .bookings_between(f.slot(60, 180))
-        .await
-        .unwrap()
-        .into_iter()
-        .filter(|b| b.owner == f.owner)
-        .collect();
+    let got: Vec<Booking> =
+        store.bookings_between(f.slot(60, 180)).await.unwrap().into_iter().filter(|b| b.owner == f.owner).collect();
     assert_eq!(got, vec![spanning, inside]);
     assert!(!got.contains(&before) && !got.contains(&after));
 }
@@ -708,7 +703,8 @@ pub async fn assignments_are_upserted(store: &dyn Store) {
     let (a, b, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
     let first = Assignment { booking_id: a, host: "janus-1".into(), ready_at: None };
     store.put_assignment(&first).await.unwrap();
-    let moved = Assignment { booking_id: a, host: "janus-2".into(), ready_at: Some(f.at(0) + Duration::nanoseconds(7)) };
+    let moved =
+        Assignment { booking_id: a, host: "janus-2".into(), ready_at: Some(f.at(0) + Duration::nanoseconds(7)) };
     store.put_assignment(&moved).await.unwrap();
     let other = Assignment { booking_id: b, host: "janus-1".into(), ready_at: None };
     store.put_assignment(&other).await.unwrap();
@@ -794,10 +790,13 @@ pub async fn parallel_book_any_room_never_double_books(store: &dyn Store) {
     let results = join_all(offers.iter().map(|(b, r)| store.book_any_room(b, Some(r), None))).await;
     let booked: Vec<(Booking, Room)> = results.into_iter().map(|r| new(r.unwrap())).collect();
     assert_eq!(booked.len(), 100);
-    let mut rooms: Vec<RoomId> = booked.iter().map(|(b, r)| {
-        assert_eq!(b.room_id, r.id);
-        r.id
-    }).collect();
+    let mut rooms: Vec<RoomId> = booked
+        .iter()
+        .map(|(b, r)| {
+            assert_eq!(b.room_id, r.id);
+            r.id
+        })
+        .collect();
     rooms.sort();
     rooms.dedup();
     assert_eq!(rooms.len(), 100, "two bookings of one slot landed in one room");

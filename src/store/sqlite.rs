@@ -87,6 +87,8 @@ CREATE TABLE rooms (
 );
 -- rowid tables append the id to every index: this orders by (created_at, id).
 CREATE INDEX rooms_created ON rooms (created_at);
+-- The rooms find-or-create may pick, in id order, a few hundred to a page.
+CREATE INDEX rooms_shared ON rooms (id) WHERE max_participants >= 2;
 
 CREATE TABLE bookings (
     id           TEXT    PRIMARY KEY,
@@ -101,7 +103,8 @@ CREATE TABLE bookings (
 -- `longest` (table `limits`) is the longest booking ever stored: then the index range holds
 -- only the bookings that start within one longest booking before s, not the room's whole
 -- past or future.
-CREATE INDEX bookings_room_live_start ON bookings (room_id, slot_start) WHERE cancelled_at IS NULL;
+-- slot_end rides along so that a probe that finds a booking needs no table lookup to check it.
+CREATE INDEX bookings_room_live_start ON bookings (room_id, slot_start, slot_end) WHERE cancelled_at IS NULL;
 CREATE INDEX bookings_owner_start ON bookings (owner, slot_start);
 CREATE INDEX bookings_live_start ON bookings (slot_start) WHERE cancelled_at IS NULL;
 
@@ -250,11 +253,8 @@ impl SqliteStore {
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let readers = &self.inner.readers;
-        let _permit = readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
+        let _permit =
+            readers.permits.acquire().await.map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
         let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // A reader lost to a panicking task is replaced here.
         let mut conn = match pooled {
@@ -282,7 +282,10 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::Unavailable { message: format!("cannot open {}: {e}", path.display()), retry_after: None })?;
+    .map_err(|e| StoreError::Unavailable {
+        message: format!("cannot open {}: {e}", path.display()),
+        retry_after: None,
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -636,7 +639,8 @@ fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult
 
 fn insert_room_row(tx: &Connection, room: &Room) -> StoreResult<()> {
     let metadata = serde_json::to_string(&room.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let mut st = tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+    let mut st =
+        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
     st.execute(params![
         room_key(room.id),
         room.name,
@@ -664,12 +668,15 @@ fn check_claim(tx: &Connection, claim: Option<&IdempotencyClaim>) -> StoreResult
     let mut st = tx.prepare_cached(
         "SELECT fingerprint, resource_id, created_at FROM idempotency WHERE scope = ?1 AND user = ?2 AND key = ?3",
     )?;
-    let row: Option<(String, String, i64)> = st
-        .query_row(params![c.scope, c.user, c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let row: Option<(String, String, i64)> =
+        st.query_row(params![c.scope, c.user, c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
     match row {
         Some((fingerprint, resource, at)) if c.now - instant(at) < IDEMPOTENCY_TTL => {
-            if fingerprint == c.fingerprint { Ok(Prior::Replay(resource)) } else { Err(StoreError::IdempotencyMismatch) }
+            if fingerprint == c.fingerprint {
+                Ok(Prior::Replay(resource))
+            } else {
+                Err(StoreError::IdempotencyMismatch)
+            }
         }
         _ => Ok(Prior::Absent),
     }
@@ -689,9 +696,8 @@ fn record_claim(tx: &Connection, claim: Option<&IdempotencyClaim>, resource: &st
 }
 
 fn replayed_room(tx: &Connection, resource: &str) -> StoreResult<Room> {
-    let id: RoomId = resource
-        .parse()
-        .map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
+    let id: RoomId =
+        resource.parse().map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
     load_room(tx, id)?.ok_or(StoreError::NotFound)
 }
 
@@ -809,13 +815,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_room_password(
-        &self,
-        id: RoomId,
-        expected: &str,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Room> {
+    async fn set_room_password(&self, id: RoomId, expected: &str, new: &str, now: DateTime<Utc>) -> StoreResult<Room> {
         let (expected, new, now) = (expected.to_owned(), new.to_owned(), ns(now)?);
         self.write(move |tx| {
             let changed = tx
@@ -1073,7 +1073,9 @@ impl Store for SqliteStore {
     async fn claim_marker(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let (key, now) = (key.to_owned(), ns(now)?);
         self.write(move |tx| {
-            let n = tx.prepare_cached("INSERT OR IGNORE INTO markers (key, at) VALUES (?1, ?2)")?.execute(params![key, now])?;
+            let n = tx
+                .prepare_cached("INSERT OR IGNORE INTO markers (key, at) VALUES (?1, ?2)")?
+                .execute(params![key, now])?;
             Ok(n == 1)
         })
         .await
