@@ -2,31 +2,32 @@
 //!
 //! # How it is built
 //! - **One writer thread, group commit.** Every write of this process goes to ONE connection
-//!   owned by a dedicated thread ([`writer_loop`]). The thread takes every write queued at that
-//!   moment (up to [`MAX_BATCH`]) and runs them in ONE `BEGIN IMMEDIATE … COMMIT`, each under
+//!   owned by a dedicated thread (`writer_loop`). The thread takes every write queued at that
+//!   moment (up to `MAX_BATCH`) and runs them in ONE `BEGIN IMMEDIATE … COMMIT`, each under
 //!   its own savepoint: a write that fails rolls back alone, the others commit together. Each
 //!   caller gets its answer only after the COMMIT, so nothing is reported that is not stored.
 //!   Writers queue in FIFO order instead of spinning on `SQLITE_BUSY`, and a burst of bookings
 //!   costs one commit instead of one each.
-//! - **A few readers.** Reads run on a small pool of separate connections ([`Readers`]) that
+//! - **A few readers.** Reads run on a small pool of separate connections (`Readers`) that
 //!   WAL lets proceed while a write is in flight, each on `tokio::task::spawn_blocking`.
 //! - **Many processes.** The check (overlap, idempotency key, future bookings) and the write
 //!   happen under SQLite's write lock (`BEGIN IMMEDIATE`), so the contract also holds when
 //!   several processes share the file; a process that finds the lock taken waits up to
 //!   [`BUSY_TIMEOUT`] and then answers [`StoreError::Unavailable`].
 //! - **Checkpoints off the write path.** A checkpoint thread copies the WAL back into the
-//!   database ([`checkpoint_loop`]); the writer never does, so no booking waits for its fsync.
+//!   database (`checkpoint_loop`); the writer never does, so no booking waits for its fsync.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a commit survives a process crash; the last
 //!   commits before a power loss may be lost, never corrupted.
 //! - **Instants** are INTEGER nanoseconds since the Unix epoch: exact round trips, comparable
 //!   in SQL. The price is the range, 1677-09-21 to 2262-04-11; instants outside it are refused
 //!   with [`StoreError::Internal`] (the API bounds booking dates long before that).
-//! - **Schema** lives in [`MIGRATIONS`]; `PRAGMA user_version` counts the applied ones, and
+//! - **Schema** lives in `MIGRATIONS`; `PRAGMA user_version` counts the applied ones, and
 //!   [`SqliteStore::open`] applies the missing ones inside one write transaction, so two
 //!   processes starting at once migrate once.
 //!
 //! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
-//! scope, user and key), `assignments`, `operations`, `markers`, `state`.
+//! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
+//! range), `assignments`, `operations`, `markers`, `state`.
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -383,7 +384,7 @@ fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, checkp
 
 /// The checkpoint thread: copies the WAL back into the database when the writer nudges it or a
 /// second passes, without blocking writers (`PASSIVE`). Should the WAL still outgrow
-/// [`WAL_LIMIT_BYTES`] (readers holding old snapshots, a writer that never pauses), a
+/// `WAL_LIMIT_BYTES` (readers holding old snapshots, a writer that never pauses), a
 /// `TRUNCATE` checkpoint waits for a gap between writes and empties it. Ends with the writer.
 fn checkpoint_loop(conn: Connection, wal: PathBuf, nudges: Receiver<()>) {
     use std::sync::mpsc::RecvTimeoutError;
