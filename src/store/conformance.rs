@@ -387,8 +387,12 @@ pub async fn book_any_room_creates_the_new_room_when_none_is_free(store: &dyn St
             assert_eq!(room, offered);
             assert_eq!(store.get_room(offered.id).await.unwrap(), offered);
             assert_eq!(b, Booking { room_id: offered.id, ..wanted });
-            assert_eq!(store.room_bookings(offered.id, f.at(-1)).await.unwrap(), vec![b]);
-            assert_eq!(store.room_bookings(busy.id, f.at(-1)).await.unwrap(), vec![taken]);
+            // Rooms with two seats may also hold other cases' bookings at other slots.
+            let mine = |bookings: Vec<Booking>| -> Vec<Booking> {
+                bookings.into_iter().filter(|x| x.owner == f.owner).collect()
+            };
+            assert_eq!(mine(store.room_bookings(offered.id, f.at(-1)).await.unwrap()), vec![b]);
+            assert_eq!(mine(store.room_bookings(busy.id, f.at(-1)).await.unwrap()), vec![taken]);
             return;
         }
     }
