@@ -18,7 +18,10 @@ use suroga::store::Store;
 use suroga::store::sqlite::SqliteStore;
 use uuid::Uuid;
 
-const TASKS: usize = 64;
+/// Concurrent callers; `BENCH_TASKS` overrides it for experiments.
+fn tasks() -> usize {
+    std::env::var("BENCH_TASKS").ok().and_then(|v| v.parse().ok()).unwrap_or(64)
+}
 
 struct Report {
     calls: usize,
@@ -34,11 +37,12 @@ fn percentile(sorted: &[StdDuration], p: f64) -> StdDuration {
 
 async fn run(store: Arc<dyn Store>, calls: usize, slot_of: Arc<dyn Fn() -> TimeSlot + Send + Sync>) -> Report {
     let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
+    let n = tasks();
+    let tasks: Vec<_> = (0..n)
         .map(|t| {
             let store = store.clone();
             let slot_of = slot_of.clone();
-            let mine = calls / TASKS + usize::from(t < calls % TASKS);
+            let mine = calls / n + usize::from(t < calls % n);
             tokio::spawn(async move {
                 let mut latencies = Vec::with_capacity(mine);
                 let mut rooms = Vec::new();
@@ -97,7 +101,7 @@ async fn main() {
     let hot_calls = nums.get(1).copied().unwrap_or(3_000);
 
     let dir = tempfile::TempDir::new().unwrap();
-    println!("book_any_room, {TASKS} concurrent tasks, SQLite file in {}", dir.path().display());
+    println!("book_any_room, {} concurrent tasks, SQLite file in {}", tasks(), dir.path().display());
 
     let spread: Arc<dyn Store> = Arc::new(SqliteStore::open(&dir.path().join("spread.db")).unwrap());
     let base = Utc::now().duration_trunc(Duration::hours(1)).unwrap() + Duration::days(1);

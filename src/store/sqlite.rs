@@ -1,36 +1,44 @@
 //! The embedded SQLite backend of [`super::Store`].
 //!
 //! # How it is built
-//! - **One writer, a few readers.** Every write runs on ONE connection behind an async mutex
-//!   ([`Inner::writer`]), so writers of this process queue in FIFO order instead of spinning on
-//!   `SQLITE_BUSY`; reads run on a small pool of separate connections ([`Readers`]) that WAL
-//!   lets proceed while a write is in flight. SQLite calls block, so each one runs on
-//!   `tokio::task::spawn_blocking`.
-//! - **Every write is `BEGIN IMMEDIATE … COMMIT`.** The check (overlap, idempotency key, future
-//!   bookings) and the write happen under SQLite's write lock, so the contract also holds when
+//! - **One writer thread, group commit.** Every write of this process goes to ONE connection
+//!   owned by a dedicated thread (`writer_loop`). The thread takes every write queued at that
+//!   moment (up to `MAX_BATCH`) and runs them in ONE `BEGIN IMMEDIATE … COMMIT`, each under
+//!   its own savepoint: a write that fails rolls back alone, the others commit together. Each
+//!   caller gets its answer only after the COMMIT, so nothing is reported that is not stored.
+//!   Writers queue in FIFO order instead of spinning on `SQLITE_BUSY`, and a burst of bookings
+//!   costs one commit instead of one each.
+//! - **A few readers.** Reads run on a small pool of separate connections (`Readers`) that
+//!   WAL lets proceed while a write is in flight, each on `tokio::task::spawn_blocking`.
+//! - **Many processes.** The check (overlap, idempotency key, future bookings) and the write
+//!   happen under SQLite's write lock (`BEGIN IMMEDIATE`), so the contract also holds when
 //!   several processes share the file; a process that finds the lock taken waits up to
 //!   [`BUSY_TIMEOUT`] and then answers [`StoreError::Unavailable`].
+//! - **Checkpoints off the write path.** A checkpoint thread copies the WAL back into the
+//!   database (`checkpoint_loop`); the writer never does, so no booking waits for its fsync.
 //! - **Durability.** WAL with `synchronous=NORMAL`: a commit survives a process crash; the last
 //!   commits before a power loss may be lost, never corrupted.
 //! - **Instants** are INTEGER nanoseconds since the Unix epoch: exact round trips, comparable
 //!   in SQL. The price is the range, 1677-09-21 to 2262-04-11; instants outside it are refused
 //!   with [`StoreError::Internal`] (the API bounds booking dates long before that).
-//! - **Schema** lives in [`MIGRATIONS`]; `PRAGMA user_version` counts the applied ones, and
+//! - **Schema** lives in `MIGRATIONS`; `PRAGMA user_version` counts the applied ones, and
 //!   [`SqliteStore::open`] applies the missing ones inside one write transaction, so two
 //!   processes starting at once migrate once.
 //!
 //! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
-//! scope, user and key), `assignments`, `operations`, `markers`, `state`.
+//! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
+//! range), `assignments`, `operations`, `markers`, `state`.
 
 use std::path::{Path, PathBuf};
+use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use rusqlite::types::Type;
-use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, Transaction, TransactionBehavior, params};
-use tokio::sync::{Mutex as AsyncMutex, Semaphore};
+use rusqlite::{Connection, ErrorCode, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
@@ -43,6 +51,24 @@ pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 
 /// Reader connections kept open. Reads are short; a few suffice on a small machine.
 const READERS: usize = 4;
+
+/// Page cache of each connection, in KiB.
+const CACHE_KIB: i64 = 32 * 1024;
+
+/// How much of the file each connection maps into memory instead of copying pages with `pread`.
+const MMAP_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Write batches between two nudges of the checkpoint thread.
+const CHECKPOINT_AFTER_BATCHES: u32 = 16;
+
+/// A WAL larger than this is emptied even if that briefly holds up writers.
+const WAL_LIMIT_BYTES: u64 = 64 * 1024 * 1024;
+
+/// Most writes the writer thread commits together.
+const MAX_BATCH: usize = 256;
+
+/// Writes that may wait for the writer thread before callers wait to enqueue.
+const QUEUE: usize = 1024;
 
 /// What a client is told to wait after the database stayed locked past [`BUSY_TIMEOUT`].
 const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
@@ -62,6 +88,8 @@ CREATE TABLE rooms (
 );
 -- rowid tables append the id to every index: this orders by (created_at, id).
 CREATE INDEX rooms_created ON rooms (created_at);
+-- The rooms find-or-create may pick, in id order, a few hundred to a page.
+CREATE INDEX rooms_shared ON rooms (id) WHERE max_participants >= 2;
 
 CREATE TABLE bookings (
     id           TEXT    PRIMARY KEY,
@@ -72,13 +100,22 @@ CREATE TABLE bookings (
     created_at   INTEGER NOT NULL,
     cancelled_at INTEGER
 );
--- Overlap checks, a room's upcoming bookings and the delete check all ask for live bookings of
--- one room ending after some instant: keyed by end, the range holds only current and future
--- bookings, never the room's whole history.
-CREATE INDEX bookings_room_live_end ON bookings (room_id, slot_end) WHERE cancelled_at IS NULL;
+-- Every query for bookings overlapping [s, e) also asks `slot_start > s - longest`, where
+-- `longest` (table `limits`) is the longest booking ever stored: then the index range holds
+-- only the bookings that start within one longest booking before s, not the room's whole
+-- past or future.
+-- slot_end rides along so that a probe that finds a booking needs no table lookup to check it.
+CREATE INDEX bookings_room_live_start ON bookings (room_id, slot_start, slot_end) WHERE cancelled_at IS NULL;
 CREATE INDEX bookings_owner_start ON bookings (owner, slot_start);
--- The scheduler's window query, by the same reasoning.
-CREATE INDEX bookings_live_end ON bookings (slot_end) WHERE cancelled_at IS NULL;
+CREATE INDEX bookings_live_start ON bookings (slot_start) WHERE cancelled_at IS NULL;
+
+-- One row. `longest_booking_ns` only grows: written in the same transaction as the booking that
+-- grows it, so every overlap query (of any process) sees a bound that covers every booking.
+CREATE TABLE limits (
+    id                 INTEGER PRIMARY KEY CHECK (id = 1),
+    longest_booking_ns INTEGER NOT NULL
+);
+INSERT INTO limits (id, longest_booking_ns) VALUES (1, 0);
 
 CREATE TABLE idempotency (
     scope       TEXT    NOT NULL,
@@ -130,9 +167,8 @@ pub struct SqliteStore {
 
 struct Inner {
     path: PathBuf,
-    /// The only connection that writes. An async mutex so waiting writers park as tasks in FIFO
-    /// order instead of occupying blocking threads; the guard moves into `spawn_blocking`.
-    writer: Arc<AsyncMutex<Connection>>,
+    /// The queue of the writer thread; the thread ends when the last store handle drops it.
+    jobs: mpsc::Sender<Box<dyn Job>>,
     readers: Readers,
 }
 
@@ -173,11 +209,20 @@ impl SqliteStore {
         for _ in 0..READERS {
             idle.push(open_reader(path)?);
         }
+        // Checkpoints run on their own thread: a checkpoint fsyncs, and on the writer it would
+        // stall every queued booking behind it.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        let checkpointer = open_connection(path)?;
+        let wal = wal_path(path);
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, wal, nudges))?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        spawn_thread("sqlite-writer", move || writer_loop(writer, queue, nudge))?;
         tracing::info!(path = %path.display(), "sqlite store open");
         Ok(SqliteStore {
             inner: Arc::new(Inner {
                 path: path.to_owned(),
-                writer: Arc::new(AsyncMutex::new(writer)),
+                jobs,
                 readers: Readers { idle: Mutex::new(idle), permits: Semaphore::new(READERS) },
             }),
         })
@@ -188,36 +233,29 @@ impl SqliteStore {
         &self.inner.path
     }
 
-    /// Runs `f` inside `BEGIN IMMEDIATE … COMMIT` on the writer connection. An `Err` from `f`
-    /// rolls everything back.
+    /// Runs `f` on the writer thread inside a write transaction (shared with other writes queued
+    /// at the same time) under its own savepoint, and answers once the transaction committed.
+    /// An `Err` from `f` undoes what `f` wrote and nothing else.
     async fn write<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let mut conn = self.inner.writer.clone().lock_owned().await;
-        tokio::task::spawn_blocking(move || {
-            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-            let out = f(&tx)?;
-            tx.commit()?;
-            Ok(out)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("sqlite write task failed: {e}")))?
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(WriteJob { work: Some(f), out: None, reply });
+        self.inner.jobs.send(job).await.map_err(|_| StoreError::Internal("sqlite writer thread is gone".into()))?;
+        answer.await.map_err(|_| StoreError::Internal("sqlite writer thread dropped a write".into()))?
     }
 
     /// Runs `f` inside one read transaction (one consistent snapshot) on a pooled reader.
     async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
-        F: FnOnce(&Transaction<'_>) -> StoreResult<T> + Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
         let readers = &self.inner.readers;
-        let _permit = readers
-            .permits
-            .acquire()
-            .await
-            .map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
+        let _permit =
+            readers.permits.acquire().await.map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
         let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         // A reader lost to a panicking task is replaced here.
         let mut conn = match pooled {
@@ -245,10 +283,16 @@ fn open_connection(path: &Path) -> StoreResult<Connection> {
         path,
         OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
     )
-    .map_err(|e| StoreError::Unavailable { message: format!("cannot open {}: {e}", path.display()), retry_after: None })?;
+    .map_err(|e| StoreError::Unavailable {
+        message: format!("cannot open {}: {e}", path.display()),
+        retry_after: None,
+    })?;
     conn.busy_timeout(BUSY_TIMEOUT)?;
     conn.pragma_update(None, "synchronous", "NORMAL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
+    // Keep the working set in memory: the booking id index takes inserts at random places.
+    conn.pragma_update(None, "cache_size", -CACHE_KIB)?;
+    conn.pragma_update(None, "mmap_size", MMAP_BYTES)?;
     conn.set_prepared_statement_cache_capacity(64);
     Ok(conn)
 }
@@ -258,6 +302,128 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     // A guard against a write slipping onto a reader, where it would bypass the writer lock.
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
+}
+
+/// One queued write, its result type erased so that one batch holds many kinds.
+trait Job: Send {
+    /// Runs the write under its own savepoint in the open transaction. `Err` only when the
+    /// savepoint itself failed: then the transaction is in an unknown state and must go.
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
+    /// Answers the caller once the batch committed (`Ok`) or failed as a whole (`Err`).
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
+}
+
+struct WriteJob<T, F> {
+    work: Option<F>,
+    out: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let Some(work) = self.work.take() else { return Ok(()) };
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        // A panicking write must not take the writer thread (and every later write) with it.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a sqlite write panicked".into())));
+        if out.is_err() {
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        }
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+        self.out = Some(out);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
+        let answer = match (commit, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Err(e), _) => Err(store_error(e)),
+            (Ok(()), None) => Err(StoreError::Internal("a sqlite write was committed without running".into())),
+        };
+        // The caller may have gone (a dropped request); the write stands all the same.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The writer thread: waits for a write, takes every other one already queued, and commits
+/// them together. Ends when every store handle is dropped.
+fn writer_loop(conn: Connection, mut queue: mpsc::Receiver<Box<dyn Job>>, checkpoint: SyncSender<()>) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut since_nudge = 0;
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch);
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, writes = batch.len(), "sqlite write batch failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        for job in batch.drain(..) {
+            job.finish(outcome.as_ref().map(|_| ()));
+        }
+        since_nudge += 1;
+        if since_nudge >= CHECKPOINT_AFTER_BATCHES {
+            // A full channel means a checkpoint is already due: nothing to add.
+            let _ = checkpoint.try_send(());
+            since_nudge = 0;
+        }
+    }
+    // Dropping `checkpoint` here ends the checkpoint thread.
+}
+
+/// The checkpoint thread: copies the WAL back into the database when the writer nudges it or a
+/// second passes, without blocking writers (`PASSIVE`). Should the WAL still outgrow
+/// `WAL_LIMIT_BYTES` (readers holding old snapshots, a writer that never pauses), a
+/// `TRUNCATE` checkpoint waits for a gap between writes and empties it. Ends with the writer.
+fn checkpoint_loop(conn: Connection, wal: PathBuf, nudges: Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match nudges.recv_timeout(StdDuration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        let mode = match std::fs::metadata(&wal) {
+            Ok(m) if m.len() > WAL_LIMIT_BYTES => "TRUNCATE",
+            _ => "PASSIVE",
+        };
+        if let Err(e) = conn.query_row(&format!("PRAGMA wal_checkpoint({mode})"), [], |_| Ok(())) {
+            tracing::warn!(error = %e, mode, "sqlite checkpoint failed");
+        }
+    }
+}
+
+fn wal_path(db: &Path) -> PathBuf {
+    let mut name = db.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Internal(format!("cannot start the {name} thread: {e}")))
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    for job in batch.iter_mut() {
+        job.run(conn)?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
 }
 
 fn migrate(conn: &mut Connection) -> StoreResult<()> {
@@ -282,25 +448,29 @@ fn migrate(conn: &mut Connection) -> StoreResult<()> {
 
 impl From<rusqlite::Error> for StoreError {
     fn from(e: rusqlite::Error) -> Self {
-        use rusqlite::ffi;
-        match &e {
-            rusqlite::Error::SqliteFailure(err, _) => match err.code {
-                ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable {
-                    message: format!("database locked: {e}"),
-                    retry_after: Some(BUSY_RETRY_AFTER),
-                },
-                ErrorCode::ConstraintViolation => match err.extended_code {
-                    ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => StoreError::AlreadyExists,
-                    ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
-                    _ => StoreError::Internal(e.to_string()),
-                },
-                ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly => {
-                    StoreError::Unavailable { message: e.to_string(), retry_after: None }
-                }
+        store_error(&e)
+    }
+}
+
+fn store_error(e: &rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(err, _) => match err.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable {
+                message: format!("database locked: {e}"),
+                retry_after: Some(BUSY_RETRY_AFTER),
+            },
+            ErrorCode::ConstraintViolation => match err.extended_code {
+                ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => StoreError::AlreadyExists,
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
                 _ => StoreError::Internal(e.to_string()),
             },
+            ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly => {
+                StoreError::Unavailable { message: e.to_string(), retry_after: None }
+            }
             _ => StoreError::Internal(e.to_string()),
-        }
+        },
+        _ => StoreError::Internal(e.to_string()),
     }
 }
 
@@ -391,24 +561,41 @@ fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
 
 // ----- statements shared by several operations -----
 
-fn load_room(tx: &Transaction<'_>, id: RoomId) -> StoreResult<Option<Room>> {
+fn load_room(tx: &Connection, id: RoomId) -> StoreResult<Option<Room>> {
     let mut st = tx.prepare_cached(&format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE id = ?1"))?;
     Ok(st.query_row([room_key(id)], room_from_row).optional()?)
 }
 
-fn load_booking(tx: &Transaction<'_>, id: Uuid) -> StoreResult<Option<Booking>> {
+fn load_booking(tx: &Connection, id: Uuid) -> StoreResult<Option<Booking>> {
     let mut st = tx.prepare_cached(&format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE id = ?1"))?;
     Ok(st.query_row([id.to_string()], booking_from_row).optional()?)
 }
 
-fn room_exists(tx: &Transaction<'_>, id: RoomId) -> StoreResult<bool> {
+fn room_exists(tx: &Connection, id: RoomId) -> StoreResult<bool> {
     let mut st = tx.prepare_cached("SELECT 1 FROM rooms WHERE id = ?1")?;
     Ok(st.exists([room_key(id)])?)
 }
 
+/// The longest booking ever stored, in nanoseconds: no booking starts more than this before it ends.
+fn longest_booking(tx: &Connection) -> StoreResult<i64> {
+    Ok(tx.prepare_cached("SELECT longest_booking_ns FROM limits WHERE id = 1")?.query_row([], |r| r.get(0))?)
+}
+
+/// The lowest start a booking ending after `t` can have (exclusive).
+fn start_floor(tx: &Connection, t: i64) -> StoreResult<i64> {
+    Ok(t.saturating_sub(longest_booking(tx)?))
+}
+
+/// Raises the longest-booking bound to cover `[start, end)`.
+fn cover_duration(tx: &Connection, start: i64, end: i64) -> StoreResult<()> {
+    tx.prepare_cached("UPDATE limits SET longest_booking_ns = ?1 WHERE id = 1 AND longest_booking_ns < ?1")?
+        .execute([end.saturating_sub(start)])?;
+    Ok(())
+}
+
 /// The first live booking of `room` overlapping `[start, end)`, other than `except`.
 fn overlapping(
-    tx: &Transaction<'_>,
+    tx: &Connection,
     room: RoomId,
     start: i64,
     end: i64,
@@ -416,12 +603,13 @@ fn overlapping(
 ) -> StoreResult<Option<Booking>> {
     let mut st = tx.prepare_cached(&format!(
         "SELECT {BOOKING_COLUMNS} FROM bookings
-         WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2 AND slot_start < ?3
+         WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_start > ?5 AND slot_start < ?3 AND slot_end > ?2
            AND id IS NOT ?4
          ORDER BY slot_start LIMIT 1"
     ))?;
+    let floor = start_floor(tx, start)?;
     Ok(st
-        .query_row(params![room_key(room), start, end, except.map(|u| u.to_string())], booking_from_row)
+        .query_row(params![room_key(room), start, end, except.map(|u| u.to_string()), floor], booking_from_row)
         .optional()?)
 }
 
@@ -433,7 +621,7 @@ fn overlap_conflict(room: RoomId, taken: &Booking) -> StoreError {
     ))
 }
 
-fn insert_booking_row(tx: &Transaction<'_>, b: &Booking, room: RoomId) -> StoreResult<()> {
+fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult<()> {
     let mut st = tx.prepare_cached(
         "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -447,12 +635,13 @@ fn insert_booking_row(tx: &Transaction<'_>, b: &Booking, room: RoomId) -> StoreR
         ns(b.created_at)?,
         b.cancelled_at.map(ns).transpose()?,
     ])?;
-    Ok(())
+    cover_duration(tx, ns(b.slot.start())?, ns(b.slot.end())?)
 }
 
-fn insert_room_row(tx: &Transaction<'_>, room: &Room) -> StoreResult<()> {
+fn insert_room_row(tx: &Connection, room: &Room) -> StoreResult<()> {
     let metadata = serde_json::to_string(&room.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
-    let mut st = tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+    let mut st =
+        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
     st.execute(params![
         room_key(room.id),
         room.name,
@@ -475,24 +664,27 @@ enum Prior {
 }
 
 /// Looks the claim up inside the write transaction, so two requests with one key serialize.
-fn check_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>) -> StoreResult<Prior> {
+fn check_claim(tx: &Connection, claim: Option<&IdempotencyClaim>) -> StoreResult<Prior> {
     let Some(c) = claim else { return Ok(Prior::Absent) };
     let mut st = tx.prepare_cached(
         "SELECT fingerprint, resource_id, created_at FROM idempotency WHERE scope = ?1 AND user = ?2 AND key = ?3",
     )?;
-    let row: Option<(String, String, i64)> = st
-        .query_row(params![c.scope, c.user, c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))
-        .optional()?;
+    let row: Option<(String, String, i64)> =
+        st.query_row(params![c.scope, c.user, c.key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).optional()?;
     match row {
         Some((fingerprint, resource, at)) if c.now - instant(at) < IDEMPOTENCY_TTL => {
-            if fingerprint == c.fingerprint { Ok(Prior::Replay(resource)) } else { Err(StoreError::IdempotencyMismatch) }
+            if fingerprint == c.fingerprint {
+                Ok(Prior::Replay(resource))
+            } else {
+                Err(StoreError::IdempotencyMismatch)
+            }
         }
         _ => Ok(Prior::Absent),
     }
 }
 
 /// Records (or replaces an expired) key in the same transaction as the entity it created.
-fn record_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>, resource: &str) -> StoreResult<()> {
+fn record_claim(tx: &Connection, claim: Option<&IdempotencyClaim>, resource: &str) -> StoreResult<()> {
     let Some(c) = claim else { return Ok(()) };
     let mut st = tx.prepare_cached(
         "INSERT INTO idempotency (scope, user, key, fingerprint, resource_id, created_at)
@@ -505,15 +697,14 @@ fn record_claim(tx: &Transaction<'_>, claim: Option<&IdempotencyClaim>, resource
 }
 
 /// The room a key names, or `None` when it is gone (the key then counts as absent).
-fn replayed_room(tx: &Transaction<'_>, resource: &str) -> StoreResult<Option<Room>> {
-    let id: RoomId = resource
-        .parse()
-        .map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
+fn replayed_room(tx: &Connection, resource: &str) -> StoreResult<Option<Room>> {
+    let id: RoomId =
+        resource.parse().map_err(|_| StoreError::Internal(format!("idempotency record names room {resource:?}")))?;
     load_room(tx, id)
 }
 
 /// The booking a key names, or `None` when it is gone (the key then counts as absent).
-fn replayed_booking(tx: &Transaction<'_>, resource: &str) -> StoreResult<Option<Booking>> {
+fn replayed_booking(tx: &Connection, resource: &str) -> StoreResult<Option<Booking>> {
     let id = Uuid::parse_str(resource)
         .map_err(|_| StoreError::Internal(format!("idempotency record names booking {resource:?}")))?;
     load_booking(tx, id)
@@ -571,18 +762,28 @@ impl Store for SqliteStore {
             args.push(ns(t)?);
             sql += &format!(" AND r.created_at > ?{}", args.len());
         }
+        // The index floor of the overlap probe is only known inside the snapshot; its slot is
+        // filled in there.
+        let mut floor_arg = None;
         if let Some(slot) = filter.free_during {
             args.push(ns(slot.start())?);
             args.push(ns(slot.end())?);
+            args.push(0);
+            floor_arg = Some(args.len() - 1);
             sql += &format!(
                 " AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.room_id = r.id AND b.cancelled_at IS NULL
-                   AND b.slot_end > ?{} AND b.slot_start < ?{})",
+                   AND b.slot_start > ?{} AND b.slot_start < ?{} AND b.slot_end > ?{})",
+                args.len(),
                 args.len() - 1,
-                args.len()
+                args.len() - 2
             );
         }
         sql += " ORDER BY r.created_at, r.id";
         self.read(move |tx| {
+            let mut args = args;
+            if let Some(i) = floor_arg {
+                args[i] = start_floor(tx, args[i - 2])?;
+            }
             let mut st = tx.prepare_cached(&sql)?;
             collect(st.query_map(rusqlite::params_from_iter(args.iter()), room_from_row)?)
         })
@@ -595,10 +796,13 @@ impl Store for SqliteStore {
             if !room_exists(tx, id)? {
                 return Err(StoreError::NotFound);
             }
+            let floor = start_floor(tx, now)?;
             let mut st = tx.prepare_cached(
-                "SELECT MAX(slot_end) FROM bookings WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2",
+                "SELECT slot_end FROM bookings
+                 WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_start > ?3 AND slot_end > ?2
+                 ORDER BY slot_start DESC LIMIT 1",
             )?;
-            if let Some(until) = st.query_row(params![room_key(id), now], |r| r.get::<_, Option<i64>>(0))? {
+            if let Some(until) = st.query_row(params![room_key(id), now, floor], |r| r.get::<_, i64>(0)).optional()? {
                 return Err(StoreError::Conflict(format!(
                     "room {id} has a booking until {}",
                     format_instant(instant(until))
@@ -616,13 +820,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn set_room_password(
-        &self,
-        id: RoomId,
-        expected: &str,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Room> {
+    async fn set_room_password(&self, id: RoomId, expected: &str, new: &str, now: DateTime<Utc>) -> StoreResult<Room> {
         let (expected, new, now) = (expected.to_owned(), new.to_owned(), ns(now)?);
         self.write(move |tx| {
             let changed = tx
@@ -645,9 +843,11 @@ impl Store for SqliteStore {
             }
             let mut st = tx.prepare_cached(&format!(
                 "SELECT {BOOKING_COLUMNS} FROM bookings
-                 WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_end > ?2 ORDER BY slot_start, id"
+                 WHERE room_id = ?1 AND cancelled_at IS NULL AND slot_start > ?3 AND slot_end > ?2
+                 ORDER BY slot_start, id"
             ))?;
-            collect(st.query_map(params![room_key(id), after], booking_from_row)?)
+            let floor = start_floor(tx, after)?;
+            collect(st.query_map(params![room_key(id), after, floor], booking_from_row)?)
         })
         .await
     }
@@ -694,16 +894,17 @@ impl Store for SqliteStore {
             {
                 return Ok(Created::Replayed((b, room)));
             }
-            // Walks rooms by id and probes each one's live bookings ending after `start`
-            // (an index range holding only its current and future bookings).
+            // Walks rooms by id and probes each one's live bookings starting in
+            // (start - longest, end): a short index range per room.
+            let floor = start_floor(tx, start)?;
             let free = tx
                 .prepare_cached(&format!(
                     "SELECT {ROOM_COLUMNS} FROM rooms r WHERE r.max_participants >= 2 AND NOT EXISTS (
                        SELECT 1 FROM bookings b WHERE b.room_id = r.id AND b.cancelled_at IS NULL
-                         AND b.slot_end > ?1 AND b.slot_start < ?2)
+                         AND b.slot_start > ?3 AND b.slot_start < ?2 AND b.slot_end > ?1)
                      ORDER BY r.id LIMIT 1"
                 ))?
-                .query_row(params![start, end], room_from_row)
+                .query_row(params![start, end, floor], room_from_row)
                 .optional()?;
             let room = match (free, new_room) {
                 (Some(room), _) => room,
@@ -738,9 +939,11 @@ impl Store for SqliteStore {
             Some((start, end)) => {
                 let mut st = tx.prepare_cached(&format!(
                     "SELECT {BOOKING_COLUMNS} FROM bookings
-                     WHERE owner = ?1 AND slot_start < ?3 AND slot_end > ?2 ORDER BY slot_start, id"
+                     WHERE owner = ?1 AND slot_start > ?4 AND slot_start < ?3 AND slot_end > ?2
+                     ORDER BY slot_start, id"
                 ))?;
-                collect(st.query_map(params![owner, start, end], booking_from_row)?)
+                let floor = start_floor(tx, start)?;
+                collect(st.query_map(params![owner, start, end, floor], booking_from_row)?)
             }
         })
         .await
@@ -751,9 +954,11 @@ impl Store for SqliteStore {
         self.read(move |tx| {
             let mut st = tx.prepare_cached(&format!(
                 "SELECT {BOOKING_COLUMNS} FROM bookings
-                 WHERE cancelled_at IS NULL AND slot_end > ?1 AND slot_start < ?2 ORDER BY slot_start, id"
+                 WHERE cancelled_at IS NULL AND slot_start > ?3 AND slot_start < ?2 AND slot_end > ?1
+                 ORDER BY slot_start, id"
             ))?;
-            collect(st.query_map(params![start, end], booking_from_row)?)
+            let floor = start_floor(tx, start)?;
+            collect(st.query_map(params![start, end, floor], booking_from_row)?)
         })
         .await
     }
@@ -784,6 +989,7 @@ impl Store for SqliteStore {
             }
             tx.prepare_cached("UPDATE bookings SET slot_end = ?2 WHERE id = ?1")?
                 .execute(params![id.to_string(), end_ns])?;
+            cover_duration(tx, start_ns, end_ns)?;
             b.slot = slot;
             Ok(b)
         })
@@ -874,7 +1080,9 @@ impl Store for SqliteStore {
     async fn claim_marker(&self, key: &str, now: DateTime<Utc>) -> StoreResult<bool> {
         let (key, now) = (key.to_owned(), ns(now)?);
         self.write(move |tx| {
-            let n = tx.prepare_cached("INSERT OR IGNORE INTO markers (key, at) VALUES (?1, ?2)")?.execute(params![key, now])?;
+            let n = tx
+                .prepare_cached("INSERT OR IGNORE INTO markers (key, at) VALUES (?1, ?2)")?
+                .execute(params![key, now])?;
             Ok(n == 1)
         })
         .await
@@ -946,6 +1154,34 @@ mod tests {
         assert_eq!(instant(ns(t).unwrap()), t);
         let far = DateTime::parse_from_rfc3339("2300-01-01T00:00:00Z").unwrap().with_timezone(&Utc);
         assert!(matches!(ns(far), Err(StoreError::Internal(_))));
+    }
+
+    /// The overlap probes must stay short index ranges, not scans of a room's history.
+    #[test]
+    fn overlap_probes_search_a_bounded_index_range() {
+        let path = temp_path();
+        drop(SqliteStore::open(&path).unwrap());
+        let conn = Connection::open(&path).unwrap();
+        let plan = |sql: &str| -> String {
+            let mut st = conn.prepare(&format!("EXPLAIN QUERY PLAN {sql}")).unwrap();
+            let args = vec![1i64; st.parameter_count()];
+            let rows = st.query_map(rusqlite::params_from_iter(args), |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        let probe = "USING INDEX bookings_room_live_start (room_id=? AND slot_start>? AND slot_start<?)";
+        let one_room = plan(&format!(
+            "SELECT {BOOKING_COLUMNS} FROM bookings WHERE room_id = ?1 AND cancelled_at IS NULL
+             AND slot_start > ?5 AND slot_start < ?3 AND slot_end > ?2 AND id IS NOT ?4 ORDER BY slot_start LIMIT 1"
+        ));
+        assert!(one_room.contains(probe), "{one_room}");
+        let any_room = plan(
+            "SELECT id FROM rooms r WHERE r.max_participants >= 2 AND NOT EXISTS (
+               SELECT 1 FROM bookings b WHERE b.room_id = r.id AND b.cancelled_at IS NULL
+                 AND b.slot_start > ?3 AND b.slot_start < ?2 AND b.slot_end > ?1)
+             ORDER BY r.id LIMIT 1",
+        );
+        assert!(any_room.contains(probe), "{any_room}");
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
