@@ -2,7 +2,7 @@
 
 mod support;
 
-use std::{net::SocketAddr, time::{Duration, Instant}};
+use std::time::{Duration, Instant};
 
 use chrono::Duration as ChronoDuration;
 use reqwest::StatusCode;
@@ -12,7 +12,10 @@ use suroga::{
     fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
     janus::{Credential, JanusClient, JanusClientConfig, JanusError, token},
 };
-use support::app::{TestApp, admin, user};
+use support::{
+    app::{TestApp, admin, user},
+    proxy::delaying_proxy,
+};
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
 
@@ -134,23 +137,6 @@ async fn a_local_host_switched_off_keeps_room_changes_waiting_in_the_store() {
     assert_eq!((st, p["participant_count"].clone()), (StatusCode::OK, json!(0)), "a host that is off has nobody: {p}");
     app.app.fleet.power.start("local-1").await.unwrap();
     assert!(!exists(&app, id).await, "nothing reached Janus while it was off");
-}
-
-/// A TCP proxy on loopback that holds every connection for `delay` before forwarding it.
-async fn delaying_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                tokio::time::sleep(delay).await;
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]

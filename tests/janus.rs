@@ -2,6 +2,9 @@
 //! loopback ports through `LocalJanusHost` (killed when the test ends, also on panic).
 
 use std::{collections::HashMap, net::SocketAddr, time::Duration};
+#[path = "support/proxy.rs"]
+mod proxy;
+use proxy::delaying_proxy;
 
 use chrono::{Duration as ChronoDuration, Utc};
 use suroga::config::{Config, Secret};
@@ -348,24 +351,6 @@ async fn a_stopped_janus_is_unavailable_at_once() {
     assert!(matches!(e, FleetError::Unavailable(_)), "{e:?}");
     assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
     assert_eq!(hosts.health().await[0].janus, "unavailable");
-}
-
-/// A TCP proxy on loopback that holds every connection for `delay` before forwarding it.
-async fn delaying_proxy(target: SocketAddr, delay: Duration) -> SocketAddr {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    tokio::spawn(async move {
-        while let Ok((mut inbound, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                // The delay is the fault being simulated: a Janus that answers too late.
-                tokio::time::sleep(delay).await;
-                if let Ok(mut outbound) = tokio::net::TcpStream::connect(target).await {
-                    let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
-                }
-            });
-        }
-    });
-    addr
 }
 
 #[tokio::test]
