@@ -179,7 +179,7 @@ pub async fn serve_forever(config: Config) -> anyhow::Result<()> {
     tracing::info!(
         addr = %listener.local_addr()?,
         under_functions_host = config.under_functions_host,
-        store = ?std::mem::discriminant(&config.store),
+        store = match &config.store { StoreKind::Sqlite => "sqlite", StoreKind::Cosmos(_) => "cosmos" },
         "Suroga Stream listening"
     );
     let (stop_timers, timers_stopped) = tokio::sync::watch::channel(false);
@@ -268,7 +268,8 @@ pub async fn plan_table(config: &Config, days: i64) -> anyhow::Result<String> {
         writeln!(out, "{:<12} now: {now_action}", "")?;
     }
     let always_on = hosts.len() as f64 * days as f64 * 24.0;
-    let planned = plan.vm_minutes() / 60.0;
+    // Adding +0.0 turns a -0.0 sum into 0.0 for printing.
+    let planned = plan.vm_minutes() / 60.0 + 0.0;
     writeln!(
         out,
         "total: {planned:.1} VM-hours in {} starts; always on: {always_on:.0} VM-hours ({:.0}% saved)",

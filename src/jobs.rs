@@ -51,6 +51,7 @@ impl Jobs {
                 if report.errors.is_empty() { Ok(report.lines()) } else { Err(JobError::Incomplete(report.lines())) }
             }
             "rotate-passwords" => rotate_passwords(&self.state, at).await,
+            "purge-keys" => purge_keys(&self.state).await,
             other => Err(JobError::Unknown(other.to_string())),
         }
     }
@@ -164,4 +165,12 @@ pub async fn rotate_passwords(state: &AppState, at: DateTime<Utc>) -> Result<Vec
             .await;
     }
     Ok(vec![format!("rotated {rotated}, kept {kept} with future bookings, {failed} failed in Janus")])
+}
+
+/// Daily: forgets `Idempotency-Key` records older than [`IDEMPOTENCY_TTL`] (they already count as
+/// absent; this keeps the store from growing). Idempotent.
+pub async fn purge_keys(state: &AppState) -> Result<Vec<String>, JobError> {
+    let before = state.clock.now() - crate::store::IDEMPOTENCY_TTL;
+    let n = state.store.purge_idempotency(before).await?;
+    Ok(vec![format!("forgot {n} idempotency keys recorded before {}", crate::domain::format_instant(before))])
 }

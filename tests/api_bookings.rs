@@ -278,3 +278,27 @@ async fn extend_moves_the_end_unless_the_room_is_taken() {
     app.clock.advance(Duration::minutes(150));
     assert_eq!(app.post(&path, &u, end(30)).await.0, StatusCode::GONE);
 }
+
+#[tokio::test]
+async fn the_daily_purge_forgets_keys_older_than_a_day() {
+    let app = TestApp::spawn().await;
+    let token = app.token(&user(), false);
+    let res = app
+        .http
+        .post(format!("{}/api/v1/bookings", app.base))
+        .bearer_auth(&token)
+        .header("Idempotency-Key", "old-key")
+        .json(&app.slot_body(60 * 48, 60 * 49, None))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::CREATED);
+    let now = app.now();
+    assert_eq!(app.app.jobs.run("purge-keys", now).await.unwrap(), vec![format!(
+        "forgot 0 idempotency keys recorded before {}",
+        suroga::domain::format_instant(now - Duration::hours(24))
+    )]);
+    app.clock.advance(Duration::hours(25));
+    let logs = app.app.jobs.run("purge-keys", app.now()).await.unwrap();
+    assert!(logs[0].starts_with("forgot 1 "), "{logs:?}");
+}

@@ -78,6 +78,11 @@ pub const TIMERS: &[TimerFunction] = &[
         schedule: "0 0 3 * * *",
         description: "rotate room passwords whose sessions have ended",
     },
+    TimerFunction {
+        name: "purge-keys",
+        schedule: "0 30 3 * * *",
+        description: "forget Idempotency-Keys older than 24 hours",
+    },
 ];
 
 /// The next instant strictly after `now` at which any timer fires, with every timer due then (in
@@ -588,6 +593,7 @@ mod tests {
             [
                 "docs",
                 "fleet-reconcile",
+                "purge-keys",
                 "rotate-passwords",
                 "v1-openapi_json",
                 "v1-rooms"
