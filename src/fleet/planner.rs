@@ -189,6 +189,10 @@ pub fn window(slot: TimeSlot, policy: &PlanPolicy) -> (DateTime<Utc>, DateTime<U
 // Internally times are milliseconds since the epoch: the sweeps below compare many instants.
 type Ms = i64;
 
+/// How a host ranks for a booking, lowest first: (extra VM time, extra starts, not its current
+/// host, not serving the same room, not on, host index).
+type PlacementKey = (Ms, i64, bool, bool, bool, usize);
+
 fn ms(t: DateTime<Utc>) -> Ms {
     t.timestamp_millis()
 }
@@ -308,7 +312,7 @@ pub fn plan(
             Booked { b: b.clone(), win: (ms(ws), ms(we)), slot: (ms(b.slot.start()), ms(b.slot.end())) }
         })
         .collect();
-    booked.sort_by(|x, y| (x.win, x.slot, x.b.id, x.b.room).cmp(&(y.win, y.slot, y.b.id, y.b.room)));
+    booked.sort_by_key(|x| (x.win, x.slot, x.b.id, x.b.room));
     let mut seen = HashSet::new();
     booked.retain(|b| seen.insert(b.b.id));
 
@@ -358,8 +362,7 @@ pub fn plan(
     for idx in free {
         let bk = &booked[idx];
         let current_host = cur.get(&bk.b.id).map(|&(h, _)| h);
-        // (cost, extra starts, not current, not same room, not on, host index)
-        let mut best: Option<((Ms, i64, bool, bool, bool, usize), usize)> = None;
+        let mut best: Option<(PlacementKey, usize)> = None;
         for (h, st) in states.iter().enumerate() {
             if !st.fits(bk, &booked) {
                 continue;
@@ -400,7 +403,7 @@ pub fn plan(
     let mut host_plans = Vec::with_capacity(states.len());
     for st in &states {
         let mut mine: Vec<&Booked> = st.assigned.iter().map(|&i| &booked[i]).collect();
-        mine.sort_by(|x, y| (x.win, x.b.id).cmp(&(y.win, y.b.id)));
+        mine.sort_by_key(|x| (x.win, x.b.id));
 
         let on_intervals: Vec<OnInterval> = st
             .merged

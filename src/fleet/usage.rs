@@ -75,8 +75,11 @@ fn minutes(d: Duration) -> f64 {
     d.num_milliseconds() as f64 / 60_000.0
 }
 
-/// The on-intervals of `host` inside the period, from its start/deallocate log.
-fn on_intervals(input: &UsageInput<'_>, host: &str) -> (Vec<(DateTime<Utc>, DateTime<Utc>)>, u32) {
+/// `[from, to)` in which a host was on.
+type Span = (DateTime<Utc>, DateTime<Utc>);
+
+/// The on-intervals of `host` inside the period, from its start/deallocate log, and its starts.
+fn on_intervals(input: &UsageInput<'_>, host: &str) -> (Vec<Span>, u32) {
     let (from, to) = (input.period.start(), input.period.end().min(input.now.max(input.period.start())));
     if input.always_on {
         return (vec![(from, to)], 0);

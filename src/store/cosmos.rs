@@ -861,7 +861,7 @@ impl Store for CosmosStore {
             let batch = TransactionalBatch::new(pk(room))
                 .replace_item(own.clone(), &next, Some(if_match_batch(&booking_etag)))
                 .map_err(map_err)?
-                .replace_item(ROOM_DOC_ID, &room_doc.bumped(), Some(if_match_batch(&room_etag)))
+                .replace_item(ROOM_DOC_ID, room_doc.bumped(), Some(if_match_batch(&room_etag)))
                 .map_err(map_err)?;
             match run_batch(&self.rooms, batch).await {
                 Ok(()) => return next.to_booking(),
