@@ -90,7 +90,14 @@ fn report(name: &str, mut lat: Vec<Duration>, wall: Duration) {
 }
 
 fn token(sub: &str) -> String {
-    suroga::auth::mint_dev_token(&suroga::config::Secret::new(SECRET), sub, false, "admin", ChronoDuration::hours(2), Utc::now())
+    suroga::auth::mint_dev_token(
+        &suroga::config::Secret::new(SECRET),
+        sub,
+        false,
+        "admin",
+        ChronoDuration::hours(2),
+        Utc::now(),
+    )
 }
 
 /// One request as raw HTTP/1.1 bytes. The load generator writes prepared bytes on keep-alive
@@ -199,7 +206,10 @@ fn main() {
         ("FLEET", "static"),
         ("JANUS_API_SECRET", "unused"),
         ("JANUS_TOKEN_SECRET", "unused"),
-        ("JANUS_HOSTS", r#"[{"name":"j1","backend_url":"http://127.0.0.1:9/janus","public_http_url":"http://127.0.0.1:9/janus","public_ws_url":"ws://127.0.0.1:9"}]"#),
+        (
+            "JANUS_HOSTS",
+            r#"[{"name":"j1","backend_url":"http://127.0.0.1:9/janus","public_http_url":"http://127.0.0.1:9/janus","public_ws_url":"ws://127.0.0.1:9"}]"#,
+        ),
     ];
     let mut colds = Vec::new();
     for i in 0..10 {
@@ -211,21 +221,36 @@ fn main() {
     }
     let first = colds[0];
     colds.sort();
-    println!("cold start (exec -> first GET / answer), static hosts: new store {:.1} ms, existing store median {:.1} ms, max {:.1} ms",
-        first.as_secs_f64() * 1e3, colds[colds.len() / 2].as_secs_f64() * 1e3, colds.last().unwrap().as_secs_f64() * 1e3);
+    println!(
+        "cold start (exec -> first GET / answer), static hosts: new store {:.1} ms, existing store median {:.1} ms, max {:.1} ms",
+        first.as_secs_f64() * 1e3,
+        colds[colds.len() / 2].as_secs_f64() * 1e3,
+        colds.last().unwrap().as_secs_f64() * 1e3
+    );
 
     // The whole local system: embedded store and a real local Janus host.
     let dir = root.join("load");
     let port = free_port();
     let child = spawn(&dir, port, &[]);
     let ready = wait_ready(port, Duration::from_secs(30));
-    println!("cold start with a local Janus host (GET / answers once Janus is up): {:.1} ms", ready.as_secs_f64() * 1e3);
+    println!(
+        "cold start with a local Janus host (GET / answers once Janus is up): {:.1} ms",
+        ready.as_secs_f64() * 1e3
+    );
     let pid = child.id();
     // The load generator runs on one thread so the server keeps most of the second core.
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
     rt.block_on(async {
-        let tokens: std::sync::Arc<Vec<String>> = std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-user-{t}"))).collect());
-        let admin = suroga::auth::mint_dev_token(&suroga::config::Secret::new(SECRET), "bench-admin", true, "admin", ChronoDuration::hours(2), Utc::now());
+        let tokens: std::sync::Arc<Vec<String>> =
+            std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-user-{t}"))).collect());
+        let admin = suroga::auth::mint_dev_token(
+            &suroga::config::Secret::new(SECRET),
+            "bench-admin",
+            true,
+            "admin",
+            ChronoDuration::hours(2),
+            Utc::now(),
+        );
         let day0 = Utc::now() + ChronoDuration::days(1);
         let slot = move |n: i64, len: i64| {
             let start = day0 + ChronoDuration::minutes((n * 7919) % (365 * 24 * 60));
@@ -234,7 +259,10 @@ fn main() {
 
         // Warm-up: connections, first rooms.
         let t2 = tokens.clone();
-        let _ = load(port, 20, move |t, i| request("POST", "/api/v1/bookings", &t2[t], Some(&slot(200_000 + (t * 20 + i) as i64, 45)))).await;
+        let _ = load(port, 20, move |t, i| {
+            request("POST", "/api/v1/bookings", &t2[t], Some(&slot(200_000 + (t * 20 + i) as i64, 45)))
+        })
+        .await;
 
         // Find-or-create: slots spread over a year, 30-90 minutes each, so rooms are both reused and created.
         let per_task = 250;
@@ -248,16 +276,22 @@ fn main() {
         report("POST /bookings (find-or-create)", lat, wall);
 
         // Readers with a realistic handful of bookings each.
-        let readers: std::sync::Arc<Vec<String>> = std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-reader-{t}"))).collect());
+        let readers: std::sync::Arc<Vec<String>> =
+            std::sync::Arc::new((0..CONCURRENCY).map(|t| token(&format!("bench-reader-{t}"))).collect());
         let r2 = readers.clone();
-        let _ = load(port, 10, move |t, i| request("POST", "/api/v1/bookings", &r2[t], Some(&slot(100_000 + (t * 10 + i) as i64, 60)))).await;
+        let _ = load(port, 10, move |t, i| {
+            request("POST", "/api/v1/bookings", &r2[t], Some(&slot(100_000 + (t * 10 + i) as i64, 60)))
+        })
+        .await;
         let r2 = readers.clone();
         let (lat, wall, failures) = load(port, 300, move |t, _| request("GET", "/api/v1/bookings", &r2[t], None)).await;
         assert_eq!(failures, 0);
         report("GET /bookings (10 per user)", lat, wall);
 
         // Janus round trips: POST /rooms creates the room in Janus before answering.
-        let lat = sequential(port, 200, |_| request("POST", "/api/v1/rooms", &admin, Some(&json!({"max_participants": 2})))).await;
+        let lat =
+            sequential(port, 200, |_| request("POST", "/api/v1/rooms", &admin, Some(&json!({"max_participants": 2}))))
+                .await;
         report_sequential("POST /rooms (with Janus create)", lat);
 
         // Participants: the first look at a room asks Janus, the next ones within 5 s are cached.
@@ -271,9 +305,15 @@ fn main() {
             rooms.push(v["room_id"].as_u64().unwrap());
         }
         let r = rooms.clone();
-        let lat = sequential(port, rooms.len(), |i| request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)).await;
+        let lat = sequential(port, rooms.len(), |i| {
+            request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)
+        })
+        .await;
         report_sequential("GET participants, uncached (Janus)", lat);
-        let lat = sequential(port, rooms.len(), |i| request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)).await;
+        let lat = sequential(port, rooms.len(), |i| {
+            request("GET", &format!("/api/v1/rooms/{}/participants", r[i]), &admin, None)
+        })
+        .await;
         report_sequential("GET participants, cached", lat);
     });
     println!("server peak RSS: {:.1} MB", peak_rss_mb(pid));

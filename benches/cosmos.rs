@@ -17,11 +17,11 @@ use std::{
 };
 
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use support::Emulator;
 use suroga::{
     domain::{Booking, Room, RoomId, TimeSlot},
     store::{Assignment, IdempotencyClaim, Operation, RoomFilter, Store, cosmos::CosmosStore},
 };
-use support::Emulator;
 use uuid::Uuid;
 
 const TASKS: usize = 32;
@@ -47,7 +47,10 @@ async fn cost<T>(emu: &Emulator, f: impl std::future::Future<Output = T>) -> (T,
     let (t0, k0) = (emu.counter.total(), emu.counter.by_kind());
     let out = f.await;
     let (t1, k1) = (emu.counter.total(), emu.counter.by_kind());
-    let diff = k1.into_iter().filter_map(|(k, v)| Some((k.clone(), v - k0.get(&k).copied().unwrap_or(0))).filter(|(_, d)| *d > 0)).collect();
+    let diff = k1
+        .into_iter()
+        .filter_map(|(k, v)| Some((k.clone(), v - k0.get(&k).copied().unwrap_or(0))).filter(|(_, d)| *d > 0))
+        .collect();
     (out, t1 - t0, diff)
 }
 
@@ -77,7 +80,13 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
     let b = booking(r.id, &owner, hour_slot(1));
     let (_, n, k) = cost(emu, store.book_room(&b, None)).await;
     show("book_room", n, &k);
-    let claim = IdempotencyClaim { scope: "bookings", user: owner.clone(), key: "k1".into(), fingerprint: "f".into(), now: base() };
+    let claim = IdempotencyClaim {
+        scope: "bookings",
+        user: owner.clone(),
+        key: "k1".into(),
+        fingerprint: "f".into(),
+        now: base(),
+    };
     let b2 = booking(r.id, &owner, hour_slot(2));
     let (_, n, k) = cost(emu, store.book_room(&b2, Some(&claim))).await;
     show("book_room with idempotency key", n, &k);
@@ -85,20 +94,25 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
     show("book_room replay of that key", n, &k);
     let (_, n, k) = cost(emu, store.book_room(&booking(r.id, &owner, hour_slot(1)), None)).await;
     show("book_room that conflicts", n, &k);
-    let (_, n, k) = cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(3)), Some(&new_room(2)), None)).await;
+    let (_, n, k) =
+        cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(3)), Some(&new_room(2)), None))
+            .await;
     show("book_any_room (a free room exists)", n, &k);
     // Fill every room for one slot, then find-or-create must create.
     for room in &rooms {
         store.book_room(&booking(room.id, "filler", hour_slot(4)), None).await.unwrap();
     }
     store.book_room(&booking(r.id, "filler", hour_slot(4)), None).await.unwrap();
-    let mut extra = store.list_rooms(&RoomFilter { free_during: Some(hour_slot(4)), ..Default::default() }).await.unwrap();
+    let mut extra =
+        store.list_rooms(&RoomFilter { free_during: Some(hour_slot(4)), ..Default::default() }).await.unwrap();
     for room in extra.drain(..) {
         if room.max_participants >= 2 {
             store.book_room(&booking(room.id, "filler", hour_slot(4)), None).await.unwrap();
         }
     }
-    let (_, n, k) = cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(4)), Some(&new_room(2)), None)).await;
+    let (_, n, k) =
+        cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(4)), Some(&new_room(2)), None))
+            .await;
     show("book_any_room (none free: creates the room)", n, &k);
     let (_, n, k) = cost(emu, store.get_booking(b.id)).await;
     show("get_booking (fan-out)", n, &k);
@@ -108,7 +122,8 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
     show("bookings_between (fan-out)", n, &k);
     let (_, n, k) = cost(emu, store.list_rooms(&RoomFilter::default())).await;
     show("list_rooms (fan-out)", n, &k);
-    let (_, n, k) = cost(emu, store.list_rooms(&RoomFilter { free_during: Some(hour_slot(5)), ..Default::default() })).await;
+    let (_, n, k) =
+        cost(emu, store.list_rooms(&RoomFilter { free_during: Some(hour_slot(5)), ..Default::default() })).await;
     show("list_rooms free_during (2 fan-outs)", n, &k);
     let (_, n, k) = cost(emu, store.room_bookings(r.id, base())).await;
     show("room_bookings", n, &k);
@@ -121,14 +136,21 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
     show("set_room_password", n, &k);
     let gone = new_room(2);
     store.insert_room(&gone, None).await.unwrap();
-    store.book_room(&booking(gone.id, &owner, TimeSlot::new(base() - Duration::hours(3), base() - Duration::hours(2)).unwrap()), None).await.unwrap();
+    store
+        .book_room(
+            &booking(gone.id, &owner, TimeSlot::new(base() - Duration::hours(3), base() - Duration::hours(2)).unwrap()),
+            None,
+        )
+        .await
+        .unwrap();
     let (_, n, k) = cost(emu, store.delete_room(gone.id, base())).await;
     show("delete_room (one past booking)", n, &k);
     let (_, n, k) = cost(emu, store.ping()).await;
     show("ping", n, &k);
     let (_, n, k) = cost(emu, store.claim_marker(&format!("m-{}", Uuid::new_v4()), base())).await;
     show("claim_marker", n, &k);
-    let (_, n, k) = cost(emu, store.put_assignment(&Assignment { booking_id: b2.id, host: "h1".into(), ready_at: None })).await;
+    let (_, n, k) =
+        cost(emu, store.put_assignment(&Assignment { booking_id: b2.id, host: "h1".into(), ready_at: None })).await;
     show("put_assignment", n, &k);
     let (_, n, k) = cost(emu, store.assignments(&[b.id, b2.id])).await;
     show("assignments (fan-out)", n, &k);
@@ -248,15 +270,30 @@ async fn main() {
 
     // Hot rooms: 8 rooms, consecutive hours: calls race on each room's etag.
     let hot = rooms[..8].to_vec();
-    let run = load(&emu, [a.clone(), b.clone()], calls, false, Arc::new(move |i| (hot[i % 8], hour_slot(200 + (i / 8) as i64)))).await;
+    let run = load(
+        &emu,
+        [a.clone(), b.clone()],
+        calls,
+        false,
+        Arc::new(move |i| (hot[i % 8], hour_slot(200 + (i / 8) as i64))),
+    )
+    .await;
     print_run("book_room, 8 hot rooms, distinct slots", &run);
 
     // One slot, one room: one winner, everyone else Conflict.
     let one = rooms[8];
-    let run = load(&emu, [a.clone(), b.clone()], calls.min(200), false, Arc::new(move |_| (one, hour_slot(5000)))).await;
+    let run =
+        load(&emu, [a.clone(), b.clone()], calls.min(200), false, Arc::new(move |_| (one, hour_slot(5000)))).await;
     print_run("book_room, one room, one slot", &run);
 
     // Find-or-create over the whole fleet for distinct hours (a free room always exists).
-    let run = load(&emu, [a.clone(), b.clone()], calls.min(200), true, Arc::new(move |i| (RoomId::random(), hour_slot(6000 + i as i64)))).await;
+    let run = load(
+        &emu,
+        [a.clone(), b.clone()],
+        calls.min(200),
+        true,
+        Arc::new(move |i| (RoomId::random(), hour_slot(6000 + i as i64))),
+    )
+    .await;
     print_run(&format!("book_any_room, distinct slots, {} rooms", calls + 30), &run);
 }

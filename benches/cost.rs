@@ -73,12 +73,8 @@ fn scenario(title: &str, bookings: &[PlanBooking], hosts: &[PlanHost]) {
     let lb = lower_bound_minutes(bookings, hosts, &policy);
 
     // Peak: most hosts on at once in the plan.
-    let mut ev: Vec<(DateTime<Utc>, i32)> = p
-        .hosts
-        .iter()
-        .flat_map(|h| &h.on_intervals)
-        .flat_map(|i| [(i.start, 1), (i.end, -1)])
-        .collect();
+    let mut ev: Vec<(DateTime<Utc>, i32)> =
+        p.hosts.iter().flat_map(|h| &h.on_intervals).flat_map(|i| [(i.start, 1), (i.end, -1)]).collect();
     ev.sort();
     let (mut cur, mut peak) = (0, 0);
     for (_, d) in ev {
@@ -102,7 +98,8 @@ fn scenario(title: &str, bookings: &[PlanBooking], hosts: &[PlanHost]) {
     let mut daily = Vec::new();
     for d in 0..DAYS {
         let (from, to) = (now + Duration::days(d), now + Duration::days(d + 1));
-        let day: Vec<PlanBooking> = bookings.iter().filter(|b| b.slot.start() >= from && b.slot.start() < to).cloned().collect();
+        let day: Vec<PlanBooking> =
+            bookings.iter().filter(|b| b.slot.start() >= from && b.slot.start() < to).cloned().collect();
         if day.len() >= 5 {
             let dp = plan(&day, hosts, &[], &policy, now);
             daily.push(dp.vm_minutes() / lower_bound_minutes(&day, hosts, &policy));
@@ -116,10 +113,25 @@ fn scenario(title: &str, bookings: &[PlanBooking], hosts: &[PlanHost]) {
         hosts.len(),
         hosts.iter().map(|h| h.capacity).collect::<Vec<_>>()
     );
-    println!("  policy: lead {} min, grace {} min, keep-warm {} min", policy.lead.num_minutes(), policy.grace.num_minutes(), policy.keep_warm.num_minutes());
-    println!("  planner            {:8.1} VM-h  ({:.3} x lower bound), {} VM starts, {} unplaced", hours(p.vm_minutes()), p.vm_minutes() / lb, p.starts(), bookings.len() - p.assignments.len());
+    println!(
+        "  policy: lead {} min, grace {} min, keep-warm {} min",
+        policy.lead.num_minutes(),
+        policy.grace.num_minutes(),
+        policy.keep_warm.num_minutes()
+    );
+    println!(
+        "  planner            {:8.1} VM-h  ({:.3} x lower bound), {} VM starts, {} unplaced",
+        hours(p.vm_minutes()),
+        p.vm_minutes() / lb,
+        p.starts(),
+        bookings.len() - p.assignments.len()
+    );
     println!("  lower bound        {:8.1} VM-h", hours(lb));
-    println!("  one VM always on   {:8.1} VM-h  ({:.1} x lower bound)", 24.0 * DAYS as f64, 24.0 * 60.0 * DAYS as f64 / lb);
+    println!(
+        "  one VM always on   {:8.1} VM-h  ({:.1} x lower bound)",
+        24.0 * DAYS as f64,
+        24.0 * 60.0 * DAYS as f64 / lb
+    );
     println!(
         "  fixed 08-20 wkdays {:8.1} VM-h  ({:.1} x lower bound; {} VM(s) = plan peak; {} bookings' windows fall outside it)",
         fixed,
@@ -138,7 +150,12 @@ fn scenario(title: &str, bookings: &[PlanBooking], hosts: &[PlanHost]) {
     for kw in [0, 5, 10, 15, 20, 30, 45, 60, 90] {
         let pol = PlanPolicy { keep_warm: Duration::minutes(kw), ..PlanPolicy::default() };
         let sp = plan(bookings, hosts, &[], &pol, now);
-        println!("    {kw:3}: {:7.1} VM-h  {:.3}  {:4} starts", hours(sp.vm_minutes()), sp.vm_minutes() / lb, sp.starts());
+        println!(
+            "    {kw:3}: {:7.1} VM-h  {:.3}  {:4} starts",
+            hours(sp.vm_minutes()),
+            sp.vm_minutes() / lb,
+            sp.starts()
+        );
     }
 }
 
@@ -162,7 +179,8 @@ fn main() {
 }
 /// Most sessions running at one instant.
 fn peak_sessions(bookings: &[PlanBooking]) -> i32 {
-    let mut ev: Vec<(DateTime<Utc>, i32)> = bookings.iter().flat_map(|b| [(b.slot.start(), 1), (b.slot.end(), -1)]).collect();
+    let mut ev: Vec<(DateTime<Utc>, i32)> =
+        bookings.iter().flat_map(|b| [(b.slot.start(), 1), (b.slot.end(), -1)]).collect();
     ev.sort();
     let (mut cur, mut peak) = (0, 0);
     for (_, d) in ev {

@@ -64,7 +64,9 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
     Ok(match &config.store {
         StoreKind::Sqlite => {
             let path = config.data_dir.join("suroga.sqlite3");
-            Arc::new(SqliteStore::open(&path).with_context(|| format!("opening the SQLite store at {}", path.display()))?)
+            Arc::new(
+                SqliteStore::open(&path).with_context(|| format!("opening the SQLite store at {}", path.display()))?,
+            )
         }
         StoreKind::Cosmos(c) => Arc::new(CosmosStore::connect(c).await.context("connecting to Cosmos DB")?),
     })
@@ -109,10 +111,17 @@ pub async fn build_on(
                 let mut janus_hosts = Vec::new();
                 for name in local.names() {
                     let (http_url, ws_url) = local.urls(&name).await.expect("a name LocalPower listed");
-                    janus_hosts.push(JanusHost { name, backend_url: http_url.clone(), public_http_url: http_url, public_ws_url: ws_url });
+                    janus_hosts.push(JanusHost {
+                        name,
+                        backend_url: http_url.clone(),
+                        public_http_url: http_url,
+                        public_ws_url: ws_url,
+                    });
                 }
-                let fleet_hosts =
-                    janus_hosts.iter().map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY }).collect();
+                let fleet_hosts = janus_hosts
+                    .iter()
+                    .map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY })
+                    .collect();
                 let local = Arc::new(local);
                 let janus = JanusHosts::for_local(config, janus_hosts, &secrets).context("local Janus hosts")?;
                 (janus, local.clone(), fleet_hosts, Some(local))
@@ -156,7 +165,8 @@ pub async fn build_on(
         clock,
         settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
     };
-    let reconciler = Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));
+    let reconciler =
+        Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));
     let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };
     Ok(App { state, janus, fleet, reconciler, jobs, local })
 }
@@ -166,7 +176,11 @@ fn configured_hosts(config: &Config) -> Vec<FleetHost> {
 }
 
 /// Serves `router` (see [`App::router`]) on `listener` until `shutdown` completes.
-pub async fn run(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+pub async fn run(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
     axum::serve(listener, router).with_graceful_shutdown(shutdown).await
 }
 
@@ -257,7 +271,15 @@ pub async fn plan_table(config: &Config, days: i64) -> anyhow::Result<String> {
         }
         for i in intervals {
             let hours = (i.end - i.start).num_minutes() as f64 / 60.0;
-            writeln!(out, "{:<12} {:<22} {:<22} {:>8.2} {:>9}", h.name, fmt(i.start), fmt(i.end), hours, i.bookings.len())?;
+            writeln!(
+                out,
+                "{:<12} {:<22} {:<22} {:>8.2} {:>9}",
+                h.name,
+                fmt(i.start),
+                fmt(i.end),
+                hours,
+                i.bookings.len()
+            )?;
         }
         let now_action = match &h.action {
             HostAction::Start { .. } => "start now",

@@ -91,11 +91,7 @@ pub struct Caller {
 impl Caller {
     /// `Ok(())` for admins, [`AuthError::NotAdmin`] (403) for everyone else.
     pub fn require_admin(&self) -> Result<(), AuthError> {
-        if self.admin {
-            Ok(())
-        } else {
-            Err(AuthError::NotAdmin)
-        }
+        if self.admin { Ok(()) } else { Err(AuthError::NotAdmin) }
     }
 }
 
@@ -183,9 +179,7 @@ impl AuthError {
 
 /// RFC 6750 §3: `error_description` is limited to %x20-21 / %x23-5B / %x5D-7E.
 fn quoted_string_safe(s: &str) -> String {
-    s.chars()
-        .filter(|c| matches!(*c, ' ' | '!' | '#'..='[' | ']'..='~'))
-        .collect()
+    s.chars().filter(|c| matches!(*c, ' ' | '!' | '#'..='[' | ']'..='~')).collect()
 }
 
 impl IntoResponse for AuthError {
@@ -199,21 +193,12 @@ impl IntoResponse for AuthError {
         });
         let mut response = (status, body.to_string()).into_response();
         let headers = response.headers_mut();
-        headers.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/problem+json"),
-        );
-        if let Some(challenge) = self
-            .challenge()
-            .and_then(|c| HeaderValue::from_str(&c).ok())
-        {
+        headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+        if let Some(challenge) = self.challenge().and_then(|c| HeaderValue::from_str(&c).ok()) {
             headers.insert(header::WWW_AUTHENTICATE, challenge);
         }
         if self == AuthError::KeysUnavailable {
-            headers.insert(
-                header::RETRY_AFTER,
-                HeaderValue::from(JWKS_MIN_REFRESH_SECS),
-            );
+            headers.insert(header::RETRY_AFTER, HeaderValue::from(JWKS_MIN_REFRESH_SECS));
         }
         response
     }
@@ -226,9 +211,7 @@ pub enum AuthSetupError {
     #[error("local token secret {path}: {source}")]
     DevSecret { path: PathBuf, source: io::Error },
     /// `AUTH_HS256_SECRET` is shorter than [`MIN_HS256_SECRET_BYTES`].
-    #[error(
-        "AUTH_HS256_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 section 3.2), got {len}"
-    )]
+    #[error("AUTH_HS256_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 section 3.2), got {len}")]
     WeakSecret { len: usize },
     /// `AUTH_JWKS_URL` without `AUTH_ISSUER`/`AUTH_AUDIENCE`: keys alone do not say whose tokens to trust.
     #[error("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")]
@@ -262,19 +245,12 @@ impl fmt::Debug for Authenticator {
 /// `data_dir` (created on first call, reused after); else `None` (local tokens refused).
 /// `suroga token` and [`Authenticator::new`] both call this, so they always agree.
 /// Errors: [`AuthSetupError::WeakSecret`], [`AuthSetupError::DevSecret`].
-pub fn local_secret(
-    config: &AuthConfig,
-    data_dir: &Path,
-) -> Result<Option<Secret>, AuthSetupError> {
+pub fn local_secret(config: &AuthConfig, data_dir: &Path) -> Result<Option<Secret>, AuthSetupError> {
     let secret = match (&config.hs256_secret, &config.issuer) {
         (Some(s), _) => s.clone(),
         (None, Some(_)) => return Ok(None),
-        (None, None) => {
-            load_or_create_dev_secret(data_dir).map_err(|source| AuthSetupError::DevSecret {
-                path: data_dir.join(DEV_SECRET_FILE),
-                source,
-            })?
-        }
+        (None, None) => load_or_create_dev_secret(data_dir)
+            .map_err(|source| AuthSetupError::DevSecret { path: data_dir.join(DEV_SECRET_FILE), source })?,
     };
     let len = secret.expose().len();
     if len < MIN_HS256_SECRET_BYTES {
@@ -287,11 +263,7 @@ impl Authenticator {
     /// Builds the verifiers `config` asks for (see the module docs). May create
     /// `<data_dir>/auth-hs256.secret`; does no network I/O (the issuer's keys are fetched on first
     /// use with `client`).
-    pub fn new(
-        config: &AuthConfig,
-        data_dir: &Path,
-        client: reqwest::Client,
-    ) -> Result<Self, AuthSetupError> {
+    pub fn new(config: &AuthConfig, data_dir: &Path, client: reqwest::Client) -> Result<Self, AuthSetupError> {
         let local = local_secret(config, data_dir)?.map(|secret| Verifier {
             key: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation: validation(Algorithm::HS256, LOCAL_ISSUER, LOCAL_ISSUER),
@@ -316,11 +288,7 @@ impl Authenticator {
             issuer = issuer.as_ref().map(|i| i.issuer.as_str()),
             "authentication configured"
         );
-        Ok(Self {
-            local,
-            issuer,
-            admin_role: config.admin_role.clone(),
-        })
+        Ok(Self { local, issuer, admin_role: config.admin_role.clone() })
     }
 
     /// True when HS256 local tokens are accepted.
@@ -334,10 +302,7 @@ impl Authenticator {
     }
 
     /// [`Self::authenticate_at`] at the current time.
-    pub async fn authenticate(
-        &self,
-        authorization_header: Option<&str>,
-    ) -> Result<Caller, AuthError> {
+    pub async fn authenticate(&self, authorization_header: Option<&str>) -> Result<Caller, AuthError> {
         self.authenticate_at(authorization_header, Utc::now()).await
     }
 
@@ -365,11 +330,7 @@ impl Authenticator {
         result
     }
 
-    async fn verify(
-        &self,
-        authorization_header: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<Caller, AuthError> {
+    async fn verify(&self, authorization_header: Option<&str>, now: DateTime<Utc>) -> Result<Caller, AuthError> {
         let token = bearer_token(authorization_header)?;
         let head = peek_header(token)?;
         let span = tracing::Span::current();
@@ -396,9 +357,7 @@ impl Authenticator {
             .find(|u| !u.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
         let admin = match &claims.roles {
-            Some(serde_json::Value::Array(roles)) => roles
-                .iter()
-                .any(|r| r.as_str() == Some(self.admin_role.as_str())),
+            Some(serde_json::Value::Array(roles)) => roles.iter().any(|r| r.as_str() == Some(self.admin_role.as_str())),
             // A `roles` of another shape grants nothing.
             _ => false,
         };
@@ -439,17 +398,11 @@ struct JoseHeader {
 
 fn peek_header(token: &str) -> Result<JoseHeader, AuthError> {
     let mut segments = token.split('.');
-    let (Some(head), Some(_), Some(_), None) = (
-        segments.next(),
-        segments.next(),
-        segments.next(),
-        segments.next(),
-    ) else {
+    let (Some(head), Some(_), Some(_), None) = (segments.next(), segments.next(), segments.next(), segments.next())
+    else {
         return Err(AuthError::MalformedToken);
     };
-    let bytes = URL_SAFE_NO_PAD
-        .decode(head)
-        .map_err(|_| AuthError::MalformedToken)?;
+    let bytes = URL_SAFE_NO_PAD.decode(head).map_err(|_| AuthError::MalformedToken)?;
     serde_json::from_slice(&bytes).map_err(|_| AuthError::MalformedToken)
 }
 
@@ -486,11 +439,7 @@ fn validation(alg: Algorithm, issuer: &str, audiences: &str) -> Validation {
     let mut v = Validation::new(alg);
     v.algorithms = vec![alg];
     v.set_issuer(&[issuer]);
-    let audiences: Vec<&str> = audiences
-        .split(',')
-        .map(str::trim)
-        .filter(|a| !a.is_empty())
-        .collect();
+    let audiences: Vec<&str> = audiences.split(',').map(str::trim).filter(|a| !a.is_empty()).collect();
     v.set_audience(&audiences);
     v.set_required_spec_claims(&["iss", "aud"]);
     v.validate_exp = false;
@@ -509,26 +458,20 @@ impl Verifier {
         Self::decode_with(token, &self.key, &self.validation)
     }
 
-    fn decode_with(
-        token: &str,
-        key: &DecodingKey,
-        validation: &Validation,
-    ) -> Result<Claims, AuthError> {
-        jsonwebtoken::decode::<Claims>(token, key, validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                ErrorKind::InvalidSignature => AuthError::BadSignature,
-                ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
-                ErrorKind::InvalidAudience => AuthError::WrongAudience,
-                ErrorKind::ExpiredSignature => AuthError::Expired,
-                ErrorKind::ImmatureSignature => AuthError::NotYetValid,
-                ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::MissingClaim("iss"),
-                ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::MissingClaim("aud"),
-                ErrorKind::InvalidAlgorithm
-                | ErrorKind::MissingAlgorithm
-                | ErrorKind::InvalidAlgorithmName => AuthError::UnsupportedAlgorithm,
-                _ => AuthError::MalformedToken,
-            })
+    fn decode_with(token: &str, key: &DecodingKey, validation: &Validation) -> Result<Claims, AuthError> {
+        jsonwebtoken::decode::<Claims>(token, key, validation).map(|data| data.claims).map_err(|e| match e.kind() {
+            ErrorKind::InvalidSignature => AuthError::BadSignature,
+            ErrorKind::InvalidIssuer => AuthError::WrongIssuer,
+            ErrorKind::InvalidAudience => AuthError::WrongAudience,
+            ErrorKind::ExpiredSignature => AuthError::Expired,
+            ErrorKind::ImmatureSignature => AuthError::NotYetValid,
+            ErrorKind::MissingRequiredClaim(c) if c == "iss" => AuthError::MissingClaim("iss"),
+            ErrorKind::MissingRequiredClaim(c) if c == "aud" => AuthError::MissingClaim("aud"),
+            ErrorKind::InvalidAlgorithm | ErrorKind::MissingAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                AuthError::UnsupportedAlgorithm
+            }
+            _ => AuthError::MalformedToken,
+        })
     }
 }
 
@@ -553,8 +496,7 @@ struct KeyCache {
 
 impl KeyCache {
     fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        self.fetched_at
-            .is_some_and(|t| now - t < Duration::seconds(JWKS_MAX_AGE_SECS))
+        self.fetched_at.is_some_and(|t| now - t < Duration::seconds(JWKS_MAX_AGE_SECS))
     }
 }
 
@@ -572,17 +514,11 @@ enum FetchError {
     #[error("GET {url}: {source}")]
     Http { url: String, source: reqwest::Error },
     #[error("GET {url}: HTTP {status}")]
-    Status {
-        url: String,
-        status: reqwest::StatusCode,
-    },
+    Status { url: String, status: reqwest::StatusCode },
     #[error("GET {url}: more than {MAX_DOCUMENT_BYTES} bytes")]
     TooLarge { url: String },
     #[error("GET {url}: not the JSON expected: {source}")]
-    Json {
-        url: String,
-        source: serde_json::Error,
-    },
+    Json { url: String, source: serde_json::Error },
     #[error("{url} holds no RSA signing key")]
     NoKeys { url: String },
 }
@@ -593,11 +529,7 @@ impl IssuerKeys {
         self.cache.read().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
-    async fn key_for(
-        &self,
-        kid: Option<&str>,
-        now: DateTime<Utc>,
-    ) -> Result<DecodingKey, AuthError> {
+    async fn key_for(&self, kid: Option<&str>, now: DateTime<Utc>) -> Result<DecodingKey, AuthError> {
         let kid = kid.ok_or(AuthError::UnknownKey)?;
         let cache = self.snapshot();
         if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
@@ -609,19 +541,14 @@ impl IssuerKeys {
         // Measured both ways: a request stamped a moment before the last fetch (it waited here
         // behind it) must not fetch again, and a clock that jumped back must not block refreshes for good.
         let interval = Duration::seconds(JWKS_MIN_REFRESH_SECS);
-        let allowed = state
-            .last_attempt
-            .is_none_or(|t| (now - t).abs() >= interval);
+        let allowed = state.last_attempt.is_none_or(|t| (now - t).abs() >= interval);
         if allowed {
             state.last_attempt = Some(now);
             match self.fetch(&mut state).await {
                 Ok(keys) => {
                     tracing::info!(keys = keys.len(), "fetched the issuer's signing keys");
                     state.last_failed = false;
-                    let fresh = Arc::new(KeyCache {
-                        keys,
-                        fetched_at: Some(now),
-                    });
+                    let fresh = Arc::new(KeyCache { keys, fetched_at: Some(now) });
                     *self.cache.write().unwrap_or_else(|e| e.into_inner()) = fresh;
                 }
                 Err(e) => {
@@ -638,10 +565,7 @@ impl IssuerKeys {
         }
     }
 
-    async fn fetch(
-        &self,
-        state: &mut RefreshState,
-    ) -> Result<HashMap<String, DecodingKey>, FetchError> {
+    async fn fetch(&self, state: &mut RefreshState) -> Result<HashMap<String, DecodingKey>, FetchError> {
         let url = match (&self.jwks_url, &state.discovered) {
             (Some(url), _) | (None, Some(url)) => url.clone(),
             (None, None) => {
@@ -650,25 +574,16 @@ impl IssuerKeys {
                 struct Discovery {
                     jwks_uri: String,
                 }
-                let url = format!(
-                    "{}/.well-known/openid-configuration",
-                    self.issuer.trim_end_matches('/')
-                );
+                let url = format!("{}/.well-known/openid-configuration", self.issuer.trim_end_matches('/'));
                 let doc: Discovery = get_json(&self.client, &url).await?;
                 state.discovered = Some(doc.jwks_uri.clone());
                 doc.jwks_uri
             }
         };
-        let result = get_json::<JwkSet>(&self.client, &url)
-            .await
-            .and_then(|set| {
-                let keys = set.rsa_signing_keys();
-                if keys.is_empty() {
-                    Err(FetchError::NoKeys { url: url.clone() })
-                } else {
-                    Ok(keys)
-                }
-            });
+        let result = get_json::<JwkSet>(&self.client, &url).await.and_then(|set| {
+            let keys = set.rsa_signing_keys();
+            if keys.is_empty() { Err(FetchError::NoKeys { url: url.clone() }) } else { Ok(keys) }
+        });
         if result.is_err() {
             // The issuer may have moved its keys; discover again next time.
             state.discovered = None;
@@ -686,56 +601,34 @@ struct JwkSet {
 
 impl JwkSet {
     fn rsa_signing_keys(&self) -> HashMap<String, DecodingKey> {
-        let field = |k: &serde_json::Value, name: &str| {
-            k.get(name).and_then(|v| v.as_str()).map(str::to_owned)
-        };
+        let field = |k: &serde_json::Value, name: &str| k.get(name).and_then(|v| v.as_str()).map(str::to_owned);
         self.keys
             .iter()
             .filter(|k| field(k, "kty").as_deref() == Some("RSA"))
             .filter(|k| field(k, "use").is_none_or(|u| u == "sig"))
             .filter(|k| field(k, "alg").is_none_or(|a| a == "RS256"))
             .filter_map(|k| {
-                let key =
-                    DecodingKey::from_rsa_components(&field(k, "n")?, &field(k, "e")?).ok()?;
+                let key = DecodingKey::from_rsa_components(&field(k, "n")?, &field(k, "e")?).ok()?;
                 Some((field(k, "kid")?, key))
             })
             .collect()
     }
 }
 
-async fn get_json<T: DeserializeOwned>(
-    client: &reqwest::Client,
-    url: &str,
-) -> Result<T, FetchError> {
-    let http = |source| FetchError::Http {
-        url: url.to_owned(),
-        source,
-    };
-    let mut response = client
-        .get(url)
-        .timeout(FETCH_TIMEOUT)
-        .send()
-        .await
-        .map_err(http)?;
+async fn get_json<T: DeserializeOwned>(client: &reqwest::Client, url: &str) -> Result<T, FetchError> {
+    let http = |source| FetchError::Http { url: url.to_owned(), source };
+    let mut response = client.get(url).timeout(FETCH_TIMEOUT).send().await.map_err(http)?;
     if !response.status().is_success() {
-        return Err(FetchError::Status {
-            url: url.to_owned(),
-            status: response.status(),
-        });
+        return Err(FetchError::Status { url: url.to_owned(), status: response.status() });
     }
     let mut body = Vec::new();
     while let Some(chunk) = response.chunk().await.map_err(http)? {
         if body.len() + chunk.len() > MAX_DOCUMENT_BYTES {
-            return Err(FetchError::TooLarge {
-                url: url.to_owned(),
-            });
+            return Err(FetchError::TooLarge { url: url.to_owned() });
         }
         body.extend_from_slice(&chunk);
     }
-    serde_json::from_slice(&body).map_err(|source| FetchError::Json {
-        url: url.to_owned(),
-        source,
-    })
+    serde_json::from_slice(&body).map_err(|source| FetchError::Json { url: url.to_owned(), source })
 }
 
 /// Reads the local secret from `<data_dir>/auth-hs256.secret`, creating it (32 random bytes,
@@ -754,8 +647,7 @@ pub fn load_or_create_dev_secret(data_dir: &Path) -> io::Result<Secret> {
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let text = URL_SAFE_NO_PAD.encode(bytes);
     let aside = data_dir.join(format!(".{DEV_SECRET_FILE}.{}", uuid::Uuid::new_v4()));
-    let written =
-        write_private(&aside, text.as_bytes()).and_then(|()| fs::hard_link(&aside, &path));
+    let written = write_private(&aside, text.as_bytes()).and_then(|()| fs::hard_link(&aside, &path));
     let _ = fs::remove_file(&aside);
     match written {
         Ok(()) => {
@@ -773,9 +665,7 @@ fn read_dev_secret(path: &Path) -> io::Result<Secret> {
     if text.len() < MIN_HS256_SECRET_BYTES {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
-            format!(
-                "holds fewer than {MIN_HS256_SECRET_BYTES} bytes; delete it to generate a new secret"
-            ),
+            format!("holds fewer than {MIN_HS256_SECRET_BYTES} bytes; delete it to generate a new secret"),
         ));
     }
     Ok(Secret::new(text))
@@ -833,9 +723,7 @@ pub fn mint_dev_token(
 
 /// A `--ttl` value that could not be read.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error(
-    "a time to live is a positive number with a unit s, m, h or d (e.g. 90s, 15m, 1h, 7d), got {0:?}"
-)]
+#[error("a time to live is a positive number with a unit s, m, h or d (e.g. 90s, 15m, 1h, 7d), got {0:?}")]
 pub struct TtlError(pub String);
 
 /// Reads a token lifetime: `90s`, `15m`, `1h`, `7d`; a bare number is seconds. Errors: [`TtlError`]
@@ -852,10 +740,7 @@ pub fn parse_ttl(s: &str) -> Result<Duration, TtlError> {
         "d" => 86_400,
         _ => return Err(err()),
     };
-    let secs = n
-        .checked_mul(secs_per)
-        .filter(|s| (1..=366 * 86_400).contains(s))
-        .ok_or_else(err)?;
+    let secs = n.checked_mul(secs_per).filter(|s| (1..=366 * 86_400).contains(s)).ok_or_else(err)?;
     Ok(Duration::seconds(secs))
 }
 
@@ -884,9 +769,7 @@ where
             return Ok(caller.clone());
         }
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        let caller = authenticator
-            .authenticate(authorization_header(parts)?)
-            .await?;
+        let caller = authenticator.authenticate(authorization_header(parts)?).await?;
         parts.extensions.insert(caller.clone());
         Ok(caller)
     }
@@ -901,18 +784,11 @@ where
 {
     type Rejection = AuthError;
 
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &S,
-    ) -> Result<Option<Self>, Self::Rejection> {
-        if parts.extensions.get::<Caller>().is_none()
-            && !parts.headers.contains_key(header::AUTHORIZATION)
-        {
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Option<Self>, Self::Rejection> {
+        if parts.extensions.get::<Caller>().is_none() && !parts.headers.contains_key(header::AUTHORIZATION) {
             return Ok(None);
         }
-        <Caller as FromRequestParts<S>>::from_request_parts(parts, state)
-            .await
-            .map(Some)
+        <Caller as FromRequestParts<S>>::from_request_parts(parts, state).await.map(Some)
     }
 }
 
@@ -939,18 +815,9 @@ mod tests {
     fn bearer_scheme_is_case_insensitive_and_needs_one_token() {
         assert_eq!(bearer_token(Some("bearer abc")), Ok("abc"));
         assert_eq!(bearer_token(Some("Bearer  abc")), Ok("abc"));
-        assert_eq!(
-            bearer_token(Some("Basic dXNlcjpwdw==")),
-            Err(AuthError::NotBearer)
-        );
-        assert_eq!(
-            bearer_token(Some("Bearer")),
-            Err(AuthError::MalformedHeader)
-        );
-        assert_eq!(
-            bearer_token(Some("Bearer a b")),
-            Err(AuthError::MalformedHeader)
-        );
+        assert_eq!(bearer_token(Some("Basic dXNlcjpwdw==")), Err(AuthError::NotBearer));
+        assert_eq!(bearer_token(Some("Bearer")), Err(AuthError::MalformedHeader));
+        assert_eq!(bearer_token(Some("Bearer a b")), Err(AuthError::MalformedHeader));
         assert_eq!(bearer_token(None), Err(AuthError::MissingCredentials));
     }
 

@@ -235,9 +235,7 @@ impl Config {
             }
             None => {
                 let a = get("SUROGA_ADDR").unwrap_or_else(|| "127.0.0.1:7071".into());
-                let addr = a
-                    .parse()
-                    .map_err(|_| ConfigError(format!("SUROGA_ADDR must be host:port, got {a:?}")))?;
+                let addr = a.parse().map_err(|_| ConfigError(format!("SUROGA_ADDR must be host:port, got {a:?}")))?;
                 (addr, false)
             }
         };
@@ -284,17 +282,15 @@ impl Config {
             return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_API_SECRET".into()));
         }
 
-        let count = |k: &str, min: usize, max: usize| -> Result<Option<usize>, ConfigError> {
-            match get(k) {
-                None => Ok(None),
-                Some(v) => v
-                    .parse::<usize>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .map(Some)
-                    .ok_or_else(|| ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))),
-            }
-        };
+        let count =
+            |k: &str, min: usize, max: usize| -> Result<Option<usize>, ConfigError> {
+                match get(k) {
+                    None => Ok(None),
+                    Some(v) => v.parse::<usize>().ok().filter(|n| (min..=max).contains(n)).map(Some).ok_or_else(|| {
+                        ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))
+                    }),
+                }
+            };
         let fleet_settings = FleetSettings {
             lead: minutes("FLEET_LEAD_MINUTES", 30)?,
             grace: minutes("FLEET_GRACE_MINUTES", 10)?,
@@ -401,7 +397,10 @@ mod tests {
     fn fleet_settings_default_to_the_design_values() {
         let f = Config::from_map(&HashMap::new()).unwrap().fleet_settings;
         assert_eq!(f, FleetSettings::default());
-        assert_eq!((f.lead, f.grace, f.keep_warm), (Duration::minutes(30), Duration::minutes(10), Duration::minutes(30)));
+        assert_eq!(
+            (f.lead, f.grace, f.keep_warm),
+            (Duration::minutes(30), Duration::minutes(10), Duration::minutes(30))
+        );
         assert_eq!((f.max_hosts, f.overrun_limit, f.local_hosts), (None, Duration::minutes(60), 1));
     }
 
@@ -465,7 +464,10 @@ mod tests {
             }
         };
         assert_eq!(cosmos(&[]), Ok(CosmosCredentialKind::DeveloperTools));
-        assert_eq!(cosmos(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi")]), Ok(CosmosCredentialKind::ManagedIdentity));
+        assert_eq!(
+            cosmos(&[("IDENTITY_ENDPOINT", "http://127.0.0.1:41000/msi")]),
+            Ok(CosmosCredentialKind::ManagedIdentity)
+        );
         assert_eq!(
             cosmos(&[("IDENTITY_ENDPOINT", "http://x"), ("COSMOS_CREDENTIAL", "developer")]),
             Ok(CosmosCredentialKind::DeveloperTools)

@@ -7,12 +7,7 @@
 
 use std::sync::Arc;
 
-use axum::{
-    Router,
-    extract::State,
-    response::Response,
-    routing::post,
-};
+use axum::{Router, extract::State, response::Response, routing::post};
 use chrono::{DateTime, Utc};
 
 use crate::{

@@ -102,9 +102,16 @@ async fn hundred_parallel_bookings_of_one_room_and_slot_give_exactly_one_201() {
     let body = app.slot_body(60, 120, Some(room));
     let tasks: Vec<_> = (0..100)
         .map(|_| {
-            let (http, base, token, body) = (app.http.clone(), app.base.clone(), app.token(&user(), false), body.clone());
+            let (http, base, token, body) =
+                (app.http.clone(), app.base.clone(), app.token(&user(), false), body.clone());
             tokio::spawn(async move {
-                http.post(format!("{base}/api/v1/bookings")).bearer_auth(token).json(&body).send().await.unwrap().status()
+                http.post(format!("{base}/api/v1/bookings"))
+                    .bearer_auth(token)
+                    .json(&body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .status()
             })
         })
         .collect();
@@ -122,9 +129,11 @@ async fn hundred_parallel_find_or_create_bookings_never_overlap_in_a_room() {
     let body = app.slot_body(60, 120, None);
     let tasks: Vec<_> = (0..100)
         .map(|_| {
-            let (http, base, token, body) = (app.http.clone(), app.base.clone(), app.token(&user(), false), body.clone());
+            let (http, base, token, body) =
+                (app.http.clone(), app.base.clone(), app.token(&user(), false), body.clone());
             tokio::spawn(async move {
-                let res = http.post(format!("{base}/api/v1/bookings")).bearer_auth(token).json(&body).send().await.unwrap();
+                let res =
+                    http.post(format!("{base}/api/v1/bookings")).bearer_auth(token).json(&body).send().await.unwrap();
                 (res.status(), res.json::<Value>().await.unwrap())
             })
         })
@@ -158,7 +167,8 @@ async fn list_filters_by_status_and_date() {
     let u = user();
     let b1 = app.book(&u, 60, 120, None).await;
     let b2 = app.book(&u, 60 * 24 * 3, 60 * 24 * 3 + 60, None).await;
-    let (st, _) = app.post(&format!("/api/v1/bookings/{}/cancel", b2["booking_id"].as_str().unwrap()), &u, json!({})).await;
+    let (st, _) =
+        app.post(&format!("/api/v1/bookings/{}/cancel", b2["booking_id"].as_str().unwrap()), &u, json!({})).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     let (_, cancelled) = app.get("/api/v1/bookings?status=cancelled", &u).await;
     assert_eq!(cancelled.as_array().unwrap().len(), 1);
@@ -229,9 +239,19 @@ async fn cancel_inside_the_minimum_notice_is_400() {
     let u = user();
     let soon = app.book(&u, 30, 90, None).await;
     let later = app.book(&u, 120, 180, None).await;
-    let (st, body) = app.call(Method::POST, &format!("/api/v1/bookings/{}/cancel", soon["booking_id"].as_str().unwrap()), Some(&u), None).await;
+    let (st, body) = app
+        .call(
+            Method::POST,
+            &format!("/api/v1/bookings/{}/cancel", soon["booking_id"].as_str().unwrap()),
+            Some(&u),
+            None,
+        )
+        .await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{body}");
-    assert_eq!(app.delete(&format!("/api/v1/bookings/{}", later["booking_id"].as_str().unwrap()), &u).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        app.delete(&format!("/api/v1/bookings/{}", later["booking_id"].as_str().unwrap()), &u).await.0,
+        StatusCode::NO_CONTENT
+    );
 }
 
 #[tokio::test]
@@ -294,10 +314,13 @@ async fn the_daily_purge_forgets_keys_older_than_a_day() {
         .unwrap();
     assert_eq!(res.status(), StatusCode::CREATED);
     let now = app.now();
-    assert_eq!(app.app.jobs.run("purge-keys", now).await.unwrap(), vec![format!(
-        "forgot 0 idempotency keys recorded before {}",
-        suroga::domain::format_instant(now - Duration::hours(24))
-    )]);
+    assert_eq!(
+        app.app.jobs.run("purge-keys", now).await.unwrap(),
+        vec![format!(
+            "forgot 0 idempotency keys recorded before {}",
+            suroga::domain::format_instant(now - Duration::hours(24))
+        )]
+    );
     app.clock.advance(Duration::hours(25));
     let logs = app.app.jobs.run("purge-keys", app.now()).await.unwrap();
     assert!(logs[0].starts_with("forgot 1 "), "{logs:?}");

@@ -12,11 +12,11 @@ use std::{
 use azure_data_cosmos_driver::fault_injection::{FaultInjectionErrorType as E, FaultOperationType as Op};
 use reqwest::StatusCode;
 use serde_json::Value;
-use suroga::store::Store;
 use support::{
     app::{TestApp, user},
     cosmos::{Emulator, fault},
 };
+use suroga::store::Store;
 
 async fn two_instances() -> (Emulator, TestApp, TestApp) {
     let emu = Emulator::new();
@@ -33,7 +33,8 @@ async fn two_instances_give_exactly_one_201_for_one_room_and_slot() {
     let tasks: Vec<_> = (0..100)
         .map(|i| {
             let app = if i % 2 == 0 { &a } else { &b };
-            let (http, url, token, body) = (app.http.clone(), format!("{}/api/v1/bookings", app.base), app.token(&user(), false), body.clone());
+            let (http, url, token, body) =
+                (app.http.clone(), format!("{}/api/v1/bookings", app.base), app.token(&user(), false), body.clone());
             tokio::spawn(async move { http.post(url).bearer_auth(token).json(&body).send().await.unwrap().status() })
         })
         .collect();
@@ -56,7 +57,8 @@ async fn two_instances_find_or_create_never_overlap_in_a_room() {
     let tasks: Vec<_> = (0..30)
         .map(|i| {
             let app = if i % 2 == 0 { &a } else { &b };
-            let (http, url, token, body) = (app.http.clone(), format!("{}/api/v1/bookings", app.base), app.token(&user(), false), body.clone());
+            let (http, url, token, body) =
+                (app.http.clone(), format!("{}/api/v1/bookings", app.base), app.token(&user(), false), body.clone());
             tokio::spawn(async move {
                 let r = http.post(url).bearer_auth(token).json(&body).send().await.unwrap();
                 (r.status(), r.json::<Value>().await.unwrap())
@@ -77,7 +79,8 @@ async fn a_throttled_account_answers_503_with_retry_after_within_seconds() {
     let healthy = TestApp::spawn_with_store(Arc::new(emu.store().await) as Arc<dyn Store>).await;
     let room = healthy.create_room(&user()).await["room_id"].as_u64().unwrap();
     let rule = fault(Op::BatchItem, E::TooManyRequests, None);
-    let throttled = TestApp::spawn_with_store(Arc::new(emu.store_with_faults(vec![rule.clone()]).await) as Arc<dyn Store>).await;
+    let throttled =
+        TestApp::spawn_with_store(Arc::new(emu.store_with_faults(vec![rule.clone()]).await) as Arc<dyn Store>).await;
     rule.enable();
     let started = Instant::now();
     let res = throttled

@@ -66,7 +66,8 @@ async fn malformed_bodies_are_problem_400s() {
         assert_eq!(body["status"], 400);
         assert!(body["detail"].is_string());
     }
-    let res = app.http.post(format!("{}/api/v1/bookings", app.base)).bearer_auth(&token).body("{}").send().await.unwrap();
+    let res =
+        app.http.post(format!("{}/api/v1/bookings", app.base)).bearer_auth(&token).body("{}").send().await.unwrap();
     assert_eq!(res.status(), StatusCode::UNSUPPORTED_MEDIA_TYPE);
 }
 
@@ -96,7 +97,13 @@ async fn openapi_document_lists_the_api() {
     let (st, doc) = app.call(Method::GET, "/api/v1/openapi.json", None, None).await;
     assert_eq!(st, StatusCode::OK);
     let paths = doc["paths"].as_object().unwrap();
-    for p in ["/api/v1/rooms", "/api/v1/rooms/{room_id}", "/api/v1/bookings", "/api/v1/bookings/{booking_id}/join", "/api/v1/health"] {
+    for p in [
+        "/api/v1/rooms",
+        "/api/v1/rooms/{room_id}",
+        "/api/v1/bookings",
+        "/api/v1/bookings/{booking_id}/join",
+        "/api/v1/health",
+    ] {
         assert!(paths.contains_key(p), "{p} missing from {:?}", paths.keys().collect::<Vec<_>>());
     }
     let page = app.http.get(format!("{}/api/docs", app.base)).send().await.unwrap().text().await.unwrap();

@@ -38,12 +38,19 @@ async fn hosts_show_power_state_and_the_plan() {
     assert_eq!(st, StatusCode::OK, "{plan}");
     assert_eq!(plan["assignments"][b["booking_id"].as_str().unwrap()], "local-1");
     let on = &plan["hosts"][0]["on_intervals"][0];
-    let start = |k: &str| chrono::DateTime::parse_from_rfc3339(b[k].as_str().unwrap()).unwrap().with_timezone(&chrono::Utc);
+    let start =
+        |k: &str| chrono::DateTime::parse_from_rfc3339(b[k].as_str().unwrap()).unwrap().with_timezone(&chrono::Utc);
     let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&chrono::Utc);
     assert!(at(&on["start"]) <= start("start_time") - Duration::minutes(30), "{on}");
     assert!(at(&on["end"]) >= start("end_time") + Duration::minutes(10), "{on}");
-    assert_eq!(app.get("/api/v1/plan?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", &admin()).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(app.get("/api/v1/plan?from=2030-01-01T00:00:00Z&to=2030-06-01T00:00:00Z", &admin()).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.get("/api/v1/plan?from=2030-01-02T00:00:00Z&to=2030-01-01T00:00:00Z", &admin()).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.get("/api/v1/plan?from=2030-01-01T00:00:00Z&to=2030-06-01T00:00:00Z", &admin()).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]
@@ -78,8 +85,14 @@ async fn manual_overrides_switch_the_host_and_are_logged_into_usage() {
     assert!(usage["saving_vm_minutes"].as_f64().unwrap() > 0.0);
 
     assert_eq!(app.post("/api/v1/hosts/nope/start", &root, json!({})).await.0, StatusCode::NOT_FOUND);
-    assert_eq!(app.post("/api/v1/hosts/local-1/start", &root, json!({"until": "2001-01-01T00:00:00Z"})).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(app.post("/api/v1/hosts/local-1/start", &root, json!({"until": "soon"})).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        app.post("/api/v1/hosts/local-1/start", &root, json!({"until": "2001-01-01T00:00:00Z"})).await.0,
+        StatusCode::BAD_REQUEST
+    );
+    assert_eq!(
+        app.post("/api/v1/hosts/local-1/start", &root, json!({"until": "soon"})).await.0,
+        StatusCode::BAD_REQUEST
+    );
 }
 
 #[tokio::test]

@@ -7,14 +7,14 @@ use std::time::{Duration, Instant};
 use chrono::Duration as ChronoDuration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::{
+    app::{TestApp, admin, user},
+    proxy::delaying_proxy,
+};
 use suroga::{
     config::Secret,
     fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
     janus::{Credential, JanusClient, JanusClientConfig, JanusError, token},
-};
-use support::{
-    app::{TestApp, admin, user},
-    proxy::delaying_proxy,
 };
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -71,7 +71,8 @@ async fn find_or_create_bookings_make_their_new_room_in_janus() {
 async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path::PathBuf) {
     let dir = support::app::temp_dir(tag);
     let secrets = HostSecrets::generate();
-    let mut janus = LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
+    let mut janus =
+        LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
     janus.start().await.unwrap();
     let hosts = json!([{"name": "own", "backend_url": janus.backend_url(),
         "public_http_url": janus.public_http_url(), "public_ws_url": janus.public_ws_url()}]);
@@ -143,10 +144,12 @@ async fn a_local_host_switched_off_keeps_room_changes_waiting_in_the_store() {
 async fn a_slow_janus_hits_the_timeout_and_answers_503_within_the_limit() {
     let dir = support::app::temp_dir("slow-janus");
     let secrets = HostSecrets::generate();
-    let mut janus = LocalJanusHost::new("slow", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
+    let mut janus =
+        LocalJanusHost::new("slow", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
     janus.start().await.unwrap();
     let url = url::Url::parse(&janus.backend_url()).unwrap();
-    let proxy = delaying_proxy(format!("127.0.0.1:{}", url.port().unwrap()).parse().unwrap(), Duration::from_secs(10)).await;
+    let proxy =
+        delaying_proxy(format!("127.0.0.1:{}", url.port().unwrap()).parse().unwrap(), Duration::from_secs(10)).await;
     let hosts = json!([{"name": "slow", "backend_url": format!("http://{proxy}/janus"),
         "public_http_url": format!("http://{proxy}/janus"), "public_ws_url": "ws://127.0.0.1:9"}]);
     let app = TestApp::spawn_with(|env| {
@@ -232,7 +235,10 @@ async fn join_answers_only_the_owner_inside_the_window() {
 
     let c = app.book(&u, 300, 360, None).await;
     app.delete(&format!("/api/v1/bookings/{}", c["booking_id"].as_str().unwrap()), &u).await;
-    assert_eq!(app.get(&format!("/api/v1/bookings/{}/join", c["booking_id"].as_str().unwrap()), &u).await.0, StatusCode::CONFLICT);
+    assert_eq!(
+        app.get(&format!("/api/v1/bookings/{}/join", c["booking_id"].as_str().unwrap()), &u).await.0,
+        StatusCode::CONFLICT
+    );
 }
 
 fn token_client() -> JanusClient {
@@ -255,14 +261,20 @@ async fn the_join_token_opens_a_janus_session_and_forged_ones_do_not() {
     let http = join["janus"]["http"].as_str().unwrap();
     let tok = join["token"].as_str().unwrap();
     let client = token_client();
-    let session = client.session_with(http, Credential::Token(Secret::new(tok))).await.expect("the token opens a session");
+    let session =
+        client.session_with(http, Credential::Token(Secret::new(tok))).await.expect("the token opens a session");
     let handle = session.attach(VIDEOROOM).await.expect("and attaches the VideoRoom");
     handle
         .join(b["room_id"].as_u64().unwrap(), Some(join["pin"].as_str().unwrap()), "me")
         .await
         .expect("and joins with the pin");
 
-    let expired = token::sign(&secrets(&app).token_secret, token::TokenAlgorithm::HmacSha1, chrono::Utc::now() - ChronoDuration::minutes(1), &[VIDEOROOM]);
+    let expired = token::sign(
+        &secrets(&app).token_secret,
+        token::TokenAlgorithm::HmacSha1,
+        chrono::Utc::now() - ChronoDuration::minutes(1),
+        &[VIDEOROOM],
+    );
     let mut tampered: Value = json!(tok);
     let t = tampered.as_str().unwrap().replacen(|c: char| c.is_ascii_digit(), "9", 1);
     tampered = json!(t);

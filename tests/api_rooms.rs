@@ -10,7 +10,8 @@ use support::app::{TestApp, admin, user};
 #[tokio::test]
 async fn create_room_answers_201_with_id_and_password_and_defaults() {
     let app = TestApp::spawn().await;
-    let (st, r) = app.post("/api/v1/rooms", &user(), json!({"optional_name": "Sala X", "metadata": {"team": "blue"}})).await;
+    let (st, r) =
+        app.post("/api/v1/rooms", &user(), json!({"optional_name": "Sala X", "metadata": {"team": "blue"}})).await;
     assert_eq!(st, StatusCode::CREATED, "{r}");
     let id = r["room_id"].as_u64().unwrap();
     assert!(id > 0 && id < (1u64 << 53));
@@ -95,7 +96,8 @@ async fn availability_lists_free_rooms_or_an_empty_list() {
     assert_eq!(one["available_rooms"][0]["room_id"], r["room_id"]);
     app.book(&u, 60, 120, Some(r["room_id"].as_u64().unwrap())).await;
     assert_eq!(app.get(&q, &u).await.1, json!({"available_rooms": []}));
-    let (st, _) = app.get("/api/v1/rooms/availability?start_time=2030-01-01T11:00:00Z&end_time=2030-01-01T10:00:00Z", &u).await;
+    let (st, _) =
+        app.get("/api/v1/rooms/availability?start_time=2030-01-01T11:00:00Z&end_time=2030-01-01T10:00:00Z", &u).await;
     assert_eq!(st, StatusCode::BAD_REQUEST);
     assert_eq!(app.get("/api/v1/rooms/availability", &u).await.0, StatusCode::BAD_REQUEST);
 }
@@ -158,7 +160,8 @@ async fn room_creation_is_idempotent_with_a_key() {
     let send = |b: Value| {
         let (http, url, token) = (app.http.clone(), format!("{}/api/v1/rooms", app.base), token.clone());
         async move {
-            let r = http.post(url).bearer_auth(token).header("Idempotency-Key", "room-1").json(&b).send().await.unwrap();
+            let r =
+                http.post(url).bearer_auth(token).header("Idempotency-Key", "room-1").json(&b).send().await.unwrap();
             (r.status(), r.json::<Value>().await.unwrap())
         }
     };

@@ -25,8 +25,8 @@ use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
 use suroga::{
     auth::{
-        AdminCaller, AuthError, AuthSetupError, Authenticator, Caller, DEV_SECRET_FILE,
-        LOCAL_ISSUER, load_or_create_dev_secret, mint_dev_token,
+        AdminCaller, AuthError, AuthSetupError, Authenticator, Caller, DEV_SECRET_FILE, LOCAL_ISSUER,
+        load_or_create_dev_secret, mint_dev_token,
     },
     config::{AuthConfig, Secret},
 };
@@ -67,9 +67,7 @@ fn app(auth: Authenticator) -> Router {
         .route("/admin", get(admin))
         .route("/maybe", get(maybe))
         .route("/state", get(state_is_shared))
-        .with_state(AppState {
-            auth: Arc::new(auth),
-        })
+        .with_state(AppState { auth: Arc::new(auth) })
 }
 
 struct Reply {
@@ -80,20 +78,13 @@ struct Reply {
 
 impl Reply {
     fn challenge(&self) -> &str {
-        self.headers
-            .get(header::WWW_AUTHENTICATE)
-            .expect("a refusal carries WWW-Authenticate")
-            .to_str()
-            .unwrap()
+        self.headers.get(header::WWW_AUTHENTICATE).expect("a refusal carries WWW-Authenticate").to_str().unwrap()
     }
 
     /// A 401 in the shape every refusal must have; returns the challenge.
     fn assert_unauthorized(&self) -> &str {
         assert_eq!(self.status, StatusCode::UNAUTHORIZED, "{:?}", self.body);
-        assert_eq!(
-            self.headers[header::CONTENT_TYPE],
-            "application/problem+json"
-        );
+        assert_eq!(self.headers[header::CONTENT_TYPE], "application/problem+json");
         assert_eq!(self.body["type"], "about:blank");
         assert_eq!(self.body["title"], "Unauthorized");
         assert_eq!(self.body["status"], 401);
@@ -104,17 +95,10 @@ impl Reply {
     /// A 401 `invalid_token` whose description says `why`.
     fn assert_invalid_token(&self, why: &str) {
         let challenge = self.assert_unauthorized().to_owned();
-        assert!(
-            challenge.starts_with("Bearer realm=\"suroga\""),
-            "{challenge}"
-        );
+        assert!(challenge.starts_with("Bearer realm=\"suroga\""), "{challenge}");
         assert!(challenge.contains("error=\"invalid_token\""), "{challenge}");
         assert!(challenge.contains(why), "{challenge} should say {why:?}");
-        assert!(
-            self.body["detail"].as_str().unwrap().contains(why),
-            "{:?}",
-            self.body
-        );
+        assert!(self.body["detail"].as_str().unwrap().contains(why), "{:?}", self.body);
     }
 }
 
@@ -123,23 +107,12 @@ async fn call(app: &Router, path: &str, authorization: &[&str]) -> Reply {
     for value in authorization {
         request = request.header(header::AUTHORIZATION, *value);
     }
-    let response = app
-        .clone()
-        .oneshot(request.body(Body::empty()).unwrap())
-        .await
-        .unwrap();
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
     let status = response.status();
     let headers = response.headers().clone();
-    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX)
-        .await
-        .unwrap();
-    let body = serde_json::from_slice(&bytes)
-        .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
-    Reply {
-        status,
-        headers,
-        body,
-    }
+    let bytes = axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap();
+    let body = serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into()));
+    Reply { status, headers, body }
 }
 
 async fn get_with_token(app: &Router, path: &str, token: &str) -> Reply {
@@ -165,11 +138,7 @@ impl Drop for TempDir {
 }
 
 fn random_secret() -> Secret {
-    Secret::new(format!(
-        "{}{}",
-        Uuid::new_v4().simple(),
-        Uuid::new_v4().simple()
-    ))
+    Secret::new(format!("{}{}", Uuid::new_v4().simple(), Uuid::new_v4().simple()))
 }
 
 fn config(secret: Option<Secret>, issuer: Option<&str>, jwks_url: Option<&str>) -> AuthConfig {
@@ -186,12 +155,7 @@ fn config(secret: Option<Secret>, issuer: Option<&str>, jwks_url: Option<&str>) 
 /// An authenticator that accepts local tokens signed with `secret` only.
 fn local_only(secret: &Secret) -> Authenticator {
     let dir = TempDir::new();
-    Authenticator::new(
-        &config(Some(secret.clone()), None, None),
-        &dir.0,
-        reqwest::Client::new(),
-    )
-    .unwrap()
+    Authenticator::new(&config(Some(secret.clone()), None, None), &dir.0, reqwest::Client::new()).unwrap()
 }
 
 fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
@@ -201,12 +165,7 @@ fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) ->
 }
 
 fn hs256(secret: &Secret, claims: &Value) -> String {
-    sign(
-        Algorithm::HS256,
-        None,
-        claims,
-        &EncodingKey::from_secret(secret.expose().as_bytes()),
-    )
+    sign(Algorithm::HS256, None, claims, &EncodingKey::from_secret(secret.expose().as_bytes()))
 }
 
 /// Good local claims for `sub` as of `now`; tests change one field.
@@ -237,8 +196,7 @@ fn rsa_key(name: &str) -> EncodingKey {
 
 /// The public JWK of fixture key `name`, published under `kid`.
 fn jwk(name: &str, kid: &str) -> Value {
-    let all: Value =
-        serde_json::from_str(include_str!("fixtures/rsa-public-components.json")).unwrap();
+    let all: Value = serde_json::from_str(include_str!("fixtures/rsa-public-components.json")).unwrap();
     json!({ "kty": "RSA", "use": "sig", "kid": kid, "n": all[name]["n"], "e": all[name]["e"] })
 }
 
@@ -283,12 +241,8 @@ impl Idp {
             discovery_hits: Arc::default(),
             failing: Arc::default(),
         };
-        let (keys, jwks_hits, discovery_hits, failing) = (
-            idp.keys.clone(),
-            idp.jwks_hits.clone(),
-            idp.discovery_hits.clone(),
-            idp.failing.clone(),
-        );
+        let (keys, jwks_hits, discovery_hits, failing) =
+            (idp.keys.clone(), idp.jwks_hits.clone(), idp.discovery_hits.clone(), idp.failing.clone());
         let router = Router::new()
             .route(
                 &format!("/{tenant}/v2.0/.well-known/openid-configuration"),
@@ -306,7 +260,9 @@ impl Idp {
                     }
                     // Real sets hold keys we must skip; one rides along.
                     let mut keys = keys.lock().unwrap().clone();
-                    keys.push(json!({ "kty": "EC", "use": "sig", "kid": "ec-key", "crv": "P-256", "x": "AA", "y": "AA" }));
+                    keys.push(
+                        json!({ "kty": "EC", "use": "sig", "kid": "ec-key", "crv": "P-256", "x": "AA", "y": "AA" }),
+                    );
                     Ok(Json(json!({ "keys": keys })))
                 }),
             );
@@ -318,12 +274,7 @@ impl Idp {
     fn authenticator(&self, explicit_jwks: bool) -> Authenticator {
         let dir = TempDir::new();
         let jwks = explicit_jwks.then_some(self.jwks_url.as_str());
-        Authenticator::new(
-            &config(None, Some(&self.issuer), jwks),
-            &dir.0,
-            reqwest::Client::new(),
-        )
-        .unwrap()
+        Authenticator::new(&config(None, Some(&self.issuer), jwks), &dir.0, reqwest::Client::new()).unwrap()
     }
 
     fn jwks_hits(&self) -> usize {
@@ -343,14 +294,7 @@ async fn a_minted_admin_token_names_its_user_and_opens_admin_routes() {
     let secret = random_secret();
     let app = app(local_only(&secret));
     let user = fresh_user();
-    let token = mint_dev_token(
-        &secret,
-        &user,
-        true,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
+    let token = mint_dev_token(&secret, &user, true, "admin", Duration::hours(1), Utc::now());
 
     let me = get_with_token(&app, "/me", &token).await;
     assert_eq!(me.status, StatusCode::OK);
@@ -370,12 +314,7 @@ async fn the_user_is_oid_when_present_else_sub() {
 
     let with_oid = get_with_token(&app, "/me", &hs256(&secret, &claims)).await;
     assert_eq!(with_oid.body, json!({ "user": oid, "admin": false }));
-    let without = get_with_token(
-        &app,
-        "/me",
-        &hs256(&secret, &local_claims(&sub, Utc::now())),
-    )
-    .await;
+    let without = get_with_token(&app, "/me", &hs256(&secret, &local_claims(&sub, Utc::now()))).await;
     assert_eq!(without.body, json!({ "user": sub, "admin": false }));
 }
 
@@ -407,32 +346,15 @@ async fn the_configured_admin_role_makes_an_admin_and_nothing_else_does() {
 async fn a_non_admin_on_an_admin_route_is_403() {
     let secret = random_secret();
     let app = app(local_only(&secret));
-    let token = mint_dev_token(
-        &secret,
-        &fresh_user(),
-        false,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
+    let token = mint_dev_token(&secret, &fresh_user(), false, "admin", Duration::hours(1), Utc::now());
 
     let reply = get_with_token(&app, "/admin", &token).await;
     assert_eq!(reply.status, StatusCode::FORBIDDEN);
-    assert_eq!(
-        reply.headers[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/problem+json");
     assert_eq!(reply.body["title"], "Forbidden");
     assert_eq!(reply.body["status"], 403);
-    assert!(
-        reply.challenge().contains("error=\"insufficient_scope\""),
-        "{}",
-        reply.challenge()
-    );
-    assert_eq!(
-        get_with_token(&app, "/me", &token).await.status,
-        StatusCode::OK
-    );
+    assert!(reply.challenge().contains("error=\"insufficient_scope\""), "{}", reply.challenge());
+    assert_eq!(get_with_token(&app, "/me", &token).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -440,10 +362,7 @@ async fn no_authorization_header_is_401_with_a_bare_challenge() {
     let app = app(local_only(&random_secret()));
     let reply = call(&app, "/me", &[]).await;
     assert_eq!(reply.assert_unauthorized(), "Bearer realm=\"suroga\"");
-    assert_eq!(
-        call(&app, "/admin", &[]).await.status,
-        StatusCode::UNAUTHORIZED
-    );
+    assert_eq!(call(&app, "/admin", &[]).await.status, StatusCode::UNAUTHORIZED);
 }
 
 #[tokio::test]
@@ -458,31 +377,18 @@ async fn another_scheme_is_401_with_a_bare_challenge() {
 async fn a_token_that_is_not_a_jwt_is_401() {
     let app = app(local_only(&random_secret()));
     for garbage in ["not-a-jwt", "a.b.c", "e30.e30.e30.e30", "%%%.e30.sig"] {
-        get_with_token(&app, "/me", garbage)
-            .await
-            .assert_invalid_token("well-formed");
+        get_with_token(&app, "/me", garbage).await.assert_invalid_token("well-formed");
     }
-    call(&app, "/me", &["Bearer"])
-        .await
-        .assert_invalid_token("single Bearer");
+    call(&app, "/me", &["Bearer"]).await.assert_invalid_token("single Bearer");
 }
 
 #[tokio::test]
 async fn two_authorization_headers_are_401() {
     let secret = random_secret();
     let app = app(local_only(&secret));
-    let token = mint_dev_token(
-        &secret,
-        &fresh_user(),
-        false,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
+    let token = mint_dev_token(&secret, &fresh_user(), false, "admin", Duration::hours(1), Utc::now());
     let good = format!("Bearer {token}");
-    call(&app, "/me", &[&good, &good])
-        .await
-        .assert_invalid_token("single Bearer");
+    call(&app, "/me", &[&good, &good]).await.assert_invalid_token("single Bearer");
 }
 
 #[tokio::test]
@@ -492,9 +398,7 @@ async fn an_expired_token_is_401() {
     let now = Utc::now();
     let mut claims = local_claims(&fresh_user(), now - Duration::hours(1));
     claims["exp"] = json!((now - Duration::minutes(5)).timestamp());
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("expired");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("expired");
 }
 
 #[tokio::test]
@@ -504,12 +408,7 @@ async fn a_token_expired_within_the_clock_skew_leeway_is_accepted() {
     let now = Utc::now();
     let mut claims = local_claims(&fresh_user(), now - Duration::hours(1));
     claims["exp"] = json!((now - Duration::seconds(20)).timestamp());
-    assert_eq!(
-        get_with_token(&app, "/me", &hs256(&secret, &claims))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(get_with_token(&app, "/me", &hs256(&secret, &claims)).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
@@ -518,9 +417,7 @@ async fn a_token_without_exp_is_401() {
     let app = app(local_only(&secret));
     let mut claims = local_claims(&fresh_user(), Utc::now());
     claims.as_object_mut().unwrap().remove("exp");
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("exp");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("exp");
 }
 
 #[tokio::test]
@@ -529,9 +426,7 @@ async fn a_token_not_valid_yet_is_401() {
     let app = app(local_only(&secret));
     let mut claims = local_claims(&fresh_user(), Utc::now());
     claims["nbf"] = json!((Utc::now() + Duration::minutes(5)).timestamp());
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("not valid yet");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("not valid yet");
 }
 
 #[tokio::test]
@@ -540,21 +435,14 @@ async fn a_token_from_a_clock_slightly_ahead_is_accepted() {
     let app = app(local_only(&secret));
     let mut claims = local_claims(&fresh_user(), Utc::now());
     claims["nbf"] = json!((Utc::now() + Duration::seconds(20)).timestamp());
-    assert_eq!(
-        get_with_token(&app, "/me", &hs256(&secret, &claims))
-            .await
-            .status,
-        StatusCode::OK
-    );
+    assert_eq!(get_with_token(&app, "/me", &hs256(&secret, &claims)).await.status, StatusCode::OK);
 }
 
 #[tokio::test]
 async fn a_token_signed_with_another_secret_is_401() {
     let app = app(local_only(&random_secret()));
     let token = hs256(&random_secret(), &local_claims(&fresh_user(), Utc::now()));
-    get_with_token(&app, "/me", &token)
-        .await
-        .assert_invalid_token("signature");
+    get_with_token(&app, "/me", &token).await.assert_invalid_token("signature");
 }
 
 #[tokio::test]
@@ -563,9 +451,7 @@ async fn an_unsigned_alg_none_token_is_401() {
     let head = URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#);
     let claims = URL_SAFE_NO_PAD.encode(local_claims(&fresh_user(), Utc::now()).to_string());
     for token in [format!("{head}.{claims}."), format!("{head}.{claims}.c2ln")] {
-        get_with_token(&app, "/me", &token)
-            .await
-            .assert_invalid_token("algorithm");
+        get_with_token(&app, "/me", &token).await.assert_invalid_token("algorithm");
     }
 }
 
@@ -579,9 +465,7 @@ async fn another_hmac_algorithm_is_401() {
         &local_claims(&fresh_user(), Utc::now()),
         &EncodingKey::from_secret(secret.expose().as_bytes()),
     );
-    get_with_token(&app, "/me", &token)
-        .await
-        .assert_invalid_token("algorithm");
+    get_with_token(&app, "/me", &token).await.assert_invalid_token("algorithm");
 }
 
 #[tokio::test]
@@ -590,9 +474,7 @@ async fn a_token_of_another_issuer_is_401() {
     let app = app(local_only(&secret));
     let mut claims = local_claims(&fresh_user(), Utc::now());
     claims["iss"] = json!("https://login.example.invalid/v2.0");
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("issuer");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("issuer");
 }
 
 #[tokio::test]
@@ -601,13 +483,9 @@ async fn a_token_for_another_audience_is_401() {
     let app = app(local_only(&secret));
     let mut claims = local_claims(&fresh_user(), Utc::now());
     claims["aud"] = json!("some-other-api");
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("audience");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("audience");
     claims.as_object_mut().unwrap().remove("aud");
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("aud");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("aud");
 }
 
 #[tokio::test]
@@ -615,25 +493,10 @@ async fn an_optional_caller_is_anonymous_without_a_header_but_a_bad_token_is_sti
     let secret = random_secret();
     let app = app(local_only(&secret));
     let user = fresh_user();
-    assert_eq!(
-        call(&app, "/maybe", &[]).await.body,
-        json!({ "user": null })
-    );
-    let token = mint_dev_token(
-        &secret,
-        &user,
-        false,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
-    assert_eq!(
-        get_with_token(&app, "/maybe", &token).await.body,
-        json!({ "user": user })
-    );
-    get_with_token(&app, "/maybe", "garbage")
-        .await
-        .assert_invalid_token("well-formed");
+    assert_eq!(call(&app, "/maybe", &[]).await.body, json!({ "user": null }));
+    let token = mint_dev_token(&secret, &user, false, "admin", Duration::hours(1), Utc::now());
+    assert_eq!(get_with_token(&app, "/maybe", &token).await.body, json!({ "user": user }));
+    get_with_token(&app, "/maybe", "garbage").await.assert_invalid_token("well-formed");
 }
 
 #[tokio::test]
@@ -641,18 +504,8 @@ async fn the_extractor_works_beside_other_state_extractors() {
     let secret = random_secret();
     let app = app(local_only(&secret));
     let user = fresh_user();
-    let token = mint_dev_token(
-        &secret,
-        &user,
-        false,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
-    assert_eq!(
-        get_with_token(&app, "/state", &token).await.body,
-        json!(user)
-    );
+    let token = mint_dev_token(&secret, &user, false, "admin", Duration::hours(1), Utc::now());
+    assert_eq!(get_with_token(&app, "/state", &token).await.body, json!(user));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -669,22 +522,14 @@ async fn the_dev_secret_is_created_once_private_and_reused() {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
-        assert_eq!(
-            std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
-            0o600
-        );
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
     }
     let second = load_or_create_dev_secret(&dir.0).unwrap();
     assert_eq!(second, first);
-    assert_eq!(
-        std::fs::read_dir(&dir.0).unwrap().count(),
-        1,
-        "no leftovers beside the secret"
-    );
+    assert_eq!(std::fs::read_dir(&dir.0).unwrap().count(), 1, "no leftovers beside the secret");
 
     // With nothing configured, the server uses that same file, so `suroga token` output is accepted.
-    let auth =
-        Authenticator::new(&config(None, None, None), &dir.0, reqwest::Client::new()).unwrap();
+    let auth = Authenticator::new(&config(None, None, None), &dir.0, reqwest::Client::new()).unwrap();
     assert!(auth.accepts_local_tokens() && !auth.accepts_issuer_tokens());
     let user = fresh_user();
     let token = mint_dev_token(&first, &user, true, "admin", Duration::hours(1), Utc::now());
@@ -696,25 +541,11 @@ async fn the_dev_secret_is_created_once_private_and_reused() {
 #[tokio::test]
 async fn a_server_started_on_a_fresh_data_dir_generates_the_secret_the_cli_then_reads() {
     let dir = TempDir::new();
-    let auth =
-        Authenticator::new(&config(None, None, None), &dir.0, reqwest::Client::new()).unwrap();
+    let auth = Authenticator::new(&config(None, None, None), &dir.0, reqwest::Client::new()).unwrap();
     let secret = load_or_create_dev_secret(&dir.0).unwrap();
     let user = fresh_user();
-    let token = mint_dev_token(
-        &secret,
-        &user,
-        false,
-        "admin",
-        Duration::minutes(5),
-        Utc::now(),
-    );
-    assert_eq!(
-        auth.authenticate(Some(&format!("Bearer {token}")))
-            .await
-            .unwrap()
-            .user,
-        user
-    );
+    let token = mint_dev_token(&secret, &user, false, "admin", Duration::minutes(5), Utc::now());
+    assert_eq!(auth.authenticate(Some(&format!("Bearer {token}"))).await.unwrap().user, user);
 }
 
 #[tokio::test]
@@ -737,10 +568,7 @@ async fn a_weak_configured_secret_is_refused_at_start() {
     let dir = TempDir::new();
     let cfg = config(Some(Secret::new("too-short")), None, None);
     let err = Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap_err();
-    assert!(
-        matches!(err, AuthSetupError::WeakSecret { len: 9 }),
-        "{err}"
-    );
+    assert!(matches!(err, AuthSetupError::WeakSecret { len: 9 }), "{err}");
     assert!(err.to_string().contains("AUTH_HS256_SECRET"));
     assert!(!err.to_string().contains("too-short"));
 }
@@ -777,10 +605,7 @@ async fn an_explicit_jwks_url_skips_discovery() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let app = app(idp.authenticator(true));
     let token = rs256("a", "kid-a", &idp.issuer, &fresh_user(), Utc::now());
-    assert_eq!(
-        get_with_token(&app, "/me", &token).await.status,
-        StatusCode::OK
-    );
+    assert_eq!(get_with_token(&app, "/me", &token).await.status, StatusCode::OK);
     assert_eq!(idp.discovery_hits.load(Ordering::SeqCst), 0);
     assert_eq!(idp.jwks_hits(), 1);
 }
@@ -790,34 +615,22 @@ async fn an_issuer_token_signed_with_an_unpublished_key_is_401() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let app = app(idp.authenticator(false));
     let forged = rs256("c", "kid-a", &idp.issuer, &fresh_user(), Utc::now());
-    get_with_token(&app, "/me", &forged)
-        .await
-        .assert_invalid_token("signature");
+    get_with_token(&app, "/me", &forged).await.assert_invalid_token("signature");
 }
 
 #[tokio::test]
 async fn an_issuer_token_for_another_tenant_or_audience_is_401() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let app = app(idp.authenticator(false));
-    let other_tenant = rs256(
-        "a",
-        "kid-a",
-        "https://login.microsoftonline.com/other/v2.0",
-        &fresh_user(),
-        Utc::now(),
-    );
-    get_with_token(&app, "/me", &other_tenant)
-        .await
-        .assert_invalid_token("issuer");
+    let other_tenant = rs256("a", "kid-a", "https://login.microsoftonline.com/other/v2.0", &fresh_user(), Utc::now());
+    get_with_token(&app, "/me", &other_tenant).await.assert_invalid_token("issuer");
 
     let claims = json!({
         "iss": idp.issuer, "aud": "api://someone-else", "sub": fresh_user(),
         "exp": (Utc::now() + Duration::minutes(5)).timestamp(),
     });
     let other_app = sign(Algorithm::RS256, Some("kid-a"), &claims, &rsa_key("a"));
-    get_with_token(&app, "/me", &other_app)
-        .await
-        .assert_invalid_token("audience");
+    get_with_token(&app, "/me", &other_app).await.assert_invalid_token("audience");
 }
 
 #[tokio::test]
@@ -838,11 +651,7 @@ async fn any_of_several_configured_audiences_is_accepted() {
             "exp": (Utc::now() + Duration::minutes(5)).timestamp(),
         });
         let token = sign(Algorithm::RS256, Some("kid-a"), &claims, &rsa_key("a"));
-        assert_eq!(
-            get_with_token(&app, "/me", &token).await.status,
-            status,
-            "aud {aud}"
-        );
+        assert_eq!(get_with_token(&app, "/me", &token).await.status, status, "aud {aud}");
     }
 }
 
@@ -851,12 +660,8 @@ async fn many_concurrent_first_requests_share_one_jwks_fetch() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let auth = idp.authenticator(true);
     let now = Utc::now();
-    let header = format!(
-        "Bearer {}",
-        rs256("a", "kid-a", &idp.issuer, &fresh_user(), now)
-    );
-    let results =
-        futures::future::join_all((0..50).map(|_| auth.authenticate_at(Some(&header), now))).await;
+    let header = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &fresh_user(), now));
+    let results = futures::future::join_all((0..50).map(|_| auth.authenticate_at(Some(&header), now))).await;
     assert!(results.iter().all(Result::is_ok), "{results:?}");
     assert_eq!(idp.jwks_hits(), 1);
 }
@@ -868,28 +673,15 @@ async fn a_rotated_key_is_accepted_after_a_refresh_and_a_withdrawn_one_is_not() 
     let t0 = Utc::now();
     let user = fresh_user();
     let old = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &user, t0));
-    assert_eq!(
-        auth.authenticate_at(Some(&old), t0).await.unwrap().user,
-        user
-    );
+    assert_eq!(auth.authenticate_at(Some(&old), t0).await.unwrap().user, user);
 
     idp.publish(vec![jwk("b", "kid-b")]);
     let t1 = t0 + Duration::seconds(31);
     let new = format!("Bearer {}", rs256("b", "kid-b", &idp.issuer, &user, t1));
-    assert_eq!(
-        auth.authenticate_at(Some(&new), t1).await.unwrap().user,
-        user
-    );
+    assert_eq!(auth.authenticate_at(Some(&new), t1).await.unwrap().user, user);
     assert_eq!(idp.jwks_hits(), 2);
-    assert_eq!(
-        auth.authenticate_at(Some(&old), t1).await,
-        Err(AuthError::UnknownKey)
-    );
-    assert_eq!(
-        idp.jwks_hits(),
-        2,
-        "the refresh just happened; no second one within the interval"
-    );
+    assert_eq!(auth.authenticate_at(Some(&old), t1).await, Err(AuthError::UnknownKey));
+    assert_eq!(idp.jwks_hits(), 2, "the refresh just happened; no second one within the interval");
 }
 
 #[tokio::test]
@@ -897,32 +689,18 @@ async fn a_storm_of_unknown_kids_refreshes_at_most_once_per_interval() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let auth = idp.authenticator(false);
     let t0 = Utc::now();
-    let good = format!(
-        "Bearer {}",
-        rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0)
-    );
+    let good = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0));
     auth.authenticate_at(Some(&good), t0).await.unwrap();
     assert_eq!(idp.jwks_hits(), 1);
 
     let storm = |at: DateTime<Utc>| {
         let headers: Vec<String> = (0..100)
-            .map(|_| {
-                format!(
-                    "Bearer {}",
-                    rs256("c", &Uuid::new_v4().to_string(), &idp.issuer, "x", at)
-                )
-            })
+            .map(|_| format!("Bearer {}", rs256("c", &Uuid::new_v4().to_string(), &idp.issuer, "x", at)))
             .collect();
         let auth = &auth;
         async move {
-            let results = futures::future::join_all(
-                headers.iter().map(|h| auth.authenticate_at(Some(h), at)),
-            )
-            .await;
-            assert!(
-                results.iter().all(|r| *r == Err(AuthError::UnknownKey)),
-                "{results:?}"
-            );
+            let results = futures::future::join_all(headers.iter().map(|h| auth.authenticate_at(Some(h), at))).await;
+            assert!(results.iter().all(|r| *r == Err(AuthError::UnknownKey)), "{results:?}");
         }
     };
     storm(t0 + Duration::seconds(10)).await;
@@ -934,11 +712,7 @@ async fn a_storm_of_unknown_kids_refreshes_at_most_once_per_interval() {
     storm(t0 + Duration::seconds(62)).await;
     assert_eq!(idp.jwks_hits(), 3);
     // Known keys never wait on refreshes.
-    assert!(
-        auth.authenticate_at(Some(&good), t0 + Duration::seconds(63))
-            .await
-            .is_ok()
-    );
+    assert!(auth.authenticate_at(Some(&good), t0 + Duration::seconds(63)).await.is_ok());
     assert_eq!(idp.jwks_hits(), 3);
 }
 
@@ -947,29 +721,17 @@ async fn a_request_stamped_just_before_the_last_refresh_does_not_refresh_again()
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let auth = idp.authenticator(false);
     let t0 = Utc::now();
-    let good = format!(
-        "Bearer {}",
-        rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0)
-    );
+    let good = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0));
     auth.authenticate_at(Some(&good), t0).await.unwrap();
     // Concurrent requests take `now` before queueing for the refresh, so some are a little older.
     let earlier = t0 - Duration::seconds(2);
     let unknown = format!("Bearer {}", rs256("c", "kid-c", &idp.issuer, "x", earlier));
-    assert_eq!(
-        auth.authenticate_at(Some(&unknown), earlier).await,
-        Err(AuthError::UnknownKey)
-    );
+    assert_eq!(auth.authenticate_at(Some(&unknown), earlier).await, Err(AuthError::UnknownKey));
     assert_eq!(idp.jwks_hits(), 1);
     // A clock set back far does not block refreshes.
     let much_earlier = t0 - Duration::minutes(5);
-    let unknown = format!(
-        "Bearer {}",
-        rs256("c", "kid-c", &idp.issuer, "x", much_earlier)
-    );
-    assert_eq!(
-        auth.authenticate_at(Some(&unknown), much_earlier).await,
-        Err(AuthError::UnknownKey)
-    );
+    let unknown = format!("Bearer {}", rs256("c", "kid-c", &idp.issuer, "x", much_earlier));
+    assert_eq!(auth.authenticate_at(Some(&unknown), much_earlier).await, Err(AuthError::UnknownKey));
     assert_eq!(idp.jwks_hits(), 2);
 }
 
@@ -983,26 +745,10 @@ async fn an_hs256_token_is_401_where_only_the_issuer_is_configured() {
     });
     // Algorithm confusion: HMAC keyed with the issuer's own public key.
     let public_pem = include_bytes!("fixtures/rsa-a.pub.pem");
-    let confused = sign(
-        Algorithm::HS256,
-        Some("kid-a"),
-        &claims,
-        &EncodingKey::from_secret(public_pem),
-    );
-    get_with_token(&app, "/me", &confused)
-        .await
-        .assert_invalid_token("algorithm");
-    let local = mint_dev_token(
-        &random_secret(),
-        &fresh_user(),
-        true,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
-    get_with_token(&app, "/me", &local)
-        .await
-        .assert_invalid_token("algorithm");
+    let confused = sign(Algorithm::HS256, Some("kid-a"), &claims, &EncodingKey::from_secret(public_pem));
+    get_with_token(&app, "/me", &confused).await.assert_invalid_token("algorithm");
+    let local = mint_dev_token(&random_secret(), &fresh_user(), true, "admin", Duration::hours(1), Utc::now());
+    get_with_token(&app, "/me", &local).await.assert_invalid_token("algorithm");
     assert_eq!(idp.jwks_hits(), 0);
 }
 
@@ -1011,21 +757,14 @@ async fn an_rs256_token_is_401_where_only_local_tokens_are_configured() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let app = app(local_only(&random_secret()));
     let token = rs256("a", "kid-a", &idp.issuer, &fresh_user(), Utc::now());
-    get_with_token(&app, "/me", &token)
-        .await
-        .assert_invalid_token("algorithm");
+    get_with_token(&app, "/me", &token).await.assert_invalid_token("algorithm");
 }
 
 #[tokio::test]
 async fn with_an_issuer_configured_no_secret_is_generated() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let dir = TempDir::new();
-    let auth = Authenticator::new(
-        &config(None, Some(&idp.issuer), None),
-        &dir.0,
-        reqwest::Client::new(),
-    )
-    .unwrap();
+    let auth = Authenticator::new(&config(None, Some(&idp.issuer), None), &dir.0, reqwest::Client::new()).unwrap();
     assert!(!auth.accepts_local_tokens());
     assert!(!dir.0.join(DEV_SECRET_FILE).exists());
 }
@@ -1038,30 +777,15 @@ async fn an_issuer_and_an_explicit_secret_accept_both_kinds_of_token() {
     let cfg = config(Some(secret.clone()), Some(&idp.issuer), None);
     let app = app(Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap());
     let (alice, bob) = (fresh_user(), fresh_user());
-    let local = mint_dev_token(
-        &secret,
-        &alice,
-        false,
-        "admin",
-        Duration::hours(1),
-        Utc::now(),
-    );
+    let local = mint_dev_token(&secret, &alice, false, "admin", Duration::hours(1), Utc::now());
     let issued = rs256("a", "kid-a", &idp.issuer, &bob, Utc::now());
-    assert_eq!(
-        get_with_token(&app, "/me", &local).await.body["user"],
-        json!(alice)
-    );
-    assert_eq!(
-        get_with_token(&app, "/me", &issued).await.body["user"],
-        json!(bob)
-    );
+    assert_eq!(get_with_token(&app, "/me", &local).await.body["user"], json!(alice));
+    assert_eq!(get_with_token(&app, "/me", &issued).await.body["user"], json!(bob));
     // A local token cannot pass as the issuer's, nor the reverse.
     let mut claims = local_claims(&alice, Utc::now());
     claims["iss"] = json!(idp.issuer);
     claims["aud"] = json!(AUDIENCE);
-    get_with_token(&app, "/me", &hs256(&secret, &claims))
-        .await
-        .assert_invalid_token("issuer");
+    get_with_token(&app, "/me", &hs256(&secret, &claims)).await.assert_invalid_token("issuer");
 }
 
 #[tokio::test]
@@ -1073,18 +797,12 @@ async fn an_unreachable_issuer_is_503_never_500() {
 
     let reply = get_with_token(&app, "/me", &token).await;
     assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(
-        reply.headers[header::CONTENT_TYPE],
-        "application/problem+json"
-    );
+    assert_eq!(reply.headers[header::CONTENT_TYPE], "application/problem+json");
     assert_eq!(reply.headers[header::RETRY_AFTER], "30");
     assert_eq!(reply.body["status"], 503);
     assert_eq!(idp.jwks_hits(), 1);
     // Within the interval the failure is remembered, not retried.
-    assert_eq!(
-        get_with_token(&app, "/me", &token).await.status,
-        StatusCode::SERVICE_UNAVAILABLE
-    );
+    assert_eq!(get_with_token(&app, "/me", &token).await.status, StatusCode::SERVICE_UNAVAILABLE);
     assert_eq!(idp.jwks_hits(), 1);
 }
 
@@ -1094,20 +812,10 @@ async fn the_issuer_recovering_is_noticed_after_the_interval() {
     idp.failing.store(true, Ordering::SeqCst);
     let auth = idp.authenticator(false);
     let t0 = Utc::now();
-    let header = format!(
-        "Bearer {}",
-        rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0)
-    );
-    assert_eq!(
-        auth.authenticate_at(Some(&header), t0).await,
-        Err(AuthError::KeysUnavailable)
-    );
+    let header = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &fresh_user(), t0));
+    assert_eq!(auth.authenticate_at(Some(&header), t0).await, Err(AuthError::KeysUnavailable));
     idp.failing.store(false, Ordering::SeqCst);
-    assert!(
-        auth.authenticate_at(Some(&header), t0 + Duration::seconds(31))
-            .await
-            .is_ok()
-    );
+    assert!(auth.authenticate_at(Some(&header), t0 + Duration::seconds(31)).await.is_ok());
     assert_eq!(idp.jwks_hits(), 2);
 }
 
@@ -1117,38 +825,15 @@ async fn cached_keys_keep_serving_when_a_periodic_refresh_fails() {
     let auth = idp.authenticator(false);
     let t0 = Utc::now();
     let user = fresh_user();
-    auth.authenticate_at(
-        Some(&format!(
-            "Bearer {}",
-            rs256("a", "kid-a", &idp.issuer, &user, t0)
-        )),
-        t0,
-    )
-    .await
-    .unwrap();
+    auth.authenticate_at(Some(&format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &user, t0))), t0).await.unwrap();
 
     idp.failing.store(true, Ordering::SeqCst);
     let day_later = t0 + Duration::hours(25);
-    let known = format!(
-        "Bearer {}",
-        rs256("a", "kid-a", &idp.issuer, &user, day_later)
-    );
-    assert_eq!(
-        auth.authenticate_at(Some(&known), day_later)
-            .await
-            .unwrap()
-            .user,
-        user
-    );
+    let known = format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &user, day_later));
+    assert_eq!(auth.authenticate_at(Some(&known), day_later).await.unwrap().user, user);
     assert_eq!(idp.jwks_hits(), 2, "stale keys trigger one refresh");
-    let unknown = format!(
-        "Bearer {}",
-        rs256("b", "kid-b", &idp.issuer, &user, day_later)
-    );
-    assert_eq!(
-        auth.authenticate_at(Some(&unknown), day_later).await,
-        Err(AuthError::KeysUnavailable)
-    );
+    let unknown = format!("Bearer {}", rs256("b", "kid-b", &idp.issuer, &user, day_later));
+    assert_eq!(auth.authenticate_at(Some(&unknown), day_later).await, Err(AuthError::KeysUnavailable));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1212,32 +897,15 @@ async fn a_refusal_is_logged_with_its_reason_but_never_the_token_or_secret() {
     }
 
     let text = captured_logs().text();
-    let line = |kid: &str| {
-        text.lines()
-            .find(|l| l.contains(kid))
-            .unwrap_or_default()
-            .to_owned()
-    };
+    let line = |kid: &str| text.lines().find(|l| l.contains(kid)).unwrap_or_default().to_owned();
     let expired_line = line(&expired_kid);
     assert!(expired_line.contains("token refused"), "{text}");
-    assert!(
-        expired_line.contains("the token has expired"),
-        "{expired_line}"
-    );
+    assert!(expired_line.contains("the token has expired"), "{expired_line}");
     assert!(expired_line.contains("alg=\"HS256\""), "{expired_line}");
-    assert!(
-        line(&forged_kid).contains("the token signature does not verify"),
-        "{text}"
-    );
+    assert!(line(&forged_kid).contains("the token signature does not verify"), "{text}");
     for token in [&expired, &forged] {
         let signature = token.rsplit('.').next().unwrap();
-        assert!(
-            !text.contains(signature),
-            "a token leaked into the logs: {text}"
-        );
+        assert!(!text.contains(signature), "a token leaked into the logs: {text}");
     }
-    assert!(
-        !text.contains(secret.expose()),
-        "the secret leaked into the logs: {text}"
-    );
+    assert!(!text.contains(secret.expose()), "the secret leaked into the logs: {text}");
 }

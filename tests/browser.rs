@@ -9,7 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use axum::{Router, routing::{get, post}};
+use axum::{
+    Router,
+    routing::{get, post},
+};
 use chrono::Duration as ChronoDuration;
 use reqwest::StatusCode;
 use support::app::{TestApp, admin, user};
@@ -48,12 +51,15 @@ async fn chromium_joins_the_booked_room_and_publishes() {
         .route("/", get(|| async { axum::response::Html(include_str!("fixtures/join.html")) }))
         .route("/janus.js", get(js(JANUS_JS)))
         .route("/adapter.js", get(js(ADAPTER_JS)))
-        .route("/report", post(move |body: String| {
-            let tx = tx.clone();
-            async move {
-                let _ = tx.send(body);
-            }
-        }));
+        .route(
+            "/report",
+            post(move |body: String| {
+                let tx = tx.clone();
+                async move {
+                    let _ = tx.send(body);
+                }
+            }),
+        );
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let page_addr = listener.local_addr().unwrap();
     tokio::spawn(async move { axum::serve(listener, page).await.unwrap() });
@@ -100,7 +106,11 @@ async fn chromium_joins_the_booked_room_and_publishes() {
         }
         let (st, p) = app.get(&format!("/api/v1/rooms/{room}/participants"), &admin()).await;
         assert_eq!(st, StatusCode::OK, "{p}");
-        let publishing = p["participants"].as_array().unwrap().iter().any(|x| x["publisher"] == true && x["display"] == join["display"]);
+        let publishing = p["participants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|x| x["publisher"] == true && x["display"] == join["display"]);
         if publishing {
             break p;
         }

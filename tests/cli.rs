@@ -9,7 +9,11 @@ fn suroga(data_dir: &std::path::Path, args: &[&str]) -> (bool, String, String) {
         .env_remove("AUTH_HS256_SECRET")
         .output()
         .expect("the binary runs");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 #[tokio::test]

@@ -104,7 +104,8 @@ async fn vm_action(
     headers: HeaderMap,
 ) -> Response {
     let mut arm = arm.lock().unwrap();
-    let path = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/{action}");
+    let path =
+        format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/{action}");
     record(&mut arm, "POST", path, &q, &headers);
     if let Some(status) = arm.post_failures.pop_front() {
         let code = match status {
@@ -140,7 +141,13 @@ async fn operation(
     headers: HeaderMap,
 ) -> Response {
     let mut arm = arm.lock().unwrap();
-    record(&mut arm, "GET", format!("/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}"), &q, &headers);
+    record(
+        &mut arm,
+        "GET",
+        format!("/subscriptions/{sub}/providers/Microsoft.Compute/locations/{loc}/operations/{id}"),
+        &q,
+        &headers,
+    );
     let retry_after = arm.retry_after;
     let Some(op) = arm.ops.get_mut(&id) else { return arm_error(404, "NotFound") };
     let body = if op.polls_in_progress > 0 {
@@ -165,7 +172,9 @@ async fn instance_view(
     headers: HeaderMap,
 ) -> Response {
     let mut arm = arm.lock().unwrap();
-    let path = format!("/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/instanceView");
+    let path = format!(
+        "/subscriptions/{sub}/resourceGroups/{rg}/providers/Microsoft.Compute/virtualMachines/{vm}/instanceView"
+    );
     record(&mut arm, "GET", path, &q, &headers);
     if let Some(status) = arm.post_failures.pop_front() {
         return arm_error(status, "InternalServerError");
@@ -316,10 +325,7 @@ async fn a_conflict_while_the_vm_changes_state_is_retried_until_accepted() {
 async fn persistent_server_errors_fail_as_transient_after_bounded_retries() {
     let env = spawn(|arm| arm.post_failures = VecDeque::from(vec![503; 50])).await;
     let err = env.power.start(&env.host).await.unwrap_err();
-    assert!(
-        matches!(&err, PowerError::Transient { cause: TransientCause::Server { status: 503 }, .. }),
-        "{err:?}"
-    );
+    assert!(matches!(&err, PowerError::Transient { cause: TransientCause::Server { status: 503 }, .. }), "{err:?}");
     assert!(err.retry_after().is_some());
     let posts = env.seen().iter().filter(|s| s.method == "POST").count();
     assert_eq!(posts, 4, "max_attempts bounds the retries");

@@ -10,6 +10,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
+use support::app::{TestApp, user};
 use suroga::{
     config::Secret,
     domain::{RoomId, TimeSlot},
@@ -21,7 +22,6 @@ use suroga::{
     janus::{Credential, JanusError, Session},
     store::Operation,
 };
-use support::app::{TestApp, user};
 use uuid::Uuid;
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -121,7 +121,10 @@ async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_afte
     let all = operations(&app).await;
     let start = ops(&all, "start", "local-1");
     assert_eq!(start.len(), 1, "{all:?}");
-    assert_eq!((start[0].booking_id, start[0].result.as_str(), start[0].actor.as_str()), (Some(id), "ok", "reconciler"));
+    assert_eq!(
+        (start[0].booking_id, start[0].result.as_str(), start[0].actor.as_str()),
+        (Some(id), "ok", "reconciler")
+    );
     assert!(start[0].duration_ms > 0, "the start took the time Janus needs");
 
     // /join works now, and the grant's token and the pin admit a participant.
@@ -131,7 +134,10 @@ async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_afte
         .app
         .janus
         .client()
-        .session_with(join["janus"]["http"].as_str().unwrap(), Credential::Token(Secret::new(join["token"].as_str().unwrap())))
+        .session_with(
+            join["janus"]["http"].as_str().unwrap(),
+            Credential::Token(Secret::new(join["token"].as_str().unwrap())),
+        )
         .await
         .expect("the token opens a session");
     let handle = session.attach(VIDEOROOM).await.unwrap();
@@ -144,7 +150,11 @@ async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_afte
     assert_eq!(last.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", last.lines());
     assert_eq!(local.pid("local-1").await, None);
     let all = operations(&app).await;
-    assert_eq!(ops(&all, "deallocate", "local-1").last().unwrap().booking_id, Some(id), "the booking that ended caused it");
+    assert_eq!(
+        ops(&all, "deallocate", "local-1").last().unwrap().booking_id,
+        Some(id),
+        "the booking that ended caused it"
+    );
 }
 
 #[tokio::test]
@@ -163,7 +173,11 @@ async fn a_live_participant_keeps_the_host_on_until_the_overrun_limit() {
     // Ended, grace over, somebody is still there: kept on.
     app.clock.advance(Duration::minutes(46));
     let r = app.app.reconciler.run_once().await;
-    assert!(matches!(&r.host("local-1").unwrap().step, PowerStep::KeptOn { reason } if reason.contains("participants")), "{:?}", r.lines());
+    assert!(
+        matches!(&r.host("local-1").unwrap().step, PowerStep::KeptOn { reason } if reason.contains("participants")),
+        "{:?}",
+        r.lines()
+    );
     assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
 
     // Still there when the overrun limit (end + 30) has passed: deallocated anyway.
@@ -256,7 +270,12 @@ async fn a_host_that_fails_to_start_does_not_stop_the_others_and_alerts_once() {
     // local-1 is off; an operator keeps local-2 off for the day, so the booking must go to local-1.
     fleet.power.deallocate("local-1").await.unwrap();
     let now = app.now();
-    let o = HostOverride { action: OverrideAction::Deallocate, until: now + Duration::hours(24), by: "admin-ops".into(), at: now };
+    let o = HostOverride {
+        action: OverrideAction::Deallocate,
+        until: now + Duration::hours(24),
+        by: "admin-ops".into(),
+        at: now,
+    };
     fleet.set_override("local-2", &o).await.unwrap();
     let b = app.book(&user(), 25, 85, None).await;
     let booking: Uuid = b["booking_id"].as_str().unwrap().parse().unwrap();
@@ -322,12 +341,22 @@ async fn rotate_passwords_changes_idle_rooms_in_janus_and_keeps_booked_ones() {
 async fn an_operator_start_override_keeps_an_idle_host_on_until_it_expires() {
     let app = TestApp::spawn().await;
     let now = app.now();
-    let o = HostOverride { action: OverrideAction::Start, until: now + Duration::minutes(30), by: "admin-ops".into(), at: now };
+    let o = HostOverride {
+        action: OverrideAction::Start,
+        until: now + Duration::minutes(30),
+        by: "admin-ops".into(),
+        at: now,
+    };
     app.app.fleet.set_override("local-1", &o).await.unwrap();
     let r = app.app.reconciler.run_once().await;
     assert_eq!(r.host("local-1").unwrap().step, PowerStep::None, "held on: {:?}", r.lines());
     app.clock.advance(Duration::minutes(31));
     let r = app.app.reconciler.run_once().await;
-    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "the plan again: {:?}", r.lines());
+    assert_eq!(
+        r.host("local-1").unwrap().step,
+        PowerStep::Done { action: "deallocate" },
+        "the plan again: {:?}",
+        r.lines()
+    );
     assert_eq!(app.app.fleet.clock.now(), now + Duration::minutes(31));
 }

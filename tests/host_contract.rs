@@ -54,11 +54,8 @@ async fn fake_custom_handler() {
         "silent" => std::future::pending::<()>().await,
         _ => {}
     }
-    eprintln!(
-        "warning: fake handler starting (the host logs this line as a warning, not an error)"
-    );
-    let port = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT")
-        .expect("the host sets FUNCTIONS_CUSTOMHANDLER_PORT");
+    eprintln!("warning: fake handler starting (the host logs this line as a warning, not an error)");
+    let port = std::env::var("FUNCTIONS_CUSTOMHANDLER_PORT").expect("the host sets FUNCTIONS_CUSTOMHANDLER_PORT");
     let app = Router::new()
         // Not found on purpose: any HTTP answer means ready.
         .route("/", get(|| async { StatusCode::NOT_FOUND }))
@@ -67,17 +64,10 @@ async fn fake_custom_handler() {
         .route("/empty-timer", post(|| async { StatusCode::OK }))
         .route(
             "/failing-timer",
-            post(|| async {
-                timer_error_reply(
-                    vec!["scanned 1".into()],
-                    &std::io::Error::other("janus unreachable"),
-                )
-            }),
+            post(|| async { timer_error_reply(vec!["scanned 1".into()], &std::io::Error::other("janus unreachable")) }),
         )
         .fallback(echo);
-    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap()))
-        .await
-        .unwrap();
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", port.parse::<u16>().unwrap())).await.unwrap();
     axum::serve(listener, app).await.unwrap();
 }
 
@@ -97,21 +87,13 @@ async fn echo(req: Request) -> Response {
     let body: Bytes = axum::body::to_bytes(body, 1 << 20).await.unwrap();
     let mut headers = BTreeMap::<String, Vec<String>>::new();
     for (k, v) in &parts.headers {
-        headers
-            .entry(k.to_string())
-            .or_default()
-            .push(v.to_str().unwrap_or("?").to_string());
+        headers.entry(k.to_string()).or_default().push(v.to_str().unwrap_or("?").to_string());
     }
-    let env: BTreeMap<&str, Option<String>> = [
-        "FUNCTIONS_WORKER_RUNTIME",
-        "STORE",
-        "SUROGA_DATA_DIR",
-        "FUNCTIONS_CUSTOMHANDLER_PORT",
-        "AzureWebJobsStorage",
-    ]
-    .into_iter()
-    .map(|k| (k, std::env::var(k).ok()))
-    .collect();
+    let env: BTreeMap<&str, Option<String>> =
+        ["FUNCTIONS_WORKER_RUNTIME", "STORE", "SUROGA_DATA_DIR", "FUNCTIONS_CUSTOMHANDLER_PORT", "AzureWebJobsStorage"]
+            .into_iter()
+            .map(|k| (k, std::env::var(k).ok()))
+            .collect();
     let echo = json!({
         "method": parts.method.as_str(),
         "path": parts.uri.path(),
@@ -129,9 +111,7 @@ async fn echo(req: Request) -> Response {
         .uri
         .query()
         .and_then(|q| {
-            url::form_urlencoded::parse(q.as_bytes())
-                .find(|(k, _)| k == "status")
-                .map(|(_, v)| v.into_owned())
+            url::form_urlencoded::parse(q.as_bytes()).find(|(k, _)| k == "status").map(|(_, v)| v.into_owned())
         })
         .and_then(|s| s.parse::<u16>().ok())
         .map(|s| StatusCode::from_u16(s).unwrap())
@@ -145,14 +125,8 @@ async fn echo(req: Request) -> Response {
 fn test_api() -> OpenApi {
     let op = || OperationBuilder::new().build();
     let paths = PathsBuilder::new()
-        .path(
-            "/api/v1/rooms/{room_id}",
-            PathItem::new(HttpMethod::Get, op()),
-        )
-        .path(
-            "/api/v1/rooms/{room_id}",
-            PathItem::new(HttpMethod::Delete, op()),
-        )
+        .path("/api/v1/rooms/{room_id}", PathItem::new(HttpMethod::Get, op()))
+        .path("/api/v1/rooms/{room_id}", PathItem::new(HttpMethod::Delete, op()))
         .path("/api/v1/rooms", PathItem::new(HttpMethod::Get, op()))
         .path("/api/v1/rooms", PathItem::new(HttpMethod::Post, op()))
         .build();
@@ -170,21 +144,13 @@ fn fake_app(dir: &Path) -> HostLayout {
         std::fs::write(dir.join(name).join("function.json"), fj.to_string()).unwrap();
     }
     let mut host: Value = serde_json::from_str(suroga::functions::package::HOST_JSON).unwrap();
-    host["customHandler"]["description"]["arguments"] = json!([
-        "fake_custom_handler",
-        "--exact",
-        "--ignored",
-        "--nocapture",
-        "--quiet",
-        "%FAKE_TAG%"
-    ]);
+    host["customHandler"]["description"]["arguments"] =
+        json!(["fake_custom_handler", "--exact", "--ignored", "--nocapture", "--quiet", "%FAKE_TAG%"]);
     std::fs::write(dir.join("host.json"), host.to_string()).unwrap();
     HostLayout {
         host_json: dir.join("host.json"),
         functions_dir: dir.to_path_buf(),
-        settings_file: Some(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("local.settings.json.example"),
-        ),
+        settings_file: Some(Path::new(env!("CARGO_MANIFEST_DIR")).join("local.settings.json.example")),
     }
 }
 
@@ -200,24 +166,15 @@ async fn try_fake(mode: &str, deadline: Duration) -> Result<Fake, HostError> {
     let config = HostConfig {
         layout: fake_app(dir.path()),
         program: std::env::current_exe().unwrap(),
-        overrides: vec![
-            (FAKE_ENV.into(), mode.into()),
-            ("FAKE_TAG".into(), tag.clone()),
-        ],
+        overrides: vec![(FAKE_ENV.into(), mode.into()), ("FAKE_TAG".into(), tag.clone())],
         readiness_deadline: deadline,
     };
     let host = FunctionsHost::try_start(config).await?;
-    Ok(Fake {
-        host,
-        tag,
-        _dir: dir,
-    })
+    Ok(Fake { host, tag, _dir: dir })
 }
 
 async fn fake() -> Fake {
-    try_fake("serve", READINESS_DEADLINE)
-        .await
-        .expect("the fake handler starts")
+    try_fake("serve", READINESS_DEADLINE).await.expect("the fake handler starts")
 }
 
 async fn get_json(url: String) -> (StatusCode, Value) {
@@ -234,32 +191,21 @@ async fn handler_gets_the_port_the_settings_and_expanded_arguments() {
     let (status, echo) = get_json(format!("{}/api/v1/rooms/42", f.host.url())).await;
     assert_eq!(status, StatusCode::OK);
     assert_eq!(echo["env"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
-    assert_eq!(
-        echo["env"]["AzureWebJobsStorage"],
-        "UseDevelopmentStorage=true"
-    );
+    assert_eq!(echo["env"]["AzureWebJobsStorage"], "UseDevelopmentStorage=true");
     assert_eq!(echo["env"]["STORE"], "sqlite");
-    assert_eq!(
-        echo["env"]["FUNCTIONS_CUSTOMHANDLER_PORT"],
-        f.host.handler_addr().port().to_string()
-    );
+    assert_eq!(echo["env"]["FUNCTIONS_CUSTOMHANDLER_PORT"], f.host.handler_addr().port().to_string());
     // A fresh data dir, not the example's ./data.
     let data_dir = f.host.setting("SUROGA_DATA_DIR").unwrap();
     assert_eq!(echo["env"]["SUROGA_DATA_DIR"], data_dir);
     assert_ne!(data_dir, "./data");
     let argv: Vec<String> = serde_json::from_value(echo["argv"].clone()).unwrap();
-    assert!(
-        argv.contains(&f.tag),
-        "%FAKE_TAG% was not expanded: {argv:?}"
-    );
+    assert!(argv.contains(&f.tag), "%FAKE_TAG% was not expanded: {argv:?}");
 }
 
 #[tokio::test]
 async fn readiness_accepts_a_404_on_get_root() {
     let f = fake().await;
-    let r = reqwest::get(format!("http://{}/", f.host.handler_addr()))
-        .await
-        .unwrap();
+    let r = reqwest::get(format!("http://{}/", f.host.handler_addr())).await.unwrap();
     assert_eq!(r.status(), StatusCode::NOT_FOUND);
 }
 
@@ -284,32 +230,17 @@ async fn a_handler_that_exits_before_ready_is_reported_with_code_and_stderr() {
 
 #[tokio::test]
 async fn a_handler_that_never_listens_is_not_ready_by_the_deadline() {
-    let err = try_fake("silent", Duration::from_millis(300))
-        .await
-        .map(|f| f.host)
-        .unwrap_err();
+    let err = try_fake("silent", Duration::from_millis(300)).await.map(|f| f.host).unwrap_err();
     assert!(matches!(err, HostError::NotReady(..)), "{err}");
 }
 
 #[tokio::test]
 async fn stdout_and_stderr_are_captured_and_warnings_are_not_errors() {
     let f = fake().await;
-    reqwest::get(format!("{}/api/v1/rooms", f.host.url()))
-        .await
-        .unwrap();
-    let line = f
-        .host
-        .wait_for_stdout(Duration::from_secs(10), |l| {
-            l.contains(r#""path":"/api/v1/rooms""#)
-        })
-        .await;
+    reqwest::get(format!("{}/api/v1/rooms", f.host.url())).await.unwrap();
+    let line = f.host.wait_for_stdout(Duration::from_secs(10), |l| l.contains(r#""path":"/api/v1/rooms""#)).await;
     assert!(serde_json::from_str::<Value>(&line).is_ok());
-    assert!(
-        f.host
-            .stderr_lines()
-            .iter()
-            .any(|l| l.starts_with("warning: fake handler"))
-    );
+    assert!(f.host.stderr_lines().iter().any(|l| l.starts_with("warning: fake handler")));
     assert_eq!(f.host.error_lines(), Vec::<String>::new());
 }
 
@@ -328,38 +259,19 @@ async fn undeclared_routes_and_methods_get_the_hosts_404_and_never_reach_the_han
         (Method::GET, "/api/v1/rooms/7/extra"),
         (Method::POST, "/fleet-reconcile"),
     ] {
-        let r = c
-            .request(method.clone(), format!("{url}{path}"))
-            .send()
-            .await
-            .unwrap();
+        let r = c.request(method.clone(), format!("{url}{path}")).send().await.unwrap();
         assert_eq!(r.status(), StatusCode::NOT_FOUND, "{method} {path}");
-        assert!(
-            r.headers().get("x-handler").is_none(),
-            "{method} {path} reached the handler"
-        );
+        assert!(r.headers().get("x-handler").is_none(), "{method} {path} reached the handler");
     }
     // A declared request afterwards; once its log line is in, any earlier forward would be too.
-    c.get(format!("{url}/api/v1/rooms?sentinel=1"))
-        .send()
-        .await
-        .unwrap();
-    f.host
-        .wait_for_stdout(Duration::from_secs(10), |l| l.contains("/api/v1/rooms"))
-        .await;
-    let handled: Vec<String> = f
-        .host
-        .stdout_lines()
-        .into_iter()
-        .filter(|l| l.contains(r#""message":"request""#))
-        .collect();
+    c.get(format!("{url}/api/v1/rooms?sentinel=1")).send().await.unwrap();
+    f.host.wait_for_stdout(Duration::from_secs(10), |l| l.contains("/api/v1/rooms")).await;
+    let handled: Vec<String> =
+        f.host.stdout_lines().into_iter().filter(|l| l.contains(r#""message":"request""#)).collect();
     assert_eq!(handled.len(), 1, "{handled:?}");
     let journal = f.host.front_door_journal();
     assert_eq!(journal.iter().filter(|e| e.function.is_none()).count(), 5);
-    assert_eq!(
-        journal.last().unwrap().function.as_deref(),
-        Some("v1-rooms")
-    );
+    assert_eq!(journal.last().unwrap().function.as_deref(), Some("v1-rooms"));
 }
 
 #[tokio::test]
@@ -367,20 +279,14 @@ async fn routes_match_parameters_and_methods_case_insensitively() {
     let f = fake().await;
     let c = reqwest::Client::new();
     let r = c
-        .request(
-            Method::from_bytes(b"delete").unwrap(),
-            format!("{}/API/V1/Rooms/abc-1", f.host.url()),
-        )
+        .request(Method::from_bytes(b"delete").unwrap(), format!("{}/API/V1/Rooms/abc-1", f.host.url()))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     let echo: Value = r.json().await.unwrap();
     assert_eq!(echo["path"], "/API/V1/Rooms/abc-1");
-    assert_eq!(
-        f.host.front_door_journal()[0].function.as_deref(),
-        Some("v1-rooms-room_id")
-    );
+    assert_eq!(f.host.front_door_journal()[0].function.as_deref(), Some("v1-rooms-room_id"));
 }
 
 #[tokio::test]
@@ -413,18 +319,12 @@ async fn forwarding_keeps_path_method_and_headers_and_adds_the_hosts() {
     let h = &echo["headers"];
     assert_eq!(h["x-custom"], json!(["kept"]));
     assert_eq!(h["authorization"], json!(["Bearer abc"]));
-    assert_eq!(
-        h["user-agent"],
-        json!([format!("test-agent/1 Azure-Functions-Host/{HOST_VERSION}")])
-    );
+    assert_eq!(h["user-agent"], json!([format!("test-agent/1 Azure-Functions-Host/{HOST_VERSION}")]));
     assert_eq!(h["x-azure-functions-hostversion"], json!([HOST_VERSION]));
     let id = h["x-azure-functions-invocationid"][0].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
     // The original Host header, as the host forwards it.
-    assert_eq!(
-        h["host"],
-        json!([f.host.url().trim_start_matches("http://")])
-    );
+    assert_eq!(h["host"], json!([f.host.url().trim_start_matches("http://")]));
 }
 
 #[tokio::test]
@@ -452,9 +352,7 @@ async fn a_body_with_content_length_is_forwarded() {
 async fn a_chunked_body_is_dropped() {
     let f = fake().await;
     let front: std::net::SocketAddr = f.host.url().trim_start_matches("http://").parse().unwrap();
-    let (status, _, body) = post_chunked(front, "/api/v1/rooms", b"{\"name\":\"r\"}")
-        .await
-        .unwrap();
+    let (status, _, body) = post_chunked(front, "/api/v1/rooms", b"{\"name\":\"r\"}").await.unwrap();
     assert_eq!(status, 200);
     let echo: Value = serde_json::from_slice(&body).unwrap();
     assert_eq!(echo["body"], "");
@@ -464,23 +362,12 @@ async fn a_chunked_body_is_dropped() {
 #[tokio::test]
 async fn responses_come_back_as_is_without_following_redirects() {
     let f = fake().await;
-    let c = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let r = c
-        .get(format!("{}/api/v1/rooms?status=302", f.host.url()))
-        .send()
-        .await
-        .unwrap();
+    let c = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+    let r = c.get(format!("{}/api/v1/rooms?status=302", f.host.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::FOUND);
     assert_eq!(r.headers()["x-handler"], "echo");
     assert_eq!(r.headers()["location"], "/api/v1/rooms");
-    let r = c
-        .get(format!("{}/api/v1/rooms?status=418", f.host.url()))
-        .send()
-        .await
-        .unwrap();
+    let r = c.get(format!("{}/api/v1/rooms?status=418", f.host.url())).send().await.unwrap();
     assert_eq!(r.status(), StatusCode::IM_A_TEAPOT);
     assert_eq!(r.headers()["content-type"], "application/json");
 }
@@ -492,36 +379,22 @@ async fn responses_come_back_as_is_without_following_redirects() {
 async fn first_timer_run_sends_last_without_offset_and_the_handler_parses_it() {
     let f = fake().await;
     let logs = f.host.invoke_timer("fleet-reconcile", true, false).await;
-    assert_eq!(
-        logs,
-        ["method=fleet-reconcile first_run=true past_due=false monitor=true"]
-    );
+    assert_eq!(logs, ["method=fleet-reconcile first_run=true past_due=false monitor=true"]);
 }
 
 #[tokio::test]
 async fn later_past_due_timer_run_sends_offsets() {
     let f = fake().await;
     let logs = f.host.invoke_timer("rotate-passwords", false, true).await;
-    assert_eq!(
-        logs,
-        ["method=rotate-passwords first_run=false past_due=true monitor=true"]
-    );
+    assert_eq!(logs, ["method=rotate-passwords first_run=false past_due=true monitor=true"]);
 }
 
 #[tokio::test]
 async fn timer_run_without_schedule_status() {
     let f = fake().await;
-    let out = f
-        .host
-        .timer("fleet-reconcile")
-        .null_schedule_status()
-        .send()
-        .await;
+    let out = f.host.timer("fleet-reconcile").null_schedule_status().send().await;
     assert_eq!(out.status, 200);
-    assert_eq!(
-        out.logs,
-        ["method=fleet-reconcile first_run=true past_due=false monitor=false"]
-    );
+    assert_eq!(out.logs, ["method=fleet-reconcile first_run=true past_due=false monitor=false"]);
 }
 
 #[tokio::test]
@@ -548,52 +421,25 @@ async fn an_undeclared_timer_is_never_invoked() {
 
 #[test]
 fn timer_envelope_matches_the_reference() {
-    let t = DeclaredTimer {
-        name: "fleet-reconcile".into(),
-        schedule: "0 */1 * * * *".into(),
-        use_monitor: true,
-    };
-    let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T14:44:00.46239Z")
-        .unwrap()
-        .to_utc();
+    let t = DeclaredTimer { name: "fleet-reconcile".into(), schedule: "0 */1 * * * *".into(), use_monitor: true };
+    let now = chrono::DateTime::parse_from_rfc3339("2026-11-30T14:44:00.46239Z").unwrap().to_utc();
     let first = timer_envelope(&t, now, true, false, false);
-    assert_eq!(
-        first["Data"]["timer"]["ScheduleStatus"]["Last"],
-        "0001-01-01T00:00:00"
-    );
-    assert_eq!(
-        first["Data"]["timer"]["ScheduleStatus"]["Next"],
-        "2026-11-30T14:45:00+00:00"
-    );
-    assert_eq!(
-        first["Data"]["timer"]["Schedule"],
-        json!({"AdjustForDST": true})
-    );
+    assert_eq!(first["Data"]["timer"]["ScheduleStatus"]["Last"], "0001-01-01T00:00:00");
+    assert_eq!(first["Data"]["timer"]["ScheduleStatus"]["Next"], "2026-11-30T14:45:00+00:00");
+    assert_eq!(first["Data"]["timer"]["Schedule"], json!({"AdjustForDST": true}));
     assert_eq!(first["Data"]["timer"]["IsPastDue"], false);
     assert_eq!(first["Metadata"]["sys"]["MethodName"], "fleet-reconcile");
-    assert_eq!(
-        first["Metadata"]["sys"]["UtcNow"],
-        "2026-11-30T14:44:00.462390Z"
-    );
+    assert_eq!(first["Metadata"]["sys"]["UtcNow"], "2026-11-30T14:44:00.462390Z");
     let later = timer_envelope(&t, now, false, true, false);
-    assert_eq!(
-        later["Data"]["timer"]["ScheduleStatus"]["Last"],
-        "2026-11-30T14:44:00+00:00"
-    );
+    assert_eq!(later["Data"]["timer"]["ScheduleStatus"]["Last"], "2026-11-30T14:44:00+00:00");
     assert_eq!(later["Data"]["timer"]["IsPastDue"], true);
-    assert_eq!(
-        timer_envelope(&t, now, false, false, true)["Data"]["timer"]["ScheduleStatus"],
-        Value::Null
-    );
+    assert_eq!(timer_envelope(&t, now, false, false, true)["Data"]["timer"]["ScheduleStatus"], Value::Null);
 }
 
 // ---------------------------------------------------------------------------------------------
 // What the host refuses at start
 
-fn layout_with(
-    functions: &[(&str, Value)],
-    host_patch: impl FnOnce(&mut Value),
-) -> (tempfile::TempDir, HostLayout) {
+fn layout_with(functions: &[(&str, Value)], host_patch: impl FnOnce(&mut Value)) -> (tempfile::TempDir, HostLayout) {
     let dir = tempfile::tempdir().unwrap();
     let mut host: Value = serde_json::from_str(suroga::functions::package::HOST_JSON).unwrap();
     host_patch(&mut host);
@@ -614,27 +460,15 @@ fn http_fn(route: &str, methods: Value, auth: &str) -> Value {
 #[test]
 fn host_refuses_http_functions_that_would_not_be_forwarded_raw() {
     let mut fj = http_fn("v1/x", json!(["get"]), "anonymous");
-    fj["bindings"]
-        .as_array_mut()
-        .unwrap()
-        .push(json!({"type":"queue","direction":"out","name":"q","queueName":"q"}));
+    fj["bindings"].as_array_mut().unwrap().push(json!({"type":"queue","direction":"out","name":"q","queueName":"q"}));
     let (_d, layout) = layout_with(&[("v1-x", fj)], |_| {});
-    assert!(matches!(
-        App::load(&layout),
-        Err(HostError::InvalidFunction { .. })
-    ));
+    assert!(matches!(App::load(&layout), Err(HostError::InvalidFunction { .. })));
 }
 
 #[test]
 fn host_refuses_keyed_http_functions() {
-    let (_d, layout) = layout_with(
-        &[("v1-x", http_fn("v1/x", json!(["get"]), "function"))],
-        |_| {},
-    );
-    assert!(matches!(
-        App::load(&layout),
-        Err(HostError::InvalidFunction { .. })
-    ));
+    let (_d, layout) = layout_with(&[("v1-x", http_fn("v1/x", json!(["get"]), "function"))], |_| {});
+    assert!(matches!(App::load(&layout), Err(HostError::InvalidFunction { .. })));
 }
 
 #[test]
@@ -646,14 +480,9 @@ fn host_refuses_overlapping_routes_but_accepts_disjoint_methods() {
         ],
         |_| {},
     );
-    assert!(
-        matches!(App::load(&layout), Err(HostError::InvalidFunction { name, .. }) if name == "b")
-    );
+    assert!(matches!(App::load(&layout), Err(HostError::InvalidFunction { name, .. }) if name == "b"));
     let (_d, layout) = layout_with(
-        &[
-            ("a", http_fn("v1/x", json!(["get"]), "anonymous")),
-            ("b", http_fn("v1/x", json!(["post"]), "anonymous")),
-        ],
+        &[("a", http_fn("v1/x", json!(["get"]), "anonymous")), ("b", http_fn("v1/x", json!(["post"]), "anonymous"))],
         |_| {},
     );
     assert_eq!(App::load(&layout).unwrap().http.len(), 2);
@@ -661,31 +490,16 @@ fn host_refuses_overlapping_routes_but_accepts_disjoint_methods() {
 
 #[test]
 fn host_refuses_reserved_routes_and_bad_names() {
-    let (_d, layout) = layout_with(
-        &[("a", http_fn("admin/x", json!(["get"]), "anonymous"))],
-        |_| {},
-    );
-    assert!(matches!(
-        App::load(&layout),
-        Err(HostError::InvalidFunction { .. })
-    ));
-    let (_d, layout) = layout_with(
-        &[("Upper", http_fn("v1/x", json!(["get"]), "anonymous"))],
-        |_| {},
-    );
-    assert!(matches!(
-        App::load(&layout),
-        Err(HostError::InvalidFunction { .. })
-    ));
+    let (_d, layout) = layout_with(&[("a", http_fn("admin/x", json!(["get"]), "anonymous"))], |_| {});
+    assert!(matches!(App::load(&layout), Err(HostError::InvalidFunction { .. })));
+    let (_d, layout) = layout_with(&[("Upper", http_fn("v1/x", json!(["get"]), "anonymous"))], |_| {});
+    assert!(matches!(App::load(&layout), Err(HostError::InvalidFunction { .. })));
 }
 
 #[test]
 fn host_requires_the_forwarding_flag() {
     let (_d, layout) = layout_with(&[], |h| {
-        h["customHandler"]
-            .as_object_mut()
-            .unwrap()
-            .remove("enableForwardingHttpRequest");
+        h["customHandler"].as_object_mut().unwrap().remove("enableForwardingHttpRequest");
     });
     assert!(matches!(App::load(&layout), Err(HostError::HostJson(_))));
 }
@@ -715,10 +529,7 @@ fn route_templates_support_constraints_optionals_and_catch_alls() {
 fn query_reencoding() {
     assert_eq!(reencode_query("a=1&a=2"), "a=1,2");
     assert_eq!(reencode_query("A=1&a=2&b"), "A=1,2&b=");
-    assert_eq!(
-        reencode_query("q=caf%C3%A9+au+lait"),
-        "q=caf%C3%A9%20au%20lait"
-    );
+    assert_eq!(reencode_query("q=caf%C3%A9+au+lait"), "q=caf%C3%A9%20au%20lait");
     assert_eq!(reencode_query(""), "");
 }
 
@@ -726,10 +537,7 @@ fn query_reencoding() {
 fn argument_expansion() {
     let s = BTreeMap::from([("MODE".to_string(), "serve".to_string())]);
     assert_eq!(expand_settings("%MODE%", &s), "serve");
-    assert_eq!(
-        expand_settings("--x=%MODE%-%UNKNOWN_SETTING_XYZ%", &s),
-        "--x=serve-%UNKNOWN_SETTING_XYZ%"
-    );
+    assert_eq!(expand_settings("--x=%MODE%-%UNKNOWN_SETTING_XYZ%", &s), "--x=serve-%UNKNOWN_SETTING_XYZ%");
     assert_eq!(expand_settings("100%", &s), "100%");
 }
 
@@ -777,21 +585,14 @@ fn the_repo_app_declares_the_timers_the_fixed_routes_and_serve() {
         assert_eq!(declared.schedule, t.schedule);
         assert!(declared.use_monitor);
     }
-    assert_eq!(
-        app.route(&Method::GET, "/api/v1/openapi.json")
-            .unwrap()
-            .name,
-        "v1-openapi_json"
-    );
+    assert_eq!(app.route(&Method::GET, "/api/v1/openapi.json").unwrap().name, "v1-openapi_json");
     assert_eq!(app.route(&Method::GET, "/api/docs").unwrap().name, "docs");
 }
 
 #[test]
 fn local_settings_example_is_valid_and_has_what_a_local_run_needs() {
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("local.settings.json.example"),
-    )
-    .unwrap();
+    let text =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("local.settings.json.example")).unwrap();
     let v: Value = serde_json::from_str(&text).unwrap();
     assert_eq!(v["IsEncrypted"], false);
     let values = &v["Values"];
@@ -800,27 +601,17 @@ fn local_settings_example_is_valid_and_has_what_a_local_run_needs() {
     assert_eq!(values["STORE"], "sqlite");
     assert!(values["SUROGA_DATA_DIR"].is_string());
     assert!(values["AUTH_HS256_SECRET"].as_str().unwrap().len() >= 32);
-    assert!(
-        values.as_object().unwrap().values().all(Value::is_string),
-        "app settings are strings"
-    );
+    assert!(values.as_object().unwrap().values().all(Value::is_string), "app settings are strings");
 }
 
 #[test]
 fn the_built_binary_is_judged_by_its_glibc_needs() {
-    use suroga::functions::package::{
-        Linkage, MAX_GLIBC, PackageError, check_runs_on_functions_image, inspect_elf,
-    };
+    use suroga::functions::package::{Linkage, MAX_GLIBC, PackageError, check_runs_on_functions_image, inspect_elf};
     let bin = Path::new(env!("CARGO_BIN_EXE_suroga"));
     let linkage = inspect_elf(bin).unwrap();
     match (&linkage, check_runs_on_functions_image(bin)) {
         (Linkage::Static, Ok(_)) => {}
-        (
-            Linkage::Dynamic {
-                max_glibc: Some(v), ..
-            },
-            Err(PackageError::GlibcTooNew { found, .. }),
-        ) => {
+        (Linkage::Dynamic { max_glibc: Some(v), .. }, Err(PackageError::GlibcTooNew { found, .. })) => {
             assert!(*v > MAX_GLIBC);
             assert_eq!(found, *v);
         }
@@ -835,28 +626,16 @@ fn the_built_binary_is_judged_by_its_glibc_needs() {
 #[tokio::test]
 async fn real_binary_starts_under_the_host_and_answers_timers() {
     let host = FunctionsHost::start(&[]).await;
-    let r = reqwest::get(format!("{}/api/v1/openapi.json", host.url()))
-        .await
-        .unwrap();
+    let r = reqwest::get(format!("{}/api/v1/openapi.json", host.url())).await.unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     for t in suroga::functions::TIMERS {
         host.invoke_timer(t.name, true, false).await;
         host.invoke_timer(t.name, false, true).await;
-        assert_eq!(
-            host.timer(t.name)
-                .null_schedule_status()
-                .send()
-                .await
-                .status,
-            200
-        );
+        assert_eq!(host.timer(t.name).null_schedule_status().send().await.status, 200);
     }
     assert!(!host.stdout_lines().is_empty());
     for line in host.stdout_lines() {
-        assert!(
-            serde_json::from_str::<Value>(&line).is_ok(),
-            "stdout line is not JSON: {line}"
-        );
+        assert!(serde_json::from_str::<Value>(&line).is_ok(), "stdout line is not JSON: {line}");
     }
     assert_eq!(host.error_lines(), Vec::<String>::new());
 }

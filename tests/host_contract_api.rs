@@ -18,13 +18,20 @@ struct Client {
 
 impl Client {
     fn new(host: &FunctionsHost) -> Self {
-        let secret = Secret::new(host.setting("AUTH_HS256_SECRET").expect("the settings file has a local token secret"));
+        let secret =
+            Secret::new(host.setting("AUTH_HS256_SECRET").expect("the settings file has a local token secret"));
         Self { http: reqwest::Client::new(), base: host.url(), secret }
     }
     fn token(&self, sub: &str, admin: bool) -> String {
         suroga::auth::mint_dev_token(&self.secret, sub, admin, "admin", Duration::hours(1), Utc::now())
     }
-    async fn call(&self, method: reqwest::Method, path: &str, as_user: Option<(&str, bool)>, body: Option<Value>) -> (StatusCode, Value) {
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        as_user: Option<(&str, bool)>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{path}", self.base));
         if let Some((u, admin)) = as_user {
             req = req.bearer_auth(self.token(u, admin));
@@ -54,11 +61,15 @@ async fn the_whole_api_works_through_the_functions_host() {
 
     let alice = ("alice", false);
     let admin = ("root", true);
-    let (st, room) = c.call(M::POST, "/api/v1/rooms", Some(alice), Some(json!({"max_participants": 2, "optional_name": "A"}))).await;
+    let (st, room) =
+        c.call(M::POST, "/api/v1/rooms", Some(alice), Some(json!({"max_participants": 2, "optional_name": "A"}))).await;
     assert_eq!(st, StatusCode::CREATED, "{room}");
     let rid = room["room_id"].as_u64().unwrap();
     assert_eq!(c.call(M::GET, &format!("/api/v1/rooms/{rid}"), Some(alice), None).await.0, StatusCode::OK);
-    assert_eq!(c.call(M::GET, "/api/v1/rooms?max_participants=2", Some(alice), None).await.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.call(M::GET, "/api/v1/rooms?max_participants=2", Some(alice), None).await.1.as_array().unwrap().len(),
+        1
+    );
 
     let start = Utc::now() + Duration::minutes(10);
     let slot = json!({"start_time": start.to_rfc3339(), "end_time": (start + Duration::hours(1)).to_rfc3339(), "room_id": rid});
@@ -67,7 +78,12 @@ async fn the_whole_api_works_through_the_functions_host() {
     assert_eq!(c.call(M::POST, "/api/v1/bookings", Some(("bob", false)), Some(slot)).await.0, StatusCode::CONFLICT);
     let bid = b["booking_id"].as_str().unwrap();
     let (st, any) = c
-        .call(M::POST, "/api/v1/bookings", Some(("bob", false)), Some(json!({"start_time": start.to_rfc3339(), "end_time": (start + Duration::hours(1)).to_rfc3339()})))
+        .call(
+            M::POST,
+            "/api/v1/bookings",
+            Some(("bob", false)),
+            Some(json!({"start_time": start.to_rfc3339(), "end_time": (start + Duration::hours(1)).to_rfc3339()})),
+        )
         .await;
     assert_eq!(st, StatusCode::CREATED, "{any}");
     assert_ne!(any["room_id"], json!(rid));
@@ -81,21 +97,43 @@ async fn the_whole_api_works_through_the_functions_host() {
     assert_eq!(st, StatusCode::OK, "{avail}");
     assert_eq!(avail, json!({"available_rooms": []}));
 
-    assert_eq!(c.call(M::GET, "/api/v1/bookings?status=upcoming", Some(alice), None).await.1.as_array().unwrap().len(), 1);
+    assert_eq!(
+        c.call(M::GET, "/api/v1/bookings?status=upcoming", Some(alice), None).await.1.as_array().unwrap().len(),
+        1
+    );
     let (st, mine) = c.call(M::GET, &format!("/api/v1/bookings/{bid}"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(mine["password"], room["password"], "inside the reveal window");
     let (st, join) = c.call(M::GET, &format!("/api/v1/bookings/{bid}/join"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK, "{join}");
     assert_eq!(c.call(M::GET, &format!("/api/v1/rooms/{rid}/participants"), Some(admin), None).await.0, StatusCode::OK);
-    assert_eq!(c.call(M::POST, &format!("/api/v1/rooms/{rid}/password/reset"), Some(admin), None).await.0, StatusCode::OK);
-    assert_eq!(c.call(M::POST, &format!("/api/v1/bookings/{bid}/cancel"), Some(alice), None).await.0, StatusCode::NO_CONTENT);
-    assert_eq!(c.call(M::DELETE, &format!("/api/v1/bookings/{}", any["booking_id"].as_str().unwrap()), Some(("bob", false)), None).await.0, StatusCode::NO_CONTENT);
+    assert_eq!(
+        c.call(M::POST, &format!("/api/v1/rooms/{rid}/password/reset"), Some(admin), None).await.0,
+        StatusCode::OK
+    );
+    assert_eq!(
+        c.call(M::POST, &format!("/api/v1/bookings/{bid}/cancel"), Some(alice), None).await.0,
+        StatusCode::NO_CONTENT
+    );
+    assert_eq!(
+        c.call(
+            M::DELETE,
+            &format!("/api/v1/bookings/{}", any["booking_id"].as_str().unwrap()),
+            Some(("bob", false)),
+            None
+        )
+        .await
+        .0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(c.call(M::DELETE, &format!("/api/v1/rooms/{rid}"), Some(admin), None).await.0, StatusCode::NO_CONTENT);
 
     // Client mistakes stay 4xx through the host.
     assert_eq!(c.call(M::GET, "/api/v1/rooms/abc", Some(alice), None).await.0, StatusCode::BAD_REQUEST);
-    assert_eq!(c.call(M::POST, "/api/v1/bookings", Some(alice), Some(json!({"start_time": "x"}))).await.0, StatusCode::BAD_REQUEST);
+    assert_eq!(
+        c.call(M::POST, "/api/v1/bookings", Some(alice), Some(json!({"start_time": "x"}))).await.0,
+        StatusCode::BAD_REQUEST
+    );
 
     // Logs: JSON lines on stdout, nothing the host would log as an error, no Janus secret anywhere.
     let out = host.stdout_lines();
@@ -105,7 +143,8 @@ async fn the_whole_api_works_through_the_functions_host() {
     }
     assert!(host.error_lines().is_empty(), "stderr: {:?}", host.error_lines());
     let data_dir = host.setting("SUROGA_DATA_DIR").unwrap().to_string();
-    let secrets: Value = serde_json::from_slice(&std::fs::read(format!("{data_dir}/janus/local-1/secrets.json")).unwrap()).unwrap();
+    let secrets: Value =
+        serde_json::from_slice(&std::fs::read(format!("{data_dir}/janus/local-1/secrets.json")).unwrap()).unwrap();
     let all = out.join("\n") + &join.to_string();
     for k in ["api_secret", "admin_key", "token_secret", "admin_secret"] {
         let s = secrets[k].as_str().unwrap();
@@ -118,7 +157,8 @@ async fn every_route_in_the_openapi_document_is_declared_to_the_host() {
     let host = FunctionsHost::start(&[]).await;
     let doc = suroga::api::openapi();
     for (path, item) in doc.paths.paths.iter() {
-        let concrete = path.replace("{room_id}", "12345").replace("{booking_id}", "5c1f0d4e-2f4a-4b7e-9a51-3d7f8c1e2b90");
+        let concrete =
+            path.replace("{room_id}", "12345").replace("{booking_id}", "5c1f0d4e-2f4a-4b7e-9a51-3d7f8c1e2b90");
         for method in ["get", "post", "delete"] {
             let declared = match method {
                 "get" => item.get.is_some(),

@@ -63,10 +63,8 @@ fn tokens(text: &str, delim: &str) -> BTreeSet<String> {
     let mut i = 0;
     while let Some(found) = text[i..].find(delim) {
         let start = i + found + delim.len();
-        let body: String = text[start..]
-            .chars()
-            .take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_')
-            .collect();
+        let body: String =
+            text[start..].chars().take_while(|c| c.is_ascii_uppercase() || c.is_ascii_digit() || *c == '_').collect();
         // The body may have swallowed the closing underscores of `__X__`.
         let name = body.trim_end_matches('_');
         let close = start + name.len();
@@ -279,7 +277,10 @@ fn cosmos_containers_match_the_app_defaults_and_partition_key() {
     for (c, name) in [(rooms, "roomsContainerName"), (ops, "opsContainerName")] {
         assert!(c.contains(&format!("name: {name}\n")) && c.contains(&format!("id: {name}\n")));
         let paths = block(&c[c.find("partitionKey:").unwrap()..], "partitionKey:");
-        assert!(paths.contains("paths: [\n          partitionKeyPath\n        ]"), "{name}: partition key must be partitionKeyPath only");
+        assert!(
+            paths.contains("paths: [\n          partitionKeyPath\n        ]"),
+            "{name}: partition key must be partitionKeyPath only"
+        );
     }
     assert!(ops.contains("defaultTtl: -1"), "ops needs TTL on with no default expiry");
     assert!(!rooms.contains("defaultTtl"), "rooms documents must never expire");
@@ -409,12 +410,21 @@ fn firewall_and_janus_use_the_same_ports() {
     assert!(backend_rule.contains("sourceAddressPrefix: appSubnetPrefix"));
     assert!(backend_rule.contains("destinationPortRange: string(janusHttpPort)"));
     assert_eq!(nsg.matches("string(janusHttpPort)").count(), 1, "the backend port has one rule only");
-    assert!(line_with(&vm, "loadTextContent('../janus/janus.transport.http.jcfg')").contains("'{{http_acl}}', janusHttpAcl)"));
+    assert!(
+        line_with(&vm, "loadTextContent('../janus/janus.transport.http.jcfg')")
+            .contains("'{{http_acl}}', janusHttpAcl)")
+    );
     assert_eq!(var_literal(&main, "appSubnetPrefix"), "${vnetOctets}.2.0/24");
     assert_eq!(var_literal(&main, "janusHttpAcl"), "127.,${vnetOctets}.2.");
     // WebSockets and the admin API never listen beyond loopback (Caddy fronts WebSockets).
-    assert!(line_with(&vm, "loadTextContent('../janus/janus.transport.websockets.jcfg')").contains("'{{ws_ip}}', '127.0.0.1')"));
-    assert!(line_with(&vm, "loadTextContent('../janus/janus.transport.http.jcfg')").contains("'{{admin_ip}}', '127.0.0.1')"));
+    assert!(
+        line_with(&vm, "loadTextContent('../janus/janus.transport.websockets.jcfg')")
+            .contains("'{{ws_ip}}', '127.0.0.1')")
+    );
+    assert!(
+        line_with(&vm, "loadTextContent('../janus/janus.transport.http.jcfg')")
+            .contains("'{{admin_ip}}', '127.0.0.1')")
+    );
 }
 
 #[test]

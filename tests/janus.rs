@@ -442,7 +442,12 @@ async fn start_local(config: &Config) -> (suroga::fleet::local::LocalPower, Janu
     let mut hosts = Vec::new();
     for name in local.names() {
         let (http, ws) = local.urls(&name).await.unwrap();
-        hosts.push(suroga::fleet::janus_hosts::JanusHost { name, backend_url: http.clone(), public_http_url: http, public_ws_url: ws });
+        hosts.push(suroga::fleet::janus_hosts::JanusHost {
+            name,
+            backend_url: http.clone(),
+            public_http_url: http,
+            public_ws_url: ws,
+        });
     }
     let janus = JanusHosts::for_local(config, hosts, &secrets).unwrap();
     (local, janus)

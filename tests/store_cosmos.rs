@@ -8,6 +8,7 @@ use std::{sync::Arc, time::Instant};
 
 use azure_data_cosmos_driver::fault_injection::{FaultInjectionErrorType as E, FaultOperationType as Op};
 use chrono::{DateTime, Duration, TimeZone, Utc};
+use support::cosmos::{Emulator, fault, latency};
 use suroga::{
     domain::{Booking, Room, RoomId, TimeSlot},
     store::{
@@ -15,7 +16,6 @@ use suroga::{
         cosmos::{CosmosStore, CosmosTuning},
     },
 };
-use support::cosmos::{Emulator, fault, latency};
 use uuid::Uuid;
 
 /// The conformance suite, each case on its own emulator account. (On one shared account
@@ -331,7 +331,8 @@ async fn markers_are_claimed_once_across_instances() {
 /// emulator ignores: indexing policy on the real query paths and container TTL settings.
 #[tokio::test]
 async fn real_account() {
-    let (Ok(endpoint), Ok(key)) = (std::env::var("SUROGA_COSMOS_TEST_ENDPOINT"), std::env::var("SUROGA_COSMOS_TEST_KEY"))
+    let (Ok(endpoint), Ok(key)) =
+        (std::env::var("SUROGA_COSMOS_TEST_ENDPOINT"), std::env::var("SUROGA_COSMOS_TEST_KEY"))
     else {
         eprintln!("skipped: set SUROGA_COSMOS_TEST_ENDPOINT and SUROGA_COSMOS_TEST_KEY to run against a real account");
         return;

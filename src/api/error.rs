@@ -89,8 +89,7 @@ pub fn problem(status: StatusCode, detail: &str, extra: Option<serde_json::Value
         obj.extend(extra);
     }
     let mut res = (status, body.to_string()).into_response();
-    res.headers_mut()
-        .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
+    res.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/problem+json"));
     res
 }
 
@@ -102,11 +101,9 @@ impl IntoResponse for ApiError {
                 tracing::error!(%cause, "internal error");
                 problem(status, "internal error; it has been logged", None)
             }
-            ApiError::TooEarly { detail, opens_at } => problem(
-                status,
-                &detail,
-                Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })),
-            ),
+            ApiError::TooEarly { detail, opens_at } => {
+                problem(status, &detail, Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })))
+            }
             ApiError::Unavailable { detail, retry_after } => {
                 let mut res = problem(status, &detail, None);
                 if let Some(secs) = retry_after {
@@ -135,9 +132,9 @@ impl From<StoreError> for ApiError {
             StoreError::PreconditionFailed => {
                 ApiError::Conflict("the resource changed while this request ran; retry".into())
             }
-            StoreError::IdempotencyMismatch => ApiError::Unprocessable(
-                "this Idempotency-Key was used with a different request body".into(),
-            ),
+            StoreError::IdempotencyMismatch => {
+                ApiError::Unprocessable("this Idempotency-Key was used with a different request body".into())
+            }
             StoreError::NoFreeRoom => ApiError::Conflict("no free room".into()),
             StoreError::Unavailable { message, retry_after } => {
                 tracing::warn!(%message, "store unavailable");

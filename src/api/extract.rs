@@ -44,14 +44,16 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
             })
             .unwrap_or(false);
         if !is_json {
-            return Err(ApiError::UnsupportedMediaType("the body must be JSON (Content-Type: application/json)".into()));
+            return Err(ApiError::UnsupportedMediaType(
+                "the body must be JSON (Content-Type: application/json)".into(),
+            ));
         }
         let bytes = Bytes::from_request(req, state).await?;
         if bytes.is_empty() {
             return Err(ApiError::BadRequest("a JSON body is required".into()));
         }
-        let raw: serde_json::Value = serde_json::from_slice(&bytes)
-            .map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+        let raw: serde_json::Value =
+            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
         // serde_json's map is ordered by key, so this is a canonical form.
         let fingerprint = hex(&Sha256::digest(raw.to_string().as_bytes()));
         let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
@@ -67,7 +69,9 @@ impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T>
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
         let h = req.headers();
         let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let has_body = h.contains_key(header::CONTENT_TYPE) || length.is_some_and(|n| n > 0) || h.contains_key(header::TRANSFER_ENCODING);
+        let has_body = h.contains_key(header::CONTENT_TYPE)
+            || length.is_some_and(|n| n > 0)
+            || h.contains_key(header::TRANSFER_ENCODING);
         if !has_body {
             return Ok(None);
         }

@@ -206,10 +206,14 @@ async fn list_hosts(State(s): State<AppState>, _admin: AdminCaller) -> Result<Js
                 let hp = plan.plan.hosts.iter().find(|h| h.name == st.name);
                 HostView {
                     bookings: hp.map(|h| h.bookings.clone()).unwrap_or_default(),
-                    next_action: hp.map(|h| ActionView::from(&h.action)).unwrap_or(ActionView { action: "stay_off", booking: None }),
-                    next_on: hp
-                        .and_then(|h| h.on_intervals.iter().find(|i| i.end > now))
-                        .map(|i| OnIntervalView { start: i.start, end: i.end, bookings: i.bookings.clone() }),
+                    next_action: hp
+                        .map(|h| ActionView::from(&h.action))
+                        .unwrap_or(ActionView { action: "stay_off", booking: None }),
+                    next_on: hp.and_then(|h| h.on_intervals.iter().find(|i| i.end > now)).map(|i| OnIntervalView {
+                        start: i.start,
+                        end: i.end,
+                        bookings: i.bookings.clone(),
+                    }),
                     power_state: st.power_state.map(|p| serde_json::to_value(p).unwrap_or_default()),
                     power_error: st.power_error,
                     override_: st.override_.map(|o| serde_json::to_value(o).unwrap_or_default()),
@@ -233,9 +237,12 @@ async fn manual(
         return Err(ApiError::NotFound(format!("no host named {name:?}")));
     }
     let now = s.clock.now();
-    let until = req.until.as_deref().map(|v| parse_instant("until", v)).transpose()?.unwrap_or(now + Duration::hours(1));
+    let until =
+        req.until.as_deref().map(|v| parse_instant("until", v)).transpose()?.unwrap_or(now + Duration::hours(1));
     if until <= now || until - now > Duration::days(MAX_OVERRIDE_DAYS) {
-        return Err(ApiError::BadRequest(format!("until must be in the future and at most {MAX_OVERRIDE_DAYS} days away")));
+        return Err(ApiError::BadRequest(format!(
+            "until must be in the future and at most {MAX_OVERRIDE_DAYS} days away"
+        )));
     }
     let verb = match action {
         OverrideAction::Start => "start",
@@ -243,20 +250,15 @@ async fn manual(
     };
     if action == OverrideAction::Deallocate && !req.force.unwrap_or(false) {
         let plan = fleet.plan(now, now, now + Duration::minutes(1)).await?;
-        let in_progress = plan
-            .bookings
-            .iter()
-            .filter(|b| b.slot.contains(now) && plan.plan.host_of(b.id) == Some(name))
-            .count();
+        let in_progress =
+            plan.bookings.iter().filter(|b| b.slot.contains(now) && plan.plan.host_of(b.id) == Some(name)).count();
         if in_progress > 0 {
             return Err(ApiError::Conflict(format!(
                 "{in_progress} session(s) on {name} are in progress; use \"force\": true to deallocate anyway"
             )));
         }
     }
-    fleet
-        .set_override(name, &HostOverride { action, until, by: admin.0.user.clone(), at: now })
-        .await?;
+    fleet.set_override(name, &HostOverride { action, until, by: admin.0.user.clone(), at: now }).await?;
     let started = std::time::Instant::now();
     let outcome = match action {
         OverrideAction::Start => fleet.power.start(name).await,
@@ -351,14 +353,18 @@ async fn get_usage(
     // A host on at `from` was started before it: read the log a week further back.
     let ops = s.store.operations(TimeSlot::new(slot.start() - Duration::days(7), slot.end())?).await?;
     let policy = &fleet.policy.plan;
-    let bookings = s.store.bookings_between(TimeSlot::new(slot.start() - policy.grace, slot.end() + policy.lead)?).await?;
+    let bookings =
+        s.store.bookings_between(TimeSlot::new(slot.start() - policy.grace, slot.end() + policy.lead)?).await?;
     let ids: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
     let hosts_of: BTreeMap<Uuid, String> =
         s.store.assignments(&ids).await?.into_iter().map(|a| (a.booking_id, a.host)).collect();
     let served: Vec<_> = bookings
         .into_iter()
         .filter_map(|b| {
-            let host = hosts_of.get(&b.id).cloned().or_else(|| fleet.always_on.then(|| fleet.default_host(b.room_id).name.clone()))?;
+            let host = hosts_of
+                .get(&b.id)
+                .cloned()
+                .or_else(|| fleet.always_on.then(|| fleet.default_host(b.room_id).name.clone()))?;
             Some((b, host))
         })
         .collect();

@@ -27,7 +27,13 @@ use chrono::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{auth::Authenticator, clock::Clock, domain::BookingPolicy, fleet::{RoomHosting, control::Fleet}, store::Store};
+use crate::{
+    auth::Authenticator,
+    clock::Clock,
+    domain::BookingPolicy,
+    fleet::{RoomHosting, control::Fleet},
+    store::Store,
+};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -94,7 +100,11 @@ impl utoipa::Modify for BearerAuth {
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
         API_PREFIX,
-        OpenApiRouter::new().merge(health::router()).merge(rooms::router()).merge(bookings::router()).merge(hosts::router()),
+        OpenApiRouter::new()
+            .merge(health::router())
+            .merge(rooms::router())
+            .merge(bookings::router())
+            .merge(hosts::router()),
     )
 }
 
@@ -136,11 +146,8 @@ async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_owned();
-    let invocation = req
-        .headers()
-        .get("x-azure-functions-invocationid")
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
+    let invocation =
+        req.headers().get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let res = next.run(req).await.into_response();
     let status = res.status().as_u16();
     let micros = start.elapsed().as_micros() as u64;

@@ -370,7 +370,8 @@ async fn reset_password(
         }
     }
     let new_password = domain::new_password();
-    let updated = s.store.set_room_password(id, &room.password, &new_password, now).await.map_err(room_not_found(id))?;
+    let updated =
+        s.store.set_room_password(id, &room.password, &new_password, now).await.map_err(room_not_found(id))?;
     if let Err(e) = s.fleet.materialize(&updated).await {
         // Janus kept the old pin: keep it in the store too.
         if let Err(undo) = s.store.set_room_password(id, &new_password, &room.password, now).await {

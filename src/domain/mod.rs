@@ -70,9 +70,7 @@ impl std::str::FromStr for RoomId {
 /// Naive times (`2026-01-01T10:00:00`) are refused: their meaning depends on the reader.
 pub fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, Invalid> {
     DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
-        invalid(format!(
-            "{field} must be an RFC 3339 time with an offset, like 2026-06-20T10:00:00Z; got {s:?}"
-        ))
+        invalid(format!("{field} must be an RFC 3339 time with an offset, like 2026-06-20T10:00:00Z; got {s:?}"))
     })
 }
 
@@ -145,10 +143,7 @@ impl BookingPolicy {
             return Err(invalid("start_time is in the past"));
         }
         if slot.duration() > self.max_duration {
-            return Err(invalid(format!(
-                "a session may last at most {} minutes",
-                self.max_duration.num_minutes()
-            )));
+            return Err(invalid(format!("a session may last at most {} minutes", self.max_duration.num_minutes())));
         }
         Ok(slot)
     }

@@ -10,7 +10,10 @@ use std::{sync::Arc, time::Duration};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::{config::Secret, store::{Store, StoreError}};
+use crate::{
+    config::Secret,
+    store::{Store, StoreError},
+};
 
 /// Why an alert was not delivered to the webhook.
 #[derive(Debug, thiserror::Error)]

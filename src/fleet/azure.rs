@@ -202,7 +202,14 @@ impl AzurePower {
             .redirect(reqwest::redirect::Policy::none())
             .build()
             .map_err(AzureConfigError::Http)?;
-        Ok(Self { compute, http, credential, subscription_id: subscription_id.into(), vms: vms.into_iter().collect(), options })
+        Ok(Self {
+            compute,
+            http,
+            credential,
+            subscription_id: subscription_id.into(),
+            vms: vms.into_iter().collect(),
+            options,
+        })
     }
 
     /// A backend for the configured hosts (`JANUS_HOSTS` with `resource_group` and `vm_name`).
@@ -238,7 +245,13 @@ impl AzurePower {
     }
 
     /// Runs `call` until it succeeds, fails permanently, or runs out of attempts or time.
-    async fn with_retries<T, F, Fut>(&self, host: &str, what: &'static str, deadline: Instant, mut call: F) -> Result<T, PowerError>
+    async fn with_retries<T, F, Fut>(
+        &self,
+        host: &str,
+        what: &'static str,
+        deadline: Instant,
+        mut call: F,
+    ) -> Result<T, PowerError>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, PowerError>>,
@@ -266,16 +279,25 @@ impl AzurePower {
         let sub = self.subscription_id.clone();
         let result = match op {
             Op::Start => c.start(&vm.resource_group, &vm.vm_name, sub).send().await.map(|r| r.into_raw_response()),
-            Op::Deallocate => c.deallocate(&vm.resource_group, &vm.vm_name, sub).send().await.map(|r| r.into_raw_response()),
+            Op::Deallocate => {
+                c.deallocate(&vm.resource_group, &vm.vm_name, sub).send().await.map(|r| r.into_raw_response())
+            }
         };
         let rsp = result.map_err(|e| classify_legacy(host, &e))?;
         let headers = rsp.headers();
-        let poll = match headers.get_optional_str(&AZURE_ASYNCOPERATION).or_else(|| headers.get_optional_str(&LOCATION)) {
+        let poll = match headers.get_optional_str(&AZURE_ASYNCOPERATION).or_else(|| headers.get_optional_str(&LOCATION))
+        {
             Some(u) => Some(self.same_origin(host, u)?),
             None => None,
         };
         let retry_after = headers.get_optional_str(&RETRY_AFTER).and_then(parse_retry_after);
-        tracing::info!(host, op = op.name(), status = u16::from(rsp.status()), polling = poll.is_some(), "ARM accepted the operation");
+        tracing::info!(
+            host,
+            op = op.name(),
+            status = u16::from(rsp.status()),
+            polling = poll.is_some(),
+            "ARM accepted the operation"
+        );
         Ok((poll, retry_after))
     }
 
@@ -456,7 +478,10 @@ mod tests {
     #[test]
     fn statuses_split_into_transient_and_permanent() {
         assert!(classify_status("h", 409, None, None).is_transient());
-        assert_eq!(classify_status("h", 429, None, Some(Duration::from_secs(7))).retry_after(), Some(Duration::from_secs(7)));
+        assert_eq!(
+            classify_status("h", 429, None, Some(Duration::from_secs(7))).retry_after(),
+            Some(Duration::from_secs(7))
+        );
         assert!(classify_status("h", 503, None, None).is_transient());
         assert_eq!(
             classify_status("h", 403, None, None),

@@ -220,18 +220,19 @@ impl Fleet {
     /// Plans at `now` for the bookings whose host windows overlap `[from, to)`: loads the live
     /// bookings, their assignments, the power states and overrides, then calls
     /// [`planner::plan`]. Read-only: nothing is stored or switched (a dry run).
-    pub async fn plan(&self, now: DateTime<Utc>, from: DateTime<Utc>, to: DateTime<Utc>) -> Result<FleetPlan, StoreError> {
+    pub async fn plan(
+        &self,
+        now: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+    ) -> Result<FleetPlan, StoreError> {
         let window = TimeSlot::new(from - self.policy.plan.grace, to.max(from) + self.policy.plan.lead)
             .map_err(|e| StoreError::Internal(format!("plan window: {e}")))?;
         let bookings = self.store.bookings_between(window).await?;
         let ids: Vec<_> = bookings.iter().map(|b| b.id).collect();
         let assignments = self.store.assignments(&ids).await?;
-        let power: BTreeMap<String, PowerState> = self
-            .power_states()
-            .await
-            .into_iter()
-            .map(|(h, s)| (h, s.unwrap_or(PowerState::Unknown)))
-            .collect();
+        let power: BTreeMap<String, PowerState> =
+            self.power_states().await.into_iter().map(|(h, s)| (h, s.unwrap_or(PowerState::Unknown))).collect();
         let mut overrides = BTreeMap::new();
         for h in &self.hosts {
             if let Some(o) = self.override_of(&h.name, now).await? {
@@ -269,12 +270,20 @@ impl Fleet {
         let current: Vec<CurrentAssignment> = if self.always_on {
             bookings
                 .iter()
-                .map(|b| CurrentAssignment { booking: b.id, host: self.default_host(b.room_id).name.clone(), materialized: true })
+                .map(|b| CurrentAssignment {
+                    booking: b.id,
+                    host: self.default_host(b.room_id).name.clone(),
+                    materialized: true,
+                })
                 .collect()
         } else {
             assignments
                 .iter()
-                .map(|a| CurrentAssignment { booking: a.booking_id, host: a.host.clone(), materialized: a.ready_at.is_some() })
+                .map(|a| CurrentAssignment {
+                    booking: a.booking_id,
+                    host: a.host.clone(),
+                    materialized: a.ready_at.is_some(),
+                })
                 .collect()
         };
         planner::plan(&plan_bookings, &hosts, &current, &self.policy.plan, now)

@@ -20,9 +20,7 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 
 use super::{
-    FleetError, HostHealth, JoinGrant, Participant, RoomHosting,
-    control::Fleet,
-    janus_hosts::JanusHost,
+    FleetError, HostHealth, JoinGrant, Participant, RoomHosting, control::Fleet, janus_hosts::JanusHost,
     power::PowerState,
 };
 use crate::{
@@ -70,7 +68,11 @@ impl PlannedHosting {
             Err(e) => return Err(store_unavailable(e)),
         };
         let ids: Vec<_> = bookings.iter().map(|b| b.id).collect();
-        let assigned = if ids.is_empty() { vec![] } else { self.fleet.store.assignments(&ids).await.map_err(store_unavailable)? };
+        let assigned = if ids.is_empty() {
+            vec![]
+        } else {
+            self.fleet.store.assignments(&ids).await.map_err(store_unavailable)?
+        };
         let mut seen = BTreeSet::new();
         let mut hosts = Vec::new();
         for b in &bookings {
@@ -151,7 +153,8 @@ impl RoomHosting for PlannedHosting {
         let ready = assigned.as_ref().is_some_and(|a| a.host == host.name && a.ready_at.is_some());
         if !ready {
             self.fleet.janus.materialize_on(host, room).await?;
-            let a = Assignment { booking_id: booking.id, host: host.name.clone(), ready_at: Some(self.fleet.clock.now()) };
+            let a =
+                Assignment { booking_id: booking.id, host: host.name.clone(), ready_at: Some(self.fleet.clock.now()) };
             self.fleet.store.put_assignment(&a).await.map_err(store_unavailable)?;
         }
         Ok(self.fleet.janus.grant(host, expires_at))
@@ -161,7 +164,11 @@ impl RoomHosting for PlannedHosting {
     /// to save cost is `unavailable` too).
     async fn health(&self) -> Vec<HostHealth> {
         let checks = self.fleet.janus.hosts().iter().map(|h| async move {
-            let janus = if self.running(&h.name).await && self.fleet.janus.answers(h).await.is_ok() { "ok" } else { "unavailable" };
+            let janus = if self.running(&h.name).await && self.fleet.janus.answers(h).await.is_ok() {
+                "ok"
+            } else {
+                "unavailable"
+            };
             HostHealth { name: h.name.clone(), janus }
         });
         futures::future::join_all(checks).await

@@ -582,7 +582,8 @@ mod tests {
 
     #[test]
     fn a_relative_folder_becomes_absolute() {
-        let host = LocalJanusHost::new("x", "data/janus/x".into(), HostSecrets::generate(), Default::default()).unwrap();
+        let host =
+            LocalJanusHost::new("x", "data/janus/x".into(), HostSecrets::generate(), Default::default()).unwrap();
         assert!(host.dir().is_absolute());
         assert!(host.dir().ends_with("data/janus/x"));
     }

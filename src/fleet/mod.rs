@@ -15,9 +15,9 @@ pub mod hosting;
 pub mod janus_hosts;
 pub mod local;
 pub mod planner;
-pub mod usage;
 pub mod power;
 pub mod reconciler;
+pub mod usage;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};

@@ -167,11 +167,7 @@ impl Plan {
 
     /// Total planned VM time over every host, in minutes.
     pub fn vm_minutes(&self) -> f64 {
-        self.hosts
-            .iter()
-            .flat_map(|h| &h.on_intervals)
-            .map(|i| i.duration().num_milliseconds() as f64 / 60_000.0)
-            .sum()
+        self.hosts.iter().flat_map(|h| &h.on_intervals).map(|i| i.duration().num_milliseconds() as f64 / 60_000.0).sum()
     }
 
     /// How many VM starts the plan needs: on-intervals that begin after `now` (an interval
@@ -320,7 +316,13 @@ pub fn plan(
         .iter()
         .map(|h| {
             let windows = if h.on { vec![(now_ms, now_ms)] } else { Vec::new() };
-            HostState { host: h, assigned: Vec::new(), merged: merge(windows.clone(), kw), windows, rooms: HashSet::new() }
+            HostState {
+                host: h,
+                assigned: Vec::new(),
+                merged: merge(windows.clone(), kw),
+                windows,
+                rooms: HashSet::new(),
+            }
         })
         .collect();
     let host_index = |name: &str| states_index(&sorted_hosts, name);

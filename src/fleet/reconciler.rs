@@ -51,14 +51,25 @@ pub enum PowerStep {
     /// Nothing to switch.
     None,
     /// Started (or deallocated) now.
-    Done { action: &'static str },
+    Done {
+        action: &'static str,
+    },
     /// The backend does not switch this host (always on).
-    NotManaged { action: &'static str },
+    NotManaged {
+        action: &'static str,
+    },
     /// Another invocation of this occurrence took this action.
-    Replayed { action: &'static str },
+    Replayed {
+        action: &'static str,
+    },
     /// The plan wanted it off but it stays on; `reason` says why.
-    KeptOn { reason: String },
-    Failed { action: &'static str, error: String },
+    KeptOn {
+        reason: String,
+    },
+    Failed {
+        action: &'static str,
+        error: String,
+    },
 }
 
 /// One host's part of a run.
@@ -94,7 +105,12 @@ impl ReconcileReport {
     pub fn lines(&self) -> Vec<String> {
         let mut lines = Vec::new();
         if let Some(at) = self.at {
-            lines.push(format!("reconciled at {} over {} bookings and {} hosts", at.to_rfc3339(), self.bookings, self.hosts.len()));
+            lines.push(format!(
+                "reconciled at {} over {} bookings and {} hosts",
+                at.to_rfc3339(),
+                self.bookings,
+                self.hosts.len()
+            ));
         }
         let pick = |f: &dyn Fn(&PowerStep) -> bool| -> Vec<&str> {
             self.hosts.iter().filter(|h| f(&h.step)).map(|h| h.host.as_str()).collect()
@@ -106,7 +122,9 @@ impl ReconcileReport {
             match &h.step {
                 PowerStep::Failed { action, error } => lines.push(format!("{}: {action} failed: {error}", h.host)),
                 PowerStep::KeptOn { reason } => lines.push(format!("{}: kept on: {reason}", h.host)),
-                PowerStep::Replayed { action } => lines.push(format!("{}: {action} left to another invocation", h.host)),
+                PowerStep::Replayed { action } => {
+                    lines.push(format!("{}: {action} left to another invocation", h.host))
+                }
                 _ => {}
             }
             for (b, e) in &h.not_ready {
@@ -245,21 +263,26 @@ impl Reconciler {
             match (forced, &input.plan.action) {
                 (Some(OverrideAction::Start), _) if !on => Some(("start", None)),
                 (Some(OverrideAction::Start), _) => None,
-                (Some(OverrideAction::Deallocate), _) if input.power != Some(PowerState::Deallocated) && input.power.is_some() => {
+                (Some(OverrideAction::Deallocate), _)
+                    if input.power != Some(PowerState::Deallocated) && input.power.is_some() =>
+                {
                     Some(("deallocate", None))
                 }
                 (Some(OverrideAction::Deallocate), _) => None,
                 (None, HostAction::Start { booking }) => Some(("start", Some(*booking))),
                 (None, HostAction::Deallocate { last }) => Some(("deallocate", *last)),
                 // Stopped but still allocated still bills compute: release it.
-                (None, HostAction::StayOff { .. }) if input.power == Some(PowerState::Stopped) => Some(("deallocate", None)),
+                (None, HostAction::StayOff { .. }) if input.power == Some(PowerState::Stopped) => {
+                    Some(("deallocate", None))
+                }
                 (None, _) => None,
             }
         };
 
         let mut running = input.power == Some(PowerState::Running) || self.fleet.always_on;
         if let Some((action, cause)) = want {
-            let keep = if action == "deallocate" { self.reason_to_keep_on(&input, forced.is_some()).await } else { None };
+            let keep =
+                if action == "deallocate" { self.reason_to_keep_on(&input, forced.is_some()).await } else { None };
             report.step = match keep {
                 Some(reason) => {
                     tracing::info!(host = %name, reason, "kept on");
@@ -329,7 +352,14 @@ impl Reconciler {
     }
 
     /// Starts or deallocates `host` once per occurrence, logs it, and keeps the failure streak.
-    async fn switch(&self, host: &str, action: &'static str, cause: Option<Uuid>, now: DateTime<Utc>, minute: DateTime<Utc>) -> PowerStep {
+    async fn switch(
+        &self,
+        host: &str,
+        action: &'static str,
+        cause: Option<Uuid>,
+        now: DateTime<Utc>,
+        minute: DateTime<Utc>,
+    ) -> PowerStep {
         let marker = format!("reconcile:{host}:{action}:{}", minute.to_rfc3339());
         match self.fleet.store.claim_marker(&marker, now).await {
             Ok(true) => {}
@@ -383,7 +413,11 @@ impl Reconciler {
         if let (Some(err), Some(since)) = (error, streak.since) {
             if streak.count >= self.fleet.policy.failures_before_alert {
                 let alert_key = format!("alert:power-failing:{host}:{}", since.to_rfc3339());
-                let text = format!("Janus host {host}: {action} failed {} runs in a row since {}: {err}", streak.count, since.to_rfc3339());
+                let text = format!(
+                    "Janus host {host}: {action} failed {} runs in a row since {}: {err}",
+                    streak.count,
+                    since.to_rfc3339()
+                );
                 self.alert(&alert_key, &text, Some(host), None, now).await;
             }
         }
@@ -424,8 +458,16 @@ impl Reconciler {
                 Ok(()) => "ok".to_string(),
                 Err(e) => e.clone(),
             };
-            self.log(now, "materialize", Some(&host.name), Some(b.id), Some(b.room_id), text, started.elapsed().as_millis() as u64)
-                .await;
+            self.log(
+                now,
+                "materialize",
+                Some(&host.name),
+                Some(b.id),
+                Some(b.room_id),
+                text,
+                started.elapsed().as_millis() as u64,
+            )
+            .await;
             match result {
                 Ok(()) => report.made_ready.push(b.id),
                 Err(e) => report.not_ready.push((b.id, e)),
@@ -463,7 +505,11 @@ impl Reconciler {
                 Warning::NoCapacity { booking } => match by_id.get(booking) {
                     Some(b) if b.slot.end() > now => (
                         format!("alert:capacity:{booking}"),
-                        format!("no Janus host has capacity for booking {booking} ({} to {})", b.slot.start().to_rfc3339(), b.slot.end().to_rfc3339()),
+                        format!(
+                            "no Janus host has capacity for booking {booking} ({} to {})",
+                            b.slot.start().to_rfc3339(),
+                            b.slot.end().to_rfc3339()
+                        ),
                         *booking,
                     ),
                     _ => continue,
@@ -505,14 +551,22 @@ impl Reconciler {
     }
 
     /// Raises an alert once and logs it; true when raised now.
-    async fn alert(&self, key: &str, text: &str, host: Option<&str>, booking: Option<Uuid>, now: DateTime<Utc>) -> bool {
+    async fn alert(
+        &self,
+        key: &str,
+        text: &str,
+        host: Option<&str>,
+        booking: Option<Uuid>,
+        now: DateTime<Utc>,
+    ) -> bool {
         let started = Instant::now();
         let (raised, result) = match self.alerts.raise(key, text, now).await {
             Ok(AlertOutcome::AlreadyRaised) => return false,
             Ok(AlertOutcome::Raised) => (true, "ok".to_string()),
             Err(e) => (true, e.to_string()),
         };
-        self.log(now, "alert", host, booking, None, format!("{result}: {text}"), started.elapsed().as_millis() as u64).await;
+        self.log(now, "alert", host, booking, None, format!("{result}: {text}"), started.elapsed().as_millis() as u64)
+            .await;
         raised
     }
 

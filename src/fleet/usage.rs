@@ -87,7 +87,9 @@ fn on_intervals(input: &UsageInput<'_>, host: &str) -> (Vec<Span>, u32) {
     let mut ops: Vec<&Operation> = input
         .ops
         .iter()
-        .filter(|o| o.host.as_deref() == Some(host) && o.result == "ok" && (o.action == "start" || o.action == "deallocate"))
+        .filter(|o| {
+            o.host.as_deref() == Some(host) && o.result == "ok" && (o.action == "start" || o.action == "deallocate")
+        })
         .collect();
     ops.sort_by_key(|o| o.at);
     let (mut out, mut starts, mut on_since) = (Vec::new(), 0, None::<DateTime<Utc>>);
@@ -109,11 +111,7 @@ fn on_intervals(input: &UsageInput<'_>, host: &str) -> (Vec<Span>, u32) {
     if let Some(since) = on_since {
         out.push((since, to));
     }
-    let clipped = out
-        .into_iter()
-        .map(|(a, b)| (a.max(from), b.min(to)))
-        .filter(|(a, b)| a < b)
-        .collect();
+    let clipped = out.into_iter().map(|(a, b)| (a.max(from), b.min(to))).filter(|(a, b)| a < b).collect();
     (clipped, starts)
 }
 
@@ -158,7 +156,12 @@ pub fn usage(input: &UsageInput<'_>) -> UsageReport {
     let mut users: BTreeMap<String, f64> = BTreeMap::new();
     for (b, host) in input.bookings {
         if let Some(m) = per_booking.get(&b.id) {
-            bookings.push(BookingUsage { booking_id: b.id, owner: b.owner.clone(), host: host.clone(), vm_minutes: *m });
+            bookings.push(BookingUsage {
+                booking_id: b.id,
+                owner: b.owner.clone(),
+                host: host.clone(),
+                vm_minutes: *m,
+            });
             *users.entry(b.owner.clone()).or_default() += m;
         }
     }

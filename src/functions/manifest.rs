@@ -18,9 +18,7 @@ use utoipa::openapi::OpenApi;
 pub const ROUTE_PREFIX: &str = "api";
 
 /// HTTP methods in the order function.json lists them.
-pub const METHODS: [&str; 8] = [
-    "get", "post", "put", "patch", "delete", "head", "options", "trace",
-];
+pub const METHODS: [&str; 8] = ["get", "post", "put", "patch", "delete", "head", "options", "trace"];
 
 /// An HTTP path the API serves outside its OpenAPI paths (the document itself, the docs page).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,14 +31,8 @@ pub struct ExtraHttp {
 
 /// HTTP routes served by the binary that the OpenAPI document does not list. Extend as needed.
 pub const EXTRA_HTTP: &[ExtraHttp] = &[
-    ExtraHttp {
-        path: "/api/v1/openapi.json",
-        methods: &["get"],
-    },
-    ExtraHttp {
-        path: "/api/docs",
-        methods: &["get"],
-    },
+    ExtraHttp { path: "/api/v1/openapi.json", methods: &["get"] },
+    ExtraHttp { path: "/api/docs", methods: &["get"] },
 ];
 
 /// One HTTP-triggered function, forwarded raw to the handler.
@@ -92,22 +84,10 @@ pub const TIMERS: &[TimerFunction] = &[
 pub fn next_timers(
     now: chrono::DateTime<chrono::Utc>,
 ) -> Option<(chrono::DateTime<chrono::Utc>, Vec<&'static TimerFunction>)> {
-    let due: Vec<_> = TIMERS
-        .iter()
-        .filter_map(|t| {
-            super::ncrontab::next_after(t.schedule, now)
-                .ok()
-                .map(|at| (t, at))
-        })
-        .collect();
+    let due: Vec<_> =
+        TIMERS.iter().filter_map(|t| super::ncrontab::next_after(t.schedule, now).ok().map(|at| (t, at))).collect();
     let first = due.iter().map(|(_, at)| *at).min()?;
-    Some((
-        first,
-        due.into_iter()
-            .filter(|(_, at)| *at == first)
-            .map(|(t, _)| t)
-            .collect(),
-    ))
+    Some((first, due.into_iter().filter(|(_, at)| *at == first).map(|(t, _)| t).collect()))
 }
 
 /// Why the function table cannot be deployed.
@@ -130,10 +110,7 @@ pub enum ManifestError {
     NoMethods { path: String },
     /// A timer schedule is not a valid 6-field NCRONTAB expression.
     #[error("timer {name:?}: {source}")]
-    Schedule {
-        name: String,
-        source: super::ncrontab::ScheduleError,
-    },
+    Schedule { name: String, source: super::ncrontab::ScheduleError },
 }
 
 /// Why [`export`] failed.
@@ -146,10 +123,7 @@ pub enum ExportError {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(io::Error) -> ExportError + '_ {
-    move |source| ExportError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| ExportError::Io { path: path.to_path_buf(), source }
 }
 
 /// Whether `name` is a valid function name: `^[a-z][a-z0-9_\-]{0,127}$` and not `host`.
@@ -182,21 +156,8 @@ pub fn function_name(route: &str) -> String {
 }
 
 fn path_methods(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = &'static str> + '_ {
-    let ops = [
-        &item.get,
-        &item.post,
-        &item.put,
-        &item.patch,
-        &item.delete,
-        &item.head,
-        &item.options,
-        &item.trace,
-    ];
-    METHODS
-        .into_iter()
-        .zip(ops)
-        .filter(|(_, op)| op.is_some())
-        .map(|(m, _)| m)
+    let ops = [&item.get, &item.post, &item.put, &item.patch, &item.delete, &item.head, &item.options, &item.trace];
+    METHODS.into_iter().zip(ops).filter(|(_, op)| op.is_some()).map(|(m, _)| m)
 }
 
 /// One HTTP function per OpenAPI path (all its methods), plus [`EXTRA_HTTP`] (merged by path).
@@ -205,41 +166,22 @@ fn path_methods(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = &'stat
 pub fn http_functions(api: &OpenApi) -> Result<Vec<HttpFunction>, ManifestError> {
     let mut by_path: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
     for (path, item) in api.paths.paths.iter() {
-        by_path
-            .entry(path.clone())
-            .or_default()
-            .extend(path_methods(item));
+        by_path.entry(path.clone()).or_default().extend(path_methods(item));
     }
     for extra in EXTRA_HTTP {
-        let methods = extra
-            .methods
-            .iter()
-            .filter_map(|m| METHODS.iter().copied().find(|k| k == m));
-        by_path
-            .entry(extra.path.to_string())
-            .or_default()
-            .extend(methods);
+        let methods = extra.methods.iter().filter_map(|m| METHODS.iter().copied().find(|k| k == m));
+        by_path.entry(extra.path.to_string()).or_default().extend(methods);
     }
     let prefix = format!("/{ROUTE_PREFIX}/");
     let mut functions = Vec::with_capacity(by_path.len());
     let mut names = BTreeSet::new();
     for (path, methods) in by_path {
-        let Some(route) = path
-            .strip_prefix(&prefix)
-            .map(|r| r.trim_end_matches('/'))
-            .filter(|r| !r.is_empty())
-        else {
+        let Some(route) = path.strip_prefix(&prefix).map(|r| r.trim_end_matches('/')).filter(|r| !r.is_empty()) else {
             return Err(ManifestError::OutsidePrefix { path });
         };
-        let first = route
-            .split('/')
-            .next()
-            .unwrap_or_default()
-            .to_ascii_lowercase();
+        let first = route.split('/').next().unwrap_or_default().to_ascii_lowercase();
         if first == "admin" || first == "runtime" {
-            return Err(ManifestError::ReservedRoute {
-                route: route.to_string(),
-            });
+            return Err(ManifestError::ReservedRoute { route: route.to_string() });
         }
         if methods.is_empty() {
             return Err(ManifestError::NoMethods { path });
@@ -251,15 +193,8 @@ pub fn http_functions(api: &OpenApi) -> Result<Vec<HttpFunction>, ManifestError>
         if !names.insert(name.clone()) {
             return Err(ManifestError::DuplicateName { name });
         }
-        let methods = METHODS
-            .into_iter()
-            .filter(|m| methods.contains(m))
-            .collect();
-        functions.push(HttpFunction {
-            name,
-            route: route.to_string(),
-            methods,
-        });
+        let methods = METHODS.into_iter().filter(|m| methods.contains(m)).collect();
+        functions.push(HttpFunction { name, route: route.to_string(), methods });
     }
     functions.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(functions)
@@ -319,11 +254,7 @@ impl HttpFunction {
                     methods: self.methods.clone(),
                     route: self.route.clone(),
                 },
-                Binding::HttpOut {
-                    r#type: "http",
-                    direction: "out",
-                    name: "res",
-                },
+                Binding::HttpOut { r#type: "http", direction: "out", name: "res" },
             ],
         })
     }
@@ -355,21 +286,12 @@ pub fn function_files(api: &OpenApi) -> Result<BTreeMap<String, String>, Manifes
     }
     for t in TIMERS {
         if !is_valid_function_name(t.name) {
-            return Err(ManifestError::InvalidName {
-                name: t.name.to_string(),
-            });
+            return Err(ManifestError::InvalidName { name: t.name.to_string() });
         }
-        super::ncrontab::Schedule::parse(t.schedule).map_err(|source| ManifestError::Schedule {
-            name: t.name.to_string(),
-            source,
-        })?;
-        if files
-            .insert(t.name.to_string(), t.function_json())
-            .is_some()
-        {
-            return Err(ManifestError::DuplicateName {
-                name: t.name.to_string(),
-            });
+        super::ncrontab::Schedule::parse(t.schedule)
+            .map_err(|source| ManifestError::Schedule { name: t.name.to_string(), source })?;
+        if files.insert(t.name.to_string(), t.function_json()).is_some() {
+            return Err(ManifestError::DuplicateName { name: t.name.to_string() });
         }
     }
     Ok(files)
@@ -386,10 +308,7 @@ pub fn export(dir: &Path, api: &OpenApi) -> Result<(), ExportError> {
         let path = entry.map_err(io_err(dir))?.path();
         let stale = path.is_dir()
             && path.join("function.json").is_file()
-            && !path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .is_some_and(|n| files.contains_key(n));
+            && !path.file_name().and_then(|n| n.to_str()).is_some_and(|n| files.contains_key(n));
         if stale {
             fs::remove_dir_all(&path).map_err(io_err(&path))?;
         }
@@ -417,10 +336,7 @@ mod tests {
         let mut b = PathsBuilder::new();
         for (p, ms) in paths {
             for m in ms.iter() {
-                b = b.path(
-                    *p,
-                    PathItem::new(m.clone(), OperationBuilder::new().build()),
-                );
+                b = b.path(*p, PathItem::new(m.clone(), OperationBuilder::new().build()));
             }
         }
         OpenApiBuilder::new().paths(b.build()).build()
@@ -429,10 +345,7 @@ mod tests {
     #[test]
     fn one_function_per_path_with_all_its_methods() {
         let api = api(&[
-            (
-                "/api/v1/rooms/{room_id}",
-                &[HttpMethod::Delete, HttpMethod::Get],
-            ),
+            ("/api/v1/rooms/{room_id}", &[HttpMethod::Delete, HttpMethod::Get]),
             ("/api/v1/rooms", &[HttpMethod::Post, HttpMethod::Get]),
         ]);
         let fs = http_functions(&api).unwrap();
@@ -442,10 +355,7 @@ mod tests {
         let rooms = fs.iter().find(|f| f.name == "v1-rooms").unwrap();
         assert_eq!(rooms.methods, ["get", "post"]);
         let names: Vec<_> = fs.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(
-            names,
-            ["docs", "v1-openapi_json", "v1-rooms", "v1-rooms-room_id"]
-        );
+        assert_eq!(names, ["docs", "v1-openapi_json", "v1-rooms", "v1-rooms-room_id"]);
     }
 
     #[test]
@@ -463,10 +373,7 @@ mod tests {
                 {"type":"http","direction":"out","name":"res"}]})
         );
         assert!(f.function_json().ends_with("}\n"));
-        assert!(
-            f.function_json().find("\"type\"").unwrap()
-                < f.function_json().find("\"direction\"").unwrap()
-        );
+        assert!(f.function_json().find("\"type\"").unwrap() < f.function_json().find("\"direction\"").unwrap());
     }
 
     #[test]
@@ -493,60 +400,31 @@ mod tests {
         let at = |s: &str| chrono::DateTime::parse_from_rfc3339(s).unwrap().to_utc();
         let (when, due) = next_timers(at("2026-11-30T02:58:30Z")).unwrap();
         assert_eq!(when, at("2026-11-30T02:59:00Z"));
-        assert_eq!(
-            due.iter().map(|t| t.name).collect::<Vec<_>>(),
-            ["fleet-reconcile"]
-        );
+        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile"]);
         let (when, due) = next_timers(at("2026-11-30T02:59:30Z")).unwrap();
         assert_eq!(when, at("2026-11-30T03:00:00Z"));
-        assert_eq!(
-            due.iter().map(|t| t.name).collect::<Vec<_>>(),
-            ["fleet-reconcile", "rotate-passwords"]
-        );
+        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile", "rotate-passwords"]);
     }
 
     #[test]
     fn paths_outside_the_prefix_are_refused() {
         let e = http_functions(&api(&[("/v1/rooms", &[HttpMethod::Get])])).unwrap_err();
-        assert_eq!(
-            e,
-            ManifestError::OutsidePrefix {
-                path: "/v1/rooms".into()
-            }
-        );
+        assert_eq!(e, ManifestError::OutsidePrefix { path: "/v1/rooms".into() });
     }
 
     #[test]
     fn reserved_routes_are_refused() {
         let e = http_functions(&api(&[("/api/admin/x", &[HttpMethod::Get])])).unwrap_err();
-        assert_eq!(
-            e,
-            ManifestError::ReservedRoute {
-                route: "admin/x".into()
-            }
-        );
+        assert_eq!(e, ManifestError::ReservedRoute { route: "admin/x".into() });
         let e = http_functions(&api(&[("/api/Runtime", &[HttpMethod::Get])])).unwrap_err();
-        assert_eq!(
-            e,
-            ManifestError::ReservedRoute {
-                route: "Runtime".into()
-            }
-        );
+        assert_eq!(e, ManifestError::ReservedRoute { route: "Runtime".into() });
     }
 
     #[test]
     fn colliding_names_are_refused() {
-        let e = http_functions(&api(&[
-            ("/api/v1/a/{b}", &[HttpMethod::Get]),
-            ("/api/v1/a/b", &[HttpMethod::Post]),
-        ]))
-        .unwrap_err();
-        assert_eq!(
-            e,
-            ManifestError::DuplicateName {
-                name: "v1-a-b".into()
-            }
-        );
+        let e = http_functions(&api(&[("/api/v1/a/{b}", &[HttpMethod::Get]), ("/api/v1/a/b", &[HttpMethod::Post])]))
+            .unwrap_err();
+        assert_eq!(e, ManifestError::DuplicateName { name: "v1-a-b".into() });
     }
 
     #[test]
@@ -563,10 +441,7 @@ mod tests {
         assert!(!is_valid_function_name(""));
         assert!(!is_valid_function_name(&"a".repeat(129)));
         assert!(is_valid_function_name(&"a".repeat(128)));
-        assert_eq!(
-            function_name("v1/Rooms/{room-id}/join.json"),
-            "v1-rooms-room_id-join_json"
-        );
+        assert_eq!(function_name("v1/Rooms/{room-id}/join.json"), "v1-rooms-room_id-join_json");
     }
 
     #[test]
@@ -590,14 +465,7 @@ mod tests {
         written.sort();
         assert_eq!(
             written,
-            [
-                "docs",
-                "fleet-reconcile",
-                "purge-keys",
-                "rotate-passwords",
-                "v1-openapi_json",
-                "v1-rooms"
-            ]
+            ["docs", "fleet-reconcile", "purge-keys", "rotate-passwords", "v1-openapi_json", "v1-rooms"]
         );
         assert_eq!(
             fs::read_to_string(dir.join("v1-rooms/function.json")).unwrap(),

@@ -20,8 +20,7 @@ use std::path::PathBuf;
 use utoipa::openapi::OpenApi;
 
 pub use manifest::{
-    EXTRA_HTTP, ExportError, HttpFunction, ManifestError, TIMERS, TimerFunction, export,
-    http_functions, next_timers,
+    EXTRA_HTTP, ExportError, HttpFunction, ManifestError, TIMERS, TimerFunction, export, http_functions, next_timers,
 };
 pub use ncrontab::{Schedule, ScheduleError, next_after};
 pub use package::{Linkage, PackageError, PackageReport, package};
@@ -63,13 +62,8 @@ impl FunctionsCommand {
         match self {
             FunctionsCommand::Export { dir } => {
                 export(&dir, api)?;
-                let n = manifest::function_files(api)
-                    .map_err(ExportError::from)?
-                    .len();
-                Ok(format!(
-                    "wrote {n} function.json files under {}",
-                    dir.display()
-                ))
+                let n = manifest::function_files(api).map_err(ExportError::from)?.len();
+                Ok(format!("wrote {n} function.json files under {}", dir.display()))
             }
             FunctionsCommand::Package { out, binary } => {
                 let binary = match binary {
@@ -79,12 +73,8 @@ impl FunctionsCommand {
                 let r = package(&out, &binary, api)?;
                 let linkage = match &r.linkage {
                     Linkage::Static => "static".to_string(),
-                    Linkage::Dynamic {
-                        max_glibc: Some(v), ..
-                    } => format!("dynamic, glibc {v}"),
-                    Linkage::Dynamic {
-                        max_glibc: None, ..
-                    } => "dynamic".to_string(),
+                    Linkage::Dynamic { max_glibc: Some(v), .. } => format!("dynamic, glibc {v}"),
+                    Linkage::Dynamic { max_glibc: None, .. } => "dynamic".to_string(),
                 };
                 Ok(format!(
                     "packaged {} functions and {} ({linkage}) into {}",

@@ -14,9 +14,7 @@ use chrono::{DateTime, Datelike, Duration, NaiveDate, NaiveDateTime, Timelike, U
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ScheduleError {
     /// The schedule does not have exactly six space-separated fields.
-    #[error(
-        "NCRONTAB schedule {schedule:?} has {found} fields; 6 are required (sec min hour day month dow)"
-    )]
+    #[error("NCRONTAB schedule {schedule:?} has {found} fields; 6 are required (sec min hour day month dow)")]
     FieldCount { schedule: String, found: usize },
     /// A field is not valid for its position.
     #[error("NCRONTAB field {field} has an invalid value {value:?}")]
@@ -44,45 +42,19 @@ struct FieldSpec {
     names: &'static [&'static str],
 }
 
-const SECOND: FieldSpec = FieldSpec {
-    name: "second",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const MINUTE: FieldSpec = FieldSpec {
-    name: "minute",
-    min: 0,
-    max: 59,
-    names: &[],
-};
-const HOUR: FieldSpec = FieldSpec {
-    name: "hour",
-    min: 0,
-    max: 23,
-    names: &[],
-};
-const DAY: FieldSpec = FieldSpec {
-    name: "day",
-    min: 1,
-    max: 31,
-    names: &[],
-};
+const SECOND: FieldSpec = FieldSpec { name: "second", min: 0, max: 59, names: &[] };
+const MINUTE: FieldSpec = FieldSpec { name: "minute", min: 0, max: 59, names: &[] };
+const HOUR: FieldSpec = FieldSpec { name: "hour", min: 0, max: 23, names: &[] };
+const DAY: FieldSpec = FieldSpec { name: "day", min: 1, max: 31, names: &[] };
 const MONTH: FieldSpec = FieldSpec {
     name: "month",
     min: 1,
     max: 12,
-    names: &[
-        "jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec",
-    ],
+    names: &["jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec"],
 };
 // 7 is accepted as a second Sunday and folded onto 0 after parsing.
-const DOW: FieldSpec = FieldSpec {
-    name: "day-of-week",
-    min: 0,
-    max: 7,
-    names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"],
-};
+const DOW: FieldSpec =
+    FieldSpec { name: "day-of-week", min: 0, max: 7, names: &["sun", "mon", "tue", "wed", "thu", "fri", "sat"] };
 
 impl FieldSpec {
     fn value(&self, s: &str) -> Option<u32> {
@@ -97,31 +69,17 @@ impl FieldSpec {
     }
 
     fn parse(&self, text: &str) -> Result<Field, ScheduleError> {
-        let invalid = || ScheduleError::InvalidField {
-            field: self.name,
-            value: text.to_string(),
-        };
+        let invalid = || ScheduleError::InvalidField { field: self.name, value: text.to_string() };
         let mut bits = 0u64;
         for part in text.split(',') {
             let (range, step) = match part.split_once('/') {
-                Some((r, s)) => (
-                    r,
-                    Some(
-                        s.parse::<u32>()
-                            .ok()
-                            .filter(|s| *s > 0)
-                            .ok_or_else(invalid)?,
-                    ),
-                ),
+                Some((r, s)) => (r, Some(s.parse::<u32>().ok().filter(|s| *s > 0).ok_or_else(invalid)?)),
                 None => (part, None),
             };
             let (lo, hi) = if range == "*" {
                 (self.min, self.max)
             } else if let Some((a, b)) = range.split_once('-') {
-                let (a, b) = (
-                    self.value(a).ok_or_else(invalid)?,
-                    self.value(b).ok_or_else(invalid)?,
-                );
+                let (a, b) = (self.value(a).ok_or_else(invalid)?, self.value(b).ok_or_else(invalid)?);
                 if a > b {
                     return Err(invalid());
                 }
@@ -163,10 +121,7 @@ impl Schedule {
     pub fn parse(schedule: &str) -> Result<Self, ScheduleError> {
         let fields: Vec<&str> = schedule.split_whitespace().collect();
         let [s, mi, h, d, mo, w] = fields[..] else {
-            return Err(ScheduleError::FieldCount {
-                schedule: schedule.to_string(),
-                found: fields.len(),
-            });
+            return Err(ScheduleError::FieldCount { schedule: schedule.to_string(), found: fields.len() });
         };
         Ok(Self {
             source: schedule.to_string(),
@@ -187,9 +142,7 @@ impl Schedule {
     fn date_matches(&self, d: NaiveDate) -> bool {
         self.months.contains(d.month())
             && self.days.contains(d.day())
-            && self
-                .days_of_week
-                .contains(d.weekday().num_days_from_sunday())
+            && self.days_of_week.contains(d.weekday().num_days_from_sunday())
     }
 
     /// The first occurrence strictly after `t` (sub-second parts of `t` are dropped first), or
@@ -223,9 +176,7 @@ impl Schedule {
 pub fn next_after(schedule: &str, t: DateTime<Utc>) -> Result<DateTime<Utc>, ScheduleError> {
     Schedule::parse(schedule)?
         .next_after(t)
-        .ok_or_else(|| ScheduleError::NoOccurrence {
-            schedule: schedule.to_string(),
-        })
+        .ok_or_else(|| ScheduleError::NoOccurrence { schedule: schedule.to_string() })
 }
 
 #[cfg(test)]
@@ -238,109 +189,55 @@ mod tests {
 
     #[test]
     fn every_minute_fires_at_the_next_minute_boundary() {
-        assert_eq!(
-            next_after("0 */1 * * * *", at("2026-11-30T14:44:00.46239Z")).unwrap(),
-            at("2026-11-30T14:45:00Z")
-        );
+        assert_eq!(next_after("0 */1 * * * *", at("2026-11-30T14:44:00.46239Z")).unwrap(), at("2026-11-30T14:45:00Z"));
     }
 
     #[test]
     fn an_occurrence_exactly_at_t_is_not_returned() {
-        assert_eq!(
-            next_after("0 */1 * * * *", at("2026-11-30T14:45:00Z")).unwrap(),
-            at("2026-11-30T14:46:00Z")
-        );
+        assert_eq!(next_after("0 */1 * * * *", at("2026-11-30T14:45:00Z")).unwrap(), at("2026-11-30T14:46:00Z"));
     }
 
     #[test]
     fn daily_at_three_rolls_over_to_the_next_day_and_month_and_year() {
-        assert_eq!(
-            next_after("0 0 3 * * *", at("2026-11-30T02:59:59Z")).unwrap(),
-            at("2026-11-30T03:00:00Z")
-        );
-        assert_eq!(
-            next_after("0 0 3 * * *", at("2026-11-30T03:00:00Z")).unwrap(),
-            at("2026-12-01T03:00:00Z")
-        );
-        assert_eq!(
-            next_after("0 0 3 * * *", at("2026-12-31T04:00:00Z")).unwrap(),
-            at("2027-01-01T03:00:00Z")
-        );
+        assert_eq!(next_after("0 0 3 * * *", at("2026-11-30T02:59:59Z")).unwrap(), at("2026-11-30T03:00:00Z"));
+        assert_eq!(next_after("0 0 3 * * *", at("2026-11-30T03:00:00Z")).unwrap(), at("2026-12-01T03:00:00Z"));
+        assert_eq!(next_after("0 0 3 * * *", at("2026-12-31T04:00:00Z")).unwrap(), at("2027-01-01T03:00:00Z"));
     }
 
     #[test]
     fn step_over_seconds_and_minutes() {
-        assert_eq!(
-            next_after("*/15 * * * * *", at("2026-01-01T00:00:44Z")).unwrap(),
-            at("2026-01-01T00:00:45Z")
-        );
-        assert_eq!(
-            next_after("*/15 * * * * *", at("2026-01-01T00:00:45Z")).unwrap(),
-            at("2026-01-01T00:01:00Z")
-        );
-        assert_eq!(
-            next_after("0 */5 * * * *", at("2026-01-01T00:56:00Z")).unwrap(),
-            at("2026-01-01T01:00:00Z")
-        );
+        assert_eq!(next_after("*/15 * * * * *", at("2026-01-01T00:00:44Z")).unwrap(), at("2026-01-01T00:00:45Z"));
+        assert_eq!(next_after("*/15 * * * * *", at("2026-01-01T00:00:45Z")).unwrap(), at("2026-01-01T00:01:00Z"));
+        assert_eq!(next_after("0 */5 * * * *", at("2026-01-01T00:56:00Z")).unwrap(), at("2026-01-01T01:00:00Z"));
     }
 
     #[test]
     fn lists_ranges_and_stepped_ranges() {
         let s = Schedule::parse("30 5,35 9-17/4 * * *").unwrap();
-        assert_eq!(
-            s.next_after(at("2026-01-01T08:00:00Z")).unwrap(),
-            at("2026-01-01T09:05:30Z")
-        );
-        assert_eq!(
-            s.next_after(at("2026-01-01T09:05:30Z")).unwrap(),
-            at("2026-01-01T09:35:30Z")
-        );
-        assert_eq!(
-            s.next_after(at("2026-01-01T09:35:30Z")).unwrap(),
-            at("2026-01-01T13:05:30Z")
-        );
-        assert_eq!(
-            s.next_after(at("2026-01-01T17:35:30Z")).unwrap(),
-            at("2026-01-02T09:05:30Z")
-        );
+        assert_eq!(s.next_after(at("2026-01-01T08:00:00Z")).unwrap(), at("2026-01-01T09:05:30Z"));
+        assert_eq!(s.next_after(at("2026-01-01T09:05:30Z")).unwrap(), at("2026-01-01T09:35:30Z"));
+        assert_eq!(s.next_after(at("2026-01-01T09:35:30Z")).unwrap(), at("2026-01-01T13:05:30Z"));
+        assert_eq!(s.next_after(at("2026-01-01T17:35:30Z")).unwrap(), at("2026-01-02T09:05:30Z"));
     }
 
     #[test]
     fn day_of_week_with_names_and_seven_as_sunday() {
         // 2026-01-01 is a Thursday.
-        assert_eq!(
-            next_after("0 30 9 * * Mon-Fri", at("2026-01-02T10:00:00Z")).unwrap(),
-            at("2026-01-05T09:30:00Z")
-        );
-        assert_eq!(
-            next_after("0 0 0 * * 7", at("2026-01-01T00:00:00Z")).unwrap(),
-            at("2026-01-04T00:00:00Z")
-        );
-        assert_eq!(
-            next_after("0 0 0 * * 0", at("2026-01-01T00:00:00Z")).unwrap(),
-            at("2026-01-04T00:00:00Z")
-        );
+        assert_eq!(next_after("0 30 9 * * Mon-Fri", at("2026-01-02T10:00:00Z")).unwrap(), at("2026-01-05T09:30:00Z"));
+        assert_eq!(next_after("0 0 0 * * 7", at("2026-01-01T00:00:00Z")).unwrap(), at("2026-01-04T00:00:00Z"));
+        assert_eq!(next_after("0 0 0 * * 0", at("2026-01-01T00:00:00Z")).unwrap(), at("2026-01-04T00:00:00Z"));
     }
 
     #[test]
     fn day_of_month_and_day_of_week_must_both_match() {
         // The next Friday the 13th after 2026-01-01 is 2026-02-13.
-        assert_eq!(
-            next_after("0 0 12 13 * 5", at("2026-01-01T00:00:00Z")).unwrap(),
-            at("2026-02-13T12:00:00Z")
-        );
+        assert_eq!(next_after("0 0 12 13 * 5", at("2026-01-01T00:00:00Z")).unwrap(), at("2026-02-13T12:00:00Z"));
     }
 
     #[test]
     fn month_names_and_leap_days() {
-        assert_eq!(
-            next_after("0 0 0 29 feb *", at("2026-03-01T00:00:00Z")).unwrap(),
-            at("2028-02-29T00:00:00Z")
-        );
-        assert_eq!(
-            next_after("0 0 0 1 Jun,DEC *", at("2026-07-01T00:00:00Z")).unwrap(),
-            at("2026-12-01T00:00:00Z")
-        );
+        assert_eq!(next_after("0 0 0 29 feb *", at("2026-03-01T00:00:00Z")).unwrap(), at("2028-02-29T00:00:00Z"));
+        assert_eq!(next_after("0 0 0 1 Jun,DEC *", at("2026-07-01T00:00:00Z")).unwrap(), at("2026-12-01T00:00:00Z"));
     }
 
     #[test]
@@ -355,10 +252,7 @@ mod tests {
     fn five_field_unix_cron_is_rejected() {
         assert_eq!(
             Schedule::parse("*/5 * * * *"),
-            Err(ScheduleError::FieldCount {
-                schedule: "*/5 * * * *".into(),
-                found: 5
-            })
+            Err(ScheduleError::FieldCount { schedule: "*/5 * * * *".into(), found: 5 })
         );
     }
 

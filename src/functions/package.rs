@@ -79,10 +79,7 @@ pub enum Linkage {
 #[derive(Debug, thiserror::Error)]
 pub enum PackageError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// Not a 64-bit little-endian ELF executable.
     #[error("{path} is not a 64-bit little-endian ELF executable")]
     NotElfExecutable { path: PathBuf },
@@ -98,31 +95,20 @@ pub enum PackageError {
     )]
     UnsupportedInterpreter { path: PathBuf, interpreter: String },
     /// Needs a glibc newer than the image's.
-    #[error(
-        "{path} needs GLIBC_{found}, the Functions image has {max}; build with scripts/package.sh (static musl)"
-    )]
-    GlibcTooNew {
-        path: PathBuf,
-        found: GlibcVersion,
-        max: GlibcVersion,
-    },
+    #[error("{path} needs GLIBC_{found}, the Functions image has {max}; build with scripts/package.sh (static musl)")]
+    GlibcTooNew { path: PathBuf, found: GlibcVersion, max: GlibcVersion },
     /// Needs a shared library the image lacks.
     #[error("{path} needs {library}, which the Functions image lacks")]
     MissingLibrary { path: PathBuf, library: String },
     /// The output folder holds other things and no host.json: refusing to write into it.
-    #[error(
-        "{path} is not empty and is not a publish folder (no host.json); choose another output folder"
-    )]
+    #[error("{path} is not empty and is not a publish folder (no host.json); choose another output folder")]
     NotAPublishFolder { path: PathBuf },
     #[error(transparent)]
     Export(#[from] ExportError),
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> PackageError + '_ {
-    move |source| PackageError::Io {
-        path: path.to_path_buf(),
-        source,
-    }
+    move |source| PackageError::Io { path: path.to_path_buf(), source }
 }
 
 struct Elf<'a> {
@@ -132,21 +118,15 @@ struct Elf<'a> {
 impl Elf<'_> {
     fn u16(&self, at: u64) -> Option<u16> {
         let at = usize::try_from(at).ok()?;
-        Some(u16::from_le_bytes(
-            self.b.get(at..at.checked_add(2)?)?.try_into().ok()?,
-        ))
+        Some(u16::from_le_bytes(self.b.get(at..at.checked_add(2)?)?.try_into().ok()?))
     }
     fn u32(&self, at: u64) -> Option<u32> {
         let at = usize::try_from(at).ok()?;
-        Some(u32::from_le_bytes(
-            self.b.get(at..at.checked_add(4)?)?.try_into().ok()?,
-        ))
+        Some(u32::from_le_bytes(self.b.get(at..at.checked_add(4)?)?.try_into().ok()?))
     }
     fn u64(&self, at: u64) -> Option<u64> {
         let at = usize::try_from(at).ok()?;
-        Some(u64::from_le_bytes(
-            self.b.get(at..at.checked_add(8)?)?.try_into().ok()?,
-        ))
+        Some(u64::from_le_bytes(self.b.get(at..at.checked_add(8)?)?.try_into().ok()?))
     }
     fn cstr(&self, at: u64) -> Option<String> {
         let at = usize::try_from(at).ok()?;
@@ -167,16 +147,9 @@ const DT_NEEDED: u64 = 1;
 pub fn inspect_elf(path: &Path) -> Result<Linkage, PackageError> {
     let bytes = fs::read(path).map_err(io(path))?;
     parse_elf(&bytes).map_err(|e| match e {
-        ElfFault::NotElf => PackageError::NotElfExecutable {
-            path: path.to_path_buf(),
-        },
-        ElfFault::Machine(machine) => PackageError::WrongArchitecture {
-            path: path.to_path_buf(),
-            machine,
-        },
-        ElfFault::Malformed => PackageError::Malformed {
-            path: path.to_path_buf(),
-        },
+        ElfFault::NotElf => PackageError::NotElfExecutable { path: path.to_path_buf() },
+        ElfFault::Machine(machine) => PackageError::WrongArchitecture { path: path.to_path_buf(), machine },
+        ElfFault::Malformed => PackageError::Malformed { path: path.to_path_buf() },
     })
 }
 
@@ -203,11 +176,7 @@ fn parse_elf(b: &[u8]) -> Result<Linkage, ElfFault> {
     if machine != 62 {
         return Err(ElfFault::Machine(machine));
     }
-    let (phoff, phentsize, phnum) = (
-        m(e.u64(32))?,
-        u64::from(m(e.u16(54))?),
-        u64::from(m(e.u16(56))?),
-    );
+    let (phoff, phentsize, phnum) = (m(e.u64(32))?, u64::from(m(e.u16(54))?), u64::from(m(e.u16(56))?));
     let mut interpreter = None;
     for i in 0..phnum {
         let ph = phoff + i * phentsize;
@@ -219,31 +188,16 @@ fn parse_elf(b: &[u8]) -> Result<Linkage, ElfFault> {
         return Ok(Linkage::Static);
     };
 
-    let (shoff, shentsize, shnum) = (
-        m(e.u64(40))?,
-        u64::from(m(e.u16(58))?),
-        u64::from(m(e.u16(60))?),
-    );
+    let (shoff, shentsize, shnum) = (m(e.u64(40))?, u64::from(m(e.u16(58))?), u64::from(m(e.u16(60))?));
     // (type, offset, size, link, info) of every section.
     let sections: Vec<(u32, u64, u64, u32, u32)> = (0..shnum)
         .map(|i| {
             let sh = shoff + i * shentsize;
-            Some((
-                e.u32(sh + 4)?,
-                e.u64(sh + 24)?,
-                e.u64(sh + 32)?,
-                e.u32(sh + 40)?,
-                e.u32(sh + 44)?,
-            ))
+            Some((e.u32(sh + 4)?, e.u64(sh + 24)?, e.u64(sh + 32)?, e.u32(sh + 40)?, e.u32(sh + 44)?))
         })
         .collect::<Option<_>>()
         .ok_or(ElfFault::Malformed)?;
-    let strtab = |link: u32| {
-        sections
-            .get(link as usize)
-            .map(|s| s.1)
-            .ok_or(ElfFault::Malformed)
-    };
+    let strtab = |link: u32| sections.get(link as usize).map(|s| s.1).ok_or(ElfFault::Malformed);
 
     let mut needed = Vec::new();
     let mut max_glibc = None;
@@ -276,11 +230,7 @@ fn parse_elf(b: &[u8]) -> Result<Linkage, ElfFault> {
             }
         }
     }
-    Ok(Linkage::Dynamic {
-        interpreter,
-        needed,
-        max_glibc,
-    })
+    Ok(Linkage::Dynamic { interpreter, needed, max_glibc })
 }
 
 /// Refuses a binary that would not start on the Functions Linux image; returns how it is linked.
@@ -288,34 +238,16 @@ fn parse_elf(b: &[u8]) -> Result<Linkage, ElfFault> {
 /// [`PackageError::GlibcTooNew`], [`PackageError::MissingLibrary`].
 pub fn check_runs_on_functions_image(binary: &Path) -> Result<Linkage, PackageError> {
     let linkage = inspect_elf(binary)?;
-    if let Linkage::Dynamic {
-        interpreter,
-        needed,
-        max_glibc,
-    } = &linkage
-    {
+    if let Linkage::Dynamic { interpreter, needed, max_glibc } = &linkage {
         let path = binary.to_path_buf();
         if interpreter != "/lib64/ld-linux-x86-64.so.2" {
-            return Err(PackageError::UnsupportedInterpreter {
-                path,
-                interpreter: interpreter.clone(),
-            });
+            return Err(PackageError::UnsupportedInterpreter { path, interpreter: interpreter.clone() });
         }
         if let Some(found) = max_glibc.filter(|v| *v > MAX_GLIBC) {
-            return Err(PackageError::GlibcTooNew {
-                path,
-                found,
-                max: MAX_GLIBC,
-            });
+            return Err(PackageError::GlibcTooNew { path, found, max: MAX_GLIBC });
         }
-        if let Some(library) = needed
-            .iter()
-            .find(|l| !IMAGE_LIBRARIES.contains(&l.as_str()))
-        {
-            return Err(PackageError::MissingLibrary {
-                path,
-                library: library.clone(),
-            });
+        if let Some(library) = needed.iter().find(|l| !IMAGE_LIBRARIES.contains(&l.as_str())) {
+            return Err(PackageError::MissingLibrary { path, library: library.clone() });
         }
     }
     Ok(linkage)
@@ -339,13 +271,8 @@ pub struct PackageReport {
 pub fn package(out: &Path, binary: &Path, api: &OpenApi) -> Result<PackageReport, PackageError> {
     let linkage = check_runs_on_functions_image(binary)?;
     let functions = function_files(api).map_err(ExportError::from)?.len();
-    if out.exists()
-        && !out.join("host.json").is_file()
-        && fs::read_dir(out).map_err(io(out))?.next().is_some()
-    {
-        return Err(PackageError::NotAPublishFolder {
-            path: out.to_path_buf(),
-        });
+    if out.exists() && !out.join("host.json").is_file() && fs::read_dir(out).map_err(io(out))?.next().is_some() {
+        return Err(PackageError::NotAPublishFolder { path: out.to_path_buf() });
     }
     fs::create_dir_all(out).map_err(io(out))?;
     let host = out.join("host.json");
@@ -362,11 +289,7 @@ pub fn package(out: &Path, binary: &Path, api: &OpenApi) -> Result<PackageReport
         fs::set_permissions(&tmp, fs::Permissions::from_mode(0o755)).map_err(io(&tmp))?;
     }
     fs::rename(&tmp, &target).map_err(io(&target))?;
-    Ok(PackageReport {
-        out: out.to_path_buf(),
-        linkage,
-        functions,
-    })
+    Ok(PackageReport { out: out.to_path_buf(), linkage, functions })
 }
 
 #[cfg(test)]
@@ -477,10 +400,7 @@ mod tests {
 
     #[test]
     fn glibc_2_34_is_refused() {
-        let p = write(&elf(
-            Some("/lib64/ld-linux-x86-64.so.2"),
-            &["GLIBC_2.2.5", "GLIBC_2.34", "GLIBC_2.32"],
-        ));
+        let p = write(&elf(Some("/lib64/ld-linux-x86-64.so.2"), &["GLIBC_2.2.5", "GLIBC_2.34", "GLIBC_2.32"]));
         match check_runs_on_functions_image(&p) {
             Err(PackageError::GlibcTooNew { found, max, .. }) => {
                 assert_eq!((found, max), (GlibcVersion(2, 34, 0), MAX_GLIBC))
@@ -492,37 +412,22 @@ mod tests {
     #[test]
     fn dynamic_musl_is_refused() {
         let p = write(&elf(Some("/lib/ld-musl-x86_64.so.1"), &[]));
-        assert!(matches!(
-            check_runs_on_functions_image(&p),
-            Err(PackageError::UnsupportedInterpreter { .. })
-        ));
+        assert!(matches!(check_runs_on_functions_image(&p), Err(PackageError::UnsupportedInterpreter { .. })));
     }
 
     #[test]
     fn other_architectures_and_non_elf_files_are_refused() {
         let mut arm = elf(None, &[]);
         arm[18..20].copy_from_slice(&183u16.to_le_bytes());
-        assert!(matches!(
-            inspect_elf(&write(&arm)),
-            Err(PackageError::WrongArchitecture { machine: 183, .. })
-        ));
-        assert!(matches!(
-            inspect_elf(&write(b"#!/bin/sh\necho hi\n")),
-            Err(PackageError::NotElfExecutable { .. })
-        ));
+        assert!(matches!(inspect_elf(&write(&arm)), Err(PackageError::WrongArchitecture { machine: 183, .. })));
+        assert!(matches!(inspect_elf(&write(b"#!/bin/sh\necho hi\n")), Err(PackageError::NotElfExecutable { .. })));
     }
 
     #[test]
     fn truncated_structures_are_malformed_not_a_panic() {
         let full = elf(Some("/lib64/ld-linux-x86-64.so.2"), &["GLIBC_2.17"]);
         for cut in [70, 130, full.len() - 30] {
-            assert!(
-                matches!(
-                    inspect_elf(&write(&full[..cut])),
-                    Err(PackageError::Malformed { .. })
-                ),
-                "cut at {cut}"
-            );
+            assert!(matches!(inspect_elf(&write(&full[..cut])), Err(PackageError::Malformed { .. })), "cut at {cut}");
         }
     }
 
@@ -533,29 +438,16 @@ mod tests {
         let api = utoipa::openapi::OpenApiBuilder::new().build();
         let report = package(&out, &bin, &api).unwrap();
         assert_eq!(report.linkage, Linkage::Static);
-        assert_eq!(
-            fs::read_to_string(out.join("host.json")).unwrap(),
-            HOST_JSON
-        );
+        assert_eq!(fs::read_to_string(out.join("host.json")).unwrap(), HOST_JSON);
         assert!(out.join("fleet-reconcile/function.json").is_file());
         assert!(out.join("v1-openapi_json/function.json").is_file());
-        assert_eq!(
-            fs::read(out.join("suroga")).unwrap(),
-            fs::read(&bin).unwrap()
-        );
+        assert_eq!(fs::read(out.join("suroga")).unwrap(), fs::read(&bin).unwrap());
         assert!(!out.join(".funcignore").exists());
         assert_eq!(report.functions, function_files(&api).unwrap().len());
         #[cfg(unix)]
         {
             use std::os::unix::fs::PermissionsExt;
-            assert_eq!(
-                fs::metadata(out.join("suroga"))
-                    .unwrap()
-                    .permissions()
-                    .mode()
-                    & 0o777,
-                0o755
-            );
+            assert_eq!(fs::metadata(out.join("suroga")).unwrap().permissions().mode() & 0o777, 0o755);
         }
         // Idempotent: a second run over the same folder succeeds.
         package(&out, &bin, &api).unwrap();
@@ -569,10 +461,7 @@ mod tests {
         fs::write(out.join("Cargo.toml"), "").unwrap();
         let bin = write(&elf(None, &[]));
         let api = utoipa::openapi::OpenApiBuilder::new().build();
-        assert!(matches!(
-            package(&out, &bin, &api),
-            Err(PackageError::NotAPublishFolder { .. })
-        ));
+        assert!(matches!(package(&out, &bin, &api), Err(PackageError::NotAPublishFolder { .. })));
         assert!(!out.join("host.json").exists());
         fs::remove_dir_all(&out).unwrap();
     }

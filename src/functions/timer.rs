@@ -46,9 +46,7 @@ pub fn parse_host_time(s: &str) -> Option<DateTime<Utc>> {
     if let Ok(t) = DateTime::parse_from_rfc3339(s) {
         return Some(t.with_timezone(&Utc));
     }
-    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f")
-        .ok()
-        .map(|t| t.and_utc())
+    NaiveDateTime::parse_from_str(s, "%Y-%m-%dT%H:%M:%S%.f").ok().map(|t| t.and_utc())
 }
 
 /// The whole body of a timer invocation: `{"Data":{"timer":{...}},"Metadata":{"sys":{...}}}`.
@@ -155,14 +153,9 @@ pub struct InvocationReply {
 }
 
 fn reply(status: StatusCode, logs: Vec<String>) -> Response {
-    let body = InvocationReply {
-        outputs: serde_json::Map::new(),
-        logs,
-        return_value: None,
-    };
+    let body = InvocationReply { outputs: serde_json::Map::new(), logs, return_value: None };
     // Serializing this struct cannot fail: it holds only strings, maps and null.
-    let json = serde_json::to_vec(&body)
-        .unwrap_or_else(|_| br#"{"Outputs":{},"Logs":[],"ReturnValue":null}"#.to_vec());
+    let json = serde_json::to_vec(&body).unwrap_or_else(|_| br#"{"Outputs":{},"Logs":[],"ReturnValue":null}"#.to_vec());
     (status, [(header::CONTENT_TYPE, "application/json")], json).into_response()
 }
 
@@ -244,10 +237,7 @@ mod tests {
     #[test]
     fn later_run_with_offsets_reports_the_last_occurrence() {
         let body = FIRST_RUN
-            .replace(
-                r#""Last":"0001-01-01T00:00:00""#,
-                r#""Last":"2026-11-30T14:44:00.0012+00:00""#,
-            )
+            .replace(r#""Last":"0001-01-01T00:00:00""#, r#""Last":"2026-11-30T14:44:00.0012+00:00""#)
             .replace(r#""IsPastDue":false"#, r#""IsPastDue":true"#);
         let inv = TimerInvocation::from_slice(body.as_bytes()).unwrap();
         assert_eq!(inv.last_run(), Some(at("2026-11-30T14:44:00.0012Z")));
@@ -266,10 +256,8 @@ mod tests {
 
     #[test]
     fn missing_metadata_is_tolerated() {
-        let inv = TimerInvocation::from_slice(
-            br#"{"Data":{"timer":{"ScheduleStatus":null,"IsPastDue":false}}}"#,
-        )
-        .unwrap();
+        let inv =
+            TimerInvocation::from_slice(br#"{"Data":{"timer":{"ScheduleStatus":null,"IsPastDue":false}}}"#).unwrap();
         assert_eq!(inv.utc_now(), None);
     }
 
@@ -281,10 +269,7 @@ mod tests {
 
     async fn body_of(r: Response) -> (StatusCode, String, serde_json::Value) {
         let status = r.status();
-        let ct = r.headers()[header::CONTENT_TYPE]
-            .to_str()
-            .unwrap()
-            .to_string();
+        let ct = r.headers()[header::CONTENT_TYPE].to_str().unwrap().to_string();
         let bytes = axum::body::to_bytes(r.into_body(), 1 << 20).await.unwrap();
         (status, ct, serde_json::from_slice(&bytes).unwrap())
     }
@@ -294,19 +279,13 @@ mod tests {
         let (status, ct, body) = body_of(timer_reply(vec!["scanned 12, started 3".into()])).await;
         assert_eq!(status, StatusCode::OK);
         assert_eq!(ct, "application/json");
-        assert_eq!(
-            body,
-            serde_json::json!({"Outputs":{},"Logs":["scanned 12, started 3"],"ReturnValue":null})
-        );
+        assert_eq!(body, serde_json::json!({"Outputs":{},"Logs":["scanned 12, started 3"],"ReturnValue":null}));
     }
 
     #[tokio::test]
     async fn an_empty_log_still_gives_a_full_body() {
         let (_, _, body) = body_of(timer_reply(vec![])).await;
-        assert_eq!(
-            body,
-            serde_json::json!({"Outputs":{},"Logs":[],"ReturnValue":null})
-        );
+        assert_eq!(body, serde_json::json!({"Outputs":{},"Logs":[],"ReturnValue":null}));
     }
 
     #[tokio::test]
@@ -326,11 +305,8 @@ mod tests {
 
     #[tokio::test]
     async fn extractor_rejects_garbage_with_a_host_shaped_400() {
-        let req = Request::builder()
-            .method("POST")
-            .uri("/fleet-reconcile")
-            .body(axum::body::Body::from("nope"))
-            .unwrap();
+        let req =
+            Request::builder().method("POST").uri("/fleet-reconcile").body(axum::body::Body::from("nope")).unwrap();
         let rejection = TimerInvocation::from_request(req, &()).await.unwrap_err();
         let (status, _, body) = body_of(rejection.into_response()).await;
         assert_eq!(status, StatusCode::BAD_REQUEST);

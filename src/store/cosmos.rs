@@ -57,12 +57,11 @@ use std::{collections::HashSet, fmt::Write as _, sync::Arc, time::Duration as St
 
 use async_trait::async_trait;
 use azure_data_cosmos::{
-    AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosClientBuilder, CosmosError,
-    FeedScope, Query, RoutingStrategy, TransactionalBatch,
+    AccountEndpoint, AccountReference, ContainerClient, CosmosClient, CosmosClientBuilder, CosmosError, FeedScope,
+    Query, RoutingStrategy, TransactionalBatch,
     options::{
-        BatchReplaceOptions, EndToEndOperationLatencyPolicy, ItemReadOptions, ItemWriteOptions,
-        OperationOptions, OperationOptionsBuilder, Precondition, QueryOptions, ReadConsistencyStrategy,
-        ThrottlingRetryOptionsBuilder,
+        BatchReplaceOptions, EndToEndOperationLatencyPolicy, ItemReadOptions, ItemWriteOptions, OperationOptions,
+        OperationOptionsBuilder, Precondition, QueryOptions, ReadConsistencyStrategy, ThrottlingRetryOptionsBuilder,
     },
 };
 use chrono::{DateTime, Duration, SecondsFormat, Utc};
@@ -73,8 +72,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError,
-    StoreResult,
+    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult,
 };
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
@@ -164,7 +162,10 @@ impl CosmosStore {
         let account = match (&cfg.key, cfg.credential) {
             (Some(key), _) => {
                 tracing::warn!("using the Cosmos DB account key (COSMOS_KEY); prefer Entra ID in Azure");
-                AccountReference::with_authentication_key(endpoint, azure_core::credentials::Secret::new(key.expose().to_string()))
+                AccountReference::with_authentication_key(
+                    endpoint,
+                    azure_core::credentials::Secret::new(key.expose().to_string()),
+                )
             }
             (None, CosmosCredentialKind::ManagedIdentity) => {
                 let cred = azure_identity::ManagedIdentityCredential::new(None)
@@ -480,7 +481,8 @@ impl CosmosStore {
         let opts = Some(if_match(ticket.etag.as_deref().unwrap_or_default()));
         let outcome = match result {
             Ok(_) => {
-                let done = IdemDoc { done: true, room_id: landed_room.or(ticket.room_id), etag: None, ..ticket.clone() };
+                let done =
+                    IdemDoc { done: true, room_id: landed_room.or(ticket.room_id), etag: None, ..ticket.clone() };
                 self.ops.replace_item(&ticket.id, &ticket.id, &done, opts).await.map(|_| ())
             }
             Err(StoreError::Unavailable { .. } | StoreError::Internal(_)) => return,
@@ -793,11 +795,13 @@ impl Store for CosmosStore {
 
     #[tracing::instrument(skip_all)]
     async fn bookings_between(&self, window: TimeSlot) -> StoreResult<Vec<Booking>> {
-        let q = Query::from("SELECT * FROM c WHERE c.kind = 'booking' AND c.live = true AND c.start < @end AND c.end > @start")
-            .with_parameter("@start", ts(window.start()))
-            .map_err(map_err)?
-            .with_parameter("@end", ts(window.end()))
-            .map_err(map_err)?;
+        let q = Query::from(
+            "SELECT * FROM c WHERE c.kind = 'booking' AND c.live = true AND c.start < @end AND c.end > @start",
+        )
+        .with_parameter("@start", ts(window.start()))
+        .map_err(map_err)?
+        .with_parameter("@end", ts(window.end()))
+        .map_err(map_err)?;
         let docs: Vec<BookingDoc> = query(&self.rooms, q, FeedScope::full_container()).await?;
         sorted_bookings(docs)
     }
@@ -930,13 +934,8 @@ impl Store for CosmosStore {
 
     #[tracing::instrument(skip_all, fields(action = %op.action))]
     async fn append_operation(&self, op: &Operation) -> StoreResult<()> {
-        let doc = OpDoc {
-            id: op.id.to_string(),
-            pk: oplog_pk(op.at),
-            kind: "op".into(),
-            at: ts(op.at),
-            op: op.clone(),
-        };
+        let doc =
+            OpDoc { id: op.id.to_string(), pk: oplog_pk(op.at), kind: "op".into(), at: ts(op.at), op: op.clone() };
         if self.create_once(&doc.pk, &doc.id, &doc, |found: &OpDoc| found.op == *op).await? {
             Ok(())
         } else {
@@ -992,7 +991,13 @@ impl Store for CosmosStore {
     #[tracing::instrument(skip_all)]
     async fn put_state(&self, key: &str, value: &serde_json::Value) -> StoreResult<()> {
         let id = format!("state-{}", hex_digest(key));
-        let doc = StateDoc { id: id.clone(), pk: id.clone(), kind: "state".into(), key: key.to_string(), value: value.clone() };
+        let doc = StateDoc {
+            id: id.clone(),
+            pk: id.clone(),
+            kind: "state".into(),
+            key: key.to_string(),
+            value: value.clone(),
+        };
         self.ops.upsert_item(id.clone(), &id, &doc, None).await.map(|_| ()).map_err(map_err)
     }
 }
@@ -1258,14 +1263,12 @@ fn if_match_batch(etag: &str) -> BatchReplaceOptions {
 }
 
 fn delete_if_match(etag: &str) -> azure_data_cosmos::options::BatchDeleteOptions {
-    azure_data_cosmos::options::BatchDeleteOptions::default().with_precondition(Precondition::if_match(etag.to_string()))
+    azure_data_cosmos::options::BatchDeleteOptions::default()
+        .with_precondition(Precondition::if_match(etag.to_string()))
 }
 
 fn etag_of(headers: &azure_data_cosmos::models::ResponseHeaders) -> StoreResult<String> {
-    headers
-        .etag()
-        .map(|e| e.to_string())
-        .ok_or_else(|| StoreError::Internal("Cosmos response without an etag".into()))
+    headers.etag().map(|e| e.to_string()).ok_or_else(|| StoreError::Internal("Cosmos response without an etag".into()))
 }
 
 async fn read_doc<T: DeserializeOwned>(

@@ -162,13 +162,7 @@ pub trait Store: Send + Sync + 'static {
 
     /// Compare-and-set of the password: sets `new` only if the stored password is `expected`.
     /// `NotFound` if missing, `PreconditionFailed` if the password changed meanwhile.
-    async fn set_room_password(
-        &self,
-        id: RoomId,
-        expected: &str,
-        new: &str,
-        now: DateTime<Utc>,
-    ) -> StoreResult<Room>;
+    async fn set_room_password(&self, id: RoomId, expected: &str, new: &str, now: DateTime<Utc>) -> StoreResult<Room>;
 
     /// Live bookings of the room that end after `after`, by start. `NotFound` if the room is missing.
     async fn room_bookings(&self, id: RoomId, after: DateTime<Utc>) -> StoreResult<Vec<Booking>>;

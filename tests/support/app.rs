@@ -110,7 +110,13 @@ impl TestApp {
 
     /// Sends a request as `user` (None: no Authorization header) and returns status and JSON body
     /// (Null when the body is empty).
-    pub async fn call(&self, method: Method, path: &str, user: Option<&str>, body: Option<Value>) -> (StatusCode, Value) {
+    pub async fn call(
+        &self,
+        method: Method,
+        path: &str,
+        user: Option<&str>,
+        body: Option<Value>,
+    ) -> (StatusCode, Value) {
         let mut req = self.http.request(method, format!("{}{}", self.base, path));
         if let Some(u) = user {
             let admin = u.starts_with("admin");

@@ -23,7 +23,9 @@ use azure_data_cosmos_driver::{
         FaultInjectionConditionBuilder, FaultInjectionErrorType, FaultInjectionResultBuilder, FaultInjectionRule,
         FaultInjectionRuleBuilder, FaultOperationType,
     },
-    in_memory_emulator::{ConsistencyLevel, InMemoryEmulatorHttpClient, RequestObserver, VirtualAccountConfig, VirtualRegion},
+    in_memory_emulator::{
+        ConsistencyLevel, InMemoryEmulatorHttpClient, RequestObserver, VirtualAccountConfig, VirtualRegion,
+    },
 };
 use suroga::store::cosmos::{CosmosStore, CosmosTuning, PARTITION_KEY_PATH, client_builder};
 
@@ -55,13 +57,25 @@ impl RequestObserver for RequestCounter {
         // The resource type is the last even path segment: .../docs/{id} or .../docs.
         let segs: Vec<&str> = request.url().path().split('/').filter(|s| !s.is_empty()).collect();
         let resource = if segs.len() % 2 == 0 { segs.get(segs.len().wrapping_sub(2)) } else { segs.last() };
-        let is_query = request.headers().get_optional_str(&azure_core::http::headers::HeaderName::from_static("x-ms-documentdb-isquery")).is_some();
-        let is_batch = request.headers().get_optional_str(&azure_core::http::headers::HeaderName::from_static("x-ms-cosmos-is-batch-request")).is_some();
+        let is_query = request
+            .headers()
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static("x-ms-documentdb-isquery"))
+            .is_some();
+        let is_batch = request
+            .headers()
+            .get_optional_str(&azure_core::http::headers::HeaderName::from_static("x-ms-cosmos-is-batch-request"))
+            .is_some();
         let kind = format!(
             "{} {}{}",
             request.method(),
             resource.copied().unwrap_or("account"),
-            if is_query { " (query)" } else if is_batch { " (batch)" } else { "" }
+            if is_query {
+                " (query)"
+            } else if is_batch {
+                " (batch)"
+            } else {
+                ""
+            }
         );
         *self.by_kind.lock().unwrap().entry(kind).or_default() += 1;
     }
@@ -93,8 +107,10 @@ impl Emulator {
             store.create_container(
                 DATABASE,
                 c,
-                serde_json::from_value(serde_json::json!({ "paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2 }))
-                    .unwrap(),
+                serde_json::from_value(
+                    serde_json::json!({ "paths": [PARTITION_KEY_PATH], "kind": "Hash", "version": 2 }),
+                )
+                .unwrap(),
             );
         }
         Self { http, counter }
@@ -115,7 +131,11 @@ impl Emulator {
         rules: Vec<Arc<FaultInjectionRule>>,
         tuning: CosmosTuning,
     ) -> Result<CosmosStore, suroga::store::StoreError> {
-        let runtime = if rules.is_empty() { self.http.runtime_builder() } else { self.http.runtime_builder_with_fault_rules(rules) };
+        let runtime = if rules.is_empty() {
+            self.http.runtime_builder()
+        } else {
+            self.http.runtime_builder_with_fault_rules(rules)
+        };
         let client = client_builder(&tuning)
             .with_runtime(CosmosRuntimeBuilder::from(runtime).build().await.unwrap())
             .build(

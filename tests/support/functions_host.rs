@@ -79,11 +79,7 @@ impl HostLayout {
 
     /// A publish folder: host.json and the function folders side by side.
     pub fn publish(dir: &Path) -> Self {
-        Self {
-            host_json: dir.join("host.json"),
-            functions_dir: dir.to_path_buf(),
-            settings_file: None,
-        }
+        Self { host_json: dir.join("host.json"), functions_dir: dir.to_path_buf(), settings_file: None }
     }
 }
 
@@ -104,10 +100,7 @@ impl HostConfig {
         Self {
             layout: HostLayout::repo(),
             program: PathBuf::from(env!("CARGO_BIN_EXE_suroga")),
-            overrides: overrides
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect(),
+            overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             readiness_deadline: READINESS_DEADLINE,
         }
     }
@@ -117,24 +110,15 @@ impl HostConfig {
 #[derive(Debug, thiserror::Error)]
 pub enum HostError {
     #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{path}: invalid JSON: {source}")]
-    Json {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Json { path: PathBuf, source: serde_json::Error },
     #[error("host.json: {0}")]
     HostJson(&'static str),
     #[error("function {name}: {reason}")]
     InvalidFunction { name: String, reason: String },
     #[error("handler exited before it was ready ({status}); stderr:\n{stderr}")]
-    Exited {
-        status: std::process::ExitStatus,
-        stderr: String,
-    },
+    Exited { status: std::process::ExitStatus, stderr: String },
     #[error("handler not ready after {0:?} (no HTTP answer on GET /); stderr:\n{1}")]
     NotReady(Duration, String),
 }
@@ -167,14 +151,8 @@ pub struct App {
 }
 
 fn read_json(path: &Path) -> Result<Value, HostError> {
-    let text = std::fs::read_to_string(path).map_err(|source| HostError::Io {
-        path: path.into(),
-        source,
-    })?;
-    serde_json::from_str(&text).map_err(|source| HostError::Json {
-        path: path.into(),
-        source,
-    })
+    let text = std::fs::read_to_string(path).map_err(|source| HostError::Io { path: path.into(), source })?;
+    serde_json::from_str(&text).map_err(|source| HostError::Json { path: path.into(), source })
 }
 
 fn is_valid_name(name: &str) -> bool {
@@ -192,67 +170,43 @@ impl App {
     pub fn load(layout: &HostLayout) -> Result<Self, HostError> {
         let host = read_json(&layout.host_json)?;
         if host["customHandler"]["enableForwardingHttpRequest"] != json!(true) {
-            return Err(HostError::HostJson(
-                "customHandler.enableForwardingHttpRequest must be true",
-            ));
+            return Err(HostError::HostJson("customHandler.enableForwardingHttpRequest must be true"));
         }
-        let route_prefix = host["extensions"]["http"]["routePrefix"]
-            .as_str()
-            .unwrap_or("api")
-            .trim_matches('/')
-            .to_string();
+        let route_prefix =
+            host["extensions"]["http"]["routePrefix"].as_str().unwrap_or("api").trim_matches('/').to_string();
         let arguments = host["customHandler"]["description"]["arguments"]
             .as_array()
-            .map(|a| {
-                a.iter()
-                    .filter_map(|v| v.as_str().map(String::from))
-                    .collect()
-            })
+            .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        let mut app = App {
-            route_prefix,
-            arguments,
-            ..Default::default()
-        };
+        let mut app = App { route_prefix, arguments, ..Default::default() };
         let dir = &layout.functions_dir;
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
-            .map_err(|source| HostError::Io {
-                path: dir.clone(),
-                source,
-            })?
+            .map_err(|source| HostError::Io { path: dir.clone(), source })?
             .filter_map(|e| e.ok().map(|e| e.path()))
             .filter(|p| p.join("function.json").is_file())
             .collect();
         entries.sort();
         for folder in entries {
-            let name = folder
-                .file_name()
-                .and_then(|n| n.to_str())
-                .unwrap_or_default()
-                .to_string();
-            let invalid = |reason: String| HostError::InvalidFunction {
-                name: name.clone(),
-                reason,
-            };
+            let name = folder.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+            let invalid = |reason: String| HostError::InvalidFunction { name: name.clone(), reason };
             if !is_valid_name(&name) {
-                return Err(invalid(
-                    "name must match ^[a-z][a-z0-9_\\-]{0,127}$ and not be host".into(),
-                ));
+                return Err(invalid("name must match ^[a-z][a-z0-9_\\-]{0,127}$ and not be host".into()));
             }
             let doc = read_json(&folder.join("function.json"))?;
             let bindings = doc["bindings"].as_array().cloned().unwrap_or_default();
-            let trigger = bindings.iter().find(|b| {
-                b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger"))
-            });
+            let trigger = bindings
+                .iter()
+                .find(|b| b["direction"] == "in" && b["type"].as_str().is_some_and(|t| t.ends_with("Trigger")));
             match trigger.and_then(|t| t["type"].as_str()) {
                 Some("httpTrigger") => {
                     let t = trigger.unwrap();
-                    let forwarded = bindings.len() == 2
-                        && bindings
-                            .iter()
-                            .any(|b| b["type"] == "http" && b["direction"] == "out");
+                    let forwarded =
+                        bindings.len() == 2 && bindings.iter().any(|b| b["type"] == "http" && b["direction"] == "out");
                     if !forwarded {
-                        return Err(invalid("an HTTP function needs exactly one httpTrigger and one http out binding to be forwarded".into()));
+                        return Err(invalid(
+                            "an HTTP function needs exactly one httpTrigger and one http out binding to be forwarded"
+                                .into(),
+                        ));
                     }
                     if t["authLevel"] != "anonymous" {
                         return Err(invalid(format!(
@@ -260,27 +214,14 @@ impl App {
                             t["authLevel"]
                         )));
                     }
-                    let route = t["route"]
-                        .as_str()
-                        .unwrap_or(&name)
-                        .trim_matches('/')
-                        .to_string();
-                    let first = route
-                        .split('/')
-                        .next()
-                        .unwrap_or_default()
-                        .to_ascii_lowercase();
+                    let route = t["route"].as_str().unwrap_or(&name).trim_matches('/').to_string();
+                    let first = route.split('/').next().unwrap_or_default().to_ascii_lowercase();
                     if first == "admin" || first == "runtime" {
                         return Err(invalid(format!("route {route} is reserved")));
                     }
                     let methods: Vec<String> = t["methods"]
                         .as_array()
-                        .map(|a| {
-                            a.iter()
-                                .filter_map(|m| m.as_str())
-                                .map(|m| m.to_ascii_uppercase())
-                                .collect()
-                        })
+                        .map(|a| a.iter().filter_map(|m| m.as_str()).map(|m| m.to_ascii_uppercase()).collect())
                         .unwrap_or_default();
                     for other in &app.http {
                         let overlap = other.route.eq_ignore_ascii_case(&route)
@@ -288,17 +229,10 @@ impl App {
                                 || other.methods.is_empty()
                                 || methods.iter().any(|m| other.methods.contains(m)));
                         if overlap {
-                            return Err(invalid(format!(
-                                "route {route} overlaps function {} on a method",
-                                other.name
-                            )));
+                            return Err(invalid(format!("route {route} overlaps function {} on a method", other.name)));
                         }
                     }
-                    app.http.push(DeclaredHttp {
-                        name,
-                        route,
-                        methods,
-                    });
+                    app.http.push(DeclaredHttp { name, route, methods });
                 }
                 Some("timerTrigger") => {
                     let t = trigger.unwrap();
@@ -307,11 +241,7 @@ impl App {
                         .ok_or_else(|| invalid("timerTrigger without schedule".into()))?
                         .to_string();
                     let use_monitor = t["useMonitor"].as_bool().unwrap_or(true);
-                    app.timers.push(DeclaredTimer {
-                        name,
-                        schedule,
-                        use_monitor,
-                    });
+                    app.timers.push(DeclaredTimer { name, schedule, use_monitor });
                 }
                 other => return Err(invalid(format!("unsupported trigger {other:?}"))),
             }
@@ -333,16 +263,9 @@ impl App {
             }
             rest
         };
-        let segments: Vec<&str> = rest
-            .trim_end_matches('/')
-            .split('/')
-            .filter(|s| !s.is_empty())
-            .collect();
+        let segments: Vec<&str> = rest.trim_end_matches('/').split('/').filter(|s| !s.is_empty()).collect();
         self.http.iter().find(|f| {
-            (f.methods.is_empty()
-                || f.methods
-                    .iter()
-                    .any(|m| m.eq_ignore_ascii_case(method.as_str())))
+            (f.methods.is_empty() || f.methods.iter().any(|m| m.eq_ignore_ascii_case(method.as_str())))
                 && template_matches(&f.route, &segments)
         })
     }
@@ -374,10 +297,7 @@ fn template_matches(template: &str, segments: &[&str]) -> bool {
             if !ok {
                 return false;
             }
-        } else if !segments
-            .get(i)
-            .is_some_and(|s| s.eq_ignore_ascii_case(part))
-        {
+        } else if !segments.get(i).is_some_and(|s| s.eq_ignore_ascii_case(part)) {
             return false;
         }
         i += 1;
@@ -390,9 +310,7 @@ fn escape(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for b in s.bytes() {
         match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                out.push(b as char)
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => out.push(b as char),
             _ => out.push_str(&format!("%{b:02X}")),
         }
     }
@@ -405,23 +323,14 @@ fn escape(s: &str) -> String {
 pub fn reencode_query(raw: &str) -> String {
     let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for (k, v) in url::form_urlencoded::parse(raw.as_bytes()) {
-        match groups
-            .iter_mut()
-            .find(|(key, _)| key.eq_ignore_ascii_case(&k))
-        {
+        match groups.iter_mut().find(|(key, _)| key.eq_ignore_ascii_case(&k)) {
             Some((_, values)) => values.push(v.into_owned()),
             None => groups.push((k.into_owned(), vec![v.into_owned()])),
         }
     }
     groups
         .iter()
-        .map(|(k, vs)| {
-            format!(
-                "{}={}",
-                escape(k),
-                vs.iter().map(|v| escape(v)).collect::<Vec<_>>().join(",")
-            )
-        })
+        .map(|(k, vs)| format!("{}={}", escape(k), vs.iter().map(|v| escape(v)).collect::<Vec<_>>().join(",")))
         .collect::<Vec<_>>()
         .join("&")
 }
@@ -439,10 +348,7 @@ impl Lines {
     }
 }
 
-fn capture(
-    stream: impl tokio::io::AsyncRead + Unpin + Send + 'static,
-    into: Arc<Lines>,
-) -> JoinHandle<()> {
+fn capture(stream: impl tokio::io::AsyncRead + Unpin + Send + 'static, into: Arc<Lines>) -> JoinHandle<()> {
     tokio::spawn(async move {
         let mut reader = BufReader::new(stream).lines();
         while let Ok(Some(line)) = reader.next_line().await {
@@ -527,10 +433,7 @@ pub struct FunctionsHost {
 }
 
 fn free_port() -> u16 {
-    StdTcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free loopback port")
+    StdTcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map(|a| a.port()).expect("a free loopback port")
 }
 
 /// Expands `%NAME%` from `settings`, then the process environment; unknown names stay as is.
@@ -543,11 +446,7 @@ pub fn expand_settings(arg: &str, settings: &BTreeMap<String, String>) -> String
         };
         let name = &rest[start + 1..start + 1 + len];
         out.push_str(&rest[..start]);
-        match settings
-            .get(name)
-            .cloned()
-            .or_else(|| std::env::var(name).ok())
-        {
+        match settings.get(name).cloned().or_else(|| std::env::var(name).ok()) {
             Some(v) if !name.is_empty() => out.push_str(&v),
             _ => out.push_str(&rest[start..start + len + 2]),
         }
@@ -575,33 +474,18 @@ impl FunctionsHost {
         if let Some(file) = &config.layout.settings_file {
             if let Some(values) = read_json(file)?["Values"].as_object() {
                 for (k, v) in values {
-                    settings.insert(
-                        k.clone(),
-                        v.as_str()
-                            .map(String::from)
-                            .unwrap_or_else(|| v.to_string()),
-                    );
+                    settings.insert(k.clone(), v.as_str().map(String::from).unwrap_or_else(|| v.to_string()));
                 }
             }
         }
-        let scratch = tempfile::tempdir().map_err(|source| HostError::Io {
-            path: std::env::temp_dir(),
-            source,
-        })?;
-        settings.insert(
-            "SUROGA_DATA_DIR".into(),
-            scratch.path().join("data").display().to_string(),
-        );
+        let scratch = tempfile::tempdir().map_err(|source| HostError::Io { path: std::env::temp_dir(), source })?;
+        settings.insert("SUROGA_DATA_DIR".into(), scratch.path().join("data").display().to_string());
         for (k, v) in &config.overrides {
             settings.insert(k.clone(), v.clone());
         }
         let port = free_port();
         settings.insert("FUNCTIONS_CUSTOMHANDLER_PORT".into(), port.to_string());
-        let args: Vec<String> = app
-            .arguments
-            .iter()
-            .map(|a| expand_settings(a, &settings))
-            .collect();
+        let args: Vec<String> = app.arguments.iter().map(|a| expand_settings(a, &settings)).collect();
 
         let mut child = Command::new(&config.program)
             .args(&args)
@@ -614,10 +498,7 @@ impl FunctionsHost {
             .stderr(Stdio::piped())
             .kill_on_drop(true)
             .spawn()
-            .map_err(|source| HostError::Io {
-                path: config.program.clone(),
-                source,
-            })?;
+            .map_err(|source| HostError::Io { path: config.program.clone(), source })?;
         let (stdout, stderr) = (Arc::new(Lines::default()), Arc::new(Lines::default()));
         let mut tasks = vec![
             capture(child.stdout.take().expect("piped stdout"), stdout.clone()),
@@ -631,32 +512,21 @@ impl FunctionsHost {
         let mut tick = tokio::time::interval(READINESS_POLL);
         loop {
             tick.tick().await;
-            if let Some(status) = child.try_wait().map_err(|source| HostError::Io {
-                path: config.program.clone(),
-                source,
-            })? {
+            if let Some(status) =
+                child.try_wait().map_err(|source| HostError::Io { path: config.program.clone(), source })?
+            {
                 // Let the capture tasks drain what the process wrote before it exited.
                 for t in tasks.drain(..) {
                     let _ = t.await;
                 }
-                return Err(HostError::Exited {
-                    status,
-                    stderr: stderr.snapshot().join("\n"),
-                });
+                return Err(HostError::Exited { status, stderr: stderr.snapshot().join("\n") });
             }
-            let probe = client
-                .get(format!("http://{backend}/"))
-                .timeout(Duration::from_secs(1))
-                .send()
-                .await;
+            let probe = client.get(format!("http://{backend}/")).timeout(Duration::from_secs(1)).send().await;
             if probe.is_ok() {
                 break;
             }
             if tokio::time::Instant::now() >= deadline {
-                return Err(HostError::NotReady(
-                    config.readiness_deadline,
-                    stderr.snapshot().join("\n"),
-                ));
+                return Err(HostError::NotReady(config.readiness_deadline, stderr.snapshot().join("\n")));
             }
         }
 
@@ -678,19 +548,10 @@ impl FunctionsHost {
     }
 
     async fn open_front_door(app: App, backend: SocketAddr, client: reqwest::Client) -> Self {
-        let shared = Arc::new(Shared {
-            app,
-            backend,
-            client,
-            journal: Mutex::new(Vec::new()),
-        });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the front door");
+        let shared = Arc::new(Shared { app, backend, client, journal: Mutex::new(Vec::new()) });
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the front door");
         let front = listener.local_addr().expect("front door address");
-        let router = axum::Router::new()
-            .fallback(front_door)
-            .with_state(shared.clone());
+        let router = axum::Router::new().fallback(front_door).with_state(shared.clone());
         let server = tokio::spawn(async move {
             let _ = axum::serve(listener, router).await;
         });
@@ -743,10 +604,7 @@ impl FunctionsHost {
 
     /// The stderr lines the host would log as Error: those not containing "warn".
     pub fn error_lines(&self) -> Vec<String> {
-        self.stderr_lines()
-            .into_iter()
-            .filter(|l| !l.to_ascii_lowercase().contains("warn"))
-            .collect()
+        self.stderr_lines().into_iter().filter(|l| !l.to_ascii_lowercase().contains("warn")).collect()
     }
 
     /// Waits until a stdout line satisfies `pred` and returns it; panics after `timeout`.
@@ -762,18 +620,13 @@ impl FunctionsHost {
         };
         match tokio::time::timeout(timeout, wait).await {
             Ok(l) => l,
-            Err(_) => panic!(
-                "no matching stdout line within {timeout:?}; stdout:\n{}",
-                self.stdout_lines().join("\n")
-            ),
+            Err(_) => panic!("no matching stdout line within {timeout:?}; stdout:\n{}", self.stdout_lines().join("\n")),
         }
     }
 
     /// Whether the handler process has exited (and how); `None` while it runs or when fronting.
     pub fn exit_status(&mut self) -> Option<std::process::ExitStatus> {
-        self.child
-            .as_mut()
-            .and_then(|c| c.try_wait().ok().flatten())
+        self.child.as_mut().and_then(|c| c.try_wait().ok().flatten())
     }
 
     /// Prepares a timer invocation of the declared timer function `name`.
@@ -791,12 +644,7 @@ impl FunctionsHost {
     /// Invokes the timer function `name` like the host and returns the reply's `Logs`; panics
     /// (failing the test) unless the reply is 200 with the host's JSON shape.
     pub async fn invoke_timer(&self, name: &str, first_run: bool, past_due: bool) -> Vec<String> {
-        let outcome = self
-            .timer(name)
-            .first_run(first_run)
-            .past_due(past_due)
-            .send()
-            .await;
+        let outcome = self.timer(name).first_run(first_run).past_due(past_due).send().await;
         assert_eq!(
             outcome.status,
             200,
@@ -812,9 +660,7 @@ impl FunctionsHost {
         let timer = self
             .app()
             .timer(name)
-            .unwrap_or_else(|| {
-                panic!("no timer function {name} is declared; the host would never call it")
-            })
+            .unwrap_or_else(|| panic!("no timer function {name} is declared; the host would never call it"))
             .clone();
         let envelope = timer_envelope(
             &timer,
@@ -823,28 +669,18 @@ impl FunctionsHost {
             call.past_due,
             call.null_status || !timer.use_monitor,
         );
-        let (status, headers, body) = post_chunked(
-            self.shared.backend,
-            &format!("/{name}"),
-            &serde_json::to_vec(&envelope).unwrap(),
-        )
-        .await
-        .unwrap_or_else(|e| panic!("timer {name}: the handler did not answer: {e}"));
+        let (status, headers, body) =
+            post_chunked(self.shared.backend, &format!("/{name}"), &serde_json::to_vec(&envelope).unwrap())
+                .await
+                .unwrap_or_else(|e| panic!("timer {name}: the handler did not answer: {e}"));
         let ct = headers.get("content-type").cloned().unwrap_or_default();
         assert!(
             !body.is_empty(),
             "timer {name}: empty reply body (status {status}); the real host would wait for functionTimeout and restart the handler"
         );
-        assert!(
-            ct.starts_with("application/json"),
-            "timer {name}: reply Content-Type is {ct:?}, not application/json"
-        );
-        let json: Value = serde_json::from_slice(&body).unwrap_or_else(|e| {
-            panic!(
-                "timer {name}: reply is not JSON ({e}): {}",
-                String::from_utf8_lossy(&body)
-            )
-        });
+        assert!(ct.starts_with("application/json"), "timer {name}: reply Content-Type is {ct:?}, not application/json");
+        let json: Value = serde_json::from_slice(&body)
+            .unwrap_or_else(|e| panic!("timer {name}: reply is not JSON ({e}): {}", String::from_utf8_lossy(&body)));
         assert!(
             json.is_object()
                 && json["Outputs"].is_object()
@@ -857,16 +693,10 @@ impl FunctionsHost {
             .unwrap()
             .iter()
             .map(|l| {
-                l.as_str()
-                    .unwrap_or_else(|| panic!("timer {name}: a Logs entry is not a string: {l}"))
-                    .to_string()
+                l.as_str().unwrap_or_else(|| panic!("timer {name}: a Logs entry is not a string: {l}")).to_string()
             })
             .collect();
-        TimerOutcome {
-            status,
-            logs,
-            body: json,
-        }
+        TimerOutcome { status, logs, body: json }
     }
 }
 
@@ -887,19 +717,12 @@ impl Drop for FunctionsHost {
 
 impl fmt::Debug for FunctionsHost {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("FunctionsHost")
-            .field("front", &self.front)
-            .field("backend", &self.shared.backend)
-            .finish()
+        f.debug_struct("FunctionsHost").field("front", &self.front).field("backend", &self.shared.backend).finish()
     }
 }
 
 fn http_client() -> reqwest::Client {
-    reqwest::Client::builder()
-        .no_proxy()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .expect("an HTTP client")
+    reqwest::Client::builder().no_proxy().redirect(reqwest::redirect::Policy::none()).build().expect("an HTTP client")
 }
 
 /// The timer envelope the host posts, per the reference.
@@ -910,8 +733,7 @@ pub fn timer_envelope(
     past_due: bool,
     null_status: bool,
 ) -> Value {
-    let next = suroga::functions::next_after(&timer.schedule, now)
-        .expect("the declared schedule is valid NCRONTAB");
+    let next = suroga::functions::next_after(&timer.schedule, now).expect("the declared schedule is valid NCRONTAB");
     let offset = |t: DateTime<Utc>| t.format("%Y-%m-%dT%H:%M:%S%.f+00:00").to_string();
     let status = if null_status {
         Value::Null
@@ -962,16 +784,9 @@ pub async fn post_chunked(
     stream.write_all(&request).await?;
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).await?;
-    let bad = |what: &str| {
-        std::io::Error::new(
-            std::io::ErrorKind::InvalidData,
-            format!("malformed HTTP reply: {what}"),
-        )
-    };
-    let split = raw
-        .windows(4)
-        .position(|w| w == b"\r\n\r\n")
-        .ok_or_else(|| bad("no header end"))?;
+    let bad =
+        |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, format!("malformed HTTP reply: {what}"));
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").ok_or_else(|| bad("no header end"))?;
     let head = String::from_utf8_lossy(&raw[..split]).into_owned();
     let mut lines = head.split("\r\n");
     let status = lines
@@ -984,16 +799,10 @@ pub async fn post_chunked(
         .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_string()))
         .collect();
     let mut rest = &raw[split + 4..];
-    let body = if headers
-        .get("transfer-encoding")
-        .is_some_and(|t| t.eq_ignore_ascii_case("chunked"))
-    {
+    let body = if headers.get("transfer-encoding").is_some_and(|t| t.eq_ignore_ascii_case("chunked")) {
         let mut out = Vec::new();
         loop {
-            let eol = rest
-                .windows(2)
-                .position(|w| w == b"\r\n")
-                .ok_or_else(|| bad("chunk size"))?;
+            let eol = rest.windows(2).position(|w| w == b"\r\n").ok_or_else(|| bad("chunk size"))?;
             let size_text = String::from_utf8_lossy(&rest[..eol]);
             let size = usize::from_str_radix(size_text.split(';').next().unwrap_or("").trim(), 16)
                 .map_err(|_| bad("chunk size"))?;
@@ -1006,10 +815,7 @@ pub async fn post_chunked(
         }
         out
     } else {
-        match headers
-            .get("content-length")
-            .and_then(|l| l.parse::<usize>().ok())
-        {
+        match headers.get("content-length").and_then(|l| l.parse::<usize>().ok()) {
             Some(n) => rest.get(..n).ok_or_else(|| bad("short body"))?.to_vec(),
             None => rest.to_vec(),
         }
@@ -1031,49 +837,26 @@ const HOP_BY_HOP: &[&str] = &[
 async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let (parts, body) = req.into_parts();
     let path = parts.uri.path().to_string();
-    let function = shared
-        .app
-        .route(&parts.method, &path)
-        .map(|f| f.name.clone());
+    let function = shared.app.route(&parts.method, &path).map(|f| f.name.clone());
     shared.journal.lock().unwrap().push(FrontDoorEntry {
         method: parts.method.to_string(),
-        uri: parts
-            .uri
-            .path_and_query()
-            .map(|p| p.to_string())
-            .unwrap_or_default(),
+        uri: parts.uri.path_and_query().map(|p| p.to_string()).unwrap_or_default(),
         function: function.clone(),
     });
     if function.is_none() {
         if parts.method == Method::GET && path == "/" {
             // The host answers its own home page; the handler never sees public `GET /`.
-            return (
-                StatusCode::OK,
-                [(header::CONTENT_TYPE, "text/html")],
-                "Your Functions 4.0 app is up and running",
-            )
+            return (StatusCode::OK, [(header::CONTENT_TYPE, "text/html")], "Your Functions 4.0 app is up and running")
                 .into_response();
         }
         return StatusCode::NOT_FOUND.into_response();
     }
 
-    let query = parts
-        .uri
-        .query()
-        .map(reencode_query)
-        .filter(|q| !q.is_empty());
-    let url = format!(
-        "http://{}{}{}",
-        shared.backend,
-        path,
-        query.map(|q| format!("?{q}")).unwrap_or_default()
-    );
+    let query = parts.uri.query().map(reencode_query).filter(|q| !q.is_empty());
+    let url = format!("http://{}{}{}", shared.backend, path, query.map(|q| format!("?{q}")).unwrap_or_default());
     // The body goes through only when Content-Length says there is one; chunked bodies are dropped.
-    let declared_len = parts
-        .headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
-        .unwrap_or(0);
+    let declared_len =
+        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
     let body: Bytes = if declared_len > 0 {
         match axum::body::to_bytes(body, usize::MAX).await {
             Ok(b) => b,
@@ -1088,11 +871,7 @@ async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response
             headers.append(k.clone(), v.clone());
         }
     }
-    let ua = match parts
-        .headers
-        .get(header::USER_AGENT)
-        .and_then(|v| v.to_str().ok())
-    {
+    let ua = match parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
         Some(orig) => format!("{orig} Azure-Functions-Host/{HOST_VERSION}"),
         None => format!("Azure-Functions-Host/{HOST_VERSION}"),
     };
@@ -1104,15 +883,9 @@ async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response
         HeaderName::from_static("x-azure-functions-invocationid"),
         HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap(),
     );
-    headers.insert(
-        HeaderName::from_static("x-azure-functions-hostversion"),
-        HeaderValue::from_static(HOST_VERSION),
-    );
+    headers.insert(HeaderName::from_static("x-azure-functions-hostversion"), HeaderValue::from_static(HOST_VERSION));
 
-    let mut forward = shared
-        .client
-        .request(parts.method.clone(), url)
-        .headers(headers);
+    let mut forward = shared.client.request(parts.method.clone(), url).headers(headers);
     if !body.is_empty() {
         forward = forward.body(body);
     }

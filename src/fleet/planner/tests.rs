@@ -214,18 +214,16 @@ fn arb_case() -> impl Strategy<Value = Case> {
             slot: TimeSlot::new(s, s + Duration::minutes(len)).unwrap(),
         }
     });
-    let h = prop::collection::vec((0u32..4, any::<bool>()), 1..4).prop_map(|v| {
-        v.into_iter().enumerate().map(|(i, (c, on))| host(&format!("h{i}"), c, on)).collect::<Vec<_>>()
-    });
-    let p = (0i64..60, 0i64..30, 0i64..120, prop::option::of(1usize..4)).prop_map(|(lead, grace, kw, max)| {
-        PlanPolicy {
+    let h = prop::collection::vec((0u32..4, any::<bool>()), 1..4)
+        .prop_map(|v| v.into_iter().enumerate().map(|(i, (c, on))| host(&format!("h{i}"), c, on)).collect::<Vec<_>>());
+    let p =
+        (0i64..60, 0i64..30, 0i64..120, prop::option::of(1usize..4)).prop_map(|(lead, grace, kw, max)| PlanPolicy {
             lead: Duration::minutes(lead),
             grace: Duration::minutes(grace),
             keep_warm: Duration::minutes(kw),
             max_hosts: max,
             start_tolerance: Duration::minutes(2),
-        }
-    });
+        });
     (prop::collection::vec(b, 0..14), h, p, -120i64..50 * 60).prop_map(|(bookings, hosts, policy, now)| Case {
         bookings,
         hosts,
