@@ -106,3 +106,21 @@ async fn deallocating_a_host_with_a_session_in_progress_needs_force() {
     let (st, _) = app.post("/api/v1/hosts/local-1/deallocate", &root, json!({"force": true})).await;
     assert_eq!(st, StatusCode::OK);
 }
+
+#[tokio::test]
+async fn extending_a_booking_moves_its_host_window_in_the_plan_at_once() {
+    let app = TestApp::spawn().await;
+    let u = user();
+    let b = app.book(&u, 60, 120, None).await;
+    let at = |v: &Value| chrono::DateTime::parse_from_rfc3339(v.as_str().unwrap()).unwrap().with_timezone(&chrono::Utc);
+    let plan_end = |plan: &Value| at(&plan["hosts"][0]["on_intervals"][0]["end"]);
+    let (_, before) = app.get("/api/v1/plan", &admin()).await;
+    assert_eq!(plan_end(&before), app.now() + Duration::minutes(130));
+    let end = (app.now() + Duration::minutes(180)).to_rfc3339();
+    let (st, _) = app
+        .post(&format!("/api/v1/bookings/{}/extend", b["booking_id"].as_str().unwrap()), &u, json!({"end_time": end}))
+        .await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, after) = app.get("/api/v1/plan", &admin()).await;
+    assert_eq!(plan_end(&after), app.now() + Duration::minutes(190), "{after}");
+}
