@@ -198,7 +198,7 @@ async fn list_hosts(State(s): State<AppState>, _admin: AdminCaller) -> Result<Js
     let now = s.clock.now();
     let fleet = &s.fleet_ops;
     let statuses = fleet.host_statuses().await?;
-    let plan = fleet.plan(now, now, now + Duration::hours(24)).await?;
+    let plan = fleet.plan_from(now, now, now + Duration::hours(24), &statuses).await?;
     Ok(Json(
         statuses
             .into_iter()

@@ -226,19 +226,29 @@ impl Fleet {
         from: DateTime<Utc>,
         to: DateTime<Utc>,
     ) -> Result<FleetPlan, StoreError> {
+        let statuses = self.host_statuses().await?;
+        self.plan_from(now, from, to, &statuses).await
+    }
+
+    /// [`plan`](Self::plan) on power states and overrides already read by
+    /// [`host_statuses`](Self::host_statuses), so a caller that shows both asks each host once.
+    /// A host whose power state could not be read counts as `Unknown`.
+    pub async fn plan_from(
+        &self,
+        now: DateTime<Utc>,
+        from: DateTime<Utc>,
+        to: DateTime<Utc>,
+        statuses: &[HostStatus],
+    ) -> Result<FleetPlan, StoreError> {
         let window = TimeSlot::new(from - self.policy.plan.grace, to.max(from) + self.policy.plan.lead)
             .map_err(|e| StoreError::Internal(format!("plan window: {e}")))?;
         let bookings = self.store.bookings_between(window).await?;
         let ids: Vec<_> = bookings.iter().map(|b| b.id).collect();
         let assignments = self.store.assignments(&ids).await?;
         let power: BTreeMap<String, PowerState> =
-            self.power_states().await.into_iter().map(|(h, s)| (h, s.unwrap_or(PowerState::Unknown))).collect();
-        let mut overrides = BTreeMap::new();
-        for h in &self.hosts {
-            if let Some(o) = self.override_of(&h.name, now).await? {
-                overrides.insert(h.name.clone(), o);
-            }
-        }
+            statuses.iter().map(|st| (st.name.clone(), st.power_state.unwrap_or(PowerState::Unknown))).collect();
+        let overrides: BTreeMap<String, HostOverride> =
+            statuses.iter().filter_map(|st| st.override_.clone().map(|o| (st.name.clone(), o))).collect();
         let plan = self.plan_with(now, &bookings, &assignments, &power, &overrides);
         Ok(FleetPlan { plan, bookings, assignments, power, overrides })
     }
