@@ -174,16 +174,17 @@ async fn create_booking(
     body: JsonBody<BookingCreate>,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = idempotency_key(&headers)?;
+    let fingerprint = key.as_ref().map(|_| body.fingerprint());
     let req = body.value;
     let now = s.clock.now();
     let slot = TimeSlot::new(parse_instant("start_time", &req.start_time)?, parse_instant("end_time", &req.end_time)?)?;
     let slot = s.settings.policy.bookable_slot(slot, now)?;
     let room_id = req.room_id.map(RoomId::new).transpose()?;
-    let claim = key.map(|key| IdempotencyClaim {
+    let claim = key.zip(fingerprint).map(|(key, fingerprint)| IdempotencyClaim {
         scope: "bookings",
         user: caller.user.clone(),
         key,
-        fingerprint: body.fingerprint.clone(),
+        fingerprint,
         now,
     });
     let mut booking = Booking {

@@ -22,11 +22,22 @@ pub struct ApiQuery<T>(pub T);
 
 /// A JSON body: 415 unless the content type is JSON, 413 past the body limit, 400 for malformed
 /// JSON, unknown fields or wrong types (with serde's message, which names the field).
-/// Also carries a fingerprint of the request for `Idempotency-Key` checks: a digest of the
-/// body's canonical form, so whitespace and key order do not matter.
+/// Keeps the raw body for [`JsonBody::fingerprint`], which only `Idempotency-Key` requests need.
 pub struct JsonBody<T> {
     pub value: T,
-    pub fingerprint: String,
+    raw: Bytes,
+}
+
+impl<T> JsonBody<T> {
+    /// A digest of the body's canonical form (whitespace and key order do not matter), for
+    /// `Idempotency-Key` checks. Computed on demand: most requests carry no key.
+    pub fn fingerprint(&self) -> String {
+        // The body parsed once already; serde_json's map is ordered by key, so re-serializing
+        // the value gives a canonical form.
+        let canonical =
+            serde_json::from_slice::<serde_json::Value>(&self.raw).map(|v| v.to_string()).unwrap_or_default();
+        hex(&Sha256::digest(canonical.as_bytes()))
+    }
 }
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
@@ -54,10 +65,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
         }
         let raw: serde_json::Value =
             serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        // serde_json's map is ordered by key, so this is a canonical form.
-        let fingerprint = hex(&Sha256::digest(raw.to_string().as_bytes()));
         let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
-        Ok(JsonBody { value, fingerprint })
+        Ok(JsonBody { value, raw: bytes })
     }
 }
 

@@ -226,6 +226,7 @@ async fn create_room(
     body: JsonBody<RoomCreate>,
 ) -> Result<impl IntoResponse, ApiError> {
     let key = idempotency_key(&headers)?;
+    let fingerprint = key.as_ref().map(|_| body.fingerprint());
     let req = body.value;
     let max_participants = participants_in_range(req.max_participants.unwrap_or(2))?;
     let name = match req.optional_name {
@@ -240,11 +241,11 @@ async fn create_room(
         return Err(ApiError::BadRequest(format!("metadata may take at most {MAX_METADATA_BYTES} bytes as JSON")));
     }
     let now = s.clock.now();
-    let claim = key.map(|key| IdempotencyClaim {
+    let claim = key.zip(fingerprint).map(|(key, fingerprint)| IdempotencyClaim {
         scope: "rooms",
         user: caller.user.clone(),
         key,
-        fingerprint: body.fingerprint.clone(),
+        fingerprint,
         now,
     });
 
