@@ -642,7 +642,7 @@ pub fn load_or_create_dev_secret(data_dir: &Path) -> io::Result<Secret> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
-    fs::create_dir_all(data_dir)?;
+    crate::files::create_private_dir(data_dir)?;
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let text = URL_SAFE_NO_PAD.encode(bytes);
