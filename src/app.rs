@@ -22,6 +22,7 @@ use crate::{
         janus_hosts::{JanusHost, JanusHosts},
         local::{LocalJanusOptions, LocalPower},
         power::{PowerControl, StaticPower},
+        power_cache::CachedPower,
         reconciler::Reconciler,
     },
     jobs::Jobs,
@@ -146,9 +147,15 @@ pub async fn build_on(
         };
     let janus = Arc::new(janus);
     let always_on = config.fleet == FleetKind::Static;
+    let power = Arc::new(CachedPower::new(
+        wrap_power(power),
+        clock.clone(),
+        config.fleet_settings.power_cache,
+        hosts.iter().map(|h| h.name.clone()),
+    ));
     let fleet = Arc::new(Fleet {
         janus: janus.clone(),
-        power: wrap_power(power),
+        power,
         hosts,
         policy: FleetPolicy::from_settings(&config.fleet_settings),
         always_on,

@@ -122,6 +122,9 @@ pub struct FleetSettings {
     pub alert_webhook_url: Option<Secret>,
     /// `AZURE_SUBSCRIPTION_ID`: the subscription of the Janus VMs (required for `FLEET=azure`).
     pub azure_subscription_id: Option<String>,
+    /// `FLEET_POWER_CACHE_SECONDS` (10; 0 turns the cache off): how old a host's power state may
+    /// be when the API reads it. The reconciler always asks the backend itself.
+    pub power_cache: Duration,
 }
 
 impl Default for FleetSettings {
@@ -135,6 +138,7 @@ impl Default for FleetSettings {
             local_hosts: 1,
             alert_webhook_url: None,
             azure_subscription_id: None,
+            power_cache: Duration::seconds(10),
         }
     }
 }
@@ -291,6 +295,16 @@ impl Config {
                     }),
                 }
             };
+        let whole = |k: &str, min: i64, max: i64, default: i64| -> Result<i64, ConfigError> {
+            match get(k) {
+                None => Ok(default),
+                Some(v) => v
+                    .parse::<i64>()
+                    .ok()
+                    .filter(|n| (min..=max).contains(n))
+                    .ok_or_else(|| ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))),
+            }
+        };
         let fleet_settings = FleetSettings {
             lead: minutes("FLEET_LEAD_MINUTES", 30)?,
             grace: minutes("FLEET_GRACE_MINUTES", 10)?,
@@ -307,6 +321,12 @@ impl Config {
                 },
             },
             azure_subscription_id: get("AZURE_SUBSCRIPTION_ID"),
+            power_cache: Duration::seconds(whole(
+                "FLEET_POWER_CACHE_SECONDS",
+                0,
+                300,
+                FleetSettings::default().power_cache.num_seconds(),
+            )?),
         };
         if fleet == FleetKind::Azure && fleet_settings.azure_subscription_id.is_none() {
             return Err(ConfigError("FLEET=azure needs AZURE_SUBSCRIPTION_ID".into()));
@@ -473,6 +493,62 @@ mod tests {
             Ok(CosmosCredentialKind::DeveloperTools)
         );
         assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
+    }
+
+    #[test]
+    fn hardening_settings_default_and_are_read() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(c.rate_limits, RateLimitSettings::default());
+        assert!(c.cors_allowed_origins.is_empty());
+        assert_eq!(c.policy.horizon, Duration::days(180));
+        assert_eq!(c.fleet_settings.power_cache, Duration::seconds(10));
+        assert!(!c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["access_as_user".to_string()]);
+        assert!(c.auth.app_roles.is_empty());
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(48));
+
+        let c = Config::from_map(&env(&[
+            ("RATE_LIMIT_USER_PER_MINUTE", "0"),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "5"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test, http://localhost:5173"),
+            ("BOOKING_HORIZON_DAYS", "30"),
+            ("FLEET_POWER_CACHE_SECONDS", "0"),
+            ("AUTH_ISSUER", "https://login.example.test/t/v2.0"),
+            ("AUTH_AUDIENCE", "api://x"),
+            ("AUTH_HS256_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_SCOPES", "Bookings.ReadWrite access_as_user"),
+            ("AUTH_APP_ROLES", "Suroga.Daemon,Suroga.Ops"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "12"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rate_limits.user_per_minute, c.rate_limits.anonymous_burst), (0, 5));
+        assert_eq!(c.cors_allowed_origins, vec!["https://a.example.test", "http://localhost:5173"]);
+        assert_eq!((c.policy.horizon, c.fleet_settings.power_cache), (Duration::days(30), Duration::zero()));
+        assert!(c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["Bookings.ReadWrite", "access_as_user"]);
+        assert_eq!(c.auth.app_roles, vec!["Suroga.Daemon", "Suroga.Ops"]);
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(12));
+    }
+
+    #[test]
+    fn bad_hardening_settings_name_the_setting() {
+        for (k, v) in [
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/app"),
+            ("CORS_ALLOWED_ORIGINS", "a.example.test"),
+            ("RATE_LIMIT_USER_BURST", "0"),
+            ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "-1"),
+            ("BOOKING_HORIZON_DAYS", "0"),
+            ("FLEET_POWER_CACHE_SECONDS", "3600"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "yes"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "0"),
+        ] {
+            let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

@@ -117,7 +117,7 @@ async fn janus_down_gives_503_and_leaves_no_room_behind() {
     let pin_now = app.book(&u, 200, 260, Some(id)).await["password"].clone();
     assert_eq!(pin_now, kept["password"], "the old password stays after a failed reset");
     // Health reports Janus without failing.
-    let (st, h) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
+    let (st, h) = app.get("/api/v1/health", &admin()).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "unavailable"), "{h}");
     // Participants of a room whose always-on host does not answer: 502.

@@ -6,7 +6,8 @@
 //! part: [`control::Fleet`] (hosts, power, policy, overrides, plan loading), [`planner`] (pure),
 //! [`reconciler`] (the every-minute timer that acts), [`alerts`] (the operators' webhook).
 //! Power backends ([`power::PowerControl`]): [`local::LocalPower`] (local Janus processes),
-//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs).
+//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs); the API reads them
+//! through [`power_cache::CachedPower`], so a burst of requests is not a burst of ARM calls.
 
 pub mod alerts;
 pub mod azure;
@@ -16,6 +17,7 @@ pub mod janus_hosts;
 pub mod local;
 pub mod planner;
 pub mod power;
+pub mod power_cache;
 pub mod reconciler;
 pub mod usage;
 
