@@ -188,7 +188,10 @@ pub async fn run(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    // The peer address: rate limits count anonymous callers by it, timer routes want loopback.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `suroga serve`: binds the configured address and serves until SIGTERM or Ctrl-C. Without
@@ -227,7 +230,9 @@ async fn shutdown_signal() {
 /// A development token for the local HS256 secret (`suroga token`).
 pub fn dev_token(config: &Config, sub: &str, admin: bool, ttl: Duration) -> anyhow::Result<String> {
     let secret = auth::local_secret(&config.auth, &config.data_dir)?
-        .ok_or_else(|| anyhow::anyhow!("local tokens are off: AUTH_ISSUER is set and AUTH_HS256_SECRET is not"))?;
+        .ok_or_else(|| anyhow::anyhow!(
+            "local tokens are off: AUTH_ISSUER is set (local tokens need AUTH_ALLOW_LOCAL_TOKENS=true and AUTH_HS256_SECRET)"
+        ))?;
     Ok(auth::mint_dev_token(&secret, sub, admin, &config.auth.admin_role, ttl, chrono::Utc::now()))
 }
 

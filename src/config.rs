@@ -156,6 +156,55 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// `AUTH_ADMIN_ROLE` (default `admin`).
     pub admin_role: String,
+    /// `AUTH_ALLOW_LOCAL_TOKENS` (default false): with an issuer configured, also accept local
+    /// HS256 tokens signed with `AUTH_HS256_SECRET`. Without an issuer local tokens are always on.
+    pub allow_local_tokens: bool,
+    /// `AUTH_SCOPES` (default `access_as_user`): delegated scopes; an issuer's token must carry
+    /// one of them in `scp`, or one of [`Self::app_roles`] (or the admin role) in `roles`.
+    pub scopes: Vec<String>,
+    /// `AUTH_APP_ROLES` (default none): app roles that admit an issuer's token without a scope
+    /// (application callers with the client-credentials flow).
+    pub app_roles: Vec<String>,
+    /// `AUTH_JWKS_MAX_STALE_HOURS` (48): cached signing keys stop verifying tokens this long after
+    /// the last successful JWKS fetch; until then they serve while the issuer cannot be reached.
+    pub jwks_max_stale: Duration,
+}
+
+impl Default for AuthConfig {
+    /// Local tokens only, with the defaults of every setting.
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            admin_role: "admin".into(),
+            allow_local_tokens: false,
+            scopes: vec!["access_as_user".into()],
+            app_roles: vec![],
+            jwks_max_stale: Duration::hours(48),
+        }
+    }
+}
+
+/// Per-caller request limits of one instance (`RATE_LIMIT_*`). A rate of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_USER_PER_MINUTE` (300): sustained requests per minute of one authenticated user.
+    pub user_per_minute: u32,
+    /// `RATE_LIMIT_USER_BURST` (100): requests one user may send at once before the rate applies.
+    pub user_burst: u32,
+    /// `RATE_LIMIT_ANONYMOUS_PER_MINUTE` (60): sustained requests per minute from one client
+    /// address without a valid token (health, the OpenAPI document, the docs page, bad tokens).
+    pub anonymous_per_minute: u32,
+    /// `RATE_LIMIT_ANONYMOUS_BURST` (30).
+    pub anonymous_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { user_per_minute: 300, user_burst: 100, anonymous_per_minute: 60, anonymous_burst: 30 }
+    }
 }
 
 /// Everything the service reads from the environment.
@@ -344,7 +393,22 @@ impl Config {
             issuer: get("AUTH_ISSUER"),
             audience: get("AUTH_AUDIENCE"),
             jwks_url: get("AUTH_JWKS_URL"),
-            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or_else(|| "admin".into()),
+            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or(auth_defaults.admin_role),
+            allow_local_tokens: match get("AUTH_ALLOW_LOCAL_TOKENS").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError(format!("AUTH_ALLOW_LOCAL_TOKENS must be true or false, got {other:?}")));
+                }
+            },
+            scopes: list("AUTH_SCOPES").unwrap_or(auth_defaults.scopes),
+            app_roles: list("AUTH_APP_ROLES").unwrap_or(auth_defaults.app_roles),
+            jwks_max_stale: Duration::hours(whole(
+                "AUTH_JWKS_MAX_STALE_HOURS",
+                1,
+                24 * 30,
+                auth_defaults.jwks_max_stale.num_hours(),
+            )?),
         };
         if auth.issuer.is_some() != auth.audience.is_some() {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
@@ -353,6 +417,29 @@ impl Config {
         let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
         if max_session <= Duration::zero() {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
+        }
+        if auth.allow_local_tokens && auth.hs256_secret.is_none() {
+            return Err(ConfigError(
+                "AUTH_ALLOW_LOCAL_TOKENS=true needs AUTH_HS256_SECRET (no local secret is generated when AUTH_ISSUER is set)"
+                    .into(),
+            ));
+        }
+        let limits = RateLimitSettings::default();
+        let rate_limits = RateLimitSettings {
+            user_per_minute: whole("RATE_LIMIT_USER_PER_MINUTE", 0, 1_000_000, limits.user_per_minute.into())? as u32,
+            user_burst: whole("RATE_LIMIT_USER_BURST", 1, 1_000_000, limits.user_burst.into())? as u32,
+            anonymous_per_minute: whole("RATE_LIMIT_ANONYMOUS_PER_MINUTE", 0, 1_000_000, limits.anonymous_per_minute.into())?
+                as u32,
+            anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
+        };
+        let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS").unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            if !is_origin(origin) {
+                return Err(ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com (scheme, host and \
+                     optional port; no path, no *), got {origin:?}"
+                )));
+            }
         }
 
         Ok(Config {
