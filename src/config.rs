@@ -240,8 +240,13 @@ pub struct Config {
     /// `JOIN_TOKEN_GRACE_MINUTES` (default 30): how long a join token outlives the session.
     pub join_token_grace: Duration,
     /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
-    /// `PASSWORD_REVEAL_MINUTES` (15).
+    /// `PASSWORD_REVEAL_MINUTES` (15), `BOOKING_HORIZON_DAYS` (180).
     pub policy: BookingPolicy,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// `CORS_ALLOWED_ORIGINS` (default none): browser origins (`https://app.example.com`) that
+    /// may call the API from another site. Without any, browsers keep cross-site calls out.
+    pub cors_allowed_origins: Vec<String>,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
 }
@@ -462,7 +467,15 @@ impl Config {
                 max_duration: max_session,
                 min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
                 reveal_before: minutes("PASSWORD_REVEAL_MINUTES", 15)?,
+                horizon: Duration::days(whole(
+                    "BOOKING_HORIZON_DAYS",
+                    1,
+                    3650,
+                    BookingPolicy::default().horizon.num_days(),
+                )?),
             },
+            rate_limits,
+            cors_allowed_origins,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
         })
     }
