@@ -47,9 +47,12 @@ pub struct App {
 }
 
 impl App {
-    /// The whole HTTP surface: the API plus the timer functions.
+    /// The whole HTTP surface: the API plus the timer functions, every answer with the security
+    /// headers.
     pub fn router(&self) -> Router {
-        api::router(self.state.clone()).merge(self.jobs.router())
+        api::router(self.state.clone())
+            .merge(self.jobs.router())
+            .layer(axum::middleware::from_fn(api::headers::security_headers))
     }
 
     /// Stops the local Janus hosts, if any. Idempotent.
@@ -170,7 +173,7 @@ pub async fn build_on(
         fleet_ops: fleet.clone(),
         auth,
         clock,
-        settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
+        settings: Arc::new(ApiSettings::from_config(config)),
     };
     let reconciler =
         Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));

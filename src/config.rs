@@ -393,6 +393,10 @@ impl Config {
             )));
         }
 
+        let list = |k: &str| -> Option<Vec<String>> {
+            get(k).map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        };
+        let auth_defaults = AuthConfig::default();
         let auth = AuthConfig {
             hs256_secret: secret("AUTH_HS256_SECRET"),
             issuer: get("AUTH_ISSUER"),
@@ -418,11 +422,6 @@ impl Config {
         if auth.issuer.is_some() != auth.audience.is_some() {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
         }
-
-        let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
-        if max_session <= Duration::zero() {
-            return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
-        }
         if auth.allow_local_tokens && auth.hs256_secret.is_none() {
             return Err(ConfigError(
                 "AUTH_ALLOW_LOCAL_TOKENS=true needs AUTH_HS256_SECRET (no local secret is generated when AUTH_ISSUER is set)"
@@ -445,6 +444,11 @@ impl Config {
                      optional port; no path, no *), got {origin:?}"
                 )));
             }
+        }
+
+        let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
+        if max_session <= Duration::zero() {
+            return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
         }
 
         Ok(Config {
@@ -478,6 +482,24 @@ impl Config {
             cors_allowed_origins,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
         })
+    }
+}
+
+/// True for a serialized origin (RFC 6454): `http(s)://host[:port]`, nothing after it.
+fn is_origin(s: &str) -> bool {
+    match url::Url::parse(s) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                // `Url` adds the root path; anything more (even a trailing slash) is not an origin.
+                && u.path() == "/"
+                && !s.ends_with('/')
+        }
+        Err(_) => false,
     }
 }
 

@@ -1,12 +1,39 @@
 //! `GET /api/docs`: an interactive page for the OpenAPI document. Self-contained (no CDN, no
 //! build-time download): it reads `/api/v1/openapi.json` and lets a reader send each request
 //! with a bearer token.
+//!
+//! Its `Content-Security-Policy` admits exactly its own inline script and style (by their SHA-256)
+//! and same-origin requests: nothing injected into the page could run.
 
-use axum::response::Html;
+use std::sync::LazyLock;
 
-pub(super) async fn page() -> Html<&'static str> {
-    Html(PAGE)
+use axum::{
+    http::{HeaderValue, header},
+    response::{Html, IntoResponse},
+};
+use base64::{Engine as _, engine::general_purpose::STANDARD};
+use sha2::{Digest, Sha256};
+
+pub(super) async fn page() -> impl IntoResponse {
+    ([(header::CONTENT_SECURITY_POLICY, CSP.clone())], Html(PAGE))
 }
+
+/// The page's policy, computed once from the page itself so the hashes cannot drift.
+static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    let hash = |tag: &str| {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        let start = PAGE.find(&open).expect("the page has the element") + open.len();
+        let end = start + PAGE[start..].find(&close).expect("the element is closed");
+        format!("'sha256-{}'", STANDARD.encode(Sha256::digest(PAGE[start..end].as_bytes())))
+    };
+    let policy = format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
+         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
+        hash("script"),
+        hash("style")
+    );
+    HeaderValue::from_str(&policy).expect("a policy of ASCII text")
+});
 
 const PAGE: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Suroga Stream API</title>

@@ -4,13 +4,19 @@
 //! Each resource module ([`rooms`], [`bookings`], [`health`]) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
+//!
+//! Around every route: [`limits`] (per-caller rate limits, 429), the access log, [`headers::cors`]
+//! for the allowed origins; [`headers::security_headers`] wraps the whole service (see
+//! [`crate::app::App::router`]).
 
 pub mod bookings;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod hosts;
+pub mod limits;
 pub mod rooms;
 
 use std::{sync::Arc, time::Instant};
@@ -30,6 +36,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::{
     auth::Authenticator,
     clock::Clock,
+    config::{Config, RateLimitSettings},
     domain::BookingPolicy,
     fleet::{RoomHosting, control::Fleet},
     store::Store,
@@ -59,6 +66,26 @@ pub struct ApiSettings {
     pub policy: BookingPolicy,
     /// How long a join token outlives the session's end.
     pub join_token_grace: Duration,
+    /// Under the Functions host: client addresses come from `X-Forwarded-For` (see
+    /// [`limits::client_address`]) and timer routes need the host's invocation header.
+    pub under_functions_host: bool,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// Origins allowed to call the API from browsers on other sites.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ApiSettings {
+    /// The API's part of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            policy: config.policy.clone(),
+            join_token_grace: config.join_token_grace,
+            under_functions_host: config.under_functions_host,
+            rate_limits: config.rate_limits.clone(),
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -117,7 +144,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
-    api.route("/", get(|| async { "Suroga Stream" }))
+    let router = api
+        .route("/", get(|| async { "Suroga Stream" }))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -128,9 +156,20 @@ pub fn router(state: AppState) -> Router {
         .route("/api/docs", get(docs::page))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(access_log))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let limits = limits::Limits {
+        limiter: Arc::new(limits::RateLimiter::new(&state.settings.rate_limits)),
+        state: state.clone(),
+    };
+    let router = router
+        .layer(middleware::from_fn_with_state(limits, limits::rate_limit))
+        .layer(middleware::from_fn(access_log));
+    // Outside the limits: a preflight is answered without counting against the caller.
+    let router = match headers::cors(&state.settings.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 async fn not_found() -> Response {
