@@ -438,10 +438,8 @@ impl Authenticator {
             .find(|u| !u.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
         let admin = has_role(&self.admin_role);
-        let name = claims
-            .name
-            .map(|n| n.trim().chars().take(MAX_NAME_CHARS).collect::<String>())
-            .filter(|n| !n.is_empty());
+        let name =
+            claims.name.map(|n| n.trim().chars().take(MAX_NAME_CHARS).collect::<String>()).filter(|n| !n.is_empty());
         Ok(Caller { user, admin, name })
     }
 }

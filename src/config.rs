@@ -349,16 +349,15 @@ impl Config {
                     }),
                 }
             };
-        let whole = |k: &str, min: i64, max: i64, default: i64| -> Result<i64, ConfigError> {
-            match get(k) {
-                None => Ok(default),
-                Some(v) => v
-                    .parse::<i64>()
-                    .ok()
-                    .filter(|n| (min..=max).contains(n))
-                    .ok_or_else(|| ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))),
-            }
-        };
+        let whole =
+            |k: &str, min: i64, max: i64, default: i64| -> Result<i64, ConfigError> {
+                match get(k) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<i64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+                        ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))
+                    }),
+                }
+            };
         let fleet_settings = FleetSettings {
             lead: minutes("FLEET_LEAD_MINUTES", 30)?,
             grace: minutes("FLEET_GRACE_MINUTES", 10)?,
@@ -432,8 +431,12 @@ impl Config {
         let rate_limits = RateLimitSettings {
             user_per_minute: whole("RATE_LIMIT_USER_PER_MINUTE", 0, 1_000_000, limits.user_per_minute.into())? as u32,
             user_burst: whole("RATE_LIMIT_USER_BURST", 1, 1_000_000, limits.user_burst.into())? as u32,
-            anonymous_per_minute: whole("RATE_LIMIT_ANONYMOUS_PER_MINUTE", 0, 1_000_000, limits.anonymous_per_minute.into())?
-                as u32,
+            anonymous_per_minute: whole(
+                "RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+                0,
+                1_000_000,
+                limits.anonymous_per_minute.into(),
+            )? as u32,
             anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
         };
         let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS").unwrap_or_default();

@@ -23,8 +23,8 @@ use axum::{
 use chrono::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use suroga::fleet::power::{PowerControl, PowerError, PowerOutcome, PowerState};
 use support::app::{TestApp, admin, user};
+use suroga::fleet::power::{PowerControl, PowerError, PowerOutcome, PowerState};
 use tower::ServiceExt as _;
 
 async fn problem(res: reqwest::Response) -> (StatusCode, reqwest::header::HeaderMap, Value) {
@@ -135,7 +135,9 @@ async fn html_gets_a_strict_csp_unless_the_handler_set_its_own() {
         .route("/plain", get(|| async { Html("<p>hi</p>") }))
         .route(
             "/own",
-            get(|| async { ([(header::CONTENT_SECURITY_POLICY, "default-src 'none'; script-src 'self'")], Html("<p>app</p>")) }),
+            get(|| async {
+                ([(header::CONTENT_SECURITY_POLICY, "default-src 'none'; script-src 'self'")], Html("<p>app</p>"))
+            }),
         )
         .layer(axum::middleware::from_fn(suroga::api::headers::security_headers));
     let csp = |path: &'static str| {

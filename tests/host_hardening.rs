@@ -10,8 +10,8 @@ use reqwest::StatusCode;
 
 #[tokio::test]
 async fn anonymous_callers_are_counted_by_the_last_forwarded_address() {
-    let host = FunctionsHost::start(&[("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1"), ("RATE_LIMIT_ANONYMOUS_BURST", "2")])
-        .await;
+    let host =
+        FunctionsHost::start(&[("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "1"), ("RATE_LIMIT_ANONYMOUS_BURST", "2")]).await;
     let http = reqwest::Client::new();
     let health = |forwarded: &'static str| {
         http.get(format!("{}/api/v1/health", host.url())).header("x-forwarded-for", forwarded).send()

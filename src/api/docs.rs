@@ -24,7 +24,7 @@ static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
         let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
         let start = PAGE.find(&open).expect("the page has the element") + open.len();
         let end = start + PAGE[start..].find(&close).expect("the element is closed");
-        format!("'sha256-{}'", STANDARD.encode(Sha256::digest(PAGE[start..end].as_bytes())))
+        format!("'sha256-{}'", STANDARD.encode(Sha256::digest(&PAGE.as_bytes()[start..end])))
     };
     let policy = format!(
         "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \

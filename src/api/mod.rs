@@ -161,9 +161,8 @@ pub fn router(state: AppState) -> Router {
         limiter: Arc::new(limits::RateLimiter::new(&state.settings.rate_limits)),
         state: state.clone(),
     };
-    let router = router
-        .layer(middleware::from_fn_with_state(limits, limits::rate_limit))
-        .layer(middleware::from_fn(access_log));
+    let router =
+        router.layer(middleware::from_fn_with_state(limits, limits::rate_limit)).layer(middleware::from_fn(access_log));
     // Outside the limits: a preflight is answered without counting against the caller.
     let router = match headers::cors(&state.settings.cors_allowed_origins) {
         Some(cors) => router.layer(cors),

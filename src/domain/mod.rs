@@ -94,10 +94,10 @@ pub fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, Invalid> {
 /// Parses a calendar day `YYYY-MM-DD` (in the years [`FIRST_YEAR`] to [`LAST_YEAR`]) into the
 /// slot `[00:00, 24:00)` UTC of that day.
 pub fn parse_day(field: &str, s: &str) -> Result<TimeSlot, Invalid> {
-    let day = chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d")
-        .ok()
-        .filter(|d| in_sane_range(d.year()))
-        .ok_or_else(|| invalid(format!("{field} must be a day YYYY-MM-DD in the years {FIRST_YEAR} to {LAST_YEAR}, got {s:?}")))?;
+    let day =
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|d| in_sane_range(d.year())).ok_or_else(|| {
+            invalid(format!("{field} must be a day YYYY-MM-DD in the years {FIRST_YEAR} to {LAST_YEAR}, got {s:?}"))
+        })?;
     let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
     TimeSlot::new(start, start + Duration::days(1))
 }
