@@ -184,8 +184,12 @@ pub struct Config {
     pub janus_connect_timeout: StdDuration,
     /// `JANUS_REQUEST_TIMEOUT_MS` (default 5000).
     pub janus_request_timeout: StdDuration,
-    /// `JOIN_TOKEN_GRACE_MINUTES` (default 30): how long a join token outlives the session.
-    pub join_token_grace: Duration,
+    /// `SESSION_GRACE_MINUTES` (default 5): how long a session (its Janus room and its tokens)
+    /// outlives the booked end; never past the start of the room's next booking.
+    pub session_grace: Duration,
+    /// `PUBLIC_BASE_URL` (default `http://<listen address>`): the app's public address, without a
+    /// trailing slash; invitation links are `<it>/app/i/<code>`.
+    pub public_base_url: String,
     /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
     /// `PASSWORD_REVEAL_MINUTES` (15).
     pub policy: BookingPolicy,
@@ -330,6 +334,20 @@ impl Config {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
         }
 
+        let public_base_url = match get("PUBLIC_BASE_URL") {
+            None => format!("http://{addr}"),
+            Some(v) => match url::Url::parse(&v) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() && u.query().is_none() => {
+                    v.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    return Err(ConfigError(format!(
+                        "PUBLIC_BASE_URL must be an http(s) URL without a query, like https://stream.example.com; got {v:?}"
+                    )));
+                }
+            },
+        };
+
         let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
         if max_session <= Duration::zero() {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
@@ -350,7 +368,8 @@ impl Config {
             janus_token_algorithm,
             janus_connect_timeout: millis("JANUS_CONNECT_TIMEOUT_MS", 2000)?,
             janus_request_timeout: millis("JANUS_REQUEST_TIMEOUT_MS", 5000)?,
-            join_token_grace: minutes("JOIN_TOKEN_GRACE_MINUTES", 30)?,
+            session_grace: minutes("SESSION_GRACE_MINUTES", 5)?,
+            public_base_url,
             policy: BookingPolicy {
                 max_duration: max_session,
                 min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
@@ -372,6 +391,19 @@ mod tests {
         assert_eq!(c.store, StoreKind::Sqlite);
         assert_eq!(c.fleet, FleetKind::Local);
         assert!(!c.under_functions_host);
+        assert_eq!(c.public_base_url, "http://127.0.0.1:7071");
+        assert_eq!(c.session_grace, Duration::minutes(5));
+    }
+
+    #[test]
+    fn public_base_url_is_an_http_url_without_its_trailing_slash() {
+        let with = |v: &str| Config::from_map(&HashMap::from([("PUBLIC_BASE_URL".to_string(), v.to_string())]));
+        assert_eq!(with("https://stream.example.com/").unwrap().public_base_url, "https://stream.example.com");
+        assert_eq!(with("https://example.com/suroga").unwrap().public_base_url, "https://example.com/suroga");
+        for bad in ["stream.example.com", "ftp://example.com", "https://example.com/?a=1"] {
+            let e = with(bad).unwrap_err();
+            assert!(e.0.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
+        }
     }
 
     #[test]
