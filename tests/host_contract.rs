@@ -60,7 +60,7 @@ async fn fake_custom_handler() {
         // Not found on purpose: any HTTP answer means ready.
         .route("/", get(|| async { StatusCode::NOT_FOUND }))
         .route("/fleet-reconcile", post(describe_timer))
-        .route("/rotate-passwords", post(describe_timer))
+        .route("/purge-keys", post(describe_timer))
         .route("/empty-timer", post(|| async { StatusCode::OK }))
         .route(
             "/failing-timer",
@@ -385,8 +385,8 @@ async fn first_timer_run_sends_last_without_offset_and_the_handler_parses_it() {
 #[tokio::test]
 async fn later_past_due_timer_run_sends_offsets() {
     let f = fake().await;
-    let logs = f.host.invoke_timer("rotate-passwords", false, true).await;
-    assert_eq!(logs, ["method=rotate-passwords first_run=false past_due=true monitor=true"]);
+    let logs = f.host.invoke_timer("purge-keys", false, true).await;
+    assert_eq!(logs, ["method=purge-keys first_run=false past_due=true monitor=true"]);
 }
 
 #[tokio::test]
