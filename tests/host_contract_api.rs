@@ -103,10 +103,32 @@ async fn the_whole_api_works_through_the_functions_host() {
     );
     let (st, mine) = c.call(M::GET, &format!("/api/v1/bookings/{bid}"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(mine["password"], room["password"], "inside the reveal window");
+    assert_eq!(mine["password"], b["password"], "the booking's pin, inside the reveal window");
     let (st, join) = c.call(M::GET, &format!("/api/v1/bookings/{bid}/join"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK, "{join}");
     assert_eq!(c.call(M::GET, &format!("/api/v1/rooms/{rid}/participants"), Some(admin), None).await.0, StatusCode::OK);
+    assert_eq!(
+        c.call(M::GET, &format!("/api/v1/bookings/{bid}/participants"), Some(alice), None).await.0,
+        StatusCode::OK
+    );
+    // The guest's way in, with no token.
+    let (st, inv) = c.call(M::POST, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await;
+    assert_eq!(st, StatusCode::CREATED, "{inv}");
+    let code = inv["code"].as_str().unwrap();
+    assert_eq!(
+        c.call(M::GET, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await.0,
+        StatusCode::OK
+    );
+    let (st, landing) = c.call(M::GET, &format!("/api/v1/invitations/{code}"), None, None).await;
+    assert_eq!(st, StatusCode::OK, "{landing}");
+    let (st, guest) =
+        c.call(M::POST, &format!("/api/v1/invitations/{code}/join"), None, Some(json!({"display_name": "Bea"}))).await;
+    assert_eq!(st, StatusCode::OK, "{guest}");
+    assert_eq!((guest["room_id"].clone(), guest["role"].clone()), (join["room_id"].clone(), json!("guest")));
+    assert_eq!(
+        c.call(M::DELETE, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         c.call(M::POST, &format!("/api/v1/rooms/{rid}/password/reset"), Some(admin), None).await.0,
         StatusCode::OK
