@@ -503,10 +503,12 @@ mod tests {
     #[test]
     fn an_unresolved_key_vault_reference_is_refused_naming_the_setting() {
         let reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/janus-api-secret/)";
-        let e = Config::from_map(&env(&[("JANUS_API_SECRET", reference), ("STORE", "sqlite")])).unwrap_err().to_string();
+        let e =
+            Config::from_map(&env(&[("JANUS_API_SECRET", reference), ("STORE", "sqlite")])).unwrap_err().to_string();
         assert!(e.contains("JANUS_API_SECRET") && e.contains("Key Vault"), "{e}");
         assert!(!e.contains("kv.vault.azure.net"), "the reference itself is not echoed: {e}");
-        let two = [("ALERT_WEBHOOK_URL", " @microsoft.keyvault(VaultName=kv;SecretName=x)"), ("JANUS_ADMIN_KEY", reference)];
+        let two =
+            [("ALERT_WEBHOOK_URL", " @microsoft.keyvault(VaultName=kv;SecretName=x)"), ("JANUS_ADMIN_KEY", reference)];
         let e = Config::from_map(&env(&two)).unwrap_err().to_string();
         assert!(e.contains("ALERT_WEBHOOK_URL, JANUS_ADMIN_KEY are"), "{e}");
         // A resolved value is just a value.
