@@ -19,7 +19,7 @@
 //!     `X-Forwarded-For/-Proto/-Host` and the two `X-Azure-Functions-*` headers, `User-Agent`
 //!     untouched, the body whenever there is one (chunked too), and on a request WITHOUT a body
 //!     its content headers (`Content-Type`...) kept with `Content-Length: 0`;
-//!   the response comes back as is;
+//! - passes the response back as is (both modes);
 //! - invokes timers like the host: `POST /{name}` with the JSON envelope, sent chunked, and
 //!   fails the test unless the reply is 200 JSON shaped `{"Outputs":..,"Logs":[..],"ReturnValue":..}`;
 //! - kills the handler process on drop.
