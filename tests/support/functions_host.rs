@@ -86,9 +86,15 @@ impl HostLayout {
         }
     }
 
-    /// A publish folder: host.json and the function folders side by side.
+    /// A publish folder: host.json and the function folders side by side, and its
+    /// local.settings.json when there is one.
     pub fn publish(dir: &Path) -> Self {
-        Self { host_json: dir.join("host.json"), functions_dir: dir.to_path_buf(), settings_file: None }
+        let settings = dir.join("local.settings.json");
+        Self {
+            host_json: dir.join("host.json"),
+            functions_dir: dir.to_path_buf(),
+            settings_file: settings.is_file().then_some(settings),
+        }
     }
 }
 
