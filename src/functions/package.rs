@@ -460,7 +460,10 @@ mod tests {
         assert!(!out.join(".funcignore").exists());
         let settings: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(out.join("local.settings.json")).unwrap()).unwrap();
-        assert_eq!(settings, serde_json::json!({"IsEncrypted": false, "Values": {"FUNCTIONS_WORKER_RUNTIME": "custom"}}));
+        assert_eq!(
+            settings,
+            serde_json::json!({"IsEncrypted": false, "Values": {"FUNCTIONS_WORKER_RUNTIME": "custom"}})
+        );
         assert_eq!(report.functions, function_files(&api).unwrap().len());
         #[cfg(unix)]
         {
