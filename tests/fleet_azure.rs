@@ -378,23 +378,29 @@ async fn a_failed_operation_is_a_permanent_error_with_arm_code() {
     assert_eq!(posts, 1, "a failed operation is not retried blindly");
 }
 
+impl Env {
+    /// Rebuilds the backend with a 300 ms deadline against the same fake.
+    fn with_a_short_deadline(mut self) -> Self {
+        let base = self.arm.lock().unwrap().base.clone();
+        self.power = AzurePower::new(
+            self.credential.clone(),
+            self.sub.clone(),
+            [(self.host.clone(), AzureVm { resource_group: self.rg.clone(), vm_name: self.vm.clone() })],
+            AzureOptions {
+                endpoint: Url::parse(&base).unwrap(),
+                poll_interval: Duration::from_millis(20),
+                deadline: Duration::from_millis(300),
+                ..AzureOptions::default()
+            },
+        )
+        .unwrap();
+        self
+    }
+}
+
 #[tokio::test]
 async fn an_operation_still_running_at_the_deadline_is_transient() {
-    let mut env = spawn(|arm| arm.polls_in_progress = u32::MAX).await;
-    // Rebuild with a short deadline against the same fake.
-    let base = env.arm.lock().unwrap().base.clone();
-    env.power = AzurePower::new(
-        env.credential.clone(),
-        env.sub.clone(),
-        [(env.host.clone(), AzureVm { resource_group: env.rg.clone(), vm_name: env.vm.clone() })],
-        AzureOptions {
-            endpoint: Url::parse(&base).unwrap(),
-            poll_interval: Duration::from_millis(20),
-            deadline: Duration::from_millis(300),
-            ..AzureOptions::default()
-        },
-    )
-    .unwrap();
+    let env = spawn(|arm| arm.polls_in_progress = u32::MAX).await.with_a_short_deadline();
     let err = env.power.start(&env.host).await.unwrap_err();
     assert!(matches!(err, PowerError::Transient { cause: TransientCause::StillInProgress, .. }), "{err:?}");
     assert_eq!(env.power.power_state(&env.host).await.unwrap(), PowerState::Starting);
@@ -436,24 +442,12 @@ async fn a_denied_operation_poll_is_confirmed_with_the_instance_view() {
 
 #[tokio::test]
 async fn a_denied_poll_and_a_vm_that_never_gets_there_is_transient_not_denied() {
-    let mut env = spawn(|arm| {
+    let env = spawn(|arm| {
         arm.deny_polls = true;
         arm.view_reads_in_progress = u32::MAX;
     })
-    .await;
-    let base = env.arm.lock().unwrap().base.clone();
-    env.power = AzurePower::new(
-        env.credential.clone(),
-        env.sub.clone(),
-        [(env.host.clone(), AzureVm { resource_group: env.rg.clone(), vm_name: env.vm.clone() })],
-        AzureOptions {
-            endpoint: Url::parse(&base).unwrap(),
-            poll_interval: Duration::from_millis(20),
-            deadline: Duration::from_millis(300),
-            ..AzureOptions::default()
-        },
-    )
-    .unwrap();
+    .await
+    .with_a_short_deadline();
     let err = env.power.start(&env.host).await.unwrap_err();
     assert!(matches!(err, PowerError::Transient { cause: TransientCause::StillInProgress, .. }), "{err:?}");
     assert_eq!(env.power.power_state(&env.host).await.unwrap(), PowerState::Starting);

@@ -946,15 +946,9 @@ async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Body)
     let query = parts.uri.query().map(reencode_query).filter(|q| !q.is_empty());
     let url = format!("http://{}{}{}", shared.backend, path, query.map(|q| format!("?{q}")).unwrap_or_default());
     // The body goes through only when Content-Length says there is one; chunked bodies are dropped.
-    let declared_len =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-    let body: Bytes = if declared_len > 0 {
-        match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(b) => b,
-            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-        }
-    } else {
-        Bytes::new()
+    let body = match body_if(declared_length(&parts.headers) > 0, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
@@ -1013,18 +1007,12 @@ const YARP_SKIPPED: &[&str] = &[
 async fn proxy(shared: &Shared, parts: axum::http::request::Parts, body: Body) -> Response {
     // Path and query exactly as received.
     let url = format!("http://{}{}", shared.backend, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
-    // YARP's body detection for HTTP/1.1: Transfer-Encoding, or a Content-Length above 0.
-    let declared_len =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING) || declared_len > 0;
-    let body: Bytes = if has_body {
-        // YARP streams it; the bytes are the same.
-        match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(b) => b,
-            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-        }
-    } else {
-        Bytes::new()
+    // YARP's body detection for HTTP/1.1: Transfer-Encoding, or a Content-Length above 0. YARP
+    // streams the body; the bytes are the same.
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING) || declared_length(&parts.headers) > 0;
+    let body = match body_if(has_body, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
@@ -1047,6 +1035,19 @@ async fn proxy(shared: &Shared, parts: axum::http::request::Parts, body: Body) -
 
     let request = shared.client.request(parts.method.clone(), url).headers(headers).body(body);
     relay(request.send().await).await
+}
+
+/// The request's `Content-Length`, 0 when absent or unreadable.
+fn declared_length(headers: &HeaderMap) -> u64 {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The whole body when `has_body`, else nothing (what arrived is not read); 400 if it breaks off.
+async fn body_if(has_body: bool, body: Body) -> Result<Bytes, Response> {
+    if !has_body {
+        return Ok(Bytes::new());
+    }
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|_| StatusCode::BAD_REQUEST.into_response())
 }
 
 /// `X-Azure-Functions-InvocationId` (fresh) and `X-Azure-Functions-HostVersion`, replacing any
