@@ -926,7 +926,7 @@ fn the_deployment_procedure_uses_what_exists_in_order() {
         r#"az rest --method PATCH --uri "https://graph.microsoft.com/v1.0/applications/$obj" --headers Content-Type=application/json --body @infra/entra/api-registration.json"#,
         r#"az deployment group create -g "$rg" -n main -f infra/main.bicep -p infra/main.bicepparam -p janusApiSecret="$(openssl rand -hex 32)" janusAdminKey="$(openssl rand -hex 32)" janusTokenSecret="$(openssl rand -hex 32)""#,
         r#"app=$(out functionAppName)"#,
-        r#"az vm run-command invoke -g "$rg" -n "$vm" --command-id RunShellScript --scripts "cloud-init status --wait; systemctl is-active suroga-janus-setup suroga-janus caddy; curl -s http://127.0.0.1:8088/janus/info | head -c 200""#,
+        r#"az vm run-command invoke -g "$rg" -n "$vm" --command-id RunShellScript --scripts "cloud-init status --wait; systemctl start suroga-janus-setup; sleep 20; systemctl is-active suroga-janus-setup suroga-janus caddy; curl -s http://127.0.0.1:8088/janus/info | head -c 200""#,
         "scripts/package.sh",
         r#"(cd publish && func azure functionapp publish "$app" --custom)"#,
         r#"az rest --method GET --url "https://management.azure.com/subscriptions/$sub/resourceGroups/$rg/providers/Microsoft.Web/sites/$app/config/configreferences/appsettings?api-version=2022-03-01" --query "value[].{setting:name, status:properties.status}" -o table"#,
