@@ -205,6 +205,7 @@ impl Config {
 
     /// Reads settings from a map (tests pass their own).
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        refuse_unresolved_references(env)?;
         let get = |k: &str| env.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let secret = |k: &str| get(k).map(Secret::new);
         let minutes = |k: &str, default: i64| -> Result<Duration, ConfigError> {
@@ -380,6 +381,30 @@ impl Config {
     }
 }
 
+/// Refuses settings that still hold an App Service Key Vault reference (`@Microsoft.KeyVault(...)`):
+/// the platform passes the reference text through when it cannot resolve it (the secret is
+/// missing, or the app's identity may not read it), and a secret used as that text would fail
+/// every Janus call or every alert much later, far from the cause. The error names the settings,
+/// never their values.
+fn refuse_unresolved_references(env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    const REFERENCE: &str = "@Microsoft.KeyVault(";
+    let mut unresolved: Vec<&str> = env
+        .iter()
+        .filter(|(_, v)| v.trim_start().get(..REFERENCE.len()).is_some_and(|p| p.eq_ignore_ascii_case(REFERENCE)))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(());
+    }
+    unresolved.sort_unstable();
+    Err(ConfigError(format!(
+        "{} {} an unresolved Key Vault reference: check that the secret exists and that the app's identity \
+         may read it, then refresh the references (docs/deploy.md, \"Key Vault references\")",
+        unresolved.join(", "),
+        if unresolved.len() == 1 { "is" } else { "are" }
+    )))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -505,6 +530,21 @@ mod tests {
             Ok(CosmosCredentialKind::DeveloperTools)
         );
         assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
+    }
+
+    #[test]
+    fn an_unresolved_key_vault_reference_is_refused_naming_the_setting() {
+        let reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/janus-api-secret/)";
+        let e =
+            Config::from_map(&env(&[("JANUS_API_SECRET", reference), ("STORE", "sqlite")])).unwrap_err().to_string();
+        assert!(e.contains("JANUS_API_SECRET") && e.contains("Key Vault"), "{e}");
+        assert!(!e.contains("kv.vault.azure.net"), "the reference itself is not echoed: {e}");
+        let two =
+            [("ALERT_WEBHOOK_URL", " @microsoft.keyvault(VaultName=kv;SecretName=x)"), ("JANUS_ADMIN_KEY", reference)];
+        let e = Config::from_map(&env(&two)).unwrap_err().to_string();
+        assert!(e.contains("ALERT_WEBHOOK_URL, JANUS_ADMIN_KEY are"), "{e}");
+        // A resolved value is just a value.
+        assert!(Config::from_map(&env(&[("JANUS_API_SECRET", "resolved-secret")])).is_ok());
     }
 
     #[test]
