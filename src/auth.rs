@@ -38,8 +38,7 @@
 //!   `AUTH_AUDIENCE` may list several values separated by commas (Entra puts the client id or the
 //!   App ID URI in `aud`, depending on the token version); a token naming any of them is accepted.
 //! - `exp` is required and `nbf` honoured, both with [`CLOCK_SKEW_LEEWAY_SECS`] of leeway.
-//! - The user is `oid` when present, else `sub`; admin iff the configured admin role is in `roles`;
-//!   the display name is `name` when present.
+//! - The user is `oid` when present, else `sub`; admin iff the configured admin role is in `roles`.
 //!
 //! Statuses: a client's bad or missing token is 401, a non-admin on an admin route 403. When the
 //! token names a key we do not hold and the issuer's JWKS cannot be fetched, the answer is 503 (we
@@ -78,8 +77,6 @@ pub const JWKS_MIN_REFRESH_SECS: i64 = 30;
 /// refreshed on the next request, so keys the issuer withdrew stop verifying; if that refresh
 /// fails, the old keys keep serving until `AUTH_JWKS_MAX_STALE_HOURS` have passed.
 pub const JWKS_MAX_AGE_SECS: i64 = 24 * 3600;
-/// Longest display name kept from a token's `name` claim, in characters.
-pub const MAX_NAME_CHARS: usize = 200;
 /// `AUTH_HS256_SECRET` values copied from examples and documentation; refused at start.
 pub const PLACEHOLDER_SECRETS: &[&str] = &[
     "local-only-placeholder-replace-me-with-32-random-bytes",
@@ -110,8 +107,7 @@ pub struct Caller {
     pub user: String,
     /// True iff the configured admin role is in the token's `roles` array.
     pub admin: bool,
-    /// The token's `name` claim (a display name), trimmed, at most [`MAX_NAME_CHARS`]; `None`
-    /// when absent or empty.
+    /// The token's `name` claim (a display name), when it carries a non-empty one.
     pub name: Option<String>,
 }
 
@@ -438,8 +434,11 @@ impl Authenticator {
             .find(|u| !u.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
         let admin = has_role(&self.admin_role);
-        let name =
-            claims.name.map(|n| n.trim().chars().take(MAX_NAME_CHARS).collect::<String>()).filter(|n| !n.is_empty());
+        // A `name` of another shape, or a blank one, names nobody.
+        let name = match claims.name {
+            Some(serde_json::Value::String(n)) if !n.trim().is_empty() => Some(n.trim().to_string()),
+            _ => None,
+        };
         Ok(Caller { user, admin, name })
     }
 }
@@ -496,7 +495,7 @@ struct Claims {
     roles: Option<serde_json::Value>,
     /// Delegated scopes, one space-separated string (issuer tokens); another shape grants nothing.
     scp: Option<serde_json::Value>,
-    name: Option<String>,
+    name: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -793,6 +792,8 @@ struct LocalClaims<'a> {
     nbf: i64,
     exp: i64,
     roles: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// A local HS256 token for `sub`, valid from `now` for `ttl`, with `roles: [admin_role]` when
@@ -806,7 +807,21 @@ pub fn mint_dev_token(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> String {
+    mint_named_dev_token(secret, sub, None, admin, admin_role, ttl, now)
+}
+
+/// [`mint_dev_token`] with a `name` claim (the display name the other participant sees).
+pub fn mint_named_dev_token(
+    secret: &Secret,
+    sub: &str,
+    name: Option<&str>,
+    admin: bool,
+    admin_role: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> String {
     let claims = LocalClaims {
+        name,
         iss: LOCAL_ISSUER,
         aud: LOCAL_ISSUER,
         sub,

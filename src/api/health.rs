@@ -43,7 +43,11 @@ pub struct Health {
 async fn health(State(s): State<AppState>, caller: Option<Caller>) -> (StatusCode, Json<Health>) {
     let admin = caller.is_some_and(|c| c.admin);
     let details = async {
-        if admin { Some(s.fleet.health().await.into_iter().map(|h| (h.name, h.janus)).collect()) } else { None }
+        if admin {
+            Some(s.sessions.hosting().health().await.into_iter().map(|h| (h.name, h.janus)).collect())
+        } else {
+            None
+        }
     };
     let (db, janus) = tokio::join!(s.store.ping(), details);
     let database = match db {
