@@ -187,6 +187,9 @@ impl Default for AuthConfig {
     }
 }
 
+/// Where Azure App Service's front end names the client's address (see [`Config::client_address_header`]).
+pub const DEFAULT_CLIENT_ADDRESS_HEADER: &str = "x-client-ip";
+
 /// Per-caller request limits of one instance (`RATE_LIMIT_*`). A rate of 0 turns that limit off.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RateLimitSettings {
@@ -251,6 +254,10 @@ pub struct Config {
     /// `CORS_ALLOWED_ORIGINS` (default none): browser origins (`https://app.example.com`) that
     /// may call the API from another site. Without any, browsers keep cross-site calls out.
     pub cors_allowed_origins: Vec<String>,
+    /// `CLIENT_ADDRESS_HEADER` (default `X-Client-IP`): under the Functions host, the request
+    /// header in which the platform's front end names the client's address (rate limits of
+    /// anonymous callers); `X-Forwarded-For` is the fallback.
+    pub client_address_header: axum::http::HeaderName,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
 }
@@ -444,6 +451,11 @@ impl Config {
             )? as u32,
             anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
         };
+        let client_address_header = {
+            let name = get("CLIENT_ADDRESS_HEADER").unwrap_or_else(|| DEFAULT_CLIENT_ADDRESS_HEADER.into());
+            axum::http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map_err(|_| ConfigError(format!("CLIENT_ADDRESS_HEADER must be a header name, got {name:?}")))?
+        };
         let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS").unwrap_or_default();
         for origin in &cors_allowed_origins {
             if !is_origin(origin) {
@@ -503,6 +515,7 @@ impl Config {
             },
             rate_limits,
             cors_allowed_origins,
+            client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
         })
     }
@@ -682,6 +695,7 @@ mod tests {
         let c = Config::from_map(&HashMap::new()).unwrap();
         assert_eq!(c.rate_limits, RateLimitSettings::default());
         assert!(c.cors_allowed_origins.is_empty());
+        assert_eq!(c.client_address_header, "x-client-ip");
         assert_eq!(c.policy.horizon, Duration::days(180));
         assert_eq!(c.fleet_settings.power_cache, Duration::seconds(10));
         assert!(!c.auth.allow_local_tokens);
@@ -702,6 +716,7 @@ mod tests {
             ("AUTH_SCOPES", "Bookings.ReadWrite access_as_user"),
             ("AUTH_APP_ROLES", "Suroga.Daemon,Suroga.Ops"),
             ("AUTH_JWKS_MAX_STALE_HOURS", "12"),
+            ("CLIENT_ADDRESS_HEADER", "X-Azure-ClientIP"),
         ]))
         .unwrap();
         assert_eq!((c.rate_limits.user_per_minute, c.rate_limits.anonymous_burst), (0, 5));
@@ -711,6 +726,7 @@ mod tests {
         assert_eq!(c.auth.scopes, vec!["Bookings.ReadWrite", "access_as_user"]);
         assert_eq!(c.auth.app_roles, vec!["Suroga.Daemon", "Suroga.Ops"]);
         assert_eq!(c.auth.jwks_max_stale, Duration::hours(12));
+        assert_eq!(c.client_address_header, "x-azure-clientip");
     }
 
     #[test]
@@ -722,6 +738,7 @@ mod tests {
             ("CORS_ALLOWED_ORIGINS", "a.example.test"),
             ("RATE_LIMIT_USER_BURST", "0"),
             ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "-1"),
+            ("CLIENT_ADDRESS_HEADER", "X Client"),
             ("BOOKING_HORIZON_DAYS", "0"),
             ("FLEET_POWER_CACHE_SECONDS", "3600"),
             ("AUTH_ALLOW_LOCAL_TOKENS", "yes"),

@@ -6,10 +6,12 @@
 //!   handler that sets its own (the docs page, the web client) keeps it. No header a handler set
 //!   is replaced.
 //! - `Strict-Transport-Security` when the request reached the platform over HTTPS. The service
-//!   itself speaks plain HTTP (under the Functions host, on loopback); Azure's front end
-//!   terminates TLS and says so in `X-Forwarded-Proto: https` (its last value counts). A client
-//!   could send that header over plain HTTP itself, but browsers ignore HSTS received over HTTP
-//!   (RFC 6797 section 8.1), so a forged one does nothing.
+//!   itself speaks plain HTTP (under the Functions host, on loopback); Azure App Service's front
+//!   end terminates TLS and says so in `X-AppService-Proto: https` and `X-ARR-SSL`, which reach
+//!   the handler in both of the host's modes, and in `X-Forwarded-Proto: https` (its last value
+//!   counts), which only a forwarding host passes through (a proxying host sets it to its own
+//!   `http`). A client could send those headers over plain HTTP itself, but browsers ignore HSTS
+//!   received over HTTP (RFC 6797 section 8.1), so a forged one does nothing.
 //! - CORS (`CORS_ALLOWED_ORIGINS`): none by default, so browsers keep other sites' pages from
 //!   reading answers. Listed origins may send the API's methods with `Authorization`,
 //!   `Content-Type` and `Idempotency-Key`, and read `Retry-After`, `Location`, `Link` and
@@ -53,15 +55,19 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
     res
 }
 
-/// True when the last `X-Forwarded-Proto` value is `https`.
+/// True when the platform says the client used HTTPS: `X-AppService-Proto: https`, an
+/// `X-ARR-SSL` header, or a last `X-Forwarded-Proto` value of `https`.
 fn served_over_https(headers: &HeaderMap) -> bool {
-    headers
-        .get_all("x-forwarded-proto")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .next_back()
-        .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    let last_is_https = |name: &str| {
+        headers
+            .get_all(name)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .next_back()
+            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
+    };
+    last_is_https("x-appservice-proto") || headers.contains_key("x-arr-ssl") || last_is_https("x-forwarded-proto")
 }
 
 /// The CORS layer for `origins` (validated by the configuration), or `None` when there are none.
@@ -92,5 +98,10 @@ mod tests {
         assert!(served_over_https(&h));
         h.insert("x-forwarded-proto", HeaderValue::from_static("https, http"));
         assert!(!served_over_https(&h));
+        h.insert("x-appservice-proto", HeaderValue::from_static("https"));
+        assert!(served_over_https(&h), "what App Service's front end says wins over a proxy's http");
+        h.remove("x-appservice-proto");
+        h.insert("x-arr-ssl", HeaderValue::from_static("2048|256|CN=...|CN=..."));
+        assert!(served_over_https(&h));
     }
 }

@@ -6,9 +6,14 @@
 //!   timestamp per caller) over a sharded map; pure, time is a parameter.
 //! - [`rate_limit`]: the middleware: who the caller is, then the check.
 //! - [`client_address`]: the address a request comes from. Standalone, the TCP peer. Under the
-//!   Functions host every connection comes from the host on loopback, so the address is the LAST
-//!   entry of `X-Forwarded-For`: the one the platform's front end appended; entries to its left
-//!   were sent by the client and prove nothing.
+//!   Functions host every connection comes from the host on loopback, so the address comes from a
+//!   header the platform's front end sets: `CLIENT_ADDRESS_HEADER` (default `X-Client-IP`, which
+//!   Azure App Service's front end adds), else the LAST entry of `X-Forwarded-For` (the one the
+//!   last proxy appended; entries to its left were sent by the client and prove nothing), else
+//!   the peer. Why not `X-Forwarded-For` first: a current host proxies requests with YARP, whose
+//!   default transforms REPLACE `X-Forwarded-For` with the address the host itself saw (the
+//!   platform's, not the client's); only an older, forwarding host passes the front end's value
+//!   through. Other headers pass through both modes unchanged.
 //!
 //! Limits are per instance: N instances let a caller through N times as often. A global limit
 //! belongs in front of the app (Azure API Management `rate-limit-by-key`, or a Front Door WAF
@@ -28,7 +33,7 @@ use std::{
 
 use axum::{
     extract::{ConnectInfo, FromRequestParts, Request, State},
-    http::{HeaderMap, header, request::Parts},
+    http::{HeaderMap, HeaderName, header, request::Parts},
     middleware::Next,
     response::{IntoResponse, Response},
 };
@@ -178,22 +183,32 @@ async fn caller_key(parts: &mut Parts, state: &AppState) -> CallerKey {
         }
     }
     let peer = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
-    CallerKey::address(client_address(&parts.headers, peer, state.settings.under_functions_host))
+    let settings = &state.settings;
+    let platform = settings.under_functions_host.then_some(&settings.client_address_header);
+    CallerKey::address(client_address(&parts.headers, peer, platform))
 }
 
-/// The address a request comes from: under the Functions host the last `X-Forwarded-For` entry
-/// (`ip`, `ip:port` or `[ipv6]:port`) when there is one, else (and standalone) the TCP peer.
-pub fn client_address(headers: &HeaderMap, peer: Option<SocketAddr>, under_functions_host: bool) -> Option<IpAddr> {
-    if under_functions_host {
-        let forwarded = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .and_then(|entry| parse_address(entry.trim()));
-        if forwarded.is_some() {
-            return forwarded;
+/// The address a request comes from. `platform_header`: under the Functions host, the header the
+/// platform's front end names the client in (`CLIENT_ADDRESS_HEADER`); its last entry counts,
+/// then the last `X-Forwarded-For` entry (`ip`, `ip:port` or `[ipv6]:port`). `None` (standalone),
+/// or neither header readable: the TCP peer.
+pub fn client_address(
+    headers: &HeaderMap,
+    peer: Option<SocketAddr>,
+    platform_header: Option<&HeaderName>,
+) -> Option<IpAddr> {
+    if let Some(header) = platform_header {
+        let last = |name: &str| {
+            headers
+                .get_all(name)
+                .iter()
+                .filter_map(|v| v.to_str().ok())
+                .flat_map(|v| v.split(','))
+                .next_back()
+                .and_then(|entry| parse_address(entry.trim()))
+        };
+        if let Some(ip) = last(header.as_str()).or_else(|| last("x-forwarded-for")) {
+            return Some(ip);
         }
     }
     peer.map(|p| p.ip())
@@ -274,15 +289,20 @@ mod tests {
     }
 
     #[test]
-    fn the_last_forwarded_entry_is_the_address_under_the_host_only() {
+    fn under_the_host_the_platform_header_then_the_last_forwarded_entry_else_the_peer() {
+        let platform = HeaderName::from_static("x-client-ip");
+        let host = Some(&platform);
         let mut h = HeaderMap::new();
         h.insert("x-forwarded-for", "198.51.100.1, 203.0.113.9:51234".parse().unwrap());
         let peer = Some("127.0.0.1:40000".parse().unwrap());
-        assert_eq!(client_address(&h, peer, true), Some("203.0.113.9".parse().unwrap()));
-        assert_eq!(client_address(&h, peer, false), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(client_address(&h, peer, host), Some("203.0.113.9".parse().unwrap()));
+        assert_eq!(client_address(&h, peer, None), Some("127.0.0.1".parse().unwrap()), "standalone: the peer");
+        h.insert("x-client-ip", "192.0.2.44".parse().unwrap());
+        assert_eq!(client_address(&h, peer, host), Some("192.0.2.44".parse().unwrap()));
+        h.remove("x-client-ip");
         h.insert("x-forwarded-for", "[2001:db8::5]:443".parse().unwrap());
-        assert_eq!(client_address(&h, peer, true), Some("2001:db8::5".parse().unwrap()));
+        assert_eq!(client_address(&h, peer, host), Some("2001:db8::5".parse().unwrap()));
         h.insert("x-forwarded-for", "garbage".parse().unwrap());
-        assert_eq!(client_address(&h, peer, true), Some("127.0.0.1".parse().unwrap()));
+        assert_eq!(client_address(&h, peer, host), Some("127.0.0.1".parse().unwrap()));
     }
 }

@@ -25,7 +25,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, FromRef, Request},
-    http::StatusCode,
+    http::{HeaderName, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -64,11 +64,13 @@ pub struct AppState {
 }
 
 /// HTTP behaviour that comes from configuration.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ApiSettings {
-    /// Under the Functions host: client addresses come from `X-Forwarded-For` (see
+    /// Under the Functions host: client addresses come from the platform's headers (see
     /// [`limits::client_address`]) and timer routes need the host's invocation header.
     pub under_functions_host: bool,
+    /// `CLIENT_ADDRESS_HEADER`: the header the platform's front end names the client in.
+    pub client_address_header: HeaderName,
     /// Per-caller request limits.
     pub rate_limits: RateLimitSettings,
     /// Origins allowed to call the API from browsers on other sites.
@@ -80,6 +82,7 @@ impl ApiSettings {
     pub fn from_config(config: &Config) -> Self {
         Self {
             under_functions_host: config.under_functions_host,
+            client_address_header: config.client_address_header.clone(),
             rate_limits: config.rate_limits.clone(),
             cors_allowed_origins: config.cors_allowed_origins.clone(),
         }
