@@ -58,16 +58,14 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 /// True when the platform says the client used HTTPS: `X-AppService-Proto: https`, an
 /// `X-ARR-SSL` header, or a last `X-Forwarded-Proto` value of `https`.
 fn served_over_https(headers: &HeaderMap) -> bool {
-    let last_is_https = |name: &str| {
-        headers
-            .get_all(name)
-            .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .next_back()
-            .is_some_and(|p| p.trim().eq_ignore_ascii_case("https"))
-    };
+    let last_is_https = |name: &str| last_list_entry(headers, name).is_some_and(|p| p.eq_ignore_ascii_case("https"));
     last_is_https("x-appservice-proto") || headers.contains_key("x-arr-ssl") || last_is_https("x-forwarded-proto")
+}
+
+/// The last entry of a comma-separated header that proxies append to (`X-Forwarded-For`, ...),
+/// across repeated headers, trimmed: the one the nearest proxy wrote.
+pub fn last_list_entry<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).next_back().map(str::trim)
 }
 
 /// The CORS layer for `origins` (validated by the configuration), or `None` when there are none.

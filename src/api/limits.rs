@@ -198,15 +198,7 @@ pub fn client_address(
     platform_header: Option<&HeaderName>,
 ) -> Option<IpAddr> {
     if let Some(header) = platform_header {
-        let last = |name: &str| {
-            headers
-                .get_all(name)
-                .iter()
-                .filter_map(|v| v.to_str().ok())
-                .flat_map(|v| v.split(','))
-                .next_back()
-                .and_then(|entry| parse_address(entry.trim()))
-        };
+        let last = |name: &str| super::headers::last_list_entry(headers, name).and_then(parse_address);
         if let Some(ip) = last(header.as_str()).or_else(|| last("x-forwarded-for")) {
             return Some(ip);
         }
