@@ -27,7 +27,9 @@
 //!
 //! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
-//! range), `assignments`, `operations`, `markers`, `state`.
+//! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]).
+
+mod client_events;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -42,7 +44,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult,
+    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter,
+    Store, StoreError, StoreResult,
 };
 use crate::domain::{Booking, Room, RoomId, TimeSlot, format_instant};
 
@@ -75,7 +78,8 @@ const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
 
 /// The schema, one entry per version; entry `i` takes `user_version` from `i` to `i + 1`.
 /// Never edit an applied entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE rooms (
     id               INTEGER PRIMARY KEY,
     name             TEXT,
@@ -157,7 +161,9 @@ CREATE TABLE state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    client_events::MIGRATION,
+];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
 #[derive(Clone)]
@@ -1112,6 +1118,20 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        client_events::append(self, booking_id, events, limits, now).await
+    }
+
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
+        client_events::list(self, booking_id).await
     }
 }
 
