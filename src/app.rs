@@ -163,7 +163,11 @@ pub async fn build_on(
         fleet_ops: fleet.clone(),
         auth,
         clock,
-        settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
+        settings: Arc::new(ApiSettings {
+            policy: config.policy.clone(),
+            join_token_grace: config.join_token_grace,
+            web: config.web.clone(),
+        }),
     };
     let reconciler =
         Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));

@@ -11,6 +11,7 @@
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
+//! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
 pub mod api;
 pub mod app;
@@ -24,3 +25,4 @@ pub mod janus;
 pub mod jobs;
 pub mod store;
 pub mod telemetry;
+pub mod web;
