@@ -74,6 +74,12 @@ impl Asset {
     }
 }
 
+/// The local sign-in link `suroga token --url` prints: the token travels in the fragment, which
+/// browsers never send to a server; the app moves it to `sessionStorage` and clears the address bar.
+pub fn sign_in_link(public_base_url: &str, token: &str) -> String {
+    format!("{}/app/#token={token}", public_base_url.trim_end_matches('/'))
+}
+
 /// The app's HTML page (the same for every route of the app).
 pub fn index_html() -> &'static [u8] {
     Asset::get("index.html").map(|a| a.bytes).unwrap_or(b"<!doctype html><title>Suroga Stream</title>")
