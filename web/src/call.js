@@ -586,10 +586,13 @@ class Call {
     const spc = this.pub && this.pub.webrtcStuff && this.pub.webrtcStuff.pc;
     if (!rpc && !spc) return;
     try {
-      const s = await sample(rpc, spc, this.lastSample);
-      if (this.lastSample && this.state === 'connected') this.summary.add(s);
+      const prev = this.lastSample;
+      const s = await sample(rpc, spc, prev);
       this.lastSample = s;
-      this.view.quality(this.state === 'connected' ? s : null);
+      // A rate needs two samples: the first one only sets the baseline.
+      if (!prev || this.state !== 'connected') return this.view.quality(null);
+      this.summary.add(s);
+      this.view.quality(s);
     } catch (e) {
       // A connection closing under us: the next sample starts over.
       this.lastSample = null;
