@@ -35,7 +35,8 @@ export function createPrejoin({ opensAt, onJoin, beforeJoin }) {
   const camSelect = h('select', { id: camId, onchange: () => restart(micSelect.value, camSelect.value) });
   const micSelect = h('select', { id: micId, onchange: () => restart(micSelect.value, camSelect.value) });
   const meter = h('meter', { id: meterId, min: 0, max: 1, low: 0.25, high: 0.9, optimum: 0.5, value: 0 });
-  const countdown = h('p', { class: 'countdown', 'data-testid': 'countdown' });
+  const countdown = h('p', { class: 'countdown', 'data-testid': 'countdown', hidden: true });
+  let counting = false;
   const opened = h('p', { class: 'visually-hidden', 'aria-live': 'polite' });
   const retry = h('button', { type: 'button', class: 'secondary', hidden: true, onclick: () => restart(audioId, videoId) }, t('prejoin.retry'));
   const join = h('button', { type: 'button', class: 'primary', onclick: doJoin }, t('call.join'));
@@ -110,11 +111,14 @@ export function createPrejoin({ opensAt, onJoin, beforeJoin }) {
   function tick() {
     const left = opening ? opening.getTime() - Date.now() : 0;
     if (left > 0) {
+      counting = true;
       join.disabled = true;
       countdown.hidden = false;
       countdown.textContent = t('prejoin.opens', { time: formatTime(opening), left: clock(left) });
     } else {
-      if (countdown.hidden === false && opening) opened.textContent = t('prejoin.open');
+      // Announced once, when a countdown the person saw reaches zero.
+      if (counting) opened.textContent = t('prejoin.open');
+      counting = false;
       countdown.hidden = true;
       join.disabled = joining || !hasWebRTC();
     }

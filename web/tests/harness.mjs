@@ -8,7 +8,7 @@
 
 import { spawn, execFileSync } from 'node:child_process';
 import { createHmac, randomUUID } from 'node:crypto';
-import { mkdtempSync, rmSync, readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
@@ -293,4 +293,33 @@ export async function audit(page) {
 /** CSP violations the page reported. */
 export function cspViolations(page) {
   return page.evaluate(() => window.__csp || []);
+}
+
+/**
+ * Writes a Y4M video of `frames` solid frames of one colour (Y, U, V) for
+ * --use-file-for-fake-video-capture: a camera whose picture the tests can recognise.
+ */
+export function solidY4m(path, { width = 320, height = 240, frames = 15, yuv = [41, 240, 110] } = {}) {
+  const header = Buffer.from(`YUV4MPEG2 W${width} H${height} F15:1 Ip A1:1 C420jpeg\n`);
+  const y = Buffer.alloc(width * height, yuv[0]);
+  const u = Buffer.alloc((width / 2) * (height / 2), yuv[1]);
+  const v = Buffer.alloc((width / 2) * (height / 2), yuv[2]);
+  const frame = Buffer.concat([Buffer.from('FRAME\n'), y, u, v]);
+  writeFileSync(path, Buffer.concat([header, ...Array(frames).fill(frame)]));
+  return path;
+}
+
+/** The colour [r, g, b] at the centre of a <video> (by data-testid), and its size. */
+export async function videoPixel(page, testid) {
+  return page.evaluate((id) => {
+    const v = document.querySelector(`[data-testid="${id}"]`);
+    if (!v || !v.videoWidth) return null;
+    const c = document.createElement('canvas');
+    c.width = v.videoWidth;
+    c.height = v.videoHeight;
+    const ctx = c.getContext('2d');
+    ctx.drawImage(v, 0, 0);
+    const d = ctx.getImageData(Math.floor(c.width / 2), Math.floor(c.height / 2), 1, 1).data;
+    return { rgb: [d[0], d[1], d[2]], width: v.videoWidth, height: v.videoHeight };
+  }, testid);
 }
