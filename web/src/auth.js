@@ -24,16 +24,21 @@ function liveLocalToken() {
   return t;
 }
 
+/** Moves a `#token=` from the address bar into sessionStorage; true when there was one. */
+export function takeFragmentToken() {
+  const hash = new URLSearchParams(location.hash.slice(1));
+  if (!hash.has('token')) return false;
+  sessionStorage.setItem(KEY, hash.get('token'));
+  hash.delete('token');
+  const rest = hash.toString();
+  history.replaceState(history.state, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
+  return true;
+}
+
 /** Reads the fragment token (local) or finishes an Entra redirect; call once at start. */
 export async function initAuth(config) {
   mode = (config.auth && config.auth.mode) || 'local';
-  const hash = new URLSearchParams(location.hash.slice(1));
-  if (hash.has('token')) {
-    sessionStorage.setItem(KEY, hash.get('token'));
-    hash.delete('token');
-    const rest = hash.toString();
-    history.replaceState(history.state, '', location.pathname + location.search + (rest ? `#${rest}` : ''));
-  }
+  takeFragmentToken();
   if (mode === 'entra') {
     const { startMsal } = await import('./msal.js');
     msal = await startMsal(config.auth);

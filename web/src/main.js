@@ -2,7 +2,7 @@
 // Boot: the public client configuration, the language, the sign-in, then the page for the path.
 
 import { api } from './api.js';
-import { authMode, currentUser, initAuth, signIn, signOut } from './auth.js';
+import { authMode, currentUser, initAuth, signIn, signOut, takeFragmentToken } from './auth.js';
 import { h, mount, uid } from './dom.js';
 import { LANGUAGES, initLanguage, language, onLanguage, setLanguage, t } from './i18n.js';
 import { match, navigate, startRouter } from './router.js';
@@ -88,6 +88,10 @@ async function boot() {
     if (!root.querySelector('.call')) render(current || match(location.pathname));
   });
   window.addEventListener('pagehide', () => cleanup());
+  // A sign-in link opened in a tab that already shows the app.
+  window.addEventListener('hashchange', () => {
+    if (takeFragmentToken()) render(match(location.pathname));
+  });
   startRouter(render);
 }
 
