@@ -33,7 +33,14 @@ let janusReady = null;
 function initJanus() {
   if (!janusReady) {
     janusReady = new Promise((resolve) => {
-      Janus.init({ debug: false, dependencies: Janus.useDefaultDependencies({ adapter }), callback: resolve });
+      let debug = false;
+      try {
+        // localStorage['suroga.debug'] = '1' logs janus.js's whole conversation to the console.
+        debug = localStorage.getItem('suroga.debug') ? 'all' : false;
+      } catch (e) {
+        debug = false;
+      }
+      Janus.init({ debug, dependencies: Janus.useDefaultDependencies({ adapter }), callback: resolve });
     });
   }
   return janusReady;

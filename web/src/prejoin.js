@@ -18,6 +18,8 @@ export function createPrejoin({ opensAt, onJoin, beforeJoin }) {
   let videoId = '';
   let opening = opensAt ? new Date(opensAt) : null;
   let joining = false;
+  // Join waits for the first camera/microphone request to settle, so the call starts with them.
+  let ready = false;
 
   const video = h('video', {
     'data-testid': 'local-video',
@@ -106,6 +108,8 @@ export function createPrejoin({ opensAt, onJoin, beforeJoin }) {
       });
     }
     await fillDevices();
+    ready = true;
+    tick();
   }
 
   function tick() {
@@ -120,7 +124,7 @@ export function createPrejoin({ opensAt, onJoin, beforeJoin }) {
       if (counting) opened.textContent = t('prejoin.open');
       counting = false;
       countdown.hidden = true;
-      join.disabled = joining || !hasWebRTC();
+      join.disabled = joining || !ready || !hasWebRTC();
     }
   }
 

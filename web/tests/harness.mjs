@@ -209,6 +209,14 @@ const INIT = `(() => {
     window.RTCPeerConnection = Hooked;
   }
   document.addEventListener('securitypolicyviolation', (e) => window.__csp.push(e.violatedDirective + ' ' + e.blockedURI));
+  // Every connection state the call showed, in order (the person would have seen each one).
+  window.__states = [];
+  new MutationObserver((records) => {
+    for (const r of records) {
+      const s = r.target.getAttribute && r.target.getAttribute('data-state');
+      if (r.target.dataset && r.target.dataset.testid === 'call-status' && s && window.__states[window.__states.length - 1] !== s) window.__states.push(s);
+    }
+  }).observe(document, { subtree: true, attributes: true, attributeFilter: ['data-state'] });
 })();`;
 
 /** A browser context for one person: language, viewport, the hooks above. */
@@ -288,6 +296,26 @@ export async function audit(page) {
   return result.violations
     .filter((v) => v.impact === 'serious' || v.impact === 'critical')
     .map((v) => `${v.id} (${v.impact}): ${v.help} at ${v.nodes.map((n) => n.target.join(' ')).join(', ')}`);
+}
+
+/** The call states the page showed, in order. */
+export function statesSeen(page) {
+  return page.evaluate(() => window.__states || []);
+}
+
+/** Cuts the page's WebSocket(s) to Janus (the browser process `pid`) with `ss -K`: both ends see a reset. */
+export function cutWebSockets(wsUrl) {
+  const port = new URL(wsUrl).port;
+  const before = execFileSync('ss', ['-Htn', 'state', 'established', 'dport', '=', `:${port}`]).toString().trim().split('\n').filter(Boolean).length;
+  execFileSync('ss', ['-K', 'state', 'established', 'dport', '=', `:${port}`], { stdio: ['ignore', 'ignore', 'ignore'] });
+  const after = execFileSync('ss', ['-Htn', 'state', 'established', 'dport', '=', `:${port}`]).toString().trim().split('\n').filter(Boolean).length;
+  return { before, after };
+}
+
+/** Open WebSocket connections to Janus. */
+export function webSockets(wsUrl) {
+  const port = new URL(wsUrl).port;
+  return execFileSync('ss', ['-Htn', 'state', 'established', 'dport', '=', `:${port}`]).toString().trim().split('\n').filter(Boolean);
 }
 
 /** CSP violations the page reported. */
