@@ -130,6 +130,30 @@ pub fn content_security_policy<'a>(janus_urls: impl IntoIterator<Item = &'a str>
     .join("; ")
 }
 
+/// The CSP of a self-contained page with inline `<script>` and `<style>` blocks (the API docs
+/// page): each block is allowed by its SHA-256 hash, nothing else runs; fetches only to this origin.
+pub fn inline_page_csp(html: &str) -> String {
+    use base64::Engine as _;
+    use sha2::Digest as _;
+    let hashes = |tag: &str| -> Vec<String> {
+        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
+        html.split(&open)
+            .skip(1)
+            .filter_map(|rest| rest.split_once(&close).map(|(body, _)| body))
+            .map(|body| {
+                let digest = sha2::Sha256::digest(body.as_bytes());
+                format!("'sha256-{}'", base64::engine::general_purpose::STANDARD.encode(digest))
+            })
+            .collect()
+    };
+    format!(
+        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'; object-src 'none'",
+        hashes("script").join(" "),
+        hashes("style").join(" ")
+    )
+}
+
 /// The headers of every app page: CSP, no caching, no referrer (an invitation link carries its
 /// code in the path), no framing, camera/microphone/screen only for this origin.
 fn page_headers(csp: &HeaderValue) -> HeaderMap {

@@ -147,3 +147,18 @@ test('every control of the booking page is reachable by keyboard, with a visible
     await context.close();
   }
 });
+
+test('the API docs page works under its own strict CSP (inline code allowed by hash only)', async () => {
+  const { page, context } = await person(browser, { locale: 'en-US' });
+  try {
+    const res = await page.goto(`${svc.base}/api/docs`);
+    const csp = res.headers()['content-security-policy'];
+    assert.match(csp, /script-src 'sha256-[A-Za-z0-9+/=]+';/);
+    assert.doesNotMatch(csp, /unsafe-inline|unsafe-eval/);
+    await page.locator('details.op').first().waitFor();
+    assert.ok((await page.locator('details.op').count()) > 10, 'the operations are listed');
+    assert.deepEqual(await cspViolations(page), []);
+  } finally {
+    await context.close();
+  }
+});
