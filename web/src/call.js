@@ -472,11 +472,12 @@ class Call {
     const gen = ++this.gen;
     this.counters.rejoins += 1;
     this.report('rejoin', { reason }, true);
-    this.teardownAttempt();
+    const closed = this.teardownAttempt();
     this.flags.transportLost = true;
     this.setState();
     if (!this.rejoinSince) this.rejoinSince = Date.now();
     setTimeout(async () => {
+      await closed;
       if (gen !== this.gen || this.ended) return;
       try {
         const join = await this.o.getJoin();
@@ -534,8 +535,8 @@ class Call {
     if (newExp > oldExp + 30000 || fresh.room_id !== this.join.room_id) {
       this.report('token-renewed', {}, true);
       const g = ++this.gen;
-      this.teardownAttempt();
-      if (g === this.gen) await this.connect(fresh);
+      await this.teardownAttempt();
+      if (g === this.gen && !this.ended) await this.connect(fresh);
     } else {
       this.renewTimer = setTimeout(() => this.renew(gen), Math.max(10000, (oldExp - Date.now()) / 2));
     }
@@ -549,6 +550,7 @@ class Call {
     this.renew(this.gen);
   }
 
+  /** Closes this attempt's Janus session; see the promise below. */
   teardownAttempt() {
     clearTimeout(this.renewTimer);
     const janus = this.janus;
@@ -561,13 +563,22 @@ class Call {
     this.flags.remoteMedia = false;
     this.remoteStream = new MediaStream();
     this.view.showRemote(null);
-    if (janus) {
+    if (!janus) return Promise.resolve();
+    // Resolves once Janus confirmed (or could not be told): my old publisher must be gone before
+    // the next attempt publishes, or the room (2 publishers) refuses it.
+    return new Promise((resolve) => {
+      const done = () => {
+        clearTimeout(timer);
+        resolve();
+      };
+      const timer = setTimeout(done, 3000);
       try {
-        janus.destroy({ cleanupHandles: true, notifyDestroyed: false, unload: false });
+        janus.destroy({ cleanupHandles: true, notifyDestroyed: false, unload: false, success: done, error: done });
       } catch (e) {
         // The transport is gone: Janus drops the session on its own.
+        done();
       }
-    }
+    });
   }
 
   // ----- time, quality, state -----

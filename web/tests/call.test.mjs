@@ -216,6 +216,36 @@ test('the WebSocket is cut and the call recovers by itself', async () => {
   }
 });
 
+test('near the end: a warning for both, "extend" for the host, then fresh credentials for both', async () => {
+  // Ends 2.5 minutes after it starts: inside the 5-minute warning at once. The suite runs with no
+  // grace, so the Janus tokens would expire at that end: both calls must move to fresh ones.
+  const { host, guest, booking } = await call({ startS: 2, endS: 150 });
+  try {
+    for (const p of [host.page, guest.page]) {
+      await p.getByTestId('end-warning').waitFor();
+      assert.match(await p.getByTestId('end-warning').textContent(), /The session ends in [12]:\d\d\./);
+    }
+    assert.equal(await guest.page.getByRole('button', { name: /Extend/ }).count(), 0, 'only the host extends');
+    await host.page.getByRole('button', { name: 'Extend by 15 minutes' }).click();
+    await host.page.getByTestId('end-warning').waitFor({ state: 'hidden' });
+    const b = await api(svc.base, 'GET', `/bookings/${booking.booking_id}`, { bearer: ADMIN });
+    assert.ok(new Date(b.body.end_time) - new Date(booking.end_time) >= 14 * 60 * 1000, JSON.stringify(b.body));
+    const renewed = await waitFor(async () => {
+      const list = await events(booking.booking_id);
+      const by = (role) => list.some((e) => e.role === role && e.type === 'token-renewed');
+      return by('host') && by('guest') && list;
+    }, { timeout: 90000, interval: 2000, message: 'both calls moving to fresh credentials' });
+    assert.ok(renewed);
+    await guest.page.getByTestId('end-warning').waitFor({ state: 'hidden' });
+    for (const [p, who] of [[host.page, 'the host'], [guest.page, 'the guest']]) {
+      await waitForState(p, 'connected', `${who} on fresh credentials`, 45000);
+      await waitForMediaFlowing(p, `${who} on fresh credentials`);
+    }
+  } finally {
+    await close(host, guest);
+  }
+});
+
 test('the session\'s end ends the call for both', async () => {
   const { host, guest, booking, hostId } = await call({ startS: 3, endS: 3600 });
   try {
