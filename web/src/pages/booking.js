@@ -6,6 +6,7 @@ import { h, mount, uid } from '../dom.js';
 import { createReporter } from '../events.js';
 import { formatSlot, t } from '../i18n.js';
 import { mountSession } from '../session.js';
+import { cancelButton } from './cancel.js';
 
 export async function bookingPage(main, { id }, settings) {
   mount(main, h('h1', {}, t('booking.title')), h('p', {}, t('loading')));
@@ -127,23 +128,7 @@ export async function bookingPage(main, { id }, settings) {
 
   const actions = h('div', { class: 'actions' });
   if (booking.status === 'upcoming') {
-    actions.append(
-      h('button', {
-        type: 'button',
-        class: 'danger',
-        onclick: async (e) => {
-          if (!window.confirm(t('booking.cancelConfirm'))) return;
-          e.target.disabled = true;
-          try {
-            await api('POST', `/bookings/${id}/cancel`);
-            bookingPage(main, { id }, settings);
-          } catch (err) {
-            e.target.disabled = false;
-            mount(notice, h('p', {}, err.problem.detail || t('error.generic')));
-          }
-        },
-      }, t('booking.cancel')),
-    );
+    actions.append(cancelButton(id, { onDone: () => bookingPage(main, { id }, settings), notice }));
   }
   if (booking.status === 'upcoming' || booking.status === 'active') {
     mount(details, inv, actions);

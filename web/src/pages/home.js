@@ -3,6 +3,7 @@
 import { api } from '../api.js';
 import { h, mount } from '../dom.js';
 import { formatSlot, t } from '../i18n.js';
+import { cancelButton } from './cancel.js';
 
 export async function homePage(main) {
   const notice = h('div', { role: 'alert' });
@@ -31,21 +32,7 @@ export async function homePage(main) {
     const end = new Date(b.end_time);
     const cancel =
       b.status === 'upcoming'
-        ? h('button', {
-            type: 'button',
-            class: 'secondary small',
-            onclick: async (e) => {
-              if (!window.confirm(t('booking.cancelConfirm'))) return;
-              e.target.disabled = true;
-              try {
-                await api('POST', `/bookings/${b.booking_id}/cancel`);
-                homePage(main);
-              } catch (err) {
-                e.target.disabled = false;
-                mount(notice, h('p', {}, err.problem.detail || t('error.generic')));
-              }
-            },
-          }, t('booking.cancel'))
+        ? cancelButton(b.booking_id, { className: 'secondary small', onDone: () => homePage(main), notice })
         : null;
     return h(
       'li',
