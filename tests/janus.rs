@@ -104,6 +104,7 @@ fn booking_of(room: &Room) -> Booking {
         slot: TimeSlot::new(start, start + ChronoDuration::minutes(30)).unwrap(),
         created_at: Utc::now(),
         cancelled_at: None,
+        access: Default::default(),
     }
 }
 

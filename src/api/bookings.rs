@@ -194,6 +194,7 @@ async fn create_booking(
         slot,
         created_at: now,
         cancelled_at: None,
+        access: Default::default(),
     };
 
     let (booking, room) = match room_id {

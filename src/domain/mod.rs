@@ -275,6 +275,41 @@ pub struct Booking {
     pub slot: TimeSlot,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Who besides the owner may join the session, and which generation of credentials is current.
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// Who may join a booking's session besides its owner, and which credentials are current.
+///
+/// A booking's session credentials (its Janus room id, pin and room secret) are derived from the
+/// booking id and [`Access::generation`] with a server-side key, so none of them is stored.
+/// Changing the generation rotates all of them at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Bumped whenever the session's credentials must change, e.g. a guest who joined lost the
+    /// invitation. Starts at 0.
+    pub generation: u32,
+    /// The live guest invitation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+/// A guest invitation to a booking's session: a bearer code, stored only as its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// Lowercase hex SHA-256 of the code. The code itself is never stored.
+    pub code_hash: String,
+    /// The only user who may use it, when the owner named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// The owner's name as the guest's landing page shows it.
+    pub host_display: String,
+    pub created_at: DateTime<Utc>,
+    /// When a guest first received join credentials with it: from then on, revoking it must
+    /// rotate the session's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<DateTime<Utc>>,
 }
 
 impl Booking {

@@ -212,6 +212,7 @@ mod tests {
             slot: TimeSlot::new(t(start), t(end)).unwrap(),
             created_at: t("00:00"),
             cancelled_at: None,
+            access: Default::default(),
         }
     }
 

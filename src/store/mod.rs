@@ -20,6 +20,10 @@
 //! - **Errors are variants, not strings.** Each backend maps its own failures into
 //!   [`StoreError`]; the conformance suite ([`conformance`]) asserts them case by case.
 //! - **Times are UTC.** Whatever a backend stores, it answers with the same instants it got.
+//! - **Access is compare-and-set.** A booking's [`Access`] (its credential generation and its
+//!   guest invitation) changes only through [`Store::set_booking_access`], which fails with
+//!   [`StoreError::PreconditionFailed`] when another writer changed it first; a booking is found
+//!   by its current invitation's code hash ([`Store::booking_by_invitation`]), never by an old one.
 
 pub mod conformance;
 pub mod cosmos;
@@ -30,7 +34,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Booking, Room, RoomId, TimeSlot};
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
@@ -229,6 +233,18 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a live booking's end, atomically with the overlap check. `NotFound`, or `Conflict`
     /// if the new slot overlaps another live booking of the room or the booking is cancelled.
     async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking>;
+
+    /// Compare-and-set of the booking's [`Access`] (credential generation and guest invitation):
+    /// writes `new` only when the stored access equals `expected`, and returns the booking as
+    /// written. `NotFound` if the booking is missing, `PreconditionFailed` if its access changed
+    /// meanwhile, `AlreadyExists` if `new` carries an invitation whose code hash another
+    /// booking's current invitation has. Cancelled and past bookings may be changed too.
+    async fn set_booking_access(&self, id: Uuid, expected: &Access, new: &Access) -> StoreResult<Booking>;
+
+    /// The booking whose CURRENT invitation has this code hash (cancelled and past bookings
+    /// included: the caller decides what their status allows). `NotFound` for a hash no current
+    /// invitation has, including the hashes of replaced or revoked invitations.
+    async fn booking_by_invitation(&self, code_hash: &str) -> StoreResult<Booking>;
 
     /// Forgets idempotency keys recorded before `before`. Returns how many went.
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64>;

@@ -25,7 +25,8 @@
 //!   [`SqliteStore::open`] applies the missing ones inside one write transaction, so two
 //!   processes starting at once migrate once.
 //!
-//! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
+//! Tables: `rooms`, `bookings` (cascade-deleted with their room; each row carries its access as
+//! JSON and its current invitation's code hash, uniquely indexed), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
 //! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]).
 
@@ -47,7 +48,7 @@ use super::{
     Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter,
     Store, StoreError, StoreResult,
 };
-use crate::domain::{Booking, Room, RoomId, TimeSlot, format_instant};
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
 /// How long a connection waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -161,6 +162,13 @@ CREATE TABLE state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
+"#,
+    r#"
+-- A booking's access (credential generation, guest invitation) as JSON; the current
+-- invitation's code hash is also a column so a guest's code finds its booking by index.
+ALTER TABLE bookings ADD COLUMN access TEXT NOT NULL DEFAULT '{"generation":0}';
+ALTER TABLE bookings ADD COLUMN invite_hash TEXT;
+CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash IS NOT NULL;
 "#,
     client_events::MIGRATION,
 ];
@@ -521,7 +529,7 @@ fn room_from_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     })
 }
 
-const BOOKING_COLUMNS: &str = "id, room_id, owner, slot_start, slot_end, created_at, cancelled_at";
+const BOOKING_COLUMNS: &str = "id, room_id, owner, slot_start, slot_end, created_at, cancelled_at, access";
 
 fn booking_from_row(r: &Row<'_>) -> rusqlite::Result<Booking> {
     let id: String = r.get(0)?;
@@ -536,7 +544,17 @@ fn booking_from_row(r: &Row<'_>) -> rusqlite::Result<Booking> {
         slot,
         created_at: instant(r.get(5)?),
         cancelled_at: r.get::<_, Option<i64>>(6)?.map(instant),
+        access: {
+            let access: String = r.get(7)?;
+            serde_json::from_str(&access).map_err(|e| corrupt(7, Type::Text, e))?
+        },
     })
+}
+
+/// The access column's JSON and the current invitation's code hash.
+fn access_columns(access: &Access) -> StoreResult<(String, Option<String>)> {
+    let json = serde_json::to_string(access).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok((json, access.invitation.as_ref().map(|i| i.code_hash.clone())))
 }
 
 fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
@@ -629,9 +647,10 @@ fn overlap_conflict(room: RoomId, taken: &Booking) -> StoreError {
 
 fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult<()> {
     let mut st = tx.prepare_cached(
-        "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at, access, invite_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let (access, invite_hash) = access_columns(&b.access)?;
     st.execute(params![
         b.id.to_string(),
         room_key(room),
@@ -640,6 +659,8 @@ fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult
         ns(b.slot.end())?,
         ns(b.created_at)?,
         b.cancelled_at.map(ns).transpose()?,
+        access,
+        invite_hash,
     ])?;
     cover_duration(tx, ns(b.slot.start())?, ns(b.slot.end())?)
 }
@@ -998,6 +1019,35 @@ impl Store for SqliteStore {
             cover_duration(tx, start_ns, end_ns)?;
             b.slot = slot;
             Ok(b)
+        })
+        .await
+    }
+
+    async fn set_booking_access(&self, id: Uuid, expected: &Access, new: &Access) -> StoreResult<Booking> {
+        let (expected, new) = (expected.clone(), new.clone());
+        self.write(move |tx| {
+            let mut b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
+            if b.access != expected {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let (access, invite_hash) = access_columns(&new)?;
+            tx.prepare_cached("UPDATE bookings SET access = ?2, invite_hash = ?3 WHERE id = ?1")?.execute(params![
+                id.to_string(),
+                access,
+                invite_hash
+            ])?;
+            b.access = new;
+            Ok(b)
+        })
+        .await
+    }
+
+    async fn booking_by_invitation(&self, code_hash: &str) -> StoreResult<Booking> {
+        let hash = code_hash.to_owned();
+        self.read(move |tx| {
+            let mut st =
+                tx.prepare_cached(&format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE invite_hash = ?1"))?;
+            st.query_row([hash], booking_from_row).optional()?.ok_or(StoreError::NotFound)
         })
         .await
     }
