@@ -256,6 +256,42 @@ async fn client_events_are_taken_only_around_the_session() {
     );
 }
 
+/// The guest has no account: the invitation code it joined with is its credential, as long as the
+/// code is the booking's current invitation.
+#[tokio::test]
+async fn the_guest_reports_client_events_with_its_invitation_code() {
+    use sha2::Digest as _;
+    use suroga::domain::{Access, Invitation};
+    let app = TestApp::spawn().await;
+    let host = user();
+    let id: Uuid = app.book(&host, 10, 70, None).await["booking_id"].as_str().unwrap().parse().unwrap();
+    let code = format!("guest-code-{}", Uuid::new_v4());
+    let hash = |c: &str| sha2::Sha256::digest(c.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
+    let store = &app.app.state.store;
+    let before = store.get_booking(id).await.unwrap().access;
+    let invited = Access {
+        invitation: Some(Invitation {
+            code_hash: hash(&code),
+            guest: None,
+            host_display: "Ana".into(),
+            created_at: app.now(),
+            joined_at: None,
+        }),
+        ..before.clone()
+    };
+    store.set_booking_access(id, &before, &invited).await.unwrap();
+
+    let (st, r) = post_events(&app, None, json!({"invitation": code, "events": events(2)})).await;
+    assert_eq!((st, r), (StatusCode::ACCEPTED, json!({"accepted": 2})));
+    let (_, list) = app.get(&format!("/api/v1/bookings/{id}/client-events"), &admin()).await;
+    assert!(list.as_array().unwrap().iter().all(|e| e["role"] == "guest"), "{list}");
+
+    // A revoked code is no credential any more.
+    store.set_booking_access(id, &invited, &before).await.unwrap();
+    let (st, _) = post_events(&app, None, json!({"invitation": code, "events": events(1)})).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
 #[test]
 fn token_url_prints_the_web_clients_sign_in_link() {
     let dir = tempfile::tempdir().unwrap();

@@ -160,10 +160,16 @@ fn check_events(events: &[ClientEventIn]) -> Result<(), ApiError> {
     Ok(())
 }
 
-/// The booking a guest's invitation code opens, if the code is live.
+/// The booking a guest's invitation code opens, if the code is its booking's current invitation
+/// (a replaced or revoked code opens nothing). 404 for every other code, indistinguishably.
 async fn invitation_booking(s: &AppState, code: &str) -> Result<Booking, ApiError> {
-    let _ = (s, code);
-    Err(ApiError::NotFound("no such invitation".into()))
+    use sha2::Digest as _;
+    let hash: String = sha2::Sha256::digest(code.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    match s.store.booking_by_invitation(&hash).await {
+        Ok(b) => Ok(b),
+        Err(StoreError::NotFound) => Err(ApiError::NotFound("no such invitation".into())),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Client events from a participant's browser: kept with the booking for operators.
