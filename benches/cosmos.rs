@@ -166,7 +166,7 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
         id: Uuid::new_v4(),
         at: base(),
         actor: "reconciler".into(),
-        action: "start".into(),
+        action: suroga::store::OpAction::Start,
         host: Some("h1".into()),
         booking_id: None,
         room_id: None,

@@ -69,7 +69,7 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let ttl = suroga::auth::parse_ttl(&ttl)?;
             let token = suroga::app::dev_token(&config, &sub, admin, ttl)?;
             if url {
-                println!("{}", suroga::web::sign_in_link(&format!("http://{}", config.addr), &token));
+                println!("{}", suroga::web::sign_in_link(&config.public_base_url, &token));
             } else {
                 println!("{token}");
             }

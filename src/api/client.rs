@@ -64,12 +64,12 @@ pub struct ClientConfig {
 /// Microsoft Entra ID with MSAL.js) and the session's timing. No secret is in it.
 #[utoipa::path(get, path = "/client-config", tag = "web", responses((status = 200, body = ClientConfig)))]
 async fn client_config(State(s): State<AppState>) -> impl IntoResponse {
-    let w = &s.settings.web;
+    let w = &s.web;
     (
         [(header::CACHE_CONTROL, "no-cache")],
         Json(ClientConfig {
             auth: w.auth.clone(),
-            join_opens_before_minutes: s.settings.policy.reveal_before.num_minutes(),
+            join_opens_before_minutes: s.sessions.settings().policy.reveal_before.num_minutes(),
             end_warning_minutes: w.end_warning_minutes,
             extend_minutes: w.extend_minutes,
             languages: vec!["en", "pt-PT"],
@@ -163,9 +163,7 @@ fn check_events(events: &[ClientEventIn]) -> Result<(), ApiError> {
 /// The booking a guest's invitation code opens, if the code is its booking's current invitation
 /// (a replaced or revoked code opens nothing). 404 for every other code, indistinguishably.
 async fn invitation_booking(s: &AppState, code: &str) -> Result<Booking, ApiError> {
-    use sha2::Digest as _;
-    let hash: String = sha2::Sha256::digest(code.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
-    match s.store.booking_by_invitation(&hash).await {
+    match s.store.booking_by_invitation(&crate::sessions::code_hash(code)).await {
         Ok(b) => Ok(b),
         Err(StoreError::NotFound) => Err(ApiError::NotFound("no such invitation".into())),
         Err(e) => Err(e.into()),
@@ -206,7 +204,7 @@ async fn post_client_events(
         (None, None, Some(_)) => return Err(fail(ApiError::BadRequest("booking_id or invitation is required".into()))),
     };
     let now = s.clock.now();
-    let window = s.settings.policy.join_window(booking.slot);
+    let window = s.sessions.join_window(&booking);
     if !booking.is_live() || now < window.start() || now >= booking.slot.end() + EVENTS_AFTER_END {
         return Err(fail(ApiError::Conflict("the session is not open for client events".into())));
     }

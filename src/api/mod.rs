@@ -1,7 +1,7 @@
 //! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
 //! docs page, and `GET /` for the Functions host's readiness probe.
 //!
-//! Each resource module ([`rooms`], [`bookings`], [`health`]) exposes its own `router()`
+//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 
@@ -12,6 +12,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hosts;
+pub mod invitations;
 pub mod rooms;
 
 use std::{sync::Arc, time::Instant};
@@ -24,17 +25,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chrono::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{
-    auth::Authenticator,
-    clock::Clock,
-    domain::BookingPolicy,
-    fleet::{RoomHosting, control::Fleet},
-    store::Store,
-};
+use crate::{auth::Authenticator, clock::Clock, fleet::control::Fleet, sessions::Sessions, store::Store};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -45,23 +39,16 @@ pub const API_PREFIX: &str = "/api/v1";
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Reads (lists, details). Every write that Janus must follow goes through `sessions`.
     pub store: Arc<dyn Store>,
-    pub fleet: Arc<dyn RoomHosting>,
+    /// The sessions layer: bookings, rooms, invitations, joins.
+    pub sessions: Arc<Sessions>,
     /// The hosts for the operators' endpoints: power states, overrides, dry-run plans.
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
-    pub settings: Arc<ApiSettings>,
-}
-
-/// API behaviour that comes from configuration.
-#[derive(Debug, Clone, Default)]
-pub struct ApiSettings {
-    pub policy: BookingPolicy,
-    /// How long a join token outlives the session's end.
-    pub join_token_grace: Duration,
-    /// The web client's sign-in and timing (`GET /client-config`).
-    pub web: crate::web::WebSettings,
+    /// The web client's sign-in and timing (`GET /client-config`, the pages' CSP).
+    pub web: Arc<crate::web::WebSettings>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -78,8 +65,9 @@ impl FromRef<AppState> for Arc<Authenticator> {
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "rooms", description = "Janus VideoRoom rooms with a password"),
-        (name = "bookings", description = "A room for a time window"),
+        (name = "rooms", description = "What is booked: seats, name, metadata"),
+        (name = "bookings", description = "A room for a time window: a private session for its owner and one guest"),
+        (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
         (name = "web", description = "The web client's configuration and its event reports"),
@@ -108,6 +96,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(health::router())
             .merge(rooms::router())
             .merge(bookings::router())
+            .merge(invitations::router())
             .merge(hosts::router())
             .merge(client::router()),
     )
@@ -143,7 +132,7 @@ pub fn router(state: AppState) -> Router {
 fn web_csp(state: &AppState) -> String {
     let hosts = state.fleet_ops.janus.hosts();
     let urls = hosts.iter().flat_map(|h| [h.public_http_url.as_str(), h.public_ws_url.as_str()]);
-    crate::web::content_security_policy(urls, state.settings.web.authority())
+    crate::web::content_security_policy(urls, state.web.authority())
 }
 
 async fn not_found() -> Response {

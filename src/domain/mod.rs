@@ -212,11 +212,6 @@ pub fn new_password() -> String {
     random_string(12)
 }
 
-/// A Janus room admin secret (`secret`): 32 characters, server-side only.
-pub fn new_admin_secret() -> String {
-    random_string(32)
-}
-
 fn random_string(len: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..len).map(|_| PASSWORD_ALPHABET[rng.gen_range(0..PASSWORD_ALPHABET.len())] as char).collect()
@@ -234,10 +229,9 @@ pub const MAX_PARTICIPANTS: std::ops::RangeInclusive<u8> = 1..=16;
 pub struct Room {
     pub id: RoomId,
     pub name: Option<String>,
-    /// The join password, the Janus `pin`.
+    /// The room's password (specification 5.3.2). It opens no session: each booking's session
+    /// has its own pin, derived per booking (see [`crate::sessions::credentials`]).
     pub password: String,
-    /// The Janus room `secret` for edit and destroy; never leaves the server.
-    pub admin_secret: String,
     pub max_participants: u8,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub created_at: DateTime<Utc>,
@@ -245,7 +239,7 @@ pub struct Room {
 }
 
 impl Room {
-    /// A new room with a random id, password and admin secret.
+    /// A new room with a random id and password.
     pub fn generate(
         name: Option<String>,
         max_participants: u8,
@@ -256,7 +250,6 @@ impl Room {
             id: RoomId::random(),
             name,
             password: new_password(),
-            admin_secret: new_admin_secret(),
             max_participants,
             metadata,
             created_at: now,

@@ -31,7 +31,9 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError};
+use super::{
+    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, RoomFilter, Store, StoreError,
+};
 use crate::domain::{Access, Booking, Invitation, Room, RoomId, TimeSlot};
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that, awaited,
@@ -877,7 +879,7 @@ pub async fn operations_come_back_by_window(store: &dyn Store) {
         id: Uuid::new_v4(),
         at: f.at(m) + Duration::nanoseconds(3),
         actor: "reconciler".into(),
-        action: action.into(),
+        action: OpAction::from_name(action),
         host: Some("janus-1".into()),
         booking_id: Some(Uuid::new_v4()),
         room_id: Some(RoomId::random()),

@@ -116,15 +116,63 @@ pub struct RoomFilter {
     pub free_during: Option<TimeSlot>,
 }
 
+/// What an operations log entry records. Stored by its serde name (`start`, `open-session`, ...),
+/// so producers and consumers (billing reads `start` and `deallocate`) share one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpAction {
+    /// A host was switched on (by the reconciler or an operator's override).
+    Start,
+    /// A host was deallocated.
+    Deallocate,
+    /// A booking's session room was created on its host.
+    OpenSession,
+    /// A session room was destroyed: its session ended, was cancelled or rotated, or its booking is gone.
+    CloseSession,
+    /// A booking's session credentials were rotated (a guest who joined lost the invitation, or
+    /// an admin reset the room).
+    RotateCredentials,
+    /// An operator alert was raised.
+    Alert,
+    /// An entry written by an older version under a name this one no longer makes.
+    #[serde(other)]
+    Retired,
+}
+
+impl OpAction {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Deallocate => "deallocate",
+            Self::OpenSession => "open-session",
+            Self::CloseSession => "close-session",
+            Self::RotateCredentials => "rotate-credentials",
+            Self::Alert => "alert",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// The action stored under `name`; names this version does not make read as [`OpAction::Retired`].
+    pub fn from_name(name: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).unwrap_or(Self::Retired)
+    }
+}
+
+impl std::fmt::Display for OpAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry of the operations log: what the system did to a host or room, and how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    /// `reconciler`, `rotate-passwords`, or the user id of an operator.
+    /// `reconciler`, `sessions`, or the user id of an operator.
     pub actor: String,
-    /// `start`, `deallocate`, `materialize`, `ready`, `alert`, ...
-    pub action: String,
+    pub action: OpAction,
     pub host: Option<String>,
     pub booking_id: Option<Uuid>,
     pub room_id: Option<RoomId>,

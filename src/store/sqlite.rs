@@ -45,8 +45,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter,
-    Store, StoreError, StoreResult,
+    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation,
+    RoomFilter, Store, StoreError, StoreResult,
 };
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
@@ -169,6 +169,10 @@ CREATE TABLE state (
 ALTER TABLE bookings ADD COLUMN access TEXT NOT NULL DEFAULT '{"generation":0}';
 ALTER TABLE bookings ADD COLUMN invite_hash TEXT;
 CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash IS NOT NULL;
+"#,
+    r#"
+-- Rooms hold no Janus secret any more: every session room's secret is derived.
+ALTER TABLE rooms DROP COLUMN admin_secret;
 "#,
     client_events::MIGRATION,
 ];
@@ -508,24 +512,23 @@ fn room_key(id: RoomId) -> i64 {
     id.get() as i64
 }
 
-const ROOM_COLUMNS: &str = "id, name, password, admin_secret, max_participants, metadata, created_at, updated_at";
+const ROOM_COLUMNS: &str = "id, name, password, max_participants, metadata, created_at, updated_at";
 
 fn room_from_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     let id: i64 = r.get(0)?;
     let id = RoomId::new(id as u64).map_err(|e| corrupt(0, Type::Integer, e))?;
-    let max_participants: i64 = r.get(4)?;
-    let max_participants = u8::try_from(max_participants).map_err(|e| corrupt(4, Type::Integer, e))?;
-    let metadata: String = r.get(5)?;
-    let metadata = serde_json::from_str(&metadata).map_err(|e| corrupt(5, Type::Text, e))?;
+    let max_participants: i64 = r.get(3)?;
+    let max_participants = u8::try_from(max_participants).map_err(|e| corrupt(3, Type::Integer, e))?;
+    let metadata: String = r.get(4)?;
+    let metadata = serde_json::from_str(&metadata).map_err(|e| corrupt(4, Type::Text, e))?;
     Ok(Room {
         id,
         name: r.get(1)?,
         password: r.get(2)?,
-        admin_secret: r.get(3)?,
         max_participants,
         metadata,
-        created_at: instant(r.get(6)?),
-        updated_at: instant(r.get(7)?),
+        created_at: instant(r.get(5)?),
+        updated_at: instant(r.get(6)?),
     })
 }
 
@@ -574,7 +577,7 @@ fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
         id: Uuid::parse_str(&id).map_err(|e| corrupt(0, Type::Text, e))?,
         at: instant(r.get(1)?),
         actor: r.get(2)?,
-        action: r.get(3)?,
+        action: OpAction::from_name(&r.get::<_, String>(3)?),
         host: r.get(4)?,
         booking_id,
         room_id,
@@ -668,12 +671,11 @@ fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult
 fn insert_room_row(tx: &Connection, room: &Room) -> StoreResult<()> {
     let metadata = serde_json::to_string(&room.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
     let mut st =
-        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
     st.execute(params![
         room_key(room.id),
         room.name,
         room.password,
-        room.admin_secret,
         room.max_participants,
         metadata,
         ns(room.created_at)?,
@@ -1108,7 +1110,7 @@ impl Store for SqliteStore {
                 op.id.to_string(),
                 at,
                 op.actor,
-                op.action,
+                op.action.as_str(),
                 op.host,
                 op.booking_id.map(|u| u.to_string()),
                 op.room_id.map(room_key),

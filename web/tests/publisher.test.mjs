@@ -24,13 +24,15 @@ test('a browser that joins is listed by the API as a publisher of the session', 
     await waitForState(page, 'waiting', 'the host, alone in the room');
     const listed = await waitFor(
       async () => {
-        const r = await api(svc.base, 'GET', `/rooms/${b.room_id}/participants`, { bearer: token('ops', { admin: true }) });
+        const r = await api(svc.base, 'GET', `/bookings/${b.booking_id}/participants`, { bearer: token(host) });
         assert.equal(r.status, 200, JSON.stringify(r.body));
-        return r.body.participants.some((p) => p.publisher) && r.body;
+        return r.body.participants.some((p) => p.publisher && p.display === 'Ana') && r.body;
       },
       { timeout: 20000, message: 'the API to list the browser as a publisher' },
     );
     assert.equal(listed.participant_count, 1, JSON.stringify(listed));
+    const join = await api(svc.base, 'GET', `/bookings/${b.booking_id}/join`, { bearer: token(host, { name: 'Ana' }) });
+    assert.equal(listed.room_id, join.body.room_id, 'the session\'s own Janus room, the one /join named');
   } finally {
     await browser.close();
   }
