@@ -140,7 +140,8 @@ async fn the_whole_api_works_through_the_functions_host(mode: HttpMode) {
     // The guest's way in, with no token.
     let (st, inv) = c.call(M::POST, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await;
     assert_eq!(st, StatusCode::CREATED, "{inv}");
-    let code = inv["code"].as_str().unwrap();
+    let code = inv["code"].as_str().unwrap().to_string();
+    let code = code.as_str();
     assert_eq!(
         c.call(M::GET, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await.0,
         StatusCode::OK
@@ -235,6 +236,13 @@ async fn the_whole_api_works_through_the_functions_host(mode: HttpMode) {
         let s = secrets[k].as_str().unwrap();
         assert!(!all.contains(s), "{k} leaked into logs or answers");
     }
+    // Neither the invitation code (it is in request paths) nor the session room's secret.
+    let logs = out.join("\n") + &err.join("\n");
+    assert!(!logs.contains(code), "the invitation code leaked into the logs");
+    let room_secret = suroga::sessions::SessionKey::from_root(secrets["api_secret"].as_str().unwrap())
+        .credentials(bid.parse().unwrap(), 0)
+        .secret;
+    assert!(!all.contains(&room_secret), "a room secret leaked into logs or answers");
 }
 
 #[tokio::test]

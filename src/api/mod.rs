@@ -143,11 +143,26 @@ async fn method_not_allowed() -> Response {
     error::problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None)
 }
 
-/// One JSON log line per request: method, path (no query: it may carry user data), status, time.
+/// Where invitation codes appear in paths: `/api/v1/invitations/<code>[/...]`.
+const INVITATIONS_PATH: &str = "/api/v1/invitations/";
+
+/// The path as logs show it: an invitation code is a bearer capability, so it is replaced.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix(INVITATIONS_PATH) {
+        Some(rest) => {
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("{INVITATIONS_PATH}{{code}}{tail}")
+        }
+        None => path.to_owned(),
+    }
+}
+
+/// One JSON log line per request: method, path (no query: it may carry user data; no invitation
+/// code), status, time.
 async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = loggable_path(req.uri().path());
     let invocation =
         req.headers().get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let res = next.run(req).await.into_response();
@@ -159,4 +174,16 @@ async fn access_log(req: Request, next: Next) -> Response {
         tracing::info!(%method, %path, status, micros, invocation, "request");
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn invitation_codes_never_reach_the_access_log() {
+        assert_eq!(loggable_path("/api/v1/invitations/abc123"), "/api/v1/invitations/{code}");
+        assert_eq!(loggable_path("/api/v1/invitations/abc123/join"), "/api/v1/invitations/{code}/join");
+        assert_eq!(loggable_path("/api/v1/bookings/42/invitation"), "/api/v1/bookings/42/invitation");
+    }
 }

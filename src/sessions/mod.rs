@@ -535,7 +535,17 @@ impl Sessions {
                 .await?;
             after
         };
-        self.admit(&booking, Role::Guest, display).await
+        let joined = self.admit(&booking, Role::Guest, display).await?;
+        // A revocation may have landed while the room was being made: then this guest's
+        // credentials belong to a generation that is already over. Close it again and refuse.
+        let now_stored = self.store.get_booking(booking.id).await?;
+        let still = now_stored.access.generation == booking.access.generation
+            && now_stored.access.invitation.as_ref().is_some_and(|i| i.code_hash == invitation.code_hash);
+        if !still {
+            self.close_now(&booking, booking.access.generation, "the invitation was revoked during the join").await;
+            return Err(invitation_not_found());
+        }
+        Ok(joined)
     }
 
     /// The session's live participants (the owner and the guest), from the join window's opening
