@@ -162,3 +162,36 @@ test('the API docs page works under its own strict CSP (inline code allowed by h
     await context.close();
   }
 });
+
+test('the host creates, copies and revokes the guest invitation on the booking page; the guest page follows', async () => {
+  const { page, context } = await person(browser, { locale: 'en-GB', permissions: ['clipboard-read', 'clipboard-write'] });
+  const guest = await person(browser, { locale: 'en-GB' });
+  try {
+    const user = `inviter-${Date.now()}`;
+    const b = await book(svc.base, user, 30 * 60, 90 * 60);
+    await visit(page, `${svc.base}/app/bookings/${b.booking_id}#token=${token(user, { name: 'Ana' })}`, 'Session');
+    assert.match(await page.getByTestId('invitation-state').textContent(), /No invitation yet/);
+    await page.getByRole('button', { name: 'Create invitation link' }).click();
+    const url = await page.getByLabel('Invitation link').inputValue();
+    assert.match(url, /\/app\/i\/[A-Za-z0-9_-]+$/);
+    await page.getByRole('button', { name: 'Copy link' }).click();
+    assert.equal(await page.evaluate(() => navigator.clipboard.readText()), url);
+    await page.getByText('Link copied.').waitFor({ state: 'attached' });
+    // The guest's page: the session's time and host, and the name field.
+    await guest.page.goto(url);
+    await guest.page.getByRole('heading', { level: 1, name: 'Session with Ana' }).waitFor();
+    assert.ok(await guest.page.getByLabel('Your name').isVisible());
+    assert.deepEqual(await audit(guest.page), []);
+    // A reload shows the invitation as active (its code is never shown again).
+    await page.reload();
+    await page.getByTestId('invitation-state').waitFor();
+    assert.match(await page.getByTestId('invitation-state').textContent(), /An invitation link is active/);
+    await page.getByRole('button', { name: 'Revoke invitation' }).click();
+    await waitFor(async () => /No invitation yet/.test(await page.getByTestId('invitation-state').textContent()), { message: 'revoked' });
+    await guest.page.reload();
+    await guest.page.getByTestId('invitation-invalid').waitFor();
+  } finally {
+    await context.close();
+    await guest.context.close();
+  }
+});
