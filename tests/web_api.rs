@@ -260,18 +260,16 @@ async fn client_events_are_taken_only_around_the_session() {
 /// code is the booking's current invitation.
 #[tokio::test]
 async fn the_guest_reports_client_events_with_its_invitation_code() {
-    use sha2::Digest as _;
     use suroga::domain::{Access, Invitation};
     let app = TestApp::spawn().await;
     let host = user();
     let id: Uuid = app.book(&host, 10, 70, None).await["booking_id"].as_str().unwrap().parse().unwrap();
     let code = format!("guest-code-{}", Uuid::new_v4());
-    let hash = |c: &str| sha2::Sha256::digest(c.as_bytes()).iter().map(|b| format!("{b:02x}")).collect::<String>();
     let store = &app.app.state.store;
     let before = store.get_booking(id).await.unwrap().access;
     let invited = Access {
         invitation: Some(Invitation {
-            code_hash: hash(&code),
+            code_hash: suroga::sessions::code_hash(&code),
             guest: None,
             host_display: "Ana".into(),
             created_at: app.now(),
