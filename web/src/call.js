@@ -356,6 +356,8 @@ class Call {
     try {
       if (this.camera && current) {
         this.camera = false;
+        // The button shows the new state at once; the track goes while it does.
+        this.view.update();
         await this.setVideoTrack(null);
         this.stream.removeTrack(current);
         current.stop();

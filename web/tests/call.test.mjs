@@ -148,7 +148,7 @@ test('camera off is shown to the other side, never as a frozen frame', async () 
     const camera = host.page.getByRole('button', { name: 'Camera', exact: true });
     assert.equal(await camera.getAttribute('aria-pressed'), 'true');
     await camera.click();
-    assert.equal(await camera.getAttribute('aria-pressed'), 'false');
+    await waitFor(async () => (await camera.getAttribute('aria-pressed')) === 'false', { message: 'the Camera toggle off' });
     assert.equal(await camera.textContent(), 'Camera', 'a fixed label');
     await waitFor(async () => (await guest.page.getByTestId('call-status').getAttribute('data-remote-camera')) === 'false', { message: 'the guest told the camera is off' });
     assert.match(await guest.page.getByTestId('call-status').textContent(), /Ana Host turned the camera off/);
