@@ -32,13 +32,16 @@ import {
 } from './harness.mjs';
 
 const ADMIN = token('operator', { admin: true });
-const SHOTS = join(ROOT, 'docs', 'screenshots');
+// The README's screenshots: rewritten only on request (SUROGA_UPDATE_SCREENSHOTS=1), so a test run
+// leaves the tree as it was; otherwise taken into a temporary folder all the same.
+const SHOTS = process.env.SUROGA_UPDATE_SCREENSHOTS ? join(ROOT, 'docs', 'screenshots') : join(tmpdir(), `suroga-shots-${process.pid}`);
 let svc;
 let hostBrowser;
 let guestBrowser;
 
 before(async () => {
   assertIsolated();
+  mkdirSync(SHOTS, { recursive: true });
   svc = await startService();
   // The host's camera shows a known picture (solid blue), so the guest can tell it from a screen.
   const blue = solidY4m(join(tmpdir(), `suroga-blue-${process.pid}.y4m`));
@@ -97,7 +100,6 @@ async function events(bookingId) {
 test('host and guest each decode the other\'s video and audio; both see who they are talking to', async () => {
   const { host, guest, booking } = await call({
     beforeJoin: async ({ host }) => {
-      mkdirSync(SHOTS, { recursive: true });
       await host.page.screenshot({ path: join(SHOTS, 'booking-page.png'), fullPage: true });
     },
   });
