@@ -70,6 +70,10 @@ param authAudience string
 @description('The `roles` claim value that makes a caller an admin (AUTH_ADMIN_ROLE).')
 param authAdminRole string = 'admin'
 
+@description('The web client\'s Entra app registration (AUTH_CLIENT_ID): the browser app at /app/ signs in with it through MSAL.js. By default the API registration itself, with a single-page-application redirect URI <PUBLIC_BASE_URL>/app/ (docs/deploy.md).')
+@minLength(1)
+param webClientId string = authAudience
+
 @description('Operator alerts: the app reads ALERT_WEBHOOK_URL from the Key Vault secret alert-webhook-url (store it once with alertWebhookUrl). Keep it in main.bicepparam: a redeployment without it turns alerts off.')
 param alertWebhookEnabled bool = false
 
@@ -872,6 +876,10 @@ var appSettings = concat([
   {
     name: 'AUTH_ADMIN_ROLE'
     value: authAdminRole
+  }
+  {
+    name: 'AUTH_CLIENT_ID'
+    value: webClientId
   }
   {
     // Nothing is stored locally with STORE=cosmos and an issuer; a writable place regardless.

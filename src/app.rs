@@ -171,7 +171,14 @@ pub async fn build_on(
             ice_servers: vec![],
         },
     ));
-    let state = AppState { store: store.clone(), sessions: sessions.clone(), fleet_ops: fleet.clone(), auth, clock };
+    let state = AppState {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        fleet_ops: fleet.clone(),
+        auth,
+        clock,
+        web: Arc::new(config.web.clone()),
+    };
     let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
     let reconciler = Arc::new(Reconciler::new(fleet.clone(), alerts, sessions));
     let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };

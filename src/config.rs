@@ -195,6 +195,8 @@ pub struct Config {
     pub policy: BookingPolicy,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
+    /// The web client's sign-in and timing (`AUTH_CLIENT_ID`, `WEB_*`; see [`crate::web::settings`]).
+    pub web: crate::web::WebSettings,
 }
 
 impl Config {
@@ -354,6 +356,8 @@ impl Config {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
         }
 
+        let web = crate::web::WebSettings::from_map(env, &auth).map_err(|e| ConfigError(e.0))?;
+
         Ok(Config {
             addr,
             under_functions_host,
@@ -377,6 +381,7 @@ impl Config {
                 reveal_before: minutes("PASSWORD_REVEAL_MINUTES", 15)?,
             },
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
+            web,
         })
     }
 }

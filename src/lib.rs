@@ -13,6 +13,7 @@
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
+//! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
 pub mod api;
 pub mod app;
@@ -27,3 +28,4 @@ pub mod jobs;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod web;

@@ -45,6 +45,9 @@ pub enum ApiError {
     /// 425: too early (the join window opens at `opens_at`).
     #[error("{detail}")]
     TooEarly { detail: String, opens_at: DateTime<Utc> },
+    /// 429: the client sent too much; it may try again after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     /// 502: Janus answered with something unexpected.
     #[error("{0}")]
     BadGateway(String),
@@ -69,6 +72,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooEarly { .. } => StatusCode::TOO_EARLY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -107,6 +111,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooEarly { detail, opens_at } => {
                 problem(status, &detail, Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })))
+            }
+            ApiError::TooManyRequests { detail, retry_after } => {
+                let mut res = problem(status, &detail, None);
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                res
             }
             ApiError::Unauthorized(detail) => {
                 let mut res = problem(status, &detail, None);

@@ -6,6 +6,7 @@
 //! `handlers/*/function.json` come from the same code and cannot drift.
 
 pub mod bookings;
+pub mod client;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -46,6 +47,8 @@ pub struct AppState {
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
+    /// The web client's sign-in and timing (`GET /client-config`, the pages' CSP).
+    pub web: Arc<crate::web::WebSettings>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -67,6 +70,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
+        (name = "web", description = "The web client's configuration and its event reports"),
     )
 )]
 struct ApiDoc;
@@ -93,7 +97,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(rooms::router())
             .merge(bookings::router())
             .merge(invitations::router())
-            .merge(hosts::router()),
+            .merge(hosts::router())
+            .merge(client::router()),
     )
 }
 
@@ -115,11 +120,19 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/api/docs", get(docs::page))
+        .merge(crate::web::router(web_csp(&state)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(middleware::from_fn(access_log))
         .with_state(state)
+}
+
+/// The app's CSP: this origin, the Janus hosts' public URLs, the sign-in authority.
+fn web_csp(state: &AppState) -> String {
+    let hosts = state.fleet_ops.janus.hosts();
+    let urls = hosts.iter().flat_map(|h| [h.public_http_url.as_str(), h.public_ws_url.as_str()]);
+    crate::web::content_security_policy(urls, state.web.authority())
 }
 
 async fn not_found() -> Response {
