@@ -188,6 +188,7 @@ pub async fn build_on(
         auth,
         clock,
         settings: Arc::new(ApiSettings::from_config(config)),
+        web: Arc::new(config.web.clone()),
     };
     let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
     let reconciler = Arc::new(Reconciler::new(fleet.clone(), alerts, sessions));

@@ -260,6 +260,8 @@ pub struct Config {
     pub client_address_header: axum::http::HeaderName,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
+    /// The web client's sign-in and timing (`AUTH_CLIENT_ID`, `WEB_*`; see [`crate::web::settings`]).
+    pub web: crate::web::WebSettings,
 }
 
 impl Config {
@@ -485,6 +487,8 @@ impl Config {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
         }
 
+        let web = crate::web::WebSettings::from_map(env, &auth).map_err(|e| ConfigError(e.0))?;
+
         Ok(Config {
             addr,
             under_functions_host,
@@ -517,6 +521,7 @@ impl Config {
             cors_allowed_origins,
             client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
+            web,
         })
     }
 }

@@ -14,6 +14,7 @@
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
 //! - [`files`]: the data folder (`0700`) and the files holding secrets and data (`0600`).
+//! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
 pub mod api;
 pub mod app;
@@ -29,3 +30,4 @@ pub mod jobs;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod web;

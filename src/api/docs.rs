@@ -11,29 +11,22 @@ use axum::{
     http::{HeaderValue, header},
     response::{Html, IntoResponse},
 };
-use base64::{Engine as _, engine::general_purpose::STANDARD};
-use sha2::{Digest, Sha256};
+
+/// Its inline script and style are allowed by their hashes and nothing else (a strict CSP).
+static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    HeaderValue::from_str(&crate::web::inline_page_csp(PAGE)).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
 
 pub(super) async fn page() -> impl IntoResponse {
-    ([(header::CONTENT_SECURITY_POLICY, CSP.clone())], Html(PAGE))
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CSP.clone()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        Html(PAGE),
+    )
 }
-
-/// The page's policy, computed once from the page itself so the hashes cannot drift.
-static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
-    let hash = |tag: &str| {
-        let (open, close) = (format!("<{tag}>"), format!("</{tag}>"));
-        let start = PAGE.find(&open).expect("the page has the element") + open.len();
-        let end = start + PAGE[start..].find(&close).expect("the element is closed");
-        format!("'sha256-{}'", STANDARD.encode(Sha256::digest(&PAGE.as_bytes()[start..end])))
-    };
-    let policy = format!(
-        "default-src 'none'; script-src {}; style-src {}; connect-src 'self'; img-src 'self' data:; \
-         base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        hash("script"),
-        hash("style")
-    );
-    HeaderValue::from_str(&policy).expect("a policy of ASCII text")
-});
 
 const PAGE: &str = r##"<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Suroga Stream API</title>

@@ -42,12 +42,12 @@ pub enum ApiError {
     /// 422: an `Idempotency-Key` reused with a different request.
     #[error("{0}")]
     Unprocessable(String),
-    /// 429: the caller sent more requests than its limit allows; retry after `retry_after` seconds.
-    #[error("{detail}")]
-    TooManyRequests { detail: String, retry_after: u64 },
     /// 425: too early (the join window opens at `opens_at`).
     #[error("{detail}")]
     TooEarly { detail: String, opens_at: DateTime<Utc> },
+    /// 429: the client sent too much; it may try again after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     /// 502: Janus answered with something unexpected.
     #[error("{0}")]
     BadGateway(String),

@@ -151,11 +151,15 @@ pub(super) struct Limits {
     pub state: AppState,
 }
 
-/// Counts the request for its caller and answers 429 over the limit. `GET /` (the Functions
-/// host's readiness and health probe) is never limited. The caller's token is verified here; the
-/// handler reuses the result (see [`Caller`]).
+/// Counts the request for its caller and answers 429 over the limit. Never limited: `GET /` (the
+/// Functions host's readiness and health probe) and the web client's embedded files under
+/// `/app` (one page load fetches several, behind one address for a whole office, and serving
+/// them touches neither the store nor Janus). The caller's token is verified here; the handler
+/// reuses the result (see [`Caller`]).
 pub(super) async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
-    if req.uri().path() == "/" {
+    let path = req.uri().path();
+    let app = crate::web::APP_PREFIX;
+    if path == "/" || path == app || path.strip_prefix(app).is_some_and(|rest| rest.starts_with('/')) {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();

@@ -10,6 +10,7 @@
 //! [`crate::app::App::router`]).
 
 pub mod bookings;
+pub mod client;
 pub mod docs;
 pub mod error;
 pub mod extract;
@@ -59,6 +60,8 @@ pub struct AppState {
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
+    /// The web client's sign-in and timing (`GET /client-config`, the pages' CSP).
+    pub web: Arc<crate::web::WebSettings>,
     /// How the HTTP edge behaves: rate limits, CORS, where client addresses come from.
     pub settings: Arc<ApiSettings>,
 }
@@ -108,6 +111,7 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
+        (name = "web", description = "The web client's configuration and its event reports"),
     )
 )]
 struct ApiDoc;
@@ -134,7 +138,8 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(rooms::router())
             .merge(bookings::router())
             .merge(invitations::router())
-            .merge(hosts::router()),
+            .merge(hosts::router())
+            .merge(client::router()),
     )
 }
 
@@ -157,6 +162,7 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/api/docs", get(docs::page))
+        .merge(crate::web::router(web_csp(&state)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
@@ -172,6 +178,13 @@ pub fn router(state: AppState) -> Router {
         None => router,
     };
     router.with_state(state)
+}
+
+/// The app's CSP: this origin, the Janus hosts' public URLs, the sign-in authority.
+fn web_csp(state: &AppState) -> String {
+    let hosts = state.fleet_ops.janus.hosts();
+    let urls = hosts.iter().flat_map(|h| [h.public_http_url.as_str(), h.public_ws_url.as_str()]);
+    crate::web::content_security_policy(urls, state.web.authority())
 }
 
 async fn not_found() -> Response {

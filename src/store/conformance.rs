@@ -21,6 +21,10 @@
 //! with two seats that is still free ([`exhaust_free_rooms`]): on a fresh store that is nothing, on
 //! a shared store it takes other cases' rooms only at a slot those cases never use.
 
+mod client_events;
+
+pub use client_events::*;
+
 use chrono::{DateTime, Duration, Utc};
 use futures::future::join_all;
 use rand::Rng;
@@ -90,6 +94,10 @@ macro_rules! store_conformance_tests {
             parallel_book_room_has_exactly_one_winner,
             parallel_book_any_room_never_double_books,
             parallel_requests_with_one_key_create_once,
+            client_events_come_back_in_append_order,
+            client_event_limits_hold_per_booking_and_per_minute,
+            client_event_ids_are_unique,
+            parallel_client_event_appends_never_pass_the_limit,
         );
     };
     (@cases ($make:expr) $($case:ident),* $(,)?) => {

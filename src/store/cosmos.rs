@@ -52,6 +52,11 @@
 //! `PreconditionFailed` (the password compare-and-set). A write whose outcome is unknown
 //! (timeout, 503, or a 409/412 caused by the SDK retrying our own committed write) is read
 //! back and compared before it is called a failure or a conflict.
+//!
+//! Client events (one partition of `ops` per booking, a quota document guarding the limits) are in
+//! [`client_events`].
+
+mod client_events;
 
 use std::{collections::HashSet, fmt::Write as _, sync::Arc, time::Duration as StdDuration};
 
@@ -72,7 +77,8 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult,
+    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter,
+    Store, StoreError, StoreResult,
 };
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
@@ -1091,6 +1097,22 @@ impl Store for CosmosStore {
             value: value.clone(),
         };
         self.ops.upsert_item(id.clone(), &id, &doc, None).await.map(|_| ()).map_err(map_err)
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %booking_id))]
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        client_events::append(self, booking_id, events, limits, now).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %booking_id))]
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
+        client_events::list(self, booking_id).await
     }
 }
 

@@ -181,6 +181,34 @@ pub struct Operation {
     pub duration_ms: u64,
 }
 
+/// One event a participant's browser reported about a session (connection time, ICE failure,
+/// reconnect, quality summary), kept with the booking for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEvent {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    /// When the service received it (the rate limit counts by this).
+    pub received_at: DateTime<Utc>,
+    /// When the browser says it happened.
+    pub at: DateTime<Utc>,
+    /// `host` or `guest`.
+    pub role: String,
+    /// What happened: `connected`, `ice-failed`, `reconnect`, `quality`, ...
+    pub kind: String,
+    /// Small JSON details (the API bounds their size).
+    pub data: serde_json::Value,
+}
+
+/// How many client events one booking may keep: in all, and received in one UTC minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEventLimits {
+    pub per_booking: u32,
+    pub per_minute: u32,
+}
+
+/// Most events one [`Store::append_client_events`] call may carry.
+pub const MAX_CLIENT_EVENTS_PER_APPEND: usize = 50;
+
 /// Where a booking is served: filled in by the fleet scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -292,4 +320,22 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a small JSON document by key, replacing any previous one.
     async fn put_state(&self, key: &str, value: &serde_json::Value) -> StoreResult<()>;
+
+    // ----- client events -----
+
+    /// Appends `events` (all of `booking_id`, received at `now`, at most
+    /// [`MAX_CLIENT_EVENTS_PER_APPEND`]) all or nothing, atomically with the limit check: fails
+    /// with `Conflict` when the booking would then hold more than `limits.per_booking` events, or
+    /// more than `limits.per_minute` received in `now`'s UTC minute. An event id stored before
+    /// answers `AlreadyExists`.
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The booking's client events, in the order they were appended.
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>>;
 }

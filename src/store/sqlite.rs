@@ -28,7 +28,9 @@
 //! Tables: `rooms`, `bookings` (cascade-deleted with their room; each row carries its access as
 //! JSON and its current invitation's code hash, uniquely indexed), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
-//! range), `assignments`, `operations`, `markers`, `state`.
+//! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]).
+
+mod client_events;
 
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{Receiver, SyncSender};
@@ -43,8 +45,8 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, RoomFilter, Store, StoreError,
-    StoreResult,
+    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation,
+    RoomFilter, Store, StoreError, StoreResult,
 };
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
@@ -172,6 +174,7 @@ CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash 
 -- Rooms hold no Janus secret any more: every session room's secret is derived.
 ALTER TABLE rooms DROP COLUMN admin_secret;
 "#,
+    client_events::MIGRATION,
 ];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
@@ -1166,6 +1169,20 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        client_events::append(self, booking_id, events, limits, now).await
+    }
+
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
+        client_events::list(self, booking_id).await
     }
 }
 
