@@ -37,6 +37,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use crate::domain::session::Role;
 use crate::{
     clock::Clock,
     domain::{self, Access, Booking, BookingPolicy, BookingStatus, Invitation, Room, RoomId, TimeSlot, format_instant},
@@ -132,16 +133,6 @@ impl From<domain::Invalid> for SessionError {
     fn from(e: domain::Invalid) -> Self {
         SessionError::Invalid(e.0)
     }
-}
-
-/// Who joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The booking's owner.
-    Host,
-    /// The invited guest.
-    Guest,
 }
 
 /// What a participant receives to join a session.
