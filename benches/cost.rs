@@ -48,7 +48,7 @@ fn generate(rng: &mut StdRng, scale: f64) -> Vec<PlanBooking> {
             for _ in 0..ROOMS {
                 let room = RoomId::new(rng.gen_range(1..=ROOMS)).unwrap();
                 if !out.iter().any(|b| b.room == room && b.slot.overlaps(&slot)) {
-                    out.push(PlanBooking { id: Uuid::from_u128(rng.r#gen()), room, slot });
+                    out.push(PlanBooking::new(Uuid::from_u128(rng.r#gen()), room, slot));
                     break;
                 }
             }
@@ -160,7 +160,7 @@ fn scenario(title: &str, bookings: &[PlanBooking], hosts: &[PlanHost]) {
 }
 
 fn host(name: &str, capacity: u32) -> PlanHost {
-    PlanHost { name: name.into(), capacity, on: false }
+    PlanHost::new(name, capacity, false)
 }
 
 fn main() {

@@ -1,7 +1,8 @@
 //! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
 //! docs page, and `GET /` for the Functions host's readiness probe.
 //!
-//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
+//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`],
+//! [`janus_events`] (Janus's own reports), [`webhooks`] (the outbox for operators)) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 
@@ -12,7 +13,9 @@ pub mod extract;
 pub mod health;
 pub mod hosts;
 pub mod invitations;
+pub mod janus_events;
 pub mod rooms;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Instant};
 
@@ -27,7 +30,10 @@ use axum::{
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{auth::Authenticator, clock::Clock, fleet::control::Fleet, sessions::Sessions, store::Store};
+use crate::{
+    auth::Authenticator, clock::Clock, config::Secret, fleet::control::Fleet, sessions::Sessions, store::Store,
+    webhooks::Webhooks,
+};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -46,6 +52,10 @@ pub struct AppState {
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
+    /// The password Janus's event handler sends to `POST /janus/events` (none: every post is 401).
+    pub janus_events_secret: Option<Secret>,
+    /// The webhook sender, when `WEBHOOK_URL` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -67,6 +77,8 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
+        (name = "janus", description = "What Janus hosts report (their event handler)"),
+        (name = "webhooks", description = "The webhook outbox (operators)"),
     )
 )]
 struct ApiDoc;
@@ -81,6 +93,8 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        components
+            .add_security_scheme("basic", SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Basic).build()));
     }
 }
 
@@ -93,7 +107,9 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(rooms::router())
             .merge(bookings::router())
             .merge(invitations::router())
-            .merge(hosts::router()),
+            .merge(hosts::router())
+            .merge(janus_events::router())
+            .merge(webhooks::router()),
     )
 }
 

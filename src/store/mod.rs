@@ -140,6 +140,9 @@ pub enum OpAction {
     RotateCredentials,
     /// An operator alert was raised.
     Alert,
+    /// A host was deallocated before a booking's end plus grace because its session ended early
+    /// (logged next to the `deallocate`, which billing reads).
+    EarlyRelease,
     /// An entry written by an older version under a name this one no longer makes.
     #[serde(other)]
     Retired,
@@ -155,6 +158,7 @@ impl OpAction {
             Self::CloseSession => "close-session",
             Self::RotateCredentials => "rotate-credentials",
             Self::Alert => "alert",
+            Self::EarlyRelease => "early-release",
             Self::Retired => "retired",
         }
     }

@@ -78,15 +78,17 @@ impl TestApp {
         let data_dir = temp_dir("app");
         let mut env = test_env(&data_dir);
         f(&mut env);
-        let config = Config::from_map(&env).expect("test config");
+        let mut config = Config::from_map(&env).expect("test config");
+        // Bound first, so local Janus hosts post their events to this app.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.addr = listener.local_addr().unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
         let clock = ManualClock::new(base_now());
         let app = match store {
             Some(store) => app::build_on(&config, Arc::new(clock.clone()), store, wrap_power).await,
             None => app::build_with(&config, Arc::new(clock.clone()), wrap_power).await,
         }
         .expect("app builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = app.router();
         tokio::spawn(async move {
