@@ -1194,6 +1194,9 @@ pub async fn deliveries_are_leased_retried_and_finished(store: &dyn Store) {
     let done = store.finish_delivery(b.room_id, &id, &Attempt::Delivered { at: retry_at }).await.unwrap();
     assert_eq!((done.status, done.attempts, done.delivered_at), (DeliveryStatus::Delivered, 2, Some(retry_at)));
     assert_eq!(store.claim_delivery(b.room_id, &id, retry_at, retry_at + Duration::hours(1)).await.unwrap(), None);
+    // An attempt that finishes late (its lease ran out and another delivered) changes nothing.
+    let late = Attempt::Retry { at: retry_at, next_at: retry_at + Duration::minutes(5), error: "timeout".into() };
+    assert_eq!(store.finish_delivery(b.room_id, &id, &late).await.unwrap(), done);
     assert!(!due(store.due_deliveries(retry_at + Duration::days(1), usize::MAX).await.unwrap()));
     let listed: Vec<Delivery> = store
         .deliveries(Some(DeliveryStatus::Delivered), usize::MAX)

@@ -482,7 +482,9 @@ pub trait Store: Send + Sync + 'static {
         until: DateTime<Utc>,
     ) -> StoreResult<Option<Delivery>>;
 
-    /// Records an attempt's outcome (one more attempt, the lease released). `NotFound` when missing.
+    /// Records an attempt's outcome (one more attempt, the lease released). An event already
+    /// delivered stays delivered (a late attempt whose lease ran out cannot undo a delivery).
+    /// `NotFound` when missing.
     async fn finish_delivery(&self, room: RoomId, id: &str, attempt: &Attempt) -> StoreResult<Delivery>;
 
     /// Deliveries with `status` (any when `None`), newest event first, at most `limit`.

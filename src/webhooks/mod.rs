@@ -9,8 +9,8 @@
 //! slows the API or the reconciler. The timer `deliver-webhooks` ([`Webhooks::run_due`], every
 //! minute) sends whatever is due: events whose first attempt never happened (the process died
 //! after the write), and retries after a failure, with backoff ([`backoff`]: 1, 2, 4, ... 60
-//! minutes). An event not delivered within `WEBHOOK_MAX_AGE_MINUTES` of entering the outbox is
-//! dead-lettered (`failed`); operators list and redeliver those (`/api/v1/webhooks/deliveries`).
+//! minutes, the last one at the maximum age). An event not delivered within
+//! `WEBHOOK_MAX_AGE_MINUTES` of entering the outbox is dead-lettered (`failed`); operators list and redeliver those (`/api/v1/webhooks/deliveries`).
 //!
 //! Each attempt first takes the event's lease in the store (compare-and-set), so two instances
 //! rarely send one event at once; delivery is at least once all the same, and receivers
@@ -199,7 +199,11 @@ impl Webhooks {
         let (attempt, outcome) = match error {
             None => (Attempt::Delivered { at }, Outcome::Delivered),
             Some(error) if at >= d.enqueued_at + self.max_age => (Attempt::Failed { at, error }, Outcome::Failed),
-            Some(error) => (Attempt::Retry { at, next_at: at + backoff(d.attempts + 1), error }, Outcome::Retrying),
+            // The last retry comes at the maximum age, not after it.
+            Some(error) => {
+                let next_at = (at + backoff(d.attempts + 1)).min(self.expires(d.enqueued_at));
+                (Attempt::Retry { at, next_at, error }, Outcome::Retrying)
+            }
         };
         match &attempt {
             Attempt::Delivered { .. } => {

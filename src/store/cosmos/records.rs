@@ -286,6 +286,9 @@ impl CosmosStore {
             let Some((doc, etag)) = read_doc::<OutboxDoc>(&self.rooms, pk(room), &outbox_id(id)).await? else {
                 return Err(StoreError::NotFound);
             };
+            if doc.status == DeliveryStatus::Delivered {
+                return doc.to_delivery();
+            }
             let mut next = OutboxDoc { attempts: doc.attempts + 1, leased_until: None, ..doc };
             match attempt {
                 Attempt::Delivered { at } => {

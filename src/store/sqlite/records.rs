@@ -240,17 +240,13 @@ impl SqliteStore {
             Attempt::Failed { error, .. } => (DeliveryStatus::Failed, None, Some(error.clone()), None),
         };
         self.write(move |tx| {
-            let n = tx
-                .prepare_cached(
-                    "UPDATE outbox SET status = ?2, attempts = attempts + 1, leased_until = NULL,
+            tx.prepare_cached(
+                "UPDATE outbox SET status = ?2, attempts = attempts + 1, leased_until = NULL,
                        next_attempt_at = COALESCE(?3, next_attempt_at), last_error = COALESCE(?4, last_error),
                        delivered_at = COALESCE(?5, delivered_at)
-                     WHERE id = ?1",
-                )?
-                .execute(params![id, status.as_str(), next, error, delivered])?;
-            if n == 0 {
-                return Err(StoreError::NotFound);
-            }
+                     WHERE id = ?1 AND status != 'delivered'",
+            )?
+            .execute(params![id, status.as_str(), next, error, delivered])?;
             load_delivery(tx, &id)?.ok_or(StoreError::NotFound)
         })
         .await
