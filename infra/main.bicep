@@ -75,8 +75,19 @@ param alertWebhookEnabled bool = false
 @secure()
 param alertWebhookUrl string = ''
 
-// The three Janus secrets are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY, JANUS_TOKEN_SECRET
-// with FLEET=azure) and every VM read them. Pass them on the first deployment (docs/deploy.md,
+@description('Integrators\' webhooks: the app reads WEBHOOK_URL and WEBHOOK_SECRET from the Key Vault secrets webhook-url and webhook-secret (store them once with webhookUrl and webhookSecret). Keep it in main.bicepparam: a redeployment without it turns webhooks off.')
+param webhooksEnabled bool = false
+
+@description('The integrators\' webhook endpoint (WEBHOOK_URL), stored in Key Vault as webhook-url when given. Empty: the stored value is left alone.')
+@secure()
+param webhookUrl string = ''
+
+@description('The Standard Webhooks signing secret (WEBHOOK_SECRET, whsec_ + base64 of 24 to 64 bytes), stored in Key Vault as webhook-secret when given. Empty: the stored value is left alone.')
+@secure()
+param webhookSecret string = ''
+
+// The four Janus secrets are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY, JANUS_TOKEN_SECRET,
+// JANUS_EVENTS_SECRET with FLEET=azure) and every VM read them. Pass them on the first deployment (docs/deploy.md,
 // step 4) or set them in Key Vault before the app starts; later deployments may leave them empty,
 // which keeps the stored values. The app refuses to start while one is missing and names it.
 @description('Janus API secret, stored in Key Vault as janus-api-secret. Required on the first deployment; empty afterwards keeps the stored value.')
@@ -90,6 +101,10 @@ param janusAdminKey string = ''
 @description('Janus token_auth_secret, stored in Key Vault as janus-token-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusTokenSecret string = ''
+
+@description('Password of the Janus event handler (basic auth to the app\'s POST /api/v1/janus/events), stored in Key Vault as janus-events-secret. Required on the first deployment; empty afterwards keeps the stored value.')
+@secure()
+param janusEventsSecret string = ''
 
 @description('Object id of a user or group that may write the Key Vault secrets (Key Vault Secrets Officer). Empty: none.')
 param operatorPrincipalId string = ''
@@ -143,6 +158,13 @@ param fleetOverrunLimitMinutes int = 60
 @minValue(0)
 param sessionGraceMinutes int = 5
 
+@description('FLEET_RELEASE_EARLY: deallocate a Janus host on the next tick once its sessions have ended early (everyone left), not at the booked end plus grace.')
+param fleetReleaseEarly bool = true
+
+@description('WEBHOOK_MAX_AGE_MINUTES: a webhook event not delivered this long after it was written is dead-lettered.')
+@minValue(1)
+param webhookMaxAgeMinutes int = 1440
+
 param tags object = {
   app: 'suroga-stream'
 }
@@ -176,11 +198,14 @@ var appSubnetPrefix = '${vnetOctets}.2.0/24'
 // Janus ACLs are string prefixes, not CIDRs: loopback (Caddy) and the Function app subnet.
 var janusHttpAcl = '127.,${vnetOctets}.2.'
 
-// Secret names in Key Vault; the VMs read the first three (infra/vm/render-config.sh).
+// Secret names in Key Vault; the VMs read the first four (infra/vm/render-config.sh).
 var apiSecretName = 'janus-api-secret'
 var adminKeyName = 'janus-admin-key'
 var tokenSecretName = 'janus-token-secret'
+var eventsSecretName = 'janus-events-secret'
 var alertWebhookSecretName = 'alert-webhook-url'
+var webhookUrlSecretName = 'webhook-url'
+var webhookSecretSecretName = 'webhook-secret'
 
 // Built-in roles.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
@@ -593,6 +618,30 @@ resource tokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty
   }
 }
 
+resource eventsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusEventsSecret)) {
+  parent: keyVault
+  name: eventsSecretName
+  properties: {
+    value: janusEventsSecret
+  }
+}
+
+resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookUrl)) {
+  parent: keyVault
+  name: webhookUrlSecretName
+  properties: {
+    value: webhookUrl
+  }
+}
+
+resource webhookSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookSecret)) {
+  parent: keyVault
+  name: webhookSecretSecretName
+  properties: {
+    value: webhookSecret
+  }
+}
+
 resource alertWebhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(alertWebhookUrl)) {
   parent: keyVault
   name: alertWebhookSecretName
@@ -625,6 +674,8 @@ var keyVaultSecretsUri = 'https://${keyVaultName}${environment().suffixes.keyvau
 // (this template does not opt into unique default host names); it cannot be read from the app
 // here, as the app's own settings would then depend on the app.
 var publicBaseUrl = empty(appCustomDomain) ? 'https://${functionAppName}.azurewebsites.net' : 'https://${appCustomDomain}'
+// Where the Janus VMs' event handler posts (src/api/janus_events.rs): the app's public address.
+var janusEventsUrl = '${publicBaseUrl}/api/v1/janus/events'
 
 var appSettings = concat([
   {
@@ -693,6 +744,10 @@ var appSettings = concat([
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${tokenSecretName}/)'
   }
   {
+    name: 'JANUS_EVENTS_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${eventsSecretName}/)'
+  }
+  {
     name: 'AUTH_ISSUER'
     value: authIssuer
   }
@@ -733,6 +788,14 @@ var appSettings = concat([
     name: 'SESSION_GRACE_MINUTES'
     value: string(sessionGraceMinutes)
   }
+  {
+    name: 'FLEET_RELEASE_EARLY'
+    value: string(fleetReleaseEarly)
+  }
+  {
+    name: 'WEBHOOK_MAX_AGE_MINUTES'
+    value: string(webhookMaxAgeMinutes)
+  }
 ], fleetMaxHosts == 0 ? [] : [
   {
     name: 'FLEET_MAX_HOSTS'
@@ -742,6 +805,15 @@ var appSettings = concat([
   {
     name: 'ALERT_WEBHOOK_URL'
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${alertWebhookSecretName}/)'
+  }
+] : [], webhooksEnabled ? [
+  {
+    name: 'WEBHOOK_URL'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookUrlSecretName}/)'
+  }
+  {
+    name: 'WEBHOOK_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookSecretSecretName}/)'
   }
 ] : [])
 
@@ -955,6 +1027,7 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
     janusHttpPort: janusHttpPort
     janusWsPort: janusWsPort
     janusHttpAcl: janusHttpAcl
+    eventsUrl: janusEventsUrl
     functionPrincipalId: functionApp.identity.principalId
     vmOperatorRoleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperatorRoleGuid)
     tags: tags
@@ -976,7 +1049,7 @@ output functionAppHostName string = functionApp.properties.defaultHostName
 @description('Cosmos DB endpoint (COSMOS_ENDPOINT).')
 output cosmosEndpoint string = cosmos.properties.documentEndpoint
 
-@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret.')
+@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret, janus-events-secret.')
 output keyVaultName string = keyVault.name
 
 @description('The JANUS_HOSTS value the app was given.')
