@@ -316,7 +316,9 @@ fn simulate(
                 *e = (h.clone(), false);
             }
         }
-        for (i, hp) in p.hosts.iter().enumerate() {
+        for hp in &p.hosts {
+            // The plan lists hosts by name (janus-10 before janus-2).
+            let i = hosts.iter().position(|h| h.name == hp.name).expect("a planned host");
             match hp.action {
                 HostAction::Start { .. } if !sim[i].on => {
                     let h = &mut sim[i];
