@@ -309,7 +309,7 @@ async fn app_with_recorded_janus(tag: &str) -> (TestApp, LocalJanusHost, Arc<Mut
 #[tokio::test]
 async fn duplicated_and_reordered_events_give_the_record_of_what_happened() {
     let (app, _janus, seen, dir) = app_with_recorded_janus("events-reordered").await;
-    let auth = basic(&app.app.state.janus_events_secret.as_ref().unwrap().expose().to_string());
+    let auth = basic(app.app.state.janus_events_secret.as_ref().unwrap().expose());
     let owner = user();
     let booking = app.book(&owner, 5, 65, None).await["booking_id"].as_str().unwrap().to_string();
     let host = host_answer(&app, &owner, &booking).await;
@@ -375,7 +375,7 @@ async fn duplicated_and_reordered_events_give_the_record_of_what_happened() {
 #[tokio::test]
 async fn the_reconcilers_participant_checks_fill_the_events_that_never_came() {
     let (app, _janus, seen, dir) = app_with_recorded_janus("events-missing").await;
-    let auth = basic(&app.app.state.janus_events_secret.as_ref().unwrap().expose().to_string());
+    let auth = basic(app.app.state.janus_events_secret.as_ref().unwrap().expose());
     let owner = user();
     let booking = app.book(&owner, 5, 65, None).await["booking_id"].as_str().unwrap().to_string();
     let host = host_answer(&app, &owner, &booking).await;

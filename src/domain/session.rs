@@ -198,7 +198,7 @@ impl SessionRecord {
         let known: BTreeSet<_> = self.observations.iter().map(Observation::identity).collect();
         let mut fresh: Vec<Observation> = new.into_iter().filter(|o| !known.contains(&o.identity())).collect();
         // Of fresh duplicates, keep the same one whatever the input order.
-        fresh.sort_by(|a, b| order(a, b));
+        fresh.sort_by(order);
         fresh.dedup_by(|a, b| a.identity() == b.identity());
         let room_left = MAX_OBSERVATIONS.saturating_sub(before);
         fresh.truncate(room_left);
@@ -383,7 +383,7 @@ impl Summary {
                 moves.push((l, 1, Fact::Left(p.clone())));
             }
         }
-        moves.sort_by(|a, b| (a.0, a.1).cmp(&(b.0, b.1)));
+        moves.sort_by_key(|m| (m.0, m.1));
         facts.extend(moves.into_iter().map(|(_, _, f)| f));
         if let Some(at) = self.ended_at {
             facts.push(Fact::Ended { started_at: self.started_at, at });
