@@ -181,7 +181,9 @@ const BASE_ARGS = [
   '--disable-sync',
   '--disable-quic',
   '--no-first-run',
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+  // No name resolves; the rules apply to address literals too, so the service (loopback) and the
+  // namespace's own addresses (TURN over TCP connects through the resolver) are left alone.
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 198.18.7.*',
   '--autoplay-policy=no-user-gesture-required',
 ];
 
