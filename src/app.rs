@@ -9,7 +9,7 @@ use chrono::Duration;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, AppState},
+    api::{self, ApiSettings, AppState},
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
     config::{Config, FleetKind, StoreKind},
@@ -21,6 +21,7 @@ use crate::{
         janus_hosts::{JanusHost, JanusHosts},
         local::{LocalJanusOptions, LocalPower},
         power::{PowerControl, StaticPower},
+        power_cache::CachedPower,
         reconciler::Reconciler,
     },
     jobs::Jobs,
@@ -46,9 +47,12 @@ pub struct App {
 }
 
 impl App {
-    /// The whole HTTP surface: the API plus the timer functions.
+    /// The whole HTTP surface: the API plus the timer functions, every answer with the security
+    /// headers.
     pub fn router(&self) -> Router {
-        api::router(self.state.clone()).merge(self.jobs.router())
+        api::router(self.state.clone())
+            .merge(self.jobs.router())
+            .layer(axum::middleware::from_fn(api::headers::security_headers))
     }
 
     /// Stops the local Janus hosts, if any. Idempotent.
@@ -150,9 +154,15 @@ pub async fn build_on(
     };
     let janus = Arc::new(janus);
     let always_on = config.fleet == FleetKind::Static;
+    let power = Arc::new(CachedPower::new(
+        wrap_power(power),
+        clock.clone(),
+        config.fleet_settings.power_cache,
+        hosts.iter().map(|h| h.name.clone()),
+    ));
     let fleet = Arc::new(Fleet {
         janus: janus.clone(),
-        power: wrap_power(power),
+        power,
         hosts,
         policy: FleetPolicy::from_settings(&config.fleet_settings),
         always_on,
@@ -177,6 +187,7 @@ pub async fn build_on(
         fleet_ops: fleet.clone(),
         auth,
         clock,
+        settings: Arc::new(ApiSettings::from_config(config)),
         web: Arc::new(config.web.clone()),
     };
     let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
@@ -205,7 +216,10 @@ pub async fn run(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    // The peer address: rate limits count anonymous callers by it, timer routes want loopback.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `suroga serve`: binds the configured address and serves until SIGTERM or Ctrl-C. Without
@@ -244,7 +258,9 @@ async fn shutdown_signal() {
 /// A development token for the local HS256 secret (`suroga token`).
 pub fn dev_token(config: &Config, sub: &str, admin: bool, ttl: Duration) -> anyhow::Result<String> {
     let secret = auth::local_secret(&config.auth, &config.data_dir)?
-        .ok_or_else(|| anyhow::anyhow!("local tokens are off: AUTH_ISSUER is set and AUTH_HS256_SECRET is not"))?;
+        .ok_or_else(|| anyhow::anyhow!(
+            "local tokens are off: AUTH_ISSUER is set (local tokens need AUTH_ALLOW_LOCAL_TOKENS=true and AUTH_HS256_SECRET)"
+        ))?;
     Ok(auth::mint_dev_token(&secret, sub, admin, &config.auth.admin_role, ttl, chrono::Utc::now()))
 }
 

@@ -125,6 +125,9 @@ pub struct FleetSettings {
     pub alert_webhook_url: Option<Secret>,
     /// `AZURE_SUBSCRIPTION_ID`: the subscription of the Janus VMs (required for `FLEET=azure`).
     pub azure_subscription_id: Option<String>,
+    /// `FLEET_POWER_CACHE_SECONDS` (10; 0 turns the cache off): how old a host's power state may
+    /// be when the API reads it. The reconciler always asks the backend itself.
+    pub power_cache: Duration,
 }
 
 impl Default for FleetSettings {
@@ -138,6 +141,7 @@ impl Default for FleetSettings {
             local_hosts: 1,
             alert_webhook_url: None,
             azure_subscription_id: None,
+            power_cache: Duration::seconds(10),
         }
     }
 }
@@ -155,6 +159,58 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// `AUTH_ADMIN_ROLE` (default `admin`).
     pub admin_role: String,
+    /// `AUTH_ALLOW_LOCAL_TOKENS` (default false): with an issuer configured, also accept local
+    /// HS256 tokens signed with `AUTH_HS256_SECRET`. Without an issuer local tokens are always on.
+    pub allow_local_tokens: bool,
+    /// `AUTH_SCOPES` (default `access_as_user`): delegated scopes; an issuer's token must carry
+    /// one of them in `scp`, or one of [`Self::app_roles`] (or the admin role) in `roles`.
+    pub scopes: Vec<String>,
+    /// `AUTH_APP_ROLES` (default none): app roles that admit an issuer's token without a scope
+    /// (application callers with the client-credentials flow).
+    pub app_roles: Vec<String>,
+    /// `AUTH_JWKS_MAX_STALE_HOURS` (48): cached signing keys stop verifying tokens this long after
+    /// the last successful JWKS fetch; until then they serve while the issuer cannot be reached.
+    pub jwks_max_stale: Duration,
+}
+
+impl Default for AuthConfig {
+    /// Local tokens only, with the defaults of every setting.
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            admin_role: "admin".into(),
+            allow_local_tokens: false,
+            scopes: vec!["access_as_user".into()],
+            app_roles: vec![],
+            jwks_max_stale: Duration::hours(48),
+        }
+    }
+}
+
+/// Where Azure App Service's front end names the client's address (see [`Config::client_address_header`]).
+pub const DEFAULT_CLIENT_ADDRESS_HEADER: &str = "x-client-ip";
+
+/// Per-caller request limits of one instance (`RATE_LIMIT_*`). A rate of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_USER_PER_MINUTE` (300): sustained requests per minute of one authenticated user.
+    pub user_per_minute: u32,
+    /// `RATE_LIMIT_USER_BURST` (100): requests one user may send at once before the rate applies.
+    pub user_burst: u32,
+    /// `RATE_LIMIT_ANONYMOUS_PER_MINUTE` (60): sustained requests per minute from one client
+    /// address without a valid token (health, the OpenAPI document, the docs page, bad tokens).
+    pub anonymous_per_minute: u32,
+    /// `RATE_LIMIT_ANONYMOUS_BURST` (30).
+    pub anonymous_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { user_per_minute: 300, user_burst: 100, anonymous_per_minute: 60, anonymous_burst: 30 }
+    }
 }
 
 /// Everything the service reads from the environment.
@@ -194,8 +250,17 @@ pub struct Config {
     /// trailing slash; invitation links are `<it>/app/i/<code>`.
     pub public_base_url: String,
     /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
-    /// `PASSWORD_REVEAL_MINUTES` (15).
+    /// `PASSWORD_REVEAL_MINUTES` (15), `BOOKING_HORIZON_DAYS` (180).
     pub policy: BookingPolicy,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// `CORS_ALLOWED_ORIGINS` (default none): browser origins (`https://app.example.com`) that
+    /// may call the API from another site. Without any, browsers keep cross-site calls out.
+    pub cors_allowed_origins: Vec<String>,
+    /// `CLIENT_ADDRESS_HEADER` (default `X-Client-IP`): under the Functions host, the request
+    /// header in which the platform's front end names the client's address (rate limits of
+    /// anonymous callers); `X-Forwarded-For` is the fallback.
+    pub client_address_header: axum::http::HeaderName,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
     /// The web client's sign-in and timing (`AUTH_CLIENT_ID`, `WEB_*`; see [`crate::web::settings`]).
@@ -303,6 +368,15 @@ impl Config {
                     }),
                 }
             };
+        let whole =
+            |k: &str, min: i64, max: i64, default: i64| -> Result<i64, ConfigError> {
+                match get(k) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<i64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
+                        ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))
+                    }),
+                }
+            };
         let fleet_settings = FleetSettings {
             lead: minutes("FLEET_LEAD_MINUTES", 30)?,
             grace: minutes("FLEET_GRACE_MINUTES", 10)?,
@@ -319,6 +393,12 @@ impl Config {
                 },
             },
             azure_subscription_id: get("AZURE_SUBSCRIPTION_ID"),
+            power_cache: Duration::seconds(whole(
+                "FLEET_POWER_CACHE_SECONDS",
+                0,
+                300,
+                FleetSettings::default().power_cache.num_seconds(),
+            )?),
         };
         if fleet == FleetKind::Azure && fleet_settings.azure_subscription_id.is_none() {
             return Err(ConfigError("FLEET=azure needs AZURE_SUBSCRIPTION_ID".into()));
@@ -331,15 +411,66 @@ impl Config {
             )));
         }
 
+        let list = |k: &str| -> Option<Vec<String>> {
+            get(k).map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        };
+        let auth_defaults = AuthConfig::default();
         let auth = AuthConfig {
             hs256_secret: secret("AUTH_HS256_SECRET"),
             issuer: get("AUTH_ISSUER"),
             audience: get("AUTH_AUDIENCE"),
             jwks_url: get("AUTH_JWKS_URL"),
-            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or_else(|| "admin".into()),
+            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or(auth_defaults.admin_role),
+            allow_local_tokens: match get("AUTH_ALLOW_LOCAL_TOKENS").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError(format!("AUTH_ALLOW_LOCAL_TOKENS must be true or false, got {other:?}")));
+                }
+            },
+            scopes: list("AUTH_SCOPES").unwrap_or(auth_defaults.scopes),
+            app_roles: list("AUTH_APP_ROLES").unwrap_or(auth_defaults.app_roles),
+            jwks_max_stale: Duration::hours(whole(
+                "AUTH_JWKS_MAX_STALE_HOURS",
+                1,
+                24 * 30,
+                auth_defaults.jwks_max_stale.num_hours(),
+            )?),
         };
         if auth.issuer.is_some() != auth.audience.is_some() {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
+        }
+        if auth.allow_local_tokens && auth.hs256_secret.is_none() {
+            return Err(ConfigError(
+                "AUTH_ALLOW_LOCAL_TOKENS=true needs AUTH_HS256_SECRET (no local secret is generated when AUTH_ISSUER is set)"
+                    .into(),
+            ));
+        }
+        let limits = RateLimitSettings::default();
+        let rate_limits = RateLimitSettings {
+            user_per_minute: whole("RATE_LIMIT_USER_PER_MINUTE", 0, 1_000_000, limits.user_per_minute.into())? as u32,
+            user_burst: whole("RATE_LIMIT_USER_BURST", 1, 1_000_000, limits.user_burst.into())? as u32,
+            anonymous_per_minute: whole(
+                "RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+                0,
+                1_000_000,
+                limits.anonymous_per_minute.into(),
+            )? as u32,
+            anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
+        };
+        let client_address_header = {
+            let name = get("CLIENT_ADDRESS_HEADER").unwrap_or_else(|| DEFAULT_CLIENT_ADDRESS_HEADER.into());
+            axum::http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map_err(|_| ConfigError(format!("CLIENT_ADDRESS_HEADER must be a header name, got {name:?}")))?
+        };
+        let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS").unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            if !is_origin(origin) {
+                return Err(ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com (scheme, host and \
+                     optional port; no path, no *), got {origin:?}"
+                )));
+            }
         }
 
         let public_base_url = match get("PUBLIC_BASE_URL") {
@@ -390,11 +521,38 @@ impl Config {
                 max_duration: max_session,
                 min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
                 reveal_before: minutes("PASSWORD_REVEAL_MINUTES", 15)?,
+                horizon: Duration::days(whole(
+                    "BOOKING_HORIZON_DAYS",
+                    1,
+                    3650,
+                    BookingPolicy::default().horizon.num_days(),
+                )?),
             },
+            rate_limits,
+            cors_allowed_origins,
+            client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
             web,
             ice,
         })
+    }
+}
+
+/// True for a serialized origin (RFC 6454): `http(s)://host[:port]`, nothing after it.
+fn is_origin(s: &str) -> bool {
+    match url::Url::parse(s) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                // `Url` adds the root path; anything more (even a trailing slash) is not an origin.
+                && u.path() == "/"
+                && !s.ends_with('/')
+        }
+        Err(_) => false,
     }
 }
 
@@ -547,6 +705,66 @@ mod tests {
             Ok(CosmosCredentialKind::DeveloperTools)
         );
         assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
+    }
+
+    #[test]
+    fn hardening_settings_default_and_are_read() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(c.rate_limits, RateLimitSettings::default());
+        assert!(c.cors_allowed_origins.is_empty());
+        assert_eq!(c.client_address_header, "x-client-ip");
+        assert_eq!(c.policy.horizon, Duration::days(180));
+        assert_eq!(c.fleet_settings.power_cache, Duration::seconds(10));
+        assert!(!c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["access_as_user".to_string()]);
+        assert!(c.auth.app_roles.is_empty());
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(48));
+
+        let c = Config::from_map(&env(&[
+            ("RATE_LIMIT_USER_PER_MINUTE", "0"),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "5"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test, http://localhost:5173"),
+            ("BOOKING_HORIZON_DAYS", "30"),
+            ("FLEET_POWER_CACHE_SECONDS", "0"),
+            ("AUTH_ISSUER", "https://login.example.test/t/v2.0"),
+            ("AUTH_AUDIENCE", "api://x"),
+            ("AUTH_HS256_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_SCOPES", "Bookings.ReadWrite access_as_user"),
+            ("AUTH_APP_ROLES", "Suroga.Daemon,Suroga.Ops"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "12"),
+            ("CLIENT_ADDRESS_HEADER", "X-Azure-ClientIP"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rate_limits.user_per_minute, c.rate_limits.anonymous_burst), (0, 5));
+        assert_eq!(c.cors_allowed_origins, vec!["https://a.example.test", "http://localhost:5173"]);
+        assert_eq!((c.policy.horizon, c.fleet_settings.power_cache), (Duration::days(30), Duration::zero()));
+        assert!(c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["Bookings.ReadWrite", "access_as_user"]);
+        assert_eq!(c.auth.app_roles, vec!["Suroga.Daemon", "Suroga.Ops"]);
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(12));
+        assert_eq!(c.client_address_header, "x-azure-clientip");
+    }
+
+    #[test]
+    fn bad_hardening_settings_name_the_setting() {
+        for (k, v) in [
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/app"),
+            ("CORS_ALLOWED_ORIGINS", "a.example.test"),
+            ("RATE_LIMIT_USER_BURST", "0"),
+            ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "-1"),
+            ("CLIENT_ADDRESS_HEADER", "X Client"),
+            ("BOOKING_HORIZON_DAYS", "0"),
+            ("FLEET_POWER_CACHE_SECONDS", "3600"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "yes"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "0"),
+        ] {
+            let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
     }
 
     #[test]

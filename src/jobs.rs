@@ -50,7 +50,8 @@ impl Jobs {
         }
     }
 
-    /// `POST /{function-name}` for every timer: the host's envelope in, its reply shape out.
+    /// `POST /{function-name}` for every timer: the host's envelope in, its reply shape out;
+    /// answered only for the Functions host or a local caller ([`crate::functions::access`]).
     pub fn router(&self) -> Router {
         let mut r = Router::new();
         for t in TIMERS {
@@ -60,7 +61,9 @@ impl Jobs {
                 post(move |State(jobs): State<Jobs>, inv: TimerInvocation| async move { jobs.invoke(name, inv).await }),
             );
         }
+        let under_host = self.state.settings.under_functions_host;
         r.with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(under_host, crate::functions::access::only_the_host))
     }
 
     async fn invoke(&self, name: &str, inv: TimerInvocation) -> Response {

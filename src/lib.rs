@@ -13,6 +13,7 @@
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
+//! - [`files`]: the data folder (`0700`) and the files holding secrets and data (`0600`).
 //! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
 pub mod api;
@@ -21,6 +22,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod fleet;
 pub mod functions;
 pub mod janus;

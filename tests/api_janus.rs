@@ -118,7 +118,7 @@ async fn janus_down_stops_joins_with_503_and_nothing_else() {
     let (st, _) = app.delete(&format!("/api/v1/bookings/{}", other["booking_id"].as_str().unwrap()), &u).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     // Health reports Janus without failing.
-    let (st, h) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
+    let (st, h) = app.get("/api/v1/health", &admin()).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "unavailable"), "{h}");
     // Participants of a session whose always-on host does not answer: 503.

@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -22,7 +22,7 @@ use super::{
 use crate::{
     auth::Caller,
     config::IceTransportPolicy,
-    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_instant},
+    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant},
     fleet::Participant,
     sessions::{IceServer, Role, SessionJoin},
     store::{IdempotencyClaim, StoreError},
@@ -191,15 +191,7 @@ async fn list_bookings(
     ApiQuery(q): ApiQuery<BookingListQuery>,
 ) -> Result<Json<Vec<BookingView>>, ApiError> {
     let status: Option<BookingStatus> = q.status.as_deref().map(str::parse).transpose()?;
-    let during = match q.date.as_deref() {
-        None => None,
-        Some(d) => {
-            let day = NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| ApiError::BadRequest(format!("date must be YYYY-MM-DD, got {d:?}")))?;
-            let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-            Some(TimeSlot::new(start, start + chrono::Duration::days(1))?)
-        }
-    };
+    let during = q.date.as_deref().map(|d| parse_day("date", d)).transpose()?;
     let now = s.clock.now();
     let bookings = s.store.list_bookings(&caller.user, during).await?;
     Ok(Json(

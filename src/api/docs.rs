@@ -1,6 +1,9 @@
 //! `GET /api/docs`: an interactive page for the OpenAPI document. Self-contained (no CDN, no
 //! build-time download): it reads `/api/v1/openapi.json` and lets a reader send each request
 //! with a bearer token.
+//!
+//! Its `Content-Security-Policy` admits exactly its own inline script and style (by their SHA-256)
+//! and same-origin requests: nothing injected into the page could run.
 
 use std::sync::LazyLock;
 

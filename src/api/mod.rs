@@ -4,15 +4,21 @@
 //! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
+//!
+//! Around every route: [`limits`] (per-caller rate limits, 429), the access log, [`headers::cors`]
+//! for the allowed origins; [`headers::security_headers`] wraps the whole service (see
+//! [`crate::app::App::router`]).
 
 pub mod bookings;
 pub mod client;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod hosts;
 pub mod invitations;
+pub mod limits;
 pub mod rooms;
 
 use std::{sync::Arc, time::Instant};
@@ -20,7 +26,7 @@ use std::{sync::Arc, time::Instant};
 use axum::{
     Router,
     extract::{DefaultBodyLimit, FromRef, Request},
-    http::StatusCode,
+    http::{HeaderName, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -28,7 +34,14 @@ use axum::{
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{auth::Authenticator, clock::Clock, fleet::control::Fleet, sessions::Sessions, store::Store};
+use crate::{
+    auth::Authenticator,
+    clock::Clock,
+    config::{Config, RateLimitSettings},
+    fleet::control::Fleet,
+    sessions::Sessions,
+    store::Store,
+};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -49,6 +62,34 @@ pub struct AppState {
     pub clock: Arc<dyn Clock>,
     /// The web client's sign-in and timing (`GET /client-config`, the pages' CSP).
     pub web: Arc<crate::web::WebSettings>,
+    /// How the HTTP edge behaves: rate limits, CORS, where client addresses come from.
+    pub settings: Arc<ApiSettings>,
+}
+
+/// HTTP behaviour that comes from configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Under the Functions host: client addresses come from the platform's headers (see
+    /// [`limits::client_address`]) and timer routes need the host's invocation header.
+    pub under_functions_host: bool,
+    /// `CLIENT_ADDRESS_HEADER`: the header the platform's front end names the client in.
+    pub client_address_header: HeaderName,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// Origins allowed to call the API from browsers on other sites.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ApiSettings {
+    /// The API's part of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            under_functions_host: config.under_functions_host,
+            client_address_header: config.client_address_header.clone(),
+            rate_limits: config.rate_limits.clone(),
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -111,7 +152,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
-    api.route("/", get(|| async { "Suroga Stream" }))
+    let router = api
+        .route("/", get(|| async { "Suroga Stream" }))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -123,9 +165,19 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::web::router(web_csp(&state)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(access_log))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let limits = limits::Limits {
+        limiter: Arc::new(limits::RateLimiter::new(&state.settings.rate_limits)),
+        state: state.clone(),
+    };
+    let router =
+        router.layer(middleware::from_fn_with_state(limits, limits::rate_limit)).layer(middleware::from_fn(access_log));
+    // Outside the limits: a preflight is answered without counting against the caller.
+    let router = match headers::cors(&state.settings.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
 }
 
 /// The app's CSP: this origin, the Janus hosts' public URLs, the sign-in authority.

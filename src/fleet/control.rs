@@ -3,8 +3,9 @@
 //! the scheduling policy ([`FleetPolicy`]), operator overrides ([`HostOverride`], kept in the
 //! store as `override:{host}`) and a planner entry point that loads its inputs ([`Fleet::plan`]).
 //!
-//! Nothing here is cached in process memory: power states come from the backend, bookings,
-//! assignments and overrides from the store, so every instance sees the same fleet.
+//! Nothing here is cached in process memory but the power states the API reads (a few seconds
+//! old at most, see [`super::power_cache`]; the reconciler reads them fresh): bookings,
+//! assignments and overrides come from the store, so every instance sees the same fleet.
 
 use std::{collections::BTreeMap, sync::Arc};
 
@@ -169,8 +170,17 @@ impl Fleet {
         self.janus.host_for(room)
     }
 
-    /// Every host's power state, asked concurrently.
+    /// Every host's power state asked of the backend itself (past any cache), concurrently: what
+    /// the reconciler acts on.
     pub async fn power_states(&self) -> BTreeMap<String, Result<PowerState, PowerError>> {
+        let asks =
+            self.hosts.iter().map(|h| async move { (h.name.clone(), self.power.fresh_power_state(&h.name).await) });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+
+    /// Every host's power state as the API reads it: from the power cache when it is recent
+    /// (see [`super::power_cache`]), concurrently.
+    pub async fn recent_power_states(&self) -> BTreeMap<String, Result<PowerState, PowerError>> {
         let asks = self.hosts.iter().map(|h| async move { (h.name.clone(), self.power.power_state(&h.name).await) });
         futures::future::join_all(asks).await.into_iter().collect()
     }
@@ -194,11 +204,12 @@ impl Fleet {
         self.store.put_state(&HostOverride::key(host), &v).await
     }
 
-    /// Each host's power state and override, for operators. Never fails on the power backend
-    /// (its error is reported per host); fails only when the store does.
+    /// Each host's power state (recent, see [`Self::recent_power_states`]) and override, for
+    /// operators. Never fails on the power backend (its error is reported per host); fails only
+    /// when the store does.
     pub async fn host_statuses(&self) -> Result<Vec<HostStatus>, StoreError> {
         let now = self.clock.now();
-        let mut states = self.power_states().await;
+        let mut states = self.recent_power_states().await;
         let mut out = Vec::with_capacity(self.hosts.len());
         for h in &self.hosts {
             let (power_state, power_error) = match states.remove(&h.name) {

@@ -112,7 +112,7 @@ impl HostSecrets {
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let s = Self::generate();
                 if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                    crate::files::create_private_dir(dir).map_err(io_err(format!("creating {}", dir.display())))?;
                 }
                 write_private(path, &serde_json::to_vec_pretty(&s).expect("secrets serialize"))?;
                 Ok(s)
@@ -356,7 +356,7 @@ impl LocalJanusHost {
     /// Renders the configuration and links the modules into the host's folder.
     fn write_folder(&self) -> Result<(), LocalHostError> {
         let dir = &self.dir;
-        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        crate::files::create_private_dir(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         for kind in ["plugins", "transports", "events", "loggers"] {
             let sub = dir.join(kind);
             fs::create_dir_all(&sub).map_err(io_err(format!("creating {}", sub.display())))?;

@@ -8,7 +8,8 @@
 //! [`reconciler`] (the every-minute timer that acts; it asks a [`SessionKeeper`] to open and
 //! close the sessions of each running host), [`alerts`] (the operators' webhook).
 //! Power backends ([`power::PowerControl`]): [`local::LocalPower`] (local Janus processes),
-//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs).
+//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs); the API reads them
+//! through [`power_cache::CachedPower`], so a burst of requests is not a burst of ARM calls.
 
 pub mod alerts;
 pub mod azure;
@@ -18,6 +19,7 @@ pub mod janus_hosts;
 pub mod local;
 pub mod planner;
 pub mod power;
+pub mod power_cache;
 pub mod reconciler;
 pub mod usage;
 

@@ -209,12 +209,11 @@ impl SqliteStore {
     /// a busy runtime thread. Fails with `Unavailable` when the file cannot be opened or stays
     /// locked, `Internal` when it holds a schema newer than this build knows.
     pub fn open(path: &Path) -> Result<SqliteStore, StoreError> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
-                message: format!("cannot create {}: {e}", dir.display()),
-                retry_after: None,
-            })?;
-        }
+        // The file holds pins and Janus room secrets: private before SQLite first opens it.
+        crate::files::prepare_private_file(path, &["-wal", "-shm"]).map_err(|e| StoreError::Unavailable {
+            message: format!("cannot create {} privately: {e}", path.display()),
+            retry_after: None,
+        })?;
         let mut writer = open_connection(path)?;
         // WAL is a property of the file: set once, every later connection (and process) uses it.
         let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;

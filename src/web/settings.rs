@@ -112,13 +112,7 @@ mod tests {
     use super::*;
 
     fn auth(issuer: Option<&str>, audience: Option<&str>) -> AuthConfig {
-        AuthConfig {
-            hs256_secret: None,
-            issuer: issuer.map(String::from),
-            audience: audience.map(String::from),
-            jwks_url: None,
-            admin_role: "admin".into(),
-        }
+        AuthConfig { issuer: issuer.map(String::from), audience: audience.map(String::from), ..AuthConfig::default() }
     }
 
     fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
