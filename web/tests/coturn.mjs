@@ -9,13 +9,13 @@
 // interface its candidate lives on, so a packet from Janus (v1) to an address of the other veth
 // end (v0) crosses the pair and arrives from a local source address, which Linux drops.
 
-import { execFileSync, spawn } from 'node:child_process';
+import { execFileSync } from 'node:child_process';
 import { createHmac } from 'node:crypto';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { ROOT, waitFor } from './harness.mjs';
+import { ROOT, spawnLogged, waitFor } from './harness.mjs';
 
 export const TURN_IP = '198.18.7.3';
 export const JANUS_IP = '198.18.7.2';
@@ -61,24 +61,12 @@ export async function startCoturn(secret) {
   conf = conf.replace(/^external-ip=.*\n/m, '');
   if (/__[A-Z_]+__|@@/.test(conf)) throw new Error(`a marker is left in the rendered turnserver.conf:\n${conf}`);
   writeFileSync(join(dir, 'turnserver.conf'), `${conf}no-tls\n`, { mode: 0o600 });
-  const child = spawn('turnserver', ['-c', join(dir, 'turnserver.conf'), '--pidfile', join(dir, 'turnserver.pid')], {
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  const log = [];
-  child.stdout.on('data', (d) => log.push(d.toString()));
-  child.stderr.on('data', (d) => log.push(d.toString()));
-  let exited = null;
-  child.on('exit', (code) => {
-    exited = code;
-  });
-  child.on('error', (e) => {
-    exited = e.message;
-  });
-  const text = () => log.join('');
+  const proc = spawnLogged('turnserver', ['-c', join(dir, 'turnserver.conf'), '--pidfile', join(dir, 'turnserver.pid')]);
+  const { child, log, text } = proc;
   try {
     await waitFor(
       () => {
-        if (exited !== null) throw new Error(`turnserver exited (${exited}):\n${text()}`);
+        if (proc.exited() !== null) throw new Error(`turnserver exited (${proc.exited()}):\n${text()}`);
         const listening = (flag) =>
           execFileSync('ss', ['-Hln', flag, 'src', `${TURN_IP}:${port}`]).toString().trim() !== '';
         return listening('-u') && listening('-t');
@@ -98,10 +86,7 @@ export async function startCoturn(secret) {
     turnUrl: (transport) => `turn:${TURN_IP}:${port}?transport=${transport}`,
     stunUrl: `stun:${TURN_IP}:${port}`,
     async stop() {
-      if (exited === null) {
-        child.kill('SIGTERM');
-        await waitFor(() => exited !== null, { timeout: 10000, message: 'coturn to stop' }).catch(() => child.kill('SIGKILL'));
-      }
+      await proc.stop('coturn');
       rmSync(dir, { recursive: true, force: true });
       execFileSync('ip', ['addr', 'del', `${TURN_IP}/32`, 'dev', JANUS_LINK]);
     },
