@@ -206,6 +206,8 @@ fn main() {
         ("FLEET", "static"),
         ("JANUS_API_SECRET", "unused"),
         ("JANUS_TOKEN_SECRET", "unused"),
+        ("JANUS_ADMIN_KEY", "unused"),
+        ("JANUS_EVENTS_SECRET", "unused"),
         (
             "JANUS_HOSTS",
             r#"[{"name":"j1","backend_url":"http://127.0.0.1:9/janus","public_http_url":"http://127.0.0.1:9/janus","public_ws_url":"ws://127.0.0.1:9"}]"#,

@@ -81,11 +81,22 @@ param alertWebhookEnabled bool = false
 @secure()
 param alertWebhookUrl string = ''
 
-// The three Janus secrets and the TURN secret are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY,
-// JANUS_TOKEN_SECRET with FLEET=azure, TURN_SHARED_SECRET) and every VM read them. Pass them on the
-// first deployment (docs/deploy.md, step 4); later deployments may leave them empty, which keeps the
-// stored values. The app refuses to start while one is missing and names it; a VM's role
-// assignments are scoped to the secrets themselves, so the deployment fails while one is missing.
+@description('Integrators\' webhooks: the app reads WEBHOOK_URL and WEBHOOK_SECRET from the Key Vault secrets webhook-url and webhook-secret (store them once with webhookUrl and webhookSecret). Keep it in main.bicepparam: a redeployment without it turns webhooks off.')
+param webhooksEnabled bool = false
+
+@description('The integrators\' webhook endpoint (WEBHOOK_URL), stored in Key Vault as webhook-url when given. Empty: the stored value is left alone.')
+@secure()
+param webhookUrl string = ''
+
+@description('The Standard Webhooks signing secret (WEBHOOK_SECRET, whsec_ + base64 of 24 to 64 bytes), stored in Key Vault as webhook-secret when given. Empty: the stored value is left alone.')
+@secure()
+param webhookSecret string = ''
+
+// The four Janus secrets and the TURN secret are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY,
+// JANUS_TOKEN_SECRET, JANUS_EVENTS_SECRET with FLEET=azure, TURN_SHARED_SECRET) and every VM read them.
+// Pass them on the first deployment (docs/deploy.md, step 4); later deployments may leave them empty,
+// which keeps the stored values. The app refuses to start while one is missing and names it; a VM's
+// role assignments are scoped to the secrets themselves, so the deployment fails while one is missing.
 @description('Janus API secret, stored in Key Vault as janus-api-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusApiSecret string = ''
@@ -101,6 +112,10 @@ param janusTokenSecret string = ''
 @description('coturn static-auth-secret (TURN REST API credentials: the app mints time-limited TURN credentials from it), stored in Key Vault as turn-shared-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param turnSharedSecret string = ''
+
+@description('Password of the Janus event handler (basic auth to the app\'s POST /api/v1/janus/events), stored in Key Vault as janus-events-secret. Required on the first deployment; empty afterwards keeps the stored value.')
+@secure()
+param janusEventsSecret string = ''
 
 @description('Object id of a user or group that may write the Key Vault secrets (Key Vault Secrets Officer). Empty: none.')
 param operatorPrincipalId string = ''
@@ -154,6 +169,13 @@ param fleetOverrunLimitMinutes int = 60
 @minValue(0)
 param sessionGraceMinutes int = 5
 
+@description('FLEET_RELEASE_EARLY: deallocate a Janus host on the next tick once its sessions have ended early (everyone left), not at the booked end plus grace.')
+param fleetReleaseEarly bool = true
+
+@description('WEBHOOK_MAX_AGE_MINUTES: a webhook event not delivered this long after it was written is dead-lettered.')
+@minValue(1)
+param webhookMaxAgeMinutes int = 1440
+
 param tags object = {
   app: 'suroga-stream'
 }
@@ -202,12 +224,16 @@ var janusHttpAcl = '127.,${vnetOctets}.2.'
 var apiSecretName = 'janus-api-secret'
 var adminKeyName = 'janus-admin-key'
 var tokenSecretName = 'janus-token-secret'
+var eventsSecretName = 'janus-events-secret'
 var turnSecretName = 'turn-shared-secret'
 var alertWebhookSecretName = 'alert-webhook-url'
+var webhookUrlSecretName = 'webhook-url'
+var webhookSecretSecretName = 'webhook-secret'
 var vmSecretNames = [
   apiSecretName
   adminKeyName
   tokenSecretName
+  eventsSecretName
   turnSecretName
 ]
 
@@ -752,6 +778,39 @@ resource turnSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(
   }
 }
 
+resource eventsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusEventsSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: eventsSecretName
+  properties: {
+    value: janusEventsSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookUrl)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: webhookUrlSecretName
+  properties: {
+    value: webhookUrl
+    contentType: 'text/plain'
+  }
+}
+
+resource webhookSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: webhookSecretSecretName
+  properties: {
+    value: webhookSecret
+    contentType: 'text/plain'
+  }
+}
+
 resource alertWebhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(alertWebhookUrl)) {
   // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
   // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
@@ -788,6 +847,8 @@ var keyVaultSecretsUri = 'https://${keyVaultName}${environment().suffixes.keyvau
 // (this template does not opt into unique default host names); it cannot be read from the app
 // here, as the app's own settings would then depend on the app.
 var publicBaseUrl = empty(appCustomDomain) ? 'https://${functionAppName}.azurewebsites.net' : 'https://${appCustomDomain}'
+// Where the Janus VMs' event handler posts (src/api/janus_events.rs): the app's public address.
+var janusEventsUrl = '${publicBaseUrl}/api/v1/janus/events'
 
 var appSettings = concat([
   {
@@ -866,6 +927,10 @@ var appSettings = concat([
     value: string(turnServers)
   }
   {
+    name: 'JANUS_EVENTS_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${eventsSecretName}/)'
+  }
+  {
     name: 'AUTH_ISSUER'
     value: authIssuer
   }
@@ -910,6 +975,14 @@ var appSettings = concat([
     name: 'SESSION_GRACE_MINUTES'
     value: string(sessionGraceMinutes)
   }
+  {
+    name: 'FLEET_RELEASE_EARLY'
+    value: string(fleetReleaseEarly)
+  }
+  {
+    name: 'WEBHOOK_MAX_AGE_MINUTES'
+    value: string(webhookMaxAgeMinutes)
+  }
 ], fleetMaxHosts == 0 ? [] : [
   {
     name: 'FLEET_MAX_HOSTS'
@@ -919,6 +992,15 @@ var appSettings = concat([
   {
     name: 'ALERT_WEBHOOK_URL'
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${alertWebhookSecretName}/)'
+  }
+] : [], webhooksEnabled ? [
+  {
+    name: 'WEBHOOK_URL'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookUrlSecretName}/)'
+  }
+  {
+    name: 'WEBHOOK_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookSecretSecretName}/)'
   }
 ] : [])
 
@@ -1148,6 +1230,7 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
     janusHttpPort: janusHttpPort
     janusWsPort: janusWsPort
     janusHttpAcl: janusHttpAcl
+    eventsUrl: janusEventsUrl
     functionPrincipalId: functionApp.identity.principalId
     vmOperatorRoleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperatorRoleGuid)
     tags: tags
@@ -1159,6 +1242,7 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
     apiSecret
     adminKey
     tokenSecret
+    eventsSecret
     turnSecret
   ]
 }]
@@ -1174,7 +1258,7 @@ output functionAppHostName string = functionApp.properties.defaultHostName
 @description('Cosmos DB endpoint (COSMOS_ENDPOINT).')
 output cosmosEndpoint string = cosmos.properties.documentEndpoint
 
-@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret, turn-shared-secret.')
+@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret, janus-events-secret, turn-shared-secret.')
 output keyVaultName string = keyVault.name
 
 @description('The JANUS_HOSTS value the app was given.')

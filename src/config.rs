@@ -128,6 +128,9 @@ pub struct FleetSettings {
     /// `FLEET_POWER_CACHE_SECONDS` (10; 0 turns the cache off): how old a host's power state may
     /// be when the API reads it. The reconciler always asks the backend itself.
     pub power_cache: Duration,
+    /// `FLEET_RELEASE_EARLY` (on): a host whose sessions have all ended early (everyone left)
+    /// is deallocated on the next tick instead of at the booked end plus grace.
+    pub release_early: bool,
 }
 
 impl Default for FleetSettings {
@@ -142,8 +145,32 @@ impl Default for FleetSettings {
             alert_webhook_url: None,
             azure_subscription_id: None,
             power_cache: Duration::seconds(10),
+            release_early: true,
         }
     }
+}
+
+/// Outgoing webhooks (`WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_MAX_AGE_MINUTES`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_URL`: the one endpoint every event goes to (a secret: URLs often carry tokens).
+    pub url: Secret,
+    /// `WEBHOOK_SECRET`: `whsec_` + base64 of the signing key (Standard Webhooks).
+    pub secret: Secret,
+    /// `WEBHOOK_MAX_AGE_MINUTES` (1440): an event not delivered this long after it entered the
+    /// outbox is dead-lettered.
+    pub max_age: Duration,
+}
+
+/// Default of `WEBHOOK_MAX_AGE_MINUTES`: a day of retries.
+pub const DEFAULT_WEBHOOK_MAX_AGE_MINUTES: i64 = 24 * 60;
+
+/// The signing key of a Standard Webhooks secret (`whsec_` + base64); `None` when malformed.
+pub fn webhook_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
 }
 
 /// Authentication settings.
@@ -237,6 +264,11 @@ pub struct Config {
     pub janus_admin_key: Option<Secret>,
     /// `JANUS_TOKEN_SECRET` (generated for local hosts).
     pub janus_token_secret: Option<Secret>,
+    /// `JANUS_EVENTS_SECRET` (generated for local hosts; required for `static` and `azure`): the
+    /// password Janus's event handler sends (basic auth, user `janus`) to `POST /janus/events`.
+    pub janus_events_secret: Option<Secret>,
+    /// Outgoing webhooks; `None` when `WEBHOOK_URL` is unset (no events are written then).
+    pub webhook: Option<WebhookConfig>,
     /// `JANUS_TOKEN_ALGORITHM`: `hmac-sha1` (Janus 1.1.x, default) or `hmac-sha256`.
     pub janus_token_algorithm: String,
     /// `JANUS_CONNECT_TIMEOUT_MS` (default 2000).
@@ -358,6 +390,19 @@ impl Config {
         if fleet != FleetKind::Local && get("JANUS_API_SECRET").is_none() {
             return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_API_SECRET".into()));
         }
+        if fleet != FleetKind::Local && get("JANUS_EVENTS_SECRET").is_none() {
+            return Err(ConfigError(
+                "FLEET=static and FLEET=azure need JANUS_EVENTS_SECRET (the password of Janus's event handler)".into(),
+            ));
+        }
+        let flag = |k: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(k).map(|v| v.to_ascii_lowercase()).as_deref() {
+                None => Ok(default),
+                Some("true" | "1" | "on" | "yes") => Ok(true),
+                Some("false" | "0" | "off" | "no") => Ok(false),
+                Some(_) => Err(ConfigError(format!("{k} must be true or false"))),
+            }
+        };
 
         let count =
             |k: &str, min: usize, max: usize| -> Result<Option<usize>, ConfigError> {
@@ -399,6 +444,7 @@ impl Config {
                 300,
                 FleetSettings::default().power_cache.num_seconds(),
             )?),
+            release_early: flag("FLEET_RELEASE_EARLY", true)?,
         };
         if fleet == FleetKind::Azure && fleet_settings.azure_subscription_id.is_none() {
             return Err(ConfigError("FLEET=azure needs AZURE_SUBSCRIPTION_ID".into()));
@@ -487,6 +533,28 @@ impl Config {
             },
         };
 
+        let webhook = match (get("WEBHOOK_URL"), secret("WEBHOOK_SECRET")) {
+            (None, None) => None,
+            (Some(u), Some(secret)) => {
+                if !matches!(url::Url::parse(&u), Ok(parsed) if matches!(parsed.scheme(), "http" | "https")) {
+                    // The URL may carry a token: never echo it.
+                    return Err(ConfigError("WEBHOOK_URL must be an http(s) URL".into()));
+                }
+                if webhook_key(secret.expose()).is_none() {
+                    return Err(ConfigError(
+                        "WEBHOOK_SECRET must be whsec_ followed by the base64 of a 24 to 64 byte key".into(),
+                    ));
+                }
+                let max_age = minutes("WEBHOOK_MAX_AGE_MINUTES", DEFAULT_WEBHOOK_MAX_AGE_MINUTES)?;
+                if max_age <= Duration::zero() {
+                    return Err(ConfigError("WEBHOOK_MAX_AGE_MINUTES must be positive".into()));
+                }
+                Some(WebhookConfig { url: Secret::new(u), secret, max_age })
+            }
+            (Some(_), None) => return Err(ConfigError("WEBHOOK_URL needs WEBHOOK_SECRET".into())),
+            (None, Some(_)) => return Err(ConfigError("WEBHOOK_SECRET needs WEBHOOK_URL".into())),
+        };
+
         let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
         if max_session <= Duration::zero() {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
@@ -512,6 +580,8 @@ impl Config {
             janus_api_secret: secret("JANUS_API_SECRET"),
             janus_admin_key: secret("JANUS_ADMIN_KEY"),
             janus_token_secret: secret("JANUS_TOKEN_SECRET"),
+            janus_events_secret: secret("JANUS_EVENTS_SECRET"),
+            webhook,
             janus_token_algorithm,
             janus_connect_timeout: millis("JANUS_CONNECT_TIMEOUT_MS", 2000)?,
             janus_request_timeout: millis("JANUS_REQUEST_TIMEOUT_MS", 5000)?,
@@ -672,7 +742,8 @@ mod tests {
     #[test]
     fn azure_needs_a_subscription() {
         let hosts = r#"[{"name":"j1","backend_url":"http://10.0.0.4:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws","resource_group":"rg","vm_name":"vm1"}]"#;
-        let base = [("FLEET", "azure"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s")];
+        let base =
+            [("FLEET", "azure"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s"), ("JANUS_EVENTS_SECRET", "e")];
         let e = Config::from_map(&env(&base)).unwrap_err().to_string();
         assert!(e.contains("AZURE_SUBSCRIPTION_ID"), "{e}");
         let mut with = base.to_vec();
@@ -780,6 +851,54 @@ mod tests {
         assert!(e.contains("ALERT_WEBHOOK_URL, JANUS_ADMIN_KEY are"), "{e}");
         // A resolved value is just a value.
         assert!(Config::from_map(&env(&[("JANUS_API_SECRET", "resolved-secret")])).is_ok());
+    }
+
+    #[test]
+    fn webhooks_need_an_http_url_and_a_standard_webhooks_secret() {
+        assert_eq!(Config::from_map(&HashMap::new()).unwrap().webhook, None);
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let c = Config::from_map(&env(&[
+            ("WEBHOOK_URL", "https://hooks.example.test/x?token=t0k3n"),
+            ("WEBHOOK_SECRET", key),
+        ]))
+        .unwrap();
+        let w = c.webhook.clone().unwrap();
+        assert_eq!(w.max_age, Duration::minutes(DEFAULT_WEBHOOK_MAX_AGE_MINUTES));
+        assert_eq!(webhook_key(w.secret.expose()).unwrap().len(), 24);
+        assert!(!format!("{c:?}").contains("t0k3n") && !format!("{c:?}").contains(key));
+        for bad in [
+            vec![("WEBHOOK_URL", "https://h.test/")],
+            vec![("WEBHOOK_SECRET", key)],
+            vec![("WEBHOOK_URL", "ftp://h.test/"), ("WEBHOOK_SECRET", key)],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", "whsec_c2hvcnQ=")],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", key), ("WEBHOOK_MAX_AGE_MINUTES", "0")],
+        ] {
+            let e = Config::from_map(&env(&bad)).unwrap_err().to_string();
+            assert!(e.contains("WEBHOOK_"), "{bad:?}: {e}");
+            assert!(!e.contains("MfKQ9r8"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn early_release_is_on_unless_switched_off() {
+        assert!(Config::from_map(&HashMap::new()).unwrap().fleet_settings.release_early);
+        assert!(!Config::from_map(&env(&[("FLEET_RELEASE_EARLY", "false")])).unwrap().fleet_settings.release_early);
+        let e = Config::from_map(&env(&[("FLEET_RELEASE_EARLY", "maybe")])).unwrap_err().to_string();
+        assert!(e.contains("FLEET_RELEASE_EARLY"), "{e}");
+    }
+
+    #[test]
+    fn static_and_azure_fleets_need_the_events_secret() {
+        let hosts = r#"[{"name":"j1","backend_url":"http://10.0.0.4:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws"}]"#;
+        let base = [("FLEET", "static"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s")];
+        let e = Config::from_map(&env(&base)).unwrap_err().to_string();
+        assert!(e.contains("JANUS_EVENTS_SECRET"), "{e}");
+        let mut with = base.to_vec();
+        with.push(("JANUS_EVENTS_SECRET", "hunter22"));
+        let c = Config::from_map(&env(&with)).unwrap();
+        assert_eq!(c.janus_events_secret.as_ref().unwrap().expose(), "hunter22");
+        assert!(!format!("{c:?}").contains("hunter22"));
     }
 
     #[test]

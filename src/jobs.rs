@@ -46,6 +46,7 @@ impl Jobs {
                 if report.errors.is_empty() { Ok(report.lines()) } else { Err(JobError::Incomplete(report.lines())) }
             }
             "purge-keys" => purge_keys(&self.state).await,
+            "deliver-webhooks" => deliver_webhooks(&self.state).await,
             other => Err(JobError::Unknown(other.to_string())),
         }
     }
@@ -108,6 +109,19 @@ impl Jobs {
             let _ = t.await;
         }
     }
+}
+
+/// Every minute: sends the webhook events that are due (first attempts that never happened,
+/// retries after backoff), dead-letters those past `WEBHOOK_MAX_AGE_MINUTES`, and forgets events
+/// delivered a week ago. Does nothing when webhooks are off. Idempotent: each attempt takes its
+/// event's lease first.
+pub async fn deliver_webhooks(state: &AppState) -> Result<Vec<String>, JobError> {
+    let Some(w) = &state.webhooks else { return Ok(vec!["webhooks are off (WEBHOOK_URL is unset)".into()]) };
+    let r = w.run_due().await?;
+    Ok(vec![format!(
+        "{} webhook events delivered, {} to retry, {} dead-lettered, {} held by another attempt; {} old deliveries forgotten",
+        r.delivered, r.retrying, r.failed, r.skipped, r.purged
+    )])
 }
 
 /// Daily: forgets `Idempotency-Key` records older than [`IDEMPOTENCY_TTL`] (they already count as

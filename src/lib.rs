@@ -9,7 +9,8 @@
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
 //! - [`sessions`]: the one layer that keeps the store and Janus in step: bookings, rooms,
 //!   invitations, per-booking session rooms and credentials, opening and closing sessions.
-//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `purge-keys`) for the host and standalone.
+//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `purge-keys`, `deliver-webhooks`) for the host and standalone.
+//! - [`webhooks`]: signed webhooks out of the store's outbox (Standard Webhooks).
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
@@ -31,3 +32,4 @@ pub mod sessions;
 pub mod store;
 pub mod telemetry;
 pub mod web;
+pub mod webhooks;

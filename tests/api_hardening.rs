@@ -88,6 +88,39 @@ async fn anonymous_callers_are_limited_per_address_and_cannot_dodge_with_forward
     assert_eq!(app.get("/api/v1/health", &user()).await.0, StatusCode::OK);
 }
 
+/// A Janus host posts every join and departure of all its rooms from one address: its posts with
+/// the deployment's event handler credentials are never limited; without them they count as any
+/// anonymous caller's.
+#[tokio::test]
+async fn the_janus_hosts_event_posts_are_not_limited_but_wrong_credentials_are() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("RATE_LIMIT_ANONYMOUS_PER_MINUTE".into(), "1".into());
+        env.insert("RATE_LIMIT_ANONYMOUS_BURST".into(), "2".into());
+    })
+    .await;
+    let secret = app.app.state.janus_events_secret.as_ref().unwrap().expose().to_string();
+    let post = |auth: String| {
+        let event = json!({"type": 64, "timestamp": 1, "event": {"plugin": "janus.plugin.videoroom",
+            "data": {"event": "destroyed", "room": 424242}}});
+        app.http
+            .post(format!("{}/api/v1/janus/events", app.base))
+            .header(header::AUTHORIZATION, format!("Basic {}", base64_of(&auth)))
+            .json(&event)
+            .send()
+    };
+    for _ in 0..20 {
+        assert_eq!(post(format!("janus:{secret}")).await.unwrap().status(), StatusCode::OK);
+    }
+    assert_eq!(post("janus:wrong".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(post("janus:wrong".into()).await.unwrap().status(), StatusCode::UNAUTHORIZED);
+    assert_eq!(post("janus:wrong".into()).await.unwrap().status(), StatusCode::TOO_MANY_REQUESTS);
+}
+
+fn base64_of(s: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
 // ---------------------------------------------------------------------------------------------
 // Security headers and CORS
 

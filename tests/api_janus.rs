@@ -88,6 +88,7 @@ async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path:
         env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
         env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
         env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
     })
     .await;
     (app, janus, dir)
@@ -165,6 +166,7 @@ async fn a_slow_janus_hits_the_timeout_and_join_answers_503_within_the_limit() {
         env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
         env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
         env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
         env.insert("JANUS_REQUEST_TIMEOUT_MS".into(), "800".into());
     })
     .await;

@@ -238,7 +238,7 @@ fn every_janus_template_placeholder_is_substituted_on_the_line_that_loads_it() {
 fn janus_secrets_reach_the_vm_only_as_markers_filled_from_key_vault() {
     let vm = vm_bicep();
     let script = read("infra/vm/render-config.sh");
-    let secret_placeholders = ["api_secret", "admin_secret", "token_secret", "admin_key"];
+    let secret_placeholders = ["api_secret", "admin_secret", "token_secret", "admin_key", "events_secret"];
 
     let mut markers = BTreeSet::new();
     for name in secret_placeholders {
@@ -272,7 +272,16 @@ fn janus_secrets_reach_the_vm_only_as_markers_filled_from_key_vault() {
     // Secret values never go to the VM module (its customData).
     assert!(!vm.contains("@secure()"));
     let module = block(&main, "module janusVms ");
-    for p in ["janusApiSecret", "janusAdminKey", "janusTokenSecret", "turnSharedSecret", "alertWebhookUrl"] {
+    for p in [
+        "janusApiSecret",
+        "janusAdminKey",
+        "janusTokenSecret",
+        "janusEventsSecret",
+        "turnSharedSecret",
+        "alertWebhookUrl",
+        "webhookUrl",
+        "webhookSecret",
+    ] {
         assert!(!module.contains(p), "{p} must not be passed to the VM module");
     }
 }
@@ -474,6 +483,10 @@ fn app_environment(main: &str, overrides: &[(&str, &str)]) -> HashMap<String, St
     if param_default(main, "alertWebhookEnabled") == "false" {
         env.remove("ALERT_WEBHOOK_URL");
     }
+    if param_default(main, "webhooksEnabled") == "false" {
+        env.remove("WEBHOOK_URL");
+        env.remove("WEBHOOK_SECRET");
+    }
     for (k, v) in overrides {
         env.insert(k.to_string(), v.to_string());
     }
@@ -508,6 +521,7 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
         "JANUS_API_SECRET",
         "JANUS_ADMIN_KEY",
         "JANUS_TOKEN_SECRET",
+        "JANUS_EVENTS_SECRET",
         "AUTH_ISSUER",
         "AUTH_AUDIENCE",
         "ALERT_WEBHOOK_URL",
@@ -523,18 +537,33 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
         assert!(!names.contains(forbidden), "{forbidden} must not be set");
     }
     let value = |n: &str| settings.iter().find(|(k, _)| k == n).unwrap().1.clone();
-    for secret in
-        ["JANUS_API_SECRET", "JANUS_ADMIN_KEY", "JANUS_TOKEN_SECRET", "TURN_SHARED_SECRET", "ALERT_WEBHOOK_URL"]
-    {
+    for secret in [
+        "JANUS_API_SECRET",
+        "JANUS_ADMIN_KEY",
+        "JANUS_TOKEN_SECRET",
+        "JANUS_EVENTS_SECRET",
+        "TURN_SHARED_SECRET",
+        "ALERT_WEBHOOK_URL",
+        "WEBHOOK_URL",
+        "WEBHOOK_SECRET",
+    ] {
         assert!(value(secret).starts_with("'@Microsoft.KeyVault(SecretUri="), "{secret} must be a Key Vault reference");
     }
     // The three Janus secrets are required by the app with FLEET=azure (JANUS_ADMIN_KEY too: the
     // service lists rooms with it): always set, never behind a condition.
     let unconditional = &main[main.find("var appSettings = concat([").unwrap()..];
     let unconditional = &unconditional[..unconditional.find("\n], ").unwrap()];
-    for secret in ["JANUS_API_SECRET", "JANUS_ADMIN_KEY", "JANUS_TOKEN_SECRET", "TURN_SHARED_SECRET", "TURN_URLS"] {
+    for secret in [
+        "JANUS_API_SECRET",
+        "JANUS_ADMIN_KEY",
+        "JANUS_TOKEN_SECRET",
+        "JANUS_EVENTS_SECRET",
+        "TURN_SHARED_SECRET",
+        "TURN_URLS",
+    ] {
         assert!(unconditional.contains(&format!("name: '{secret}'")), "{secret} must not depend on a condition");
     }
+    assert!(resource_text(&main, "eventsSecret").contains("name: eventsSecretName"));
     assert!(resource_text(&main, "adminKey").contains("name: adminKeyName"));
     assert!(
         line_with(&main, "param janusAdminKey ").contains("= ''") && main.contains("Required on the first deployment")
@@ -551,9 +580,19 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
     assert!(h.resource_group.is_some() && h.vm_name.is_some(), "FLEET=azure hosts need resource_group and vm_name");
     assert!(config.auth.issuer.is_some() && config.auth.audience.is_some());
     assert!(config.janus_admin_key.is_some());
-    let all_on =
-        app_environment(&main, &[("FLEET_MAX_HOSTS", "3"), ("ALERT_WEBHOOK_URL", "https://hooks.example.com/T/B/X")]);
-    assert!(Config::from_map(&all_on).is_ok());
+    assert!(config.janus_events_secret.is_some());
+    assert!(config.webhook.is_none(), "webhooks are off by default");
+    let all_on = app_environment(
+        &main,
+        &[
+            ("FLEET_MAX_HOSTS", "3"),
+            ("ALERT_WEBHOOK_URL", "https://hooks.example.com/T/B/X"),
+            ("WEBHOOK_URL", "https://integrator.example.com/hooks"),
+            ("WEBHOOK_SECRET", "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"),
+        ],
+    );
+    let on = Config::from_map(&all_on).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(on.webhook.unwrap().max_age.num_minutes(), 1440);
 }
 
 /// Issue 9: App Service replaces every app setting on each deployment, so the tunables are
@@ -582,6 +621,21 @@ fn tunable_app_settings_come_from_parameters_with_the_apps_defaults() {
         assert_eq!(bicepparam_value(param), default.to_string(), "main.bicepparam records {param}");
     }
     assert!(main.contains("], fleetMaxHosts == 0 ? [] : [\n  {\n    name: 'FLEET_MAX_HOSTS'"));
+    // The webhooks' maximum age: the app's default, never 0 (the app refuses it).
+    assert_eq!(value("WEBHOOK_MAX_AGE_MINUTES").as_deref(), Some("string(webhookMaxAgeMinutes)"));
+    let age = suroga::config::DEFAULT_WEBHOOK_MAX_AGE_MINUTES.to_string();
+    assert_eq!(
+        (param_default(&main, "webhookMaxAgeMinutes"), bicepparam_value("webhookMaxAgeMinutes")),
+        (age.clone(), age)
+    );
+    assert!(param_decorators(&main, "webhookMaxAgeMinutes").contains(&"@minValue(1)".to_string()));
+    // Early release: on by default, as in the app.
+    assert_eq!(value("FLEET_RELEASE_EARLY").as_deref(), Some("string(fleetReleaseEarly)"));
+    assert_eq!(param_default(&main, "fleetReleaseEarly"), defaults.release_early.to_string());
+    assert_eq!(bicepparam_value("fleetReleaseEarly"), "true");
+    // Integrators' webhooks depend on a kept flag too.
+    assert!(main.contains("] : [], webhooksEnabled ? [\n  {\n    name: 'WEBHOOK_URL'"));
+    assert_eq!(bicepparam_value("webhooksEnabled"), "false");
     // The Bicep defaults give the app its own defaults.
     let config = Config::from_map(&app_environment(&main, &[])).unwrap();
     let f = &config.fleet_settings;
@@ -590,6 +644,7 @@ fn tunable_app_settings_come_from_parameters_with_the_apps_defaults() {
         (defaults.lead, defaults.grace, defaults.keep_warm, defaults.overrun_limit)
     );
     assert_eq!(f.max_hosts, None);
+    assert!(f.release_early);
     // Alerts depend on a kept flag, not on passing the secret again.
     assert!(main.contains("], alertWebhookEnabled ? [\n  {\n    name: 'ALERT_WEBHOOK_URL'"));
     assert!(!block(&main, "var appSettings = ").contains("alertWebhookUrl"));
@@ -1082,7 +1137,7 @@ fn the_deployment_procedure_uses_what_exists_in_order() {
         "az provider register --namespace Microsoft.App --wait",
         r#"az group create -n "$rg" -l "$loc""#,
         r#"az rest --method PATCH --uri "https://graph.microsoft.com/v1.0/applications/$obj" --headers Content-Type=application/json --body @infra/entra/api-registration.json"#,
-        r#"az deployment group create -g "$rg" -n main -f infra/main.bicep -p infra/main.bicepparam -p janusApiSecret="$(openssl rand -hex 32)" janusAdminKey="$(openssl rand -hex 32)" janusTokenSecret="$(openssl rand -hex 32)" turnSharedSecret="$(openssl rand -hex 32)""#,
+        r#"az deployment group create -g "$rg" -n main -f infra/main.bicep -p infra/main.bicepparam -p janusApiSecret="$(openssl rand -hex 32)" janusAdminKey="$(openssl rand -hex 32)" janusTokenSecret="$(openssl rand -hex 32)" janusEventsSecret="$(openssl rand -hex 32)" turnSharedSecret="$(openssl rand -hex 32)""#,
         r#"app=$(out functionAppName)"#,
         r#"az vm run-command invoke -g "$rg" -n "$vm" --command-id RunShellScript --scripts "cloud-init status --wait; systemctl start suroga-janus-setup; sleep 20; systemctl is-active suroga-janus-setup suroga-janus suroga-turn caddy; curl -s http://127.0.0.1:8088/janus/info | head -c 200""#,
         "scripts/package.sh",
@@ -1512,4 +1567,24 @@ fn the_api_to_janus_channel_has_a_threat_analysis_the_files_bear_out() {
     let vnet = block(&main, "resource vnet ");
     assert_eq!(vnet.matches("addressPrefix: ").count(), 2);
     assert!(!main.contains("virtualNetworkPeerings") && !main.contains("Microsoft.Network/privateEndpoints"));
+}
+
+/// Issue 10: the Janus VMs report their events to the app's events route, authenticated with the
+/// deployment's events secret (from Key Vault, never in userData), which the app checks too.
+#[test]
+fn janus_vms_post_their_events_to_the_app_with_the_events_secret() {
+    let main = main_bicep();
+    let vm = vm_bicep();
+    assert_eq!(var_literal(&main, "janusEventsUrl"), "${publicBaseUrl}/api/v1/janus/events");
+    assert!(block(&main, "module janusVms ").contains("eventsUrl: janusEventsUrl"));
+    let line = line_with(&vm, "loadTextContent('../janus/janus.eventhandler.sampleevh.jcfg')");
+    assert!(line.contains("'{{events_enabled}}', 'true')"), "{line}");
+    assert!(line.contains("'{{events_backend}}', eventsUrl)"), "{line}");
+    assert!(line.contains("'{{events_secret}}', '@@JANUS_EVENTS_SECRET@@')"), "{line}");
+    let template = TEMPLATES.iter().find(|(f, _)| *f == "janus.eventhandler.sampleevh.jcfg").unwrap().1;
+    assert!(template.contains(&format!("backend_user = \"{}\"", suroga::api::janus_events::EVENTS_USER)));
+    assert!(template.contains("backend_pwd = \"{{events_secret}}\""));
+    assert!(template.contains("events = \"plugins\""), "the VideoRoom's events");
+    // The route is a function the host forwards.
+    assert!(root().join("handlers/v1-janus-events/function.json").is_file());
 }

@@ -85,6 +85,9 @@ param janusWsPort int
 @description('Janus HTTP ACL: comma-separated address prefixes allowed to call the HTTP API.')
 param janusHttpAcl string
 
+@description('Where Janus\'s event handler posts (the app\'s POST /api/v1/janus/events, over HTTPS).')
+param eventsUrl string
+
 @description('Principal id of the Function app\'s managed identity.')
 param functionPrincipalId string
 
@@ -206,8 +209,9 @@ var janusHttpJcfg = replace(replace(replace(replace(replace(replace(loadTextCont
 // WebSockets: loopback only; clients come through Caddy (wss://<fqdn>/ws).
 var janusWsJcfg = replace(replace(replace(loadTextContent('../janus/janus.transport.websockets.jcfg'), '{{ws_ip}}', '127.0.0.1'), '{{ws_port}}', string(janusWsPort)), '{{ws_acl}}', '127.')
 var janusVideoroomJcfg = replace(loadTextContent('../janus/janus.plugin.videoroom.jcfg'), '{{admin_key}}', '@@JANUS_ADMIN_KEY@@')
-// The service has no event receiver in Azure: the sample event handler stays off.
-var janusEventsJcfg = replace(replace(loadTextContent('../janus/janus.eventhandler.sampleevh.jcfg'), '{{events_enabled}}', 'false'), '{{events_backend}}', 'http://127.0.0.1:9/unused')
+// Janus reports joins and departures to the app (session records, webhooks, early release),
+// with basic auth whose password is the Key Vault secret janus-events-secret.
+var janusEventsJcfg = replace(replace(replace(loadTextContent('../janus/janus.eventhandler.sampleevh.jcfg'), '{{events_enabled}}', 'true'), '{{events_backend}}', eventsUrl), '{{events_secret}}', '@@JANUS_EVENTS_SECRET@@')
 
 var serviceUnit = replace(loadTextContent('../vm/suroga-janus.service'), '__KEY_VAULT_URI__', keyVaultUri)
 // Caddy's global options block comes first in the Caddyfile, and only when there is an option.

@@ -72,6 +72,7 @@ janus)
 	api_secret=$(secret janus-api-secret)
 	admin_key=$(secret janus-admin-key)
 	token_secret=$(secret janus-token-secret)
+	events_secret=$(secret janus-events-secret)
 	# The admin API listens on 127.0.0.1 only: a fresh secret per start is enough, and root can
 	# read it from the rendered janus.jcfg when debugging.
 	admin_secret=$(od -An -N24 -tx1 /dev/urandom | tr -d ' \n')
@@ -90,11 +91,13 @@ janus)
 	for f in /etc/suroga-janus/*.jcfg; do
 		JANUS_API_SECRET="$api_secret" JANUS_ADMIN_SECRET="$admin_secret" \
 			JANUS_TOKEN_SECRET="$token_secret" JANUS_ADMIN_KEY="$admin_key" \
+			JANUS_EVENTS_SECRET="$events_secret" \
 			awk '{
 				gsub(/@@JANUS_API_SECRET@@/, ENVIRON["JANUS_API_SECRET"])
 				gsub(/@@JANUS_ADMIN_SECRET@@/, ENVIRON["JANUS_ADMIN_SECRET"])
 				gsub(/@@JANUS_TOKEN_SECRET@@/, ENVIRON["JANUS_TOKEN_SECRET"])
 				gsub(/@@JANUS_ADMIN_KEY@@/, ENVIRON["JANUS_ADMIN_KEY"])
+				gsub(/@@JANUS_EVENTS_SECRET@@/, ENVIRON["JANUS_EVENTS_SECRET"])
 				print
 			}' "$f" >"$out/$(basename "$f")"
 	done

@@ -22,7 +22,7 @@ use super::{
 use crate::{
     auth::Caller,
     config::IceTransportPolicy,
-    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant},
+    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant, session::Summary},
     fleet::Participant,
     sessions::{IceServer, Role, SessionJoin},
     store::{IdempotencyClaim, StoreError},
@@ -73,6 +73,52 @@ pub struct BookingView {
     /// answers the current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// What happened in the session (`GET /bookings/{id}` only: its owner and admins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionView>,
+}
+
+/// What happened in a booking's session, from Janus's events and the reconciler's checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The first join.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The last departure, once everyone who came has left (null while someone is in).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Every stretch of time someone was in the session, by join time (a rejoin is a new entry).
+    pub participants: Vec<SessionParticipantView>,
+}
+
+/// One participant's stretch of time in a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionParticipantView {
+    /// `host` or `guest`; null for a participant that joined with an id the service did not hand out.
+    pub role: Option<Role>,
+    /// The name it joined with.
+    pub display: Option<String>,
+    /// Null when only its departure was reported.
+    pub joined_at: Option<DateTime<Utc>>,
+    /// Null while it is in the session.
+    pub left_at: Option<DateTime<Utc>>,
+}
+
+impl From<Summary> for SessionView {
+    fn from(s: Summary) -> Self {
+        Self {
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            participants: s
+                .presences
+                .into_iter()
+                .map(|p| SessionParticipantView {
+                    role: p.role,
+                    display: p.display,
+                    joined_at: p.joined_at,
+                    left_at: p.left_at,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl BookingView {
@@ -85,6 +131,7 @@ impl BookingView {
             status: b.status(now),
             created_at: b.created_at,
             password,
+            session: None,
         }
     }
 }
@@ -127,6 +174,9 @@ pub struct JoinInfo {
     /// The name the other participant sees.
     pub display: String,
     pub role: Role,
+    /// The Janus participant id to join with: `id` in the publisher `join` (so the session's
+    /// record knows who joined). A client that leaves it out is still recorded, without a role.
+    pub participant_id: u64,
     /// ICE servers for `RTCPeerConnection` (`iceServers`): the STUN and TURN servers of the
     /// session's host, TURN with a `username` and `credential` valid until `token_expires_at`
     /// (coturn's TURN REST API scheme); empty when none is configured.
@@ -150,6 +200,7 @@ impl From<SessionJoin> for JoinInfo {
             token_expires_at: j.grant.token_expires_at,
             display: j.display,
             role: j.role,
+            participant_id: j.participant_id,
             ice_servers: j.ice_servers,
             ice_transport_policy: j.ice_transport_policy,
             start_time: j.booking.slot.start(),
@@ -249,7 +300,7 @@ async fn create_booking(
 }
 
 /// One booking (specification 5.5.3). The password (the booking's pin) shows only inside the
-/// join window.
+/// join window; `session` says what happened in it.
 #[utoipa::path(get, path = "/bookings/{booking_id}", tag = "bookings",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = BookingView), (status = 400), (status = 401), (status = 404)))]
@@ -261,7 +312,11 @@ async fn get_booking(
     let b = visible_booking(&s, &caller, id).await?;
     let now = s.clock.now();
     let reveal = b.is_live() && s.sessions.join_window(&b).contains(now);
-    Ok(Json(BookingView::new(&b, now, reveal.then(|| s.sessions.pin(&b)))))
+    let session = s.sessions.session_summary(&b).await?;
+    Ok(Json(BookingView {
+        session: Some(session.into()),
+        ..BookingView::new(&b, now, reveal.then(|| s.sessions.pin(&b)))
+    }))
 }
 
 async fn cancel(s: &AppState, caller: &Caller, id: Uuid) -> Result<StatusCode, ApiError> {

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 401: this needs a (different) bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 401: this needs HTTP basic credentials (Janus's event handler).
+    #[error("{0}")]
+    BasicAuthRequired(String),
     /// 403: authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
@@ -63,7 +66,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BasicAuthRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -120,6 +123,12 @@ impl IntoResponse for ApiError {
             ApiError::Unauthorized(detail) => {
                 let mut res = problem(status, &detail, None);
                 res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            ApiError::BasicAuthRequired(detail) => {
+                let mut res = problem(status, &detail, None);
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"janus-events\""));
                 res
             }
             ApiError::Unavailable { detail, retry_after } => {

@@ -154,12 +154,17 @@ pub(super) struct Limits {
 /// Counts the request for its caller and answers 429 over the limit. Never limited: `GET /` (the
 /// Functions host's readiness and health probe) and the web client's embedded files under
 /// `/app` (one page load fetches several, behind one address for a whole office, and serving
-/// them touches neither the store nor Janus). The caller's token is verified here; the handler
-/// reuses the result (see [`Caller`]).
+/// them touches neither the store nor Janus), and the Janus hosts' event posts that carry the
+/// deployment's event handler credentials (one host posts every join and departure of all its
+/// rooms from one address; a refused post would only be retried). The caller's token is verified
+/// here; the handler reuses the result (see [`Caller`]).
 pub(super) async fn rate_limit(State(limits): State<Limits>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let app = crate::web::APP_PREFIX;
     if path == "/" || path == app || path.strip_prefix(app).is_some_and(|rest| rest.starts_with('/')) {
+        return next.run(req).await;
+    }
+    if path == JANUS_EVENTS_PATH && super::janus_events::from_event_handler(&limits.state, req.headers()) {
         return next.run(req).await;
     }
     let (mut parts, body) = req.into_parts();
@@ -179,6 +184,9 @@ pub(super) async fn rate_limit(State(limits): State<Limits>, req: Request, next:
     }
     next.run(Request::from_parts(parts, body)).await
 }
+
+/// Where the Janus hosts post their events.
+const JANUS_EVENTS_PATH: &str = "/api/v1/janus/events";
 
 async fn caller_key(parts: &mut Parts, state: &AppState) -> CallerKey {
     if parts.headers.contains_key(header::AUTHORIZATION) {

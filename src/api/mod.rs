@@ -1,7 +1,8 @@
 //! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
 //! docs page, and `GET /` for the Functions host's readiness probe.
 //!
-//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
+//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`],
+//! [`janus_events`] (Janus's own reports), [`webhooks`] (the outbox for operators)) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 //!
@@ -18,8 +19,10 @@ pub mod headers;
 pub mod health;
 pub mod hosts;
 pub mod invitations;
+pub mod janus_events;
 pub mod limits;
 pub mod rooms;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Instant};
 
@@ -37,10 +40,11 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::{
     auth::Authenticator,
     clock::Clock,
-    config::{Config, RateLimitSettings},
+    config::{Config, RateLimitSettings, Secret},
     fleet::control::Fleet,
     sessions::Sessions,
     store::Store,
+    webhooks::Webhooks,
 };
 
 /// Largest accepted request body.
@@ -64,6 +68,10 @@ pub struct AppState {
     pub web: Arc<crate::web::WebSettings>,
     /// How the HTTP edge behaves: rate limits, CORS, where client addresses come from.
     pub settings: Arc<ApiSettings>,
+    /// The password Janus's event handler sends to `POST /janus/events` (none: every post is 401).
+    pub janus_events_secret: Option<Secret>,
+    /// The webhook sender, when `WEBHOOK_URL` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
 }
 
 /// HTTP behaviour that comes from configuration.
@@ -112,6 +120,8 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
         (name = "web", description = "The web client's configuration and its event reports"),
+        (name = "janus", description = "What Janus hosts report (their event handler)"),
+        (name = "webhooks", description = "The webhook outbox (operators)"),
     )
 )]
 struct ApiDoc;
@@ -126,6 +136,8 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        components
+            .add_security_scheme("basic", SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Basic).build()));
     }
 }
 
@@ -139,7 +151,9 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(bookings::router())
             .merge(invitations::router())
             .merge(hosts::router())
-            .merge(client::router()),
+            .merge(client::router())
+            .merge(janus_events::router())
+            .merge(webhooks::router()),
     )
 }
 

@@ -1,5 +1,9 @@
-//! Pure types and rules of the booking domain: ids, time slots, statuses, passwords.
+//! Pure types and rules of the booking domain: ids, time slots, statuses, passwords; what
+//! happened in a session ([`session`]) and the events integrators hear about ([`events`]).
 //! Nothing here does I/O; time is always a parameter so tests pin it.
+
+pub mod events;
+pub mod session;
 
 use std::fmt;
 

@@ -79,6 +79,11 @@ pub const TIMERS: &[TimerFunction] = &[
         schedule: "0 30 3 * * *",
         description: "forget Idempotency-Keys older than 24 hours",
     },
+    TimerFunction {
+        name: "deliver-webhooks",
+        schedule: "30 * * * * *",
+        description: "send due webhook events (first attempts and retries); dead-letter the too old",
+    },
 ];
 
 /// The next instant strictly after `now` at which any timer fires, with every timer due then (in
@@ -400,6 +405,7 @@ mod tests {
         let files = function_files(&api(&[])).unwrap();
         assert!(files.contains_key("fleet-reconcile"));
         assert!(files.contains_key("purge-keys"));
+        assert!(files.contains_key("deliver-webhooks"));
         for t in TIMERS {
             crate::functions::ncrontab::Schedule::parse(t.schedule).unwrap();
         }
@@ -473,7 +479,10 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         written.sort();
-        assert_eq!(written, ["app-path", "docs", "fleet-reconcile", "purge-keys", "v1-openapi_json", "v1-rooms"]);
+        assert_eq!(
+            written,
+            ["app-path", "deliver-webhooks", "docs", "fleet-reconcile", "purge-keys", "v1-openapi_json", "v1-rooms"]
+        );
         assert_eq!(
             fs::read_to_string(dir.join("v1-rooms/function.json")).unwrap(),
             function_files(&api).unwrap()["v1-rooms"]

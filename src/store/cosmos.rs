@@ -10,6 +10,8 @@
 //! | `rooms` (`COSMOS_CONTAINER`) | the room id, decimal | the room document (`id = "room"`) and every booking of that room (`id` = booking id) |
 //! | `ops` (`COSMOS_OPS_CONTAINER`) | the document's own id, or `oplog-YYYY-MM-DD` | idempotency claims, host assignments, once-only markers, state documents; the operations log, one partition per UTC day |
 //!
+//! Session records, the webhook outbox and session room lookups: see [`records`].
+//!
 //! # Why a room and its bookings share a partition
 //! A logical partition is the unit of Cosmos transactions. Every write that can create an
 //! overlap (a booking, a new end) is a transactional batch in the room's partition that also
@@ -77,13 +79,15 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::{
-    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter,
-    Store, StoreError, StoreResult,
+    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IDEMPOTENCY_TTL,
+    IdempotencyClaim, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
-    domain::{Access, Booking, Room, RoomId, TimeSlot},
+    domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, session::SessionRecord},
 };
+
+mod records;
 
 /// The partition key path both containers must have.
 pub const PARTITION_KEY_PATH: &str = "/pk";
@@ -260,9 +264,15 @@ impl CosmosStore {
     /// Books `room` for `booking` (whose `room_id` is ignored): the overlap check and the write
     /// are one etag-guarded batch, retried when another write in the room wins the race.
     /// `NotFound`, `Conflict`, or `Unavailable` after [`CosmosTuning::contention_attempts`].
-    async fn book_in_room(&self, booking: &Booking, room: RoomId) -> StoreResult<(Booking, Room)> {
+    async fn book_in_room(
+        &self,
+        booking: &Booking,
+        room: RoomId,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<(Booking, Room)> {
         let booking = Booking { room_id: room, ..booking.clone() };
         let doc = BookingDoc::new(&booking);
+        let events: Vec<OutboxEvent> = notify.iter().map(|_| OutboxEvent::booking_created(&booking)).collect();
         // Set once a batch of ours was sent: from then on an overlap may be our own booking.
         let mut sent = false;
         for attempt in 0..self.tuning.contention_attempts {
@@ -284,6 +294,7 @@ impl CosmosStore {
                 .map_err(map_err)?
                 .replace_item(ROOM_DOC_ID, &bumped, Some(if_match_batch(&etag)))
                 .map_err(map_err)?;
+            let batch = records::with_outbox(batch, &events, notify.unwrap_or_default())?;
             match run_batch(&self.rooms, batch).await {
                 Ok(()) => return Ok((booking, room_doc.to_room()?)),
                 Err(fail) => {
@@ -344,7 +355,12 @@ impl CosmosStore {
     }
 
     /// Inserts `room` and books it in one batch (the find-or-create fallback).
-    async fn create_room_with_booking(&self, booking: &Booking, room: &Room) -> StoreResult<(Booking, Room)> {
+    async fn create_room_with_booking(
+        &self,
+        booking: &Booking,
+        room: &Room,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<(Booking, Room)> {
         let booking = Booking { room_id: room.id, ..booking.clone() };
         let doc = BookingDoc::new(&booking);
         let room_doc = RoomDoc::new(room);
@@ -353,6 +369,8 @@ impl CosmosStore {
             .map_err(map_err)?
             .create_item(&doc)
             .map_err(map_err)?;
+        let events: Vec<OutboxEvent> = notify.iter().map(|_| OutboxEvent::booking_created(&booking)).collect();
+        let batch = records::with_outbox(batch, &events, notify.unwrap_or_default())?;
         match run_batch(&self.rooms, batch).await {
             Ok(()) => Ok((booking, room.clone())),
             Err(fail) => {
@@ -367,7 +385,12 @@ impl CosmosStore {
         }
     }
 
-    async fn book_any_room_now(&self, booking: &Booking, new_room: Option<&Room>) -> StoreResult<(Booking, Room)> {
+    async fn book_any_room_now(
+        &self,
+        booking: &Booking,
+        new_room: Option<&Room>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<(Booking, Room)> {
         // Ids only: the chosen room's document is read (with its etag) when it is booked.
         let q = Query::from(
             "SELECT VALUE c.roomId FROM c WHERE c.kind = 'room' AND c.deleting = false AND c.maxParticipants >= 2",
@@ -380,7 +403,7 @@ impl CosmosStore {
         candidates.shuffle(&mut rand::thread_rng());
         for id in candidates {
             let room = RoomId::new(id).map_err(|e| StoreError::Internal(e.0))?;
-            match self.book_in_room(booking, room).await {
+            match self.book_in_room(booking, room, notify).await {
                 Ok(done) => return Ok(done),
                 // Someone took it (or deleted it) since the search: move on to the next room.
                 Err(StoreError::Conflict(_) | StoreError::NotFound) => continue,
@@ -388,7 +411,7 @@ impl CosmosStore {
             }
         }
         match new_room {
-            Some(room) => self.create_room_with_booking(booking, room).await,
+            Some(room) => self.create_room_with_booking(booking, room, notify).await,
             None => Err(StoreError::NoFreeRoom),
         }
     }
@@ -765,16 +788,21 @@ impl Store for CosmosStore {
     }
 
     #[tracing::instrument(skip_all, fields(room = %booking.room_id, booking = %booking.id))]
-    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+    async fn book_room_notify(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<Booking>> {
         let Some(claim) = claim else {
-            return self.book_in_room(booking, booking.room_id).await.map(|(b, _)| Created::New(b));
+            return self.book_in_room(booking, booking.room_id, notify).await.map(|(b, _)| Created::New(b));
         };
         let planned = Planned { booking: Some(booking.id), room: Some(booking.room_id.get()) };
         match self.claim_key(claim, planned).await? {
             ClaimStart::Replay(c) => Ok(Created::Replayed(self.replay_booking(&c).await?)),
             ClaimStart::Fresh(ticket) => {
                 let booking = Booking { id: ticket.booking_id.unwrap_or(booking.id), ..booking.clone() };
-                let result = self.book_in_room(&booking, booking.room_id).await;
+                let result = self.book_in_room(&booking, booking.room_id, notify).await;
                 self.settle_claim(ticket, &result, None).await;
                 result.map(|(b, _)| Created::New(b))
             }
@@ -782,14 +810,15 @@ impl Store for CosmosStore {
     }
 
     #[tracing::instrument(skip_all, fields(booking = %booking.id))]
-    async fn book_any_room(
+    async fn book_any_room_notify(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let Some(claim) = claim else {
-            return self.book_any_room_now(booking, new_room).await.map(Created::New);
+            return self.book_any_room_now(booking, new_room, notify).await.map(Created::New);
         };
         match self.claim_key(claim, Planned { booking: Some(booking.id), room: None }).await? {
             ClaimStart::Replay(c) => {
@@ -799,7 +828,7 @@ impl Store for CosmosStore {
             }
             ClaimStart::Fresh(ticket) => {
                 let booking = Booking { id: ticket.booking_id.unwrap_or(booking.id), ..booking.clone() };
-                let result = self.book_any_room_now(&booking, new_room).await;
+                let result = self.book_any_room_now(&booking, new_room, notify).await;
                 let landed = result.as_ref().ok().map(|(b, _)| b.room_id.get());
                 self.settle_claim(ticket, &result, landed).await;
                 result.map(Created::New)
@@ -843,7 +872,12 @@ impl Store for CosmosStore {
     }
 
     #[tracing::instrument(skip_all, fields(booking = %id))]
-    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn cancel_booking_notify(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         let mut doc = self.find_booking(id).await?.ok_or(StoreError::NotFound)?;
         let room = RoomId::new(doc.room_id).map_err(|e| StoreError::Internal(e.0))?;
         for attempt in 0..self.tuning.contention_attempts {
@@ -854,10 +888,24 @@ impl Store for CosmosStore {
             let next = BookingDoc { live: false, cancelled_at: Some(ts(now)), etag: None, ..doc.clone() };
             // Cancelling only frees time, so it needs no room serialization: an If-Match on the
             // booking itself is enough against a concurrent end change.
-            let outcome = self.rooms.replace_item(pk(room), &doc.id, &next, Some(if_match(&etag))).await;
+            let outcome = match notify {
+                None => self
+                    .rooms
+                    .replace_item(pk(room), &doc.id, &next, Some(if_match(&etag)))
+                    .await
+                    .map(drop)
+                    .map_err(Fail::from),
+                Some(at) => {
+                    let batch = TransactionalBatch::new(pk(room))
+                        .replace_item(doc.id.clone(), &next, Some(if_match_batch(&etag)))
+                        .map_err(map_err)?;
+                    let event = OutboxEvent::booking_cancelled(&next.to_booking()?, now);
+                    run_batch(&self.rooms, records::with_outbox(batch, &[event], at)?).await
+                }
+            };
             let fail = match outcome {
-                Ok(_) => return next.to_booking(),
-                Err(e) => Fail::from(e),
+                Ok(()) => return next.to_booking(),
+                Err(fail) => fail,
             };
             doc = match self.booking_doc_in(room, id).await? {
                 Some((d, etag)) => BookingDoc { etag: Some(etag), ..d },
@@ -874,7 +922,12 @@ impl Store for CosmosStore {
     }
 
     #[tracing::instrument(skip_all, fields(booking = %id))]
-    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn set_booking_end_notify(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         let found = self.find_booking(id).await?.ok_or(StoreError::NotFound)?;
         let room = RoomId::new(found.room_id).map_err(|e| StoreError::Internal(e.0))?;
         for attempt in 0..self.tuning.contention_attempts {
@@ -903,6 +956,11 @@ impl Store for CosmosStore {
                 .map_err(map_err)?
                 .replace_item(ROOM_DOC_ID, room_doc.bumped(), Some(if_match_batch(&room_etag)))
                 .map_err(map_err)?;
+            let events: Vec<OutboxEvent> = match notify {
+                Some(at) => vec![OutboxEvent::booking_extended(&next.to_booking()?, current.slot.end(), at)],
+                None => vec![],
+            };
+            let batch = records::with_outbox(batch, &events, notify.unwrap_or_default())?;
             match run_batch(&self.rooms, batch).await {
                 Ok(()) => return next.to_booking(),
                 Err(fail) => match fail.status {
@@ -1113,6 +1171,75 @@ impl Store for CosmosStore {
     #[tracing::instrument(skip_all, fields(booking = %booking_id))]
     async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
         client_events::list(self, booking_id).await
+    }
+
+    // ----- session records and the webhook outbox (see `records`) -----
+
+    #[tracing::instrument(skip_all)]
+    async fn put_session_room(&self, room: &SessionRoom) -> StoreResult<()> {
+        self.put_session_room_impl(room).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn session_room(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>> {
+        self.session_room_impl(janus_room).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %booking))]
+    async fn session_record(&self, room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
+        self.session_record_impl(room, booking).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn session_records(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>> {
+        self.session_records_impl(bookings).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %record.booking_id))]
+    async fn put_session_record(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+        outbox: &[OutboxEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.put_session_record_impl(record, expected, outbox, now).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_delivery(
+        &self,
+        room: RoomId,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>> {
+        self.claim_delivery_impl(room, id, now, until).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn finish_delivery(&self, room: RoomId, id: &str, attempt: &Attempt) -> StoreResult<Delivery> {
+        self.finish_delivery_impl(room, id, attempt).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_impl(status, limit).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeliver(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Delivery> {
+        self.redeliver_impl(id, now).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.purge_deliveries_impl(before).await
     }
 }
 

@@ -28,7 +28,8 @@
 //! Tables: `rooms`, `bookings` (cascade-deleted with their room; each row carries its access as
 //! JSON and its current invitation's code hash, uniquely indexed), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
-//! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]).
+//! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]);
+//! session records, session room lookups and the webhook outbox ([`records`]).
 
 mod client_events;
 
@@ -45,10 +46,13 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Assignment, ClientEvent, ClientEventLimits, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation,
-    RoomFilter, Store, StoreError, StoreResult,
+    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IDEMPOTENCY_TTL,
+    IdempotencyClaim, OpAction, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
-use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
+use crate::domain::session::SessionRecord;
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant};
+
+mod records;
 
 /// How long a connection waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -175,6 +179,7 @@ CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash 
 ALTER TABLE rooms DROP COLUMN admin_secret;
 "#,
     client_events::MIGRATION,
+    records::MIGRATION,
 ];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
@@ -881,7 +886,12 @@ impl Store for SqliteStore {
     }
 
     /// See [`Store::book_room`]. A booking id already taken answers `AlreadyExists`.
-    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+    async fn book_room_notify(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<Booking>> {
         let booking = booking.clone();
         let claim = claim.cloned();
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
@@ -899,17 +909,21 @@ impl Store for SqliteStore {
             }
             insert_booking_row(tx, &booking, booking.room_id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            if let Some(at) = notify {
+                records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
+            }
             Ok(Created::New(booking))
         })
         .await
     }
 
     /// See [`Store::book_any_room`]. Picks the free room with the lowest id.
-    async fn book_any_room(
+    async fn book_any_room_notify(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let mut booking = booking.clone();
         let new_room = new_room.cloned();
@@ -945,6 +959,9 @@ impl Store for SqliteStore {
             booking.room_id = room.id;
             insert_booking_row(tx, &booking, room.id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            if let Some(at) = notify {
+                records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
+            }
             Ok(Created::New((booking, room)))
         })
         .await
@@ -991,19 +1008,35 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn cancel_booking_notify(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
+        let at = now;
         let now = ns(now)?;
         self.write(move |tx| {
-            tx.prepare_cached("UPDATE bookings SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")?
+            let n = tx
+                .prepare_cached("UPDATE bookings SET cancelled_at = ?2 WHERE id = ?1 AND cancelled_at IS NULL")?
                 .execute(params![id.to_string(), now])?;
-            load_booking(tx, id)?.ok_or(StoreError::NotFound)
+            let b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
+            if let (1, Some(enqueued)) = (n, notify) {
+                records::insert_outbox(tx, &[OutboxEvent::booking_cancelled(&b, at)], enqueued)?;
+            }
+            Ok(b)
         })
         .await
     }
 
     /// See [`Store::set_booking_end`]. An `end` not after the booking's start answers `Conflict`
     /// too (the API validates it first).
-    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn set_booking_end_notify(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         self.write(move |tx| {
             let mut b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
             if b.cancelled_at.is_some() {
@@ -1018,7 +1051,11 @@ impl Store for SqliteStore {
             tx.prepare_cached("UPDATE bookings SET slot_end = ?2 WHERE id = ?1")?
                 .execute(params![id.to_string(), end_ns])?;
             cover_duration(tx, start_ns, end_ns)?;
+            let previous_end = b.slot.end();
             b.slot = slot;
+            if let Some(at) = notify.filter(|_| previous_end != end) {
+                records::insert_outbox(tx, &[OutboxEvent::booking_extended(&b, previous_end, at)], at)?;
+            }
             Ok(b)
         })
         .await
@@ -1183,6 +1220,64 @@ impl Store for SqliteStore {
 
     async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
         client_events::list(self, booking_id).await
+    }
+
+    // ----- session records and the webhook outbox (see `records`) -----
+
+    async fn put_session_room(&self, room: &SessionRoom) -> StoreResult<()> {
+        self.put_session_room_impl(room).await
+    }
+
+    async fn session_room(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>> {
+        self.session_room_impl(janus_room).await
+    }
+
+    async fn session_record(&self, _room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
+        self.session_record_impl(booking).await
+    }
+
+    async fn session_records(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>> {
+        self.session_records_impl(bookings).await
+    }
+
+    async fn put_session_record(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+        outbox: &[OutboxEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.put_session_record_impl(record, expected, outbox, now).await
+    }
+
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    async fn claim_delivery(
+        &self,
+        _room: RoomId,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>> {
+        self.claim_delivery_impl(id, now, until).await
+    }
+
+    async fn finish_delivery(&self, _room: RoomId, id: &str, attempt: &Attempt) -> StoreResult<Delivery> {
+        self.finish_delivery_impl(id, attempt).await
+    }
+
+    async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_impl(status, limit).await
+    }
+
+    async fn redeliver(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Delivery> {
+        self.redeliver_impl(id, now).await
+    }
+
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.purge_deliveries_impl(before).await
     }
 }
 

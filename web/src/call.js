@@ -76,6 +76,7 @@ class Call {
     this.subFeed = null;
     this.myId = null;
     this.privateId = null;
+    this.idTaken = 0;
     this.remote = null; // {id, display}
     this.remoteState = { camera: true, mic: true, screen: false };
     this.remoteStream = new MediaStream();
@@ -146,6 +147,10 @@ class Call {
     const j = this.join;
     const body = { request: 'join', room: j.room_id, ptype, pin: j.pin, ...extra };
     if (j.room_token) body.token = j.room_token;
+    // The publisher joins with the id the service derived for this role, so Janus's events name
+    // the role (the session record). While a previous attempt still holds the id (436, until Janus
+    // reclaims it) a few tries wait for it; then the call goes on without it.
+    if (ptype === 'publisher' && j.participant_id && this.idTaken < 4) body.id = j.participant_id;
     return body;
   }
 
@@ -171,6 +176,7 @@ class Call {
     if (jsep) this.pub.handleRemoteJsep({ jsep });
     if (msg.error_code) {
       this.report('janus-error', { code: msg.error_code, stage: this.flags.joined ? 'call' : 'join' }, true);
+      if (msg.error_code === 436) this.idTaken += 1;
       // 432: the room is full (my previous attempt may still be inside): try again shortly.
       this.rejoin(`janus-${msg.error_code}`, msg.error_code === 432 ? 3000 : 1000);
       return;

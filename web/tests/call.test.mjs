@@ -139,6 +139,17 @@ test('host and guest each decode the other\'s video and audio; both see who they
     }, { message: 'both participants\' client events' });
     const connected = reported.find((e) => e.type === 'connected' && e.role === 'guest');
     assert.ok(connected && connected.data.ms > 0, JSON.stringify(reported));
+    // Janus's events reached the service: the booking shows who was there, by role, and that the
+    // session ended when both had left (the publishers joined with their derived ids).
+    const session = await waitFor(async () => {
+      const r = await api(svc.base, 'GET', `/bookings/${booking.booking_id}`, { bearer: ADMIN });
+      const s = r.body && r.body.session;
+      return s && s.ended_at && s.participants.length >= 2 && s;
+    }, { message: 'the session record of the call' });
+    const roles = session.participants.map((p) => p.role);
+    assert.ok(roles.includes('host') && roles.includes('guest'), JSON.stringify(session));
+    assert.ok(session.participants.every((p) => p.joined_at && p.left_at), JSON.stringify(session));
+    assert.ok(session.participants.some((p) => p.display === 'Bea Guest'), JSON.stringify(session));
   } finally {
     await close(host, guest);
   }
