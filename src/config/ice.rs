@@ -223,7 +223,12 @@ mod tests {
     const AZURE_HOSTS: &str = r#"[{"name":"suroga-janus-1","backend_url":"http://10.40.1.10:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws"},{"name":"suroga-janus-2","backend_url":"http://10.40.1.11:8088/janus","public_http_url":"https://j2/janus","public_ws_url":"wss://j2/ws"}]"#;
 
     fn static_fleet(extra: &[(&str, &str)]) -> Result<IceConfig, String> {
-        let mut e = env(&[("FLEET", "static"), ("JANUS_HOSTS", AZURE_HOSTS), ("JANUS_API_SECRET", "s")]);
+        let mut e = env(&[
+            ("FLEET", "static"),
+            ("JANUS_HOSTS", AZURE_HOSTS),
+            ("JANUS_API_SECRET", "s"),
+            ("JANUS_EVENTS_SECRET", "e"),
+        ]);
         e.extend(env(extra));
         Config::from_map(&e).map(|c| c.ice).map_err(|e| e.to_string())
     }
