@@ -225,7 +225,7 @@ pub async fn build_on(
                 policy: config.policy.clone(),
                 grace: config.session_grace,
                 public_base_url: config.public_base_url.clone(),
-                ice_servers: vec![],
+                ice: config.ice.clone(),
             },
         )
         .with_webhooks(webhooks.clone()),

@@ -7,6 +7,9 @@ use chrono::Duration;
 
 use crate::domain::BookingPolicy;
 
+mod ice;
+pub use ice::{IceConfig, IceTransportPolicy, IceUrlKind, TurnUrls, ice_url_kind};
+
 /// A secret value: shown as `***` in logs and `Debug`.
 #[derive(Clone, PartialEq, Eq)]
 pub struct Secret(String);
@@ -294,6 +297,8 @@ pub struct Config {
     pub log_json: bool,
     /// The web client's sign-in and timing (`AUTH_CLIENT_ID`, `WEB_*`; see [`crate::web::settings`]).
     pub web: crate::web::WebSettings,
+    /// What browsers get for ICE: `TURN_URLS`, `TURN_SHARED_SECRET`, `ICE_TRANSPORT_POLICY`.
+    pub ice: IceConfig,
 }
 
 impl Config {
@@ -556,6 +561,12 @@ impl Config {
         }
 
         let web = crate::web::WebSettings::from_map(env, &auth).map_err(|e| ConfigError(e.0))?;
+        // The names the fleet gives its hosts: JANUS_HOSTS's, or local-1.. (fleet::local).
+        let host_names: Vec<String> = match fleet {
+            FleetKind::Local => (1..=fleet_settings.local_hosts).map(|i| format!("local-{i}")).collect(),
+            _ => hosts.iter().map(|h| h.name.clone()).collect(),
+        };
+        let ice = IceConfig::from_map(env, &host_names)?;
 
         Ok(Config {
             addr,
@@ -592,6 +603,7 @@ impl Config {
             client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
             web,
+            ice,
         })
     }
 }

@@ -21,6 +21,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
+    config::IceTransportPolicy,
     domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant, session::Summary},
     fleet::Participant,
     sessions::{IceServer, Role, SessionJoin},
@@ -176,8 +177,13 @@ pub struct JoinInfo {
     /// The Janus participant id to join with: `id` in the publisher `join` (so the session's
     /// record knows who joined). A client that leaves it out is still recorded, without a role.
     pub participant_id: u64,
-    /// ICE servers for `RTCPeerConnection` (may be empty).
+    /// ICE servers for `RTCPeerConnection` (`iceServers`): the STUN and TURN servers of the
+    /// session's host, TURN with a `username` and `credential` valid until `token_expires_at`
+    /// (coturn's TURN REST API scheme); empty when none is configured.
     pub ice_servers: Vec<IceServer>,
+    /// `iceTransportPolicy` for `RTCPeerConnection`: `relay` when the deployment wants media
+    /// through TURN only (`ICE_TRANSPORT_POLICY`), else `all`.
+    pub ice_transport_policy: IceTransportPolicy,
     pub start_time: DateTime<Utc>,
     pub end_time: DateTime<Utc>,
 }
@@ -196,6 +202,7 @@ impl From<SessionJoin> for JoinInfo {
             role: j.role,
             participant_id: j.participant_id,
             ice_servers: j.ice_servers,
+            ice_transport_policy: j.ice_transport_policy,
             start_time: j.booking.slot.start(),
             end_time: j.booking.slot.end(),
         }

@@ -54,6 +54,16 @@ pub enum Role {
     Guest,
 }
 
+impl Role {
+    /// The serialized name: `host` or `guest`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Host => "host",
+            Role::Guest => "guest",
+        }
+    }
+}
+
 /// What was observed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]

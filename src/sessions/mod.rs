@@ -33,19 +33,20 @@
 pub mod credentials;
 mod keeper;
 mod record;
+pub mod turn;
 
 use std::{sync::Arc, time::Instant};
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
 use rand::RngCore;
-use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 pub use crate::domain::session::Role;
 use crate::{
     clock::Clock,
+    config::{IceConfig, IceTransportPolicy},
     domain::events::OutboxEvent,
     domain::{self, Access, Booking, BookingPolicy, BookingStatus, Invitation, Room, RoomId, TimeSlot, format_instant},
     fleet::{FleetError, JoinGrant, Participant, hosting::PlannedHosting},
@@ -55,6 +56,7 @@ use crate::{
 };
 pub use credentials::{SessionCredentials, SessionKey};
 pub use record::IngestReport;
+pub use turn::IceServer;
 
 /// The operations log's actor for what this layer does on its own.
 pub const ACTOR: &str = "sessions";
@@ -71,16 +73,6 @@ const ACCESS_ATTEMPTS: usize = 8;
 /// The name the guest sees for a host whose token carries no `name`.
 pub const HOST_LABEL: &str = "Host";
 
-/// A server the browser may use for ICE, in its `RTCIceServer` shape.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-pub struct IceServer {
-    pub urls: Vec<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub username: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub credential: Option<String>,
-}
-
 /// What the layer's behaviour takes from configuration.
 #[derive(Debug, Clone)]
 pub struct SessionSettings {
@@ -91,8 +83,9 @@ pub struct SessionSettings {
     pub grace: Duration,
     /// The app's public address (`PUBLIC_BASE_URL`): invitation links are `<it>/app/i/<code>`.
     pub public_base_url: String,
-    /// ICE servers handed to clients with every join.
-    pub ice_servers: Vec<IceServer>,
+    /// The STUN/TURN servers handed to clients with every join (their TURN credentials minted
+    /// per join) and the candidates clients may use.
+    pub ice: IceConfig,
 }
 
 impl Default for SessionSettings {
@@ -101,7 +94,7 @@ impl Default for SessionSettings {
             policy: BookingPolicy::default(),
             grace: Duration::minutes(5),
             public_base_url: "http://127.0.0.1:7071".into(),
-            ice_servers: vec![],
+            ice: IceConfig::default(),
         }
     }
 }
@@ -155,7 +148,10 @@ pub struct SessionJoin {
     pub grant: JoinGrant,
     /// The name the other participant sees.
     pub display: String,
+    /// The session host's STUN and TURN servers, with TURN credentials for this join.
     pub ice_servers: Vec<IceServer>,
+    /// Which candidates the client may use (`ICE_TRANSPORT_POLICY`).
+    pub ice_transport_policy: IceTransportPolicy,
     /// The Janus participant id to join with (`id` in the publisher `join`), so the session
     /// record names this participant's role.
     pub participant_id: u64,
@@ -679,6 +675,9 @@ impl Sessions {
         }
         let expires_at = booking.slot.end() + self.settings.grace;
         let grant = self.hosting.janus().grant(&serving.host, creds.room, expires_at);
+        // TURN credentials die with the Janus tokens; the id shows in coturn's log.
+        let turn_id = format!("{}.{}", booking.id, role.as_str());
+        let ice_servers = turn::ice_servers(&self.settings.ice, &serving.host.name, expires_at, &turn_id);
         tracing::info!(booking_id = %booking.id, role = ?role, host = %serving.host.name, "join granted");
         Ok(SessionJoin {
             booking: booking.clone(),
@@ -687,7 +686,8 @@ impl Sessions {
             pin: creds.pin,
             grant,
             display,
-            ice_servers: self.settings.ice_servers.clone(),
+            ice_servers,
+            ice_transport_policy: self.settings.ice.transport_policy,
             participant_id: self.key.participant_id(booking.id, booking.access.generation, role),
         })
     }

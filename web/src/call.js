@@ -127,6 +127,8 @@ class Call {
       token: join.token,
       // Always explicit: no default STUN server may be contacted.
       iceServers: Array.isArray(join.ice_servers) ? join.ice_servers : [],
+      // 'relay' (ICE_TRANSPORT_POLICY) sends all media through the host's TURN server.
+      iceTransportPolicy: join.ice_transport_policy === 'relay' ? 'relay' : 'all',
       success: () => {
         if (gen !== this.gen) return;
         established = true;

@@ -65,6 +65,36 @@ export async function waitFor(fn, { timeout = 30000, interval = 250, message = '
   }
 }
 
+/**
+ * Spawns a process of the suite with its stdout and stderr collected: {child, log (the chunks),
+ * text(), exited() (null while it runs, else its exit code, signal or spawn error), stop(what)}.
+ */
+export function spawnLogged(cmd, args, options = {}) {
+  const child = spawn(cmd, args, { ...options, stdio: ['ignore', 'pipe', 'pipe'] });
+  const log = [];
+  child.stdout.on('data', (d) => log.push(d.toString()));
+  child.stderr.on('data', (d) => log.push(d.toString()));
+  let exited = null;
+  child.on('exit', (code, signal) => {
+    exited = code ?? signal;
+  });
+  child.on('error', (e) => {
+    exited = e.message;
+  });
+  return {
+    child,
+    log,
+    text: () => log.join(''),
+    exited: () => exited,
+    /** SIGTERM, then SIGKILL when it has not exited within 10 s. */
+    async stop(what) {
+      if (exited !== null) return;
+      child.kill('SIGTERM');
+      await waitFor(() => exited !== null, { timeout: 10000, message: `${what} to stop` }).catch(() => child.kill('SIGKILL'));
+    },
+  };
+}
+
 function b64url(x) {
   return Buffer.from(typeof x === 'string' ? x : JSON.stringify(x)).toString('base64url');
 }
@@ -94,19 +124,13 @@ export async function startService(extraEnv = {}) {
     SESSION_GRACE_MINUTES: '0',
     ...extraEnv,
   };
-  const child = spawn(bin, ['serve'], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-  const log = [];
-  child.stdout.on('data', (d) => log.push(d.toString()));
-  child.stderr.on('data', (d) => log.push(d.toString()));
-  let exited = null;
-  child.on('exit', (code) => {
-    exited = code;
-  });
+  const proc = spawnLogged(bin, ['serve'], { env });
+  const { child, log } = proc;
   const base = `http://127.0.0.1:${port}`;
   try {
     await waitFor(
       async () => {
-        if (exited !== null) throw new Error(`suroga exited with ${exited}:\n${log.join('')}`);
+        if (proc.exited() !== null) throw new Error(`suroga exited with ${proc.exited()}:\n${proc.text()}`);
         const r = await fetch(`${base}/api/v1/health`);
         return r.status === 200;
       },
@@ -120,10 +144,7 @@ export async function startService(extraEnv = {}) {
     base,
     log,
     async stop() {
-      if (exited === null) {
-        child.kill('SIGTERM');
-        await waitFor(() => exited !== null, { timeout: 10000, message: 'suroga to stop' }).catch(() => child.kill('SIGKILL'));
-      }
+      await proc.stop('suroga');
       rmSync(dataDir, { recursive: true, force: true });
     },
   };
@@ -181,7 +202,9 @@ const BASE_ARGS = [
   '--disable-sync',
   '--disable-quic',
   '--no-first-run',
-  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1',
+  // No name resolves; the rules apply to address literals too, so the service (loopback) and the
+  // namespace's own addresses (TURN over TCP connects through the resolver) are left alone.
+  '--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE 198.18.7.*',
   '--autoplay-policy=no-user-gesture-required',
 ];
 
