@@ -52,7 +52,7 @@ pub fn authority_for_issuer(issuer: &str) -> Option<String> {
 }
 
 impl WebSettings {
-    /// Reads `AUTH_CLIENT_ID`, `AUTH_AUTHORITY`, `AUTH_SCOPES`, `WEB_END_WARNING_MINUTES` and
+    /// Reads `AUTH_CLIENT_ID`, `AUTH_AUTHORITY`, `WEB_AUTH_SCOPES`, `WEB_END_WARNING_MINUTES` and
     /// `WEB_EXTEND_MINUTES`. Entra sign-in is on when `AUTH_CLIENT_ID` is set; it needs
     /// `AUTH_ISSUER` (the API must accept the tokens the browser gets). The authority defaults to
     /// the issuer's tenant, the scope to `<first AUTH_AUDIENCE>/.default`.
@@ -79,7 +79,7 @@ impl WebSettings {
                         WebSettingsError("AUTH_AUTHORITY is needed: it cannot be derived from AUTH_ISSUER".into())
                     })?,
                 };
-                let scopes: Vec<String> = match get("AUTH_SCOPES") {
+                let scopes: Vec<String> = match get("WEB_AUTH_SCOPES") {
                     Some(s) => s.split([' ', ',']).filter(|x| !x.is_empty()).map(String::from).collect(),
                     None => {
                         let aud =
@@ -137,10 +137,15 @@ mod tests {
             }
         );
         let v1 = auth(Some("https://sts.windows.net/tid-2/"), Some("6f1c-guid"));
-        let w = WebSettings::from_map(&env(&[("AUTH_CLIENT_ID", "spa"), ("AUTH_SCOPES", "api://x/use other")]), &v1)
-            .unwrap();
+        let w =
+            WebSettings::from_map(&env(&[("AUTH_CLIENT_ID", "spa"), ("WEB_AUTH_SCOPES", "api://x/use other")]), &v1)
+                .unwrap();
         assert_eq!(w.authority(), Some("https://login.microsoftonline.com/tid-2"));
         assert!(matches!(w.auth, AuthMode::Entra { ref scopes, .. } if scopes == &["api://x/use", "other"]));
+        // AUTH_SCOPES names what the API requires in a token, never what the browser asks for.
+        let w =
+            WebSettings::from_map(&env(&[("AUTH_CLIENT_ID", "spa"), ("AUTH_SCOPES", "access_as_user")]), &v1).unwrap();
+        assert!(matches!(w.auth, AuthMode::Entra { ref scopes, .. } if scopes == &["api://6f1c-guid/.default"]));
     }
 
     #[test]
