@@ -6,6 +6,8 @@
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 //!
+//! Every list endpoint pages through [`paging`] (`limit`, `cursor`, `Link: <...>; rel="next"`).
+//!
 //! Around every route: [`limits`] (per-caller rate limits, 429), the access log, [`headers::cors`]
 //! for the allowed origins; [`headers::security_headers`] wraps the whole service (see
 //! [`crate::app::App::router`]).
@@ -21,6 +23,7 @@ pub mod hosts;
 pub mod invitations;
 pub mod janus_events;
 pub mod limits;
+pub mod paging;
 pub mod rooms;
 pub mod webhooks;
 

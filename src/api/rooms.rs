@@ -8,7 +8,7 @@
 
 use axum::{
     Json,
-    extract::State,
+    extract::{OriginalUri, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
@@ -21,12 +21,13 @@ use super::{
     AppState,
     error::ApiError,
     extract::{ApiPath, ApiQuery, JsonBody, idempotency_key},
+    paging::{Page, PageRequest},
 };
 use crate::{
     auth::{AdminCaller, Caller},
     domain::{MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PARTICIPANTS, Room, RoomId, TimeSlot, parse_instant},
     fleet::Participant,
-    store::{IdempotencyClaim, RoomFilter, StoreError},
+    store::{IdempotencyClaim, RoomFilter, RoomKey, StoreError},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -112,6 +113,12 @@ pub struct RoomListQuery {
     pub created_before: Option<String>,
     /// Only rooms created after this time (RFC 3339).
     pub created_after: Option<String>,
+    /// Most rooms in the answer: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` (opaque).
+    #[param(max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 /// `GET /rooms/availability` parameters.
@@ -173,15 +180,20 @@ fn room_not_found(id: RoomId) -> impl FnOnce(StoreError) -> ApiError {
     }
 }
 
-/// List rooms (specification 5.3.1).
+/// List rooms (specification 5.3.1), oldest first, a page at a time: `limit` rooms, and a
+/// `Link: <...>; rel="next"` header while more remain.
 #[utoipa::path(get, path = "/rooms", tag = "rooms", params(RoomListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [RoomView]), (status = 400, description = "Invalid filter"), (status = 401)))]
+    responses((status = 200, body = [RoomView], headers(("Link" = String, description = "The next page: `<url>; rel=\"next\"`"))),
+        (status = 400, description = "Invalid filter, limit or cursor"), (status = 401)))]
 async fn list_rooms(
     State(s): State<AppState>,
     _caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<RoomListQuery>,
-) -> Result<Json<Vec<RoomView>>, ApiError> {
+) -> Result<Page<RoomView>, ApiError> {
+    let page = PageRequest::<RoomKey>::parse("rooms", q.limit, q.cursor.as_deref())?;
     let free_during = match q.available {
         Some(true) => Some(slot_from_query(q.start_time.as_deref(), q.end_time.as_deref())?),
         _ if q.start_time.is_some() || q.end_time.is_some() => {
@@ -199,8 +211,8 @@ async fn list_rooms(
         created_after: q.created_after.as_deref().map(|v| parse_instant("created_after", v)).transpose()?,
         free_during,
     };
-    let rooms = s.store.list_rooms(&filter).await?;
-    Ok(Json(rooms.iter().map(RoomView::from).collect()))
+    let rooms = s.store.rooms_page(&filter, page.after.as_ref(), page.fetch()).await?;
+    Ok(Page::new(rooms, &page, "rooms", RoomKey::of, &uri, &headers).map(|r| RoomView::from(&r)))
 }
 
 fn participants_in_range(n: i64) -> Result<u8, ApiError> {
