@@ -43,6 +43,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct BookingExtend {
     /// The new end, RFC 3339 with offset: after the start and after now, within the maximum session.
+    #[schema(format = DateTime)]
     pub end_time: String,
 }
 
@@ -51,10 +52,13 @@ pub struct BookingExtend {
 #[serde(deny_unknown_fields)]
 pub struct BookingCreate {
     /// RFC 3339 with offset; not in the past.
+    #[schema(format = DateTime)]
     pub start_time: String,
     /// RFC 3339 with offset; after `start_time`, at most the maximum session length later.
+    #[schema(format = DateTime)]
     pub end_time: String,
     /// Book this room; without it, any free room is booked, or a new one is created.
+    #[schema(minimum = 1.0, maximum = 9007199254740991.0)]
     pub room_id: Option<u64>,
 }
 
@@ -141,8 +145,10 @@ impl BookingView {
 #[into_params(parameter_in = Query)]
 pub struct BookingListQuery {
     /// `upcoming`, `active`, `past` or `cancelled`.
+    #[param(value_type = Option<BookingStatus>)]
     pub status: Option<String>,
     /// `YYYY-MM-DD` (UTC): bookings overlapping that day.
+    #[param(format = Date)]
     pub date: Option<String>,
     /// Most bookings in the answer: 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]

@@ -43,8 +43,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoomView {
     /// Janus VideoRoom id, below 2^53.
+    #[schema(minimum = 1.0, maximum = 9007199254740991.0)]
     pub room_id: u64,
+    #[schema(max_length = 200)]
     pub name: Option<String>,
+    #[schema(minimum = 1, maximum = 16)]
     pub max_participants: u8,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -89,8 +92,10 @@ pub struct RoomCreated {
 #[serde(deny_unknown_fields)]
 pub struct RoomCreate {
     /// 1 to 16; default 2.
+    #[schema(minimum = 1, maximum = 16)]
     pub max_participants: Option<i64>,
     /// A display name, at most 200 characters.
+    #[schema(max_length = 200)]
     pub optional_name: Option<String>,
     /// Free-form JSON object, at most 4 KiB serialized.
     #[schema(value_type = Option<Object>)]
@@ -104,14 +109,19 @@ pub struct RoomListQuery {
     /// With `start_time` and `end_time`: only rooms free in that slot.
     pub available: Option<bool>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
     /// Only rooms with exactly this many seats.
+    #[param(minimum = 1, maximum = 16)]
     pub max_participants: Option<i64>,
     /// Only rooms created before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
     /// Only rooms created after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
     /// Most rooms in the answer: 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
@@ -126,8 +136,10 @@ pub struct RoomListQuery {
 #[into_params(parameter_in = Query)]
 pub struct SlotQuery {
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
 }
 
@@ -289,7 +301,7 @@ async fn availability(
 
 /// A room's details (specification 5.3.3).
 #[utoipa::path(get, path = "/rooms/{room_id}", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 200, body = RoomDetail), (status = 400), (status = 401), (status = 404)))]
 async fn get_room(
     State(s): State<AppState>,
@@ -304,7 +316,7 @@ async fn get_room(
 /// Delete a room without future bookings (specification 5.3.4). Admin only. Sessions of its
 /// past bookings still inside their grace are closed.
 #[utoipa::path(delete, path = "/rooms/{room_id}", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "The room has future bookings"), (status = 503)))]
 async fn delete_room(
@@ -322,7 +334,7 @@ async fn delete_room(
 /// out before still opens one of its sessions. People in a session in progress are removed and
 /// join again with fresh credentials. 409 while a session is in progress unless `force=true`.
 #[utoipa::path(post, path = "/rooms/{room_id}/password/reset", tag = "rooms",
-    params(("room_id" = u64, Path), ForceQuery), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0), ForceQuery), security(("bearer" = [])),
     responses((status = 200, body = PasswordReset), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "A session is in progress"), (status = 503)))]
 async fn reset_password(
@@ -340,7 +352,7 @@ async fn reset_password(
 /// is open: admins see every one, a booking's owner their own (from the window's opening to the
 /// end). Cached for 5 s per session. A session whose host is off has none.
 #[utoipa::path(get, path = "/rooms/{room_id}/participants", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 200, body = Participants), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 502, description = "Janus refused"), (status = 503, description = "Janus unreachable")))]
 async fn participants(

@@ -34,6 +34,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// `pending`, `delivered` or `failed` (dead-lettered); all when absent.
+    #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
     /// Most events in the answer: 1 to 1000, default 100.
     #[param(minimum = 1, maximum = 1000)]
