@@ -622,10 +622,31 @@ resource roomsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
             path: '/"_etag"/?'
           }
         ]
-        // The store sorts in memory today, so no query needs these to work; they keep the
-        // booking filters cheap (equality on kind/live or kind/owner, then a range on start)
-        // and make ORDER BY c.start, c.id possible should a query use it.
+        // The paged lists ORDER BY two fields, which Cosmos serves only from a composite index:
+        // rooms by (createdAt, roomId), bookings by (start, id), the outbox newest first by
+        // (at, eventId) read backwards. The others keep the booking filters cheap (equality on
+        // kind/live or kind/owner, then a range on start).
         compositeIndexes: [
+          [
+            {
+              path: '/createdAt'
+              order: 'ascending'
+            }
+            {
+              path: '/roomId'
+              order: 'ascending'
+            }
+          ]
+          [
+            {
+              path: '/at'
+              order: 'descending'
+            }
+            {
+              path: '/eventId'
+              order: 'descending'
+            }
+          ]
           [
             {
               path: '/start'

@@ -313,3 +313,28 @@ async fn the_join_token_opens_a_janus_session_and_forged_ones_do_not() {
         assert!(matches!(refused, Err(ref e) if e.core_code() == Some(403)), "{refused:?}");
     }
 }
+
+/// A room whose session's host is off has no participants: 200 with an empty list, never 502.
+#[tokio::test]
+async fn participants_of_a_room_whose_host_is_off_are_an_empty_list() {
+    let app = TestApp::spawn().await;
+    let u = user();
+    let b = app.book(&u, 10, 70, None).await;
+    let id = b["room_id"].as_u64().unwrap();
+    let booking = b["booking_id"].as_str().unwrap();
+    let (st, r) = app.post("/api/v1/hosts/local-1/deallocate", &admin(), json!({"force": true})).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    for (path, who) in [
+        (format!("/api/v1/rooms/{id}/participants"), u.clone()),
+        (format!("/api/v1/rooms/{id}/participants"), admin()),
+        (format!("/api/v1/bookings/{booking}/participants"), u.clone()),
+    ] {
+        let (st, p) = app.get(&path, &who).await;
+        assert_eq!(st, StatusCode::OK, "{path}: {p}");
+        assert_eq!(
+            (p["participant_count"].as_u64(), p["participants"].as_array().map(Vec::len)),
+            (Some(0), Some(0)),
+            "{p}"
+        );
+    }
+}

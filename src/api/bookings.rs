@@ -4,7 +4,7 @@
 
 use axum::{
     Json,
-    extract::State,
+    extract::{OriginalUri, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
@@ -18,6 +18,7 @@ use super::{
     AppState,
     error::ApiError,
     extract::{ApiPath, ApiQuery, JsonBody, idempotency_key},
+    paging::{Page, PageRequest},
 };
 use crate::{
     auth::Caller,
@@ -25,7 +26,7 @@ use crate::{
     domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant, session::Summary},
     fleet::Participant,
     sessions::{IceServer, Role, SessionJoin},
-    store::{IdempotencyClaim, StoreError},
+    store::{BookingKey, BookingQuery, IdempotencyClaim, StoreError},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -43,6 +44,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[serde(deny_unknown_fields)]
 pub struct BookingExtend {
     /// The new end, RFC 3339 with offset: after the start and after now, within the maximum session.
+    #[schema(format = DateTime)]
     pub end_time: String,
 }
 
@@ -51,10 +53,13 @@ pub struct BookingExtend {
 #[serde(deny_unknown_fields)]
 pub struct BookingCreate {
     /// RFC 3339 with offset; not in the past.
+    #[schema(format = DateTime)]
     pub start_time: String,
     /// RFC 3339 with offset; after `start_time`, at most the maximum session length later.
+    #[schema(format = DateTime)]
     pub end_time: String,
     /// Book this room; without it, any free room is booked, or a new one is created.
+    #[schema(minimum = 1.0, maximum = 9007199254740991.0)]
     pub room_id: Option<u64>,
 }
 
@@ -141,9 +146,17 @@ impl BookingView {
 #[into_params(parameter_in = Query)]
 pub struct BookingListQuery {
     /// `upcoming`, `active`, `past` or `cancelled`.
+    #[param(value_type = Option<BookingStatus>)]
     pub status: Option<String>,
     /// `YYYY-MM-DD` (UTC): bookings overlapping that day.
+    #[param(format = Date)]
     pub date: Option<String>,
+    /// Most bookings in the answer: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` (opaque).
+    #[param(max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 /// Janus endpoints for a client.
@@ -232,26 +245,26 @@ pub(super) async fn visible_booking(s: &AppState, caller: &Caller, id: Uuid) -> 
     }
 }
 
-/// The caller's bookings, by start (specification 5.5.1).
+/// The caller's bookings, by start (specification 5.5.1), a page at a time: `limit` bookings,
+/// and a `Link: <...>; rel="next"` header while more remain.
 #[utoipa::path(get, path = "/bookings", tag = "bookings", params(BookingListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [BookingView]), (status = 400), (status = 401)))]
+    responses((status = 200, body = [BookingView], headers(("Link" = String, description = "The next page: `<url>; rel=\"next\"`"))),
+        (status = 400, description = "Invalid filter, limit or cursor"), (status = 401)))]
 async fn list_bookings(
     State(s): State<AppState>,
     caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<BookingListQuery>,
-) -> Result<Json<Vec<BookingView>>, ApiError> {
+) -> Result<Page<BookingView>, ApiError> {
+    let page = PageRequest::<BookingKey>::parse("bookings", q.limit, q.cursor.as_deref())?;
     let status: Option<BookingStatus> = q.status.as_deref().map(str::parse).transpose()?;
     let during = q.date.as_deref().map(|d| parse_day("date", d)).transpose()?;
     let now = s.clock.now();
-    let bookings = s.store.list_bookings(&caller.user, during).await?;
-    Ok(Json(
-        bookings
-            .iter()
-            .filter(|b| status.is_none_or(|st| b.status(now) == st))
-            .map(|b| BookingView::new(b, now, None))
-            .collect(),
-    ))
+    let query = BookingQuery { owner: caller.user.clone(), during, status, now };
+    let bookings = s.store.bookings_page(&query, page.after.as_ref(), page.fetch()).await?;
+    Ok(Page::new(bookings, &page, "bookings", BookingKey::of, &uri, &headers).map(|b| BookingView::new(&b, now, None)))
 }
 
 /// Book a room for a slot: the given room, or any free room, or a new one (specification 5.5.2).

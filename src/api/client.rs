@@ -235,7 +235,8 @@ async fn post_client_events(
 /// What the participants' browsers reported about a session (operators).
 #[utoipa::path(get, path = "/bookings/{booking_id}/client-events", tag = "web",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = [ClientEventView]), (status = 401), (status = 403)))]
+    responses((status = 200, body = [ClientEventView]), (status = 400, description = "Not a booking id"), (status = 401),
+        (status = 403)))]
 async fn list_client_events(
     State(s): State<AppState>,
     _admin: AdminCaller,

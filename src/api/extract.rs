@@ -20,9 +20,9 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// A JSON body: 400 when there is none (an empty body is no body, whatever the headers say), 415
-/// unless the content type is JSON, 413 past the body limit, 400 for malformed JSON, unknown
-/// fields or wrong types (with serde's message, which names the field).
+/// A JSON object body: 400 when there is none (an empty body is no body, whatever the headers say),
+/// 415 unless the content type is JSON, 413 past the body limit, 400 for malformed JSON, anything
+/// but an object, unknown fields or wrong types (with serde's message, which names the field).
 /// Keeps the raw body for [`JsonBody::fingerprint`], which only `Idempotency-Key` requests need.
 pub struct JsonBody<T> {
     pub value: T,
@@ -69,6 +69,11 @@ fn parse<T: DeserializeOwned>(json: bool, bytes: Bytes) -> Result<JsonBody<T>, A
     }
     let raw: serde_json::Value =
         serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    // Every body of this API is an object; serde would also read a struct from an array of its
+    // fields in order, which no client means and the OpenAPI document does not allow.
+    if !raw.is_object() {
+        return Err(ApiError::BadRequest("the body must be a JSON object".into()));
+    }
     let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
     Ok(JsonBody { value, raw: bytes })
 }

@@ -57,7 +57,7 @@ pub async fn security_headers(req: Request, next: Next) -> Response {
 
 /// True when the platform says the client used HTTPS: `X-AppService-Proto: https`, an
 /// `X-ARR-SSL` header, or a last `X-Forwarded-Proto` value of `https`.
-fn served_over_https(headers: &HeaderMap) -> bool {
+pub(crate) fn served_over_https(headers: &HeaderMap) -> bool {
     let last_is_https = |name: &str| last_list_entry(headers, name).is_some_and(|p| p.eq_ignore_ascii_case("https"));
     last_is_https("x-appservice-proto") || headers.contains_key("x-arr-ssl") || last_is_https("x-forwarded-proto")
 }

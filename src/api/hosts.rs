@@ -120,8 +120,10 @@ pub struct HostPlanView {
 #[into_params(parameter_in = Query)]
 pub struct PeriodQuery {
     /// RFC 3339; default now (plan) or 30 days ago (usage).
+    #[param(format = DateTime)]
     pub from: Option<String>,
     /// RFC 3339; default 7 days after `from` (plan) or now (usage).
+    #[param(format = DateTime)]
     pub to: Option<String>,
 }
 
@@ -131,6 +133,7 @@ pub struct PeriodQuery {
 pub struct OverrideRequest {
     /// Until when the reconciler must not undo this (RFC 3339); default one hour from now,
     /// at most 7 days.
+    #[schema(format = DateTime)]
     pub until: Option<String>,
     /// Deallocate even while a session on the host is in progress.
     pub force: Option<bool>,
@@ -305,7 +308,7 @@ async fn manual(
 
 /// Start a host now and keep it on until `until` (a manual override, logged with who did it).
 #[utoipa::path(post, path = "/hosts/{name}/start", tag = "hosts", params(("name" = String, Path)),
-    request_body(content = OverrideRequest, description = "optional"), security(("bearer" = [])),
+    request_body(content = Option<OverrideRequest>, description = "optional"), security(("bearer" = [])),
     responses((status = 200, body = OverrideResult), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 502), (status = 503)))]
 async fn start_host(
@@ -320,7 +323,7 @@ async fn start_host(
 /// Deallocate a host now and keep it off until `until` (a manual override, logged). 409 while a
 /// session on it is in progress, unless `force`.
 #[utoipa::path(post, path = "/hosts/{name}/deallocate", tag = "hosts", params(("name" = String, Path)),
-    request_body(content = OverrideRequest, description = "optional"), security(("bearer" = [])),
+    request_body(content = Option<OverrideRequest>, description = "optional"), security(("bearer" = [])),
     responses((status = 200, body = OverrideResult), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 409), (status = 502), (status = 503)))]
 async fn deallocate_host(

@@ -6,6 +6,8 @@
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 //!
+//! Every list endpoint pages through [`paging`] (`limit`, `cursor`, `Link: <...>; rel="next"`).
+//!
 //! Around every route: [`limits`] (per-caller rate limits, 429), the access log, [`headers::cors`]
 //! for the allowed origins; [`headers::security_headers`] wraps the whole service (see
 //! [`crate::app::App::router`]).
@@ -21,6 +23,7 @@ pub mod hosts;
 pub mod invitations;
 pub mod janus_events;
 pub mod limits;
+pub mod paging;
 pub mod rooms;
 pub mod webhooks;
 
@@ -141,6 +144,39 @@ impl utoipa::Modify for BearerAuth {
     }
 }
 
+/// Every route is behind [`limits::rate_limit`], so every operation may answer 429: documented
+/// here once rather than in each handler, so no route can forget it. Applied to the finished
+/// document ([`split_api`]): the `#[openapi]` modifiers run before the routes add their paths.
+struct RateLimited;
+
+impl utoipa::Modify for RateLimited {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        use utoipa::openapi::{RefOr, ResponseBuilder, header::HeaderBuilder};
+        for item in openapi.paths.paths.values_mut() {
+            let operations = [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.options,
+                &mut item.head,
+                &mut item.patch,
+                &mut item.trace,
+            ];
+            for op in operations.into_iter().flatten() {
+                op.responses.responses.entry("429".into()).or_insert_with(|| {
+                    RefOr::T(
+                        ResponseBuilder::new()
+                            .description("Too many requests from this caller; see Retry-After")
+                            .header("Retry-After", HeaderBuilder::new().description(Some("Seconds to wait")).build())
+                            .build(),
+                    )
+                });
+            }
+        }
+    }
+}
+
 /// The API routes with their OpenAPI description (paths include `/api/v1`).
 fn api_router() -> OpenApiRouter<AppState> {
     OpenApiRouter::with_openapi(ApiDoc::openapi()).nest(
@@ -159,12 +195,20 @@ fn api_router() -> OpenApiRouter<AppState> {
 
 /// The OpenAPI document of the API, generated from the handlers.
 pub fn openapi() -> utoipa::openapi::OpenApi {
-    api_router().split_for_parts().1
+    split_api().1
+}
+
+/// The routes and their finished OpenAPI document (the modifiers that need every path applied).
+fn split_api() -> (Router<AppState>, utoipa::openapi::OpenApi) {
+    use utoipa::Modify;
+    let (api, mut doc) = api_router().split_for_parts();
+    RateLimited.modify(&mut doc);
+    (api, doc)
 }
 
 /// The whole HTTP surface: API, OpenAPI document, docs page, `GET /`, problem+json fallbacks.
 pub fn router(state: AppState) -> Router {
-    let (api, doc) = api_router().split_for_parts();
+    let (api, doc) = split_api();
     let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
     let router = api
         .route("/", get(|| async { "Suroga Stream" }))

@@ -8,7 +8,7 @@
 
 use axum::{
     Json,
-    extract::State,
+    extract::{OriginalUri, State},
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
@@ -21,12 +21,13 @@ use super::{
     AppState,
     error::ApiError,
     extract::{ApiPath, ApiQuery, JsonBody, idempotency_key},
+    paging::{Page, PageRequest},
 };
 use crate::{
     auth::{AdminCaller, Caller},
     domain::{MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PARTICIPANTS, Room, RoomId, TimeSlot, parse_instant},
     fleet::Participant,
-    store::{IdempotencyClaim, RoomFilter, StoreError},
+    store::{IdempotencyClaim, RoomFilter, RoomKey, StoreError},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -42,8 +43,11 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[derive(Debug, Serialize, ToSchema)]
 pub struct RoomView {
     /// Janus VideoRoom id, below 2^53.
+    #[schema(minimum = 1.0, maximum = 9007199254740991.0)]
     pub room_id: u64,
+    #[schema(max_length = 200)]
     pub name: Option<String>,
+    #[schema(minimum = 1, maximum = 16)]
     pub max_participants: u8,
     #[schema(value_type = Object)]
     pub metadata: serde_json::Map<String, serde_json::Value>,
@@ -88,8 +92,10 @@ pub struct RoomCreated {
 #[serde(deny_unknown_fields)]
 pub struct RoomCreate {
     /// 1 to 16; default 2.
+    #[schema(minimum = 1, maximum = 16)]
     pub max_participants: Option<i64>,
     /// A display name, at most 200 characters.
+    #[schema(max_length = 200)]
     pub optional_name: Option<String>,
     /// Free-form JSON object, at most 4 KiB serialized.
     #[schema(value_type = Option<Object>)]
@@ -103,15 +109,26 @@ pub struct RoomListQuery {
     /// With `start_time` and `end_time`: only rooms free in that slot.
     pub available: Option<bool>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
     /// Only rooms with exactly this many seats.
+    #[param(minimum = 1, maximum = 16)]
     pub max_participants: Option<i64>,
     /// Only rooms created before this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_before: Option<String>,
     /// Only rooms created after this time (RFC 3339).
+    #[param(format = DateTime)]
     pub created_after: Option<String>,
+    /// Most rooms in the answer: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` (opaque).
+    #[param(max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 /// `GET /rooms/availability` parameters.
@@ -119,8 +136,10 @@ pub struct RoomListQuery {
 #[into_params(parameter_in = Query)]
 pub struct SlotQuery {
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub start_time: Option<String>,
     /// RFC 3339 with offset.
+    #[param(format = DateTime)]
     pub end_time: Option<String>,
 }
 
@@ -173,15 +192,20 @@ fn room_not_found(id: RoomId) -> impl FnOnce(StoreError) -> ApiError {
     }
 }
 
-/// List rooms (specification 5.3.1).
+/// List rooms (specification 5.3.1), oldest first, a page at a time: `limit` rooms, and a
+/// `Link: <...>; rel="next"` header while more remain.
 #[utoipa::path(get, path = "/rooms", tag = "rooms", params(RoomListQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [RoomView]), (status = 400, description = "Invalid filter"), (status = 401)))]
+    responses((status = 200, body = [RoomView], headers(("Link" = String, description = "The next page: `<url>; rel=\"next\"`"))),
+        (status = 400, description = "Invalid filter, limit or cursor"), (status = 401)))]
 async fn list_rooms(
     State(s): State<AppState>,
     _caller: Caller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<RoomListQuery>,
-) -> Result<Json<Vec<RoomView>>, ApiError> {
+) -> Result<Page<RoomView>, ApiError> {
+    let page = PageRequest::<RoomKey>::parse("rooms", q.limit, q.cursor.as_deref())?;
     let free_during = match q.available {
         Some(true) => Some(slot_from_query(q.start_time.as_deref(), q.end_time.as_deref())?),
         _ if q.start_time.is_some() || q.end_time.is_some() => {
@@ -199,8 +223,8 @@ async fn list_rooms(
         created_after: q.created_after.as_deref().map(|v| parse_instant("created_after", v)).transpose()?,
         free_during,
     };
-    let rooms = s.store.list_rooms(&filter).await?;
-    Ok(Json(rooms.iter().map(RoomView::from).collect()))
+    let rooms = s.store.rooms_page(&filter, page.after.as_ref(), page.fetch()).await?;
+    Ok(Page::new(rooms, &page, "rooms", RoomKey::of, &uri, &headers).map(|r| RoomView::from(&r)))
 }
 
 fn participants_in_range(n: i64) -> Result<u8, ApiError> {
@@ -277,7 +301,7 @@ async fn availability(
 
 /// A room's details (specification 5.3.3).
 #[utoipa::path(get, path = "/rooms/{room_id}", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 200, body = RoomDetail), (status = 400), (status = 401), (status = 404)))]
 async fn get_room(
     State(s): State<AppState>,
@@ -292,7 +316,7 @@ async fn get_room(
 /// Delete a room without future bookings (specification 5.3.4). Admin only. Sessions of its
 /// past bookings still inside their grace are closed.
 #[utoipa::path(delete, path = "/rooms/{room_id}", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "The room has future bookings"), (status = 503)))]
 async fn delete_room(
@@ -310,7 +334,7 @@ async fn delete_room(
 /// out before still opens one of its sessions. People in a session in progress are removed and
 /// join again with fresh credentials. 409 while a session is in progress unless `force=true`.
 #[utoipa::path(post, path = "/rooms/{room_id}/password/reset", tag = "rooms",
-    params(("room_id" = u64, Path), ForceQuery), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0), ForceQuery), security(("bearer" = [])),
     responses((status = 200, body = PasswordReset), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 409, description = "A session is in progress"), (status = 503)))]
 async fn reset_password(
@@ -328,7 +352,7 @@ async fn reset_password(
 /// is open: admins see every one, a booking's owner their own (from the window's opening to the
 /// end). Cached for 5 s per session. A session whose host is off has none.
 #[utoipa::path(get, path = "/rooms/{room_id}/participants", tag = "rooms",
-    params(("room_id" = u64, Path)), security(("bearer" = [])),
+    params(("room_id" = u64, Path, minimum = 1.0, maximum = 9007199254740991.0)), security(("bearer" = [])),
     responses((status = 200, body = Participants), (status = 400), (status = 401), (status = 403), (status = 404),
         (status = 502, description = "Janus refused"), (status = 503, description = "Janus unreachable")))]
 async fn participants(

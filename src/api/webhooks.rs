@@ -2,7 +2,11 @@
 //! and their delivery (`?status=failed` for the dead letters), `POST
 //! /api/v1/webhooks/deliveries/{id}/redeliver` makes one due again and sends it at once.
 
-use axum::{Json, extract::State};
+use axum::{
+    Json,
+    extract::{OriginalUri, State},
+    http::HeaderMap,
+};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
@@ -13,15 +17,13 @@ use super::{
     AppState,
     error::ApiError,
     extract::{ApiPath, ApiQuery},
+    paging::{Page, PageRequest},
 };
 use crate::{
     auth::AdminCaller,
     domain::events::EventType,
-    store::{Delivery, DeliveryStatus, StoreError},
+    store::{Delivery, DeliveryKey, DeliveryStatus, StoreError},
 };
-
-/// Most deliveries one list answers.
-const MAX_LIMIT: usize = 1000;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(list_deliveries)).routes(routes!(redeliver))
@@ -32,9 +34,14 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
 #[into_params(parameter_in = Query)]
 pub struct DeliveriesQuery {
     /// `pending`, `delivered` or `failed` (dead-lettered); all when absent.
+    #[param(value_type = Option<DeliveryStatus>)]
     pub status: Option<String>,
-    /// At most this many, newest event first (default 100, at most 1000).
-    pub limit: Option<usize>,
+    /// Most events in the answer: 1 to 1000, default 100.
+    #[param(minimum = 1, maximum = 1000)]
+    pub limit: Option<i64>,
+    /// Where to go on: the `cursor` of the previous answer's `Link` (opaque).
+    #[param(max_length = 512)]
+    pub cursor: Option<String>,
 }
 
 /// An event in the outbox and how its delivery went.
@@ -78,22 +85,23 @@ impl From<Delivery> for DeliveryView {
     }
 }
 
-/// Webhook events and their delivery, newest first; `status=failed` lists the dead letters.
+/// Webhook events and their delivery, newest first, a page at a time (`Link: <...>; rel="next"`
+/// while more remain); `status=failed` lists the dead letters.
 #[utoipa::path(get, path = "/webhooks/deliveries", tag = "webhooks", params(DeliveriesQuery),
     security(("bearer" = [])),
-    responses((status = 200, body = [DeliveryView]), (status = 400), (status = 401), (status = 403)))]
+    responses((status = 200, body = [DeliveryView], headers(("Link" = String, description = "The next page: `<url>; rel=\"next\"`"))),
+        (status = 400, description = "Invalid status, limit or cursor"), (status = 401), (status = 403)))]
 async fn list_deliveries(
     State(s): State<AppState>,
     _admin: AdminCaller,
+    OriginalUri(uri): OriginalUri,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<DeliveriesQuery>,
-) -> Result<Json<Vec<DeliveryView>>, ApiError> {
+) -> Result<Page<DeliveryView>, ApiError> {
+    let page = PageRequest::<DeliveryKey>::parse("deliveries", q.limit, q.cursor.as_deref())?;
     let status = q.status.as_deref().map(str::parse::<DeliveryStatus>).transpose().map_err(ApiError::BadRequest)?;
-    let limit = q.limit.unwrap_or(100);
-    if limit == 0 || limit > MAX_LIMIT {
-        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_LIMIT}")));
-    }
-    let list = s.store.deliveries(status, limit).await?;
-    Ok(Json(list.into_iter().map(DeliveryView::from).collect()))
+    let list = s.store.deliveries_page(status, page.after.as_ref(), page.fetch()).await?;
+    Ok(Page::new(list, &page, "deliveries", DeliveryKey::of, &uri, &headers).map(DeliveryView::from))
 }
 
 /// Makes an event pending again (a dead letter, or one delivered that the receiver lost), due

@@ -22,8 +22,10 @@
 //! a shared store it takes other cases' rooms only at a slot those cases never use.
 
 mod client_events;
+mod pages;
 
 pub use client_events::*;
+pub use pages::*;
 
 use chrono::{DateTime, Duration, Utc};
 use futures::future::join_all;
@@ -113,6 +115,11 @@ macro_rules! store_conformance_tests {
             parallel_claims_of_a_delivery_have_one_winner,
             redeliver_makes_a_dead_letter_due_again,
             purge_deliveries_forgets_delivered_events_only,
+            // ----- keyset pages (conformance/pages.rs) -----
+            rooms_pages_walk_every_room_once_in_order_while_rooms_are_added,
+            rooms_pages_keep_the_free_during_filter,
+            bookings_pages_walk_in_order_and_filter_by_status_and_day,
+            deliveries_pages_walk_newest_first_once,
         );
     };
     (@cases ($make:expr) $($case:ident),* $(,)?) => {

@@ -82,11 +82,13 @@ use super::{
     Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IDEMPOTENCY_TTL,
     IdempotencyClaim, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
+use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
     domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, session::SessionRecord},
 };
 
+mod pages;
 mod records;
 
 /// The partition key path both containers must have.
@@ -1240,6 +1242,30 @@ impl Store for CosmosStore {
     #[tracing::instrument(skip_all)]
     async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.purge_deliveries_impl(before).await
+    }
+
+    // ----- keyset pages (see `pages`) -----
+
+    async fn rooms_page(&self, filter: &RoomFilter, after: Option<&RoomKey>, limit: usize) -> StoreResult<Vec<Room>> {
+        self.rooms_page_impl(filter, after, limit).await
+    }
+
+    async fn bookings_page(
+        &self,
+        q: &BookingQuery,
+        after: Option<&BookingKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Booking>> {
+        self.bookings_page_impl(q, after, limit).await
+    }
+
+    async fn deliveries_page(
+        &self,
+        status: Option<DeliveryStatus>,
+        after: Option<&DeliveryKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_page_impl(status, after, limit).await
     }
 }
 

@@ -26,6 +26,9 @@
 //!   puts its events there with the record: a crash between the change and the delivery loses
 //!   nothing. Deliveries are leased with compare-and-set ([`Store::claim_delivery`]), so two
 //!   instances rarely send one event at once (delivery is at least once all the same).
+//! - **Lists page by key.** [`Store::rooms_page`], [`Store::bookings_page`] and
+//!   [`Store::deliveries_page`] read at most `limit` items strictly after the last item's sort key
+//!   from an index range ([`pages`]): a walk sees every item that exists throughout it once.
 //! - **Access is compare-and-set.** A booking's [`Access`] (its credential generation and its
 //!   guest invitation) changes only through [`Store::set_booking_access`], which fails with
 //!   [`StoreError::PreconditionFailed`] when another writer changed it first; a booking is found
@@ -33,7 +36,10 @@
 
 pub mod conformance;
 pub mod cosmos;
+pub mod pages;
 pub mod sqlite;
+
+pub use pages::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -541,4 +547,29 @@ pub trait Store: Send + Sync + 'static {
 
     /// Forgets delivered events delivered before `before`. Returns how many went.
     async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64>;
+
+    // ----- keyset pages (see [`pages`]) -----
+    // Each reads at most `limit` items strictly after `after` from an index range: never the
+    // whole list. A walk page by page sees every item that exists throughout it exactly once.
+
+    /// Rooms matching `filter`, in [`Store::list_rooms`] order, strictly after `after`, at most `limit`.
+    async fn rooms_page(&self, filter: &RoomFilter, after: Option<&RoomKey>, limit: usize) -> StoreResult<Vec<Room>>;
+
+    /// The owner's bookings matching `query` (cancelled ones too unless `query.status` says
+    /// otherwise), by start then id, strictly after `after`, at most `limit`.
+    async fn bookings_page(
+        &self,
+        query: &BookingQuery,
+        after: Option<&BookingKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Booking>>;
+
+    /// Deliveries with `status` (any when `None`), newest event first then event id descending,
+    /// strictly after `after`, at most `limit`.
+    async fn deliveries_page(
+        &self,
+        status: Option<DeliveryStatus>,
+        after: Option<&DeliveryKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>>;
 }

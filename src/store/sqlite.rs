@@ -49,9 +49,11 @@ use super::{
     Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IDEMPOTENCY_TTL,
     IdempotencyClaim, OpAction, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
+use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::domain::session::SessionRecord;
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant};
 
+mod pages;
 mod records;
 
 /// How long a connection waits for another process's write lock before giving up.
@@ -180,6 +182,7 @@ ALTER TABLE rooms DROP COLUMN admin_secret;
 "#,
     client_events::MIGRATION,
     records::MIGRATION,
+    pages::MIGRATION,
 ];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
@@ -1278,6 +1281,30 @@ impl Store for SqliteStore {
 
     async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.purge_deliveries_impl(before).await
+    }
+
+    // ----- keyset pages (see `pages`) -----
+
+    async fn rooms_page(&self, filter: &RoomFilter, after: Option<&RoomKey>, limit: usize) -> StoreResult<Vec<Room>> {
+        self.rooms_page_impl(filter, after, limit).await
+    }
+
+    async fn bookings_page(
+        &self,
+        q: &BookingQuery,
+        after: Option<&BookingKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Booking>> {
+        self.bookings_page_impl(q, after, limit).await
+    }
+
+    async fn deliveries_page(
+        &self,
+        status: Option<DeliveryStatus>,
+        after: Option<&DeliveryKey>,
+        limit: usize,
+    ) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_page_impl(status, after, limit).await
     }
 }
 

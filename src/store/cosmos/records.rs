@@ -113,7 +113,7 @@ pub(super) fn with_outbox(
 }
 
 impl OutboxDoc {
-    fn to_delivery(&self) -> StoreResult<Delivery> {
+    pub(super) fn to_delivery(&self) -> StoreResult<Delivery> {
         Ok(Delivery {
             event: self.event.clone(),
             status: self.status,

@@ -61,10 +61,10 @@ pub(super) fn insert_outbox(tx: &Connection, events: &[OutboxEvent], now: DateTi
     Ok(())
 }
 
-const DELIVERY_COLUMNS: &str =
+pub(super) const DELIVERY_COLUMNS: &str =
     "event, status, attempts, enqueued_at, next_attempt_at, leased_until, last_error, delivered_at";
 
-fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
+pub(super) fn delivery_from_row(r: &Row<'_>) -> rusqlite::Result<Delivery> {
     let event: String = r.get(0)?;
     let status: String = r.get(1)?;
     let attempts: i64 = r.get(2)?;
