@@ -358,3 +358,48 @@ async fn real_account() {
     store.cancel_booking(b.id, now()).await.unwrap();
     store.delete_room(r.id, now()).await.unwrap();
 }
+
+/// An `Idempotency-Key`'s first request stalls past the claim's lease (its booking write takes
+/// 3 s to arrive); the client's retry, on another instance, takes the key over and books. The
+/// stalled write must not land beside it: one key, one booking, and every answer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_first_request_and_the_retry_that_takes_its_key_over_book_once() {
+    let emu = Emulator::new();
+    let stalled = Arc::new(emu.store_with_faults(vec![latency(Op::BatchItem, 3000)]).await);
+    let retrying = Arc::new(emu.store().await);
+    for _ in 0..4 {
+        retrying.insert_room(&room(2), None).await.unwrap();
+    }
+    let claim = |at: DateTime<Utc>| IdempotencyClaim {
+        scope: "bookings",
+        user: "alice".into(),
+        key: "book-once".into(),
+        fingerprint: "same-body".into(),
+        now: at,
+    };
+    let first = {
+        let stalled = stalled.clone();
+        tokio::spawn(async move {
+            stalled.book_any_room(&booking(RoomId::random(), "alice", slot(10, 1)), None, Some(&claim(now()))).await
+        })
+    };
+    // The first request holds the key (its claim is written) and its booking write is on the way.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The retry comes after the lease: the clock is a parameter, so no test waits 30 s.
+    let later = now() + Duration::seconds(31);
+    let again = Booking { created_at: later, ..booking(RoomId::random(), "alice", slot(10, 1)) };
+    let retry = retrying.book_any_room(&again, None, Some(&claim(later))).await;
+    let first = first.await.unwrap();
+
+    let stored = retrying.list_bookings("alice", None).await.unwrap();
+    assert_eq!(stored.len(), 1, "one key, yet these bookings are stored: {stored:#?}");
+    for answer in [&first, &retry] {
+        match answer {
+            Ok(c) => assert_eq!(c.clone().into_inner().0.id, stored[0].id, "an answer names another booking"),
+            // The stalled request may also learn that its key moved on; it must not book.
+            Err(StoreError::Unavailable { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(retry.is_ok(), "the retry that took the key over books: {retry:?}");
+}
