@@ -39,7 +39,15 @@ fn new_room(seats: u8) -> Room {
 }
 
 fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
-    Booking { id: Uuid::new_v4(), room_id: room, owner: owner.into(), slot, created_at: base(), cancelled_at: None }
+    Booking {
+        id: Uuid::new_v4(),
+        room_id: room,
+        owner: owner.into(),
+        slot,
+        created_at: base(),
+        cancelled_at: None,
+        access: Default::default(),
+    }
 }
 
 /// Runs `f` once and returns its result with the requests it sent, by kind.
@@ -158,7 +166,7 @@ async fn request_costs(emu: &Emulator, store: &CosmosStore) {
         id: Uuid::new_v4(),
         at: base(),
         actor: "reconciler".into(),
-        action: "start".into(),
+        action: suroga::store::OpAction::Start,
         host: Some("h1".into()),
         booking_id: None,
         room_id: None,

@@ -55,6 +55,7 @@ async fn run(store: Arc<dyn Store>, calls: usize, slot_of: Arc<dyn Fn() -> TimeS
                         slot: slot_of(),
                         created_at: now,
                         cancelled_at: None,
+                        access: Default::default(),
                     };
                     let room = Room::generate(None, 2, serde_json::Map::new(), now);
                     let t0 = Instant::now();

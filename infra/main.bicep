@@ -7,6 +7,7 @@
 //     +-- Key Vault (RBAC): Janus secrets as Key Vault references                      22 from one CIDR
 //     +-- Application Insights (Entra ID ingestion)
 //     +-- custom role "Suroga Janus VM operator" on each Janus VM (read, instance view, start, deallocate)
+//     +-- custom role "Suroga VM operation reader" on the resource group (follow start/deallocate)
 //
 // Deploy:  az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
 // Steps, secrets, costs and checks: docs/deploy.md.
@@ -56,37 +57,46 @@ param vnetOctets string = '10.40'
 @description('Cosmos DB database name (COSMOS_DATABASE).')
 param cosmosDatabaseName string = 'suroga'
 
-@description('Entra ID issuer the API accepts tokens from (AUTH_ISSUER), e.g. https://login.microsoftonline.com/<tenant-id>/v2.0.')
+@description('Entra ID issuer the API accepts tokens from (AUTH_ISSUER): https://login.microsoftonline.com/<tenant-id>/v2.0, for an app registration that issues v2 access tokens (docs/deploy.md).')
 @minLength(1)
 param authIssuer string
 
-@description('Audience the API expects in tokens (AUTH_AUDIENCE), e.g. api://suroga-stream.')
+@description('Audience the API expects in tokens (AUTH_AUDIENCE): the API app registration\'s client id, which is the `aud` of v2 access tokens (a comma-separated list is accepted).')
 @minLength(1)
 param authAudience string
 
 @description('The `roles` claim value that makes a caller an admin (AUTH_ADMIN_ROLE).')
 param authAdminRole string = 'admin'
 
-@description('Optional webhook for operator alerts (ALERT_WEBHOOK_URL); stored in Key Vault. Empty: no alerts.')
+@description('Operator alerts: the app reads ALERT_WEBHOOK_URL from the Key Vault secret alert-webhook-url (store it once with alertWebhookUrl). Keep it in main.bicepparam: a redeployment without it turns alerts off.')
+param alertWebhookEnabled bool = false
+
+@description('Webhook for operator alerts (Slack-compatible), stored in Key Vault as alert-webhook-url when given. Empty: the stored value is left alone.')
 @secure()
 param alertWebhookUrl string = ''
 
-@description('Optional Janus API secret to store in Key Vault as janus-api-secret. Empty: set it yourself (docs/deploy.md); redeploying with empty leaves the stored value alone.')
+// The three Janus secrets are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY, JANUS_TOKEN_SECRET
+// with FLEET=azure) and every VM read them. Pass them on the first deployment (docs/deploy.md,
+// step 4) or set them in Key Vault before the app starts; later deployments may leave them empty,
+// which keeps the stored values. The app refuses to start while one is missing and names it.
+@description('Janus API secret, stored in Key Vault as janus-api-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusApiSecret string = ''
 
-@description('Optional VideoRoom admin_key to store in Key Vault as janus-admin-key (same rules as janusApiSecret).')
+@description('VideoRoom admin_key (the app creates and lists rooms with it), stored in Key Vault as janus-admin-key. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusAdminKey string = ''
 
-@description('Optional token_auth_secret to store in Key Vault as janus-token-secret (same rules as janusApiSecret).')
+@description('Janus token_auth_secret, stored in Key Vault as janus-token-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusTokenSecret string = ''
 
 @description('Object id of a user or group that may write the Key Vault secrets (Key Vault Secrets Officer). Empty: none.')
 param operatorPrincipalId string = ''
 
-@description('Upper bound of Function app instances (Flex Consumption).')
+@description('Upper bound of Function app instances (Flex Consumption accepts 40 to 1000).')
+@minValue(40)
+@maxValue(1000)
 param maximumInstanceCount int = 40
 
 @description('Memory of one Function app instance in MB (Flex Consumption sizes; the binary needs little).')
@@ -96,6 +106,42 @@ param maximumInstanceCount int = 40
   4096
 ])
 param instanceMemoryMB int = 512
+
+@description('Public host name of the app if you bind your own domain to the function app (az functionapp config hostname add), e.g. video.example.org. Empty: the default <app>.azurewebsites.net. Gives PUBLIC_BASE_URL (invitation links).')
+param appCustomDomain string = ''
+
+@description('Your own DNS domain for the Janus hosts, e.g. video.example.org gives <prefix>-janus-1.video.example.org (an A record per host: outputs janusFqdns and janusPublicIps). Empty: <label>.<location>.cloudapp.azure.com, which Let\'s Encrypt rate-limits as a shared domain.')
+param janusDomain string = ''
+
+@description('Email of the Let\'s Encrypt account the Janus hosts\' Caddy registers (certificate expiry notices). Empty: none.')
+param acmeEmail string = ''
+
+// Tunables: app settings come only from here, so a redeployment keeps them (App Service replaces
+// the whole set of app settings on every deployment). Defaults are the app's (src/config.rs).
+@description('FLEET_LEAD_MINUTES: a Janus host is on this long before its first session.')
+@minValue(0)
+param fleetLeadMinutes int = 30
+
+@description('FLEET_GRACE_MINUTES: a Janus host stays on this long after its last session.')
+@minValue(0)
+param fleetGraceMinutes int = 10
+
+@description('FLEET_KEEP_WARM_MINUTES: gaps between a host\'s sessions shorter than this keep it on.')
+@minValue(0)
+param fleetKeepWarmMinutes int = 30
+
+@description('FLEET_MAX_HOSTS: most Janus hosts on at once. 0: no limit (the setting is left out).')
+@minValue(0)
+@maxValue(10000)
+param fleetMaxHosts int = 0
+
+@description('FLEET_OVERRUN_LIMIT_MINUTES: a session still occupied after its end keeps its host on at most this long.')
+@minValue(0)
+param fleetOverrunLimitMinutes int = 60
+
+@description('SESSION_GRACE_MINUTES: how long after a session\'s end its participants may stay before they are removed from Janus.')
+@minValue(0)
+param sessionGraceMinutes int = 5
 
 param tags object = {
   app: 'suroga-stream'
@@ -138,6 +184,8 @@ var alertWebhookSecretName = 'alert-webhook-url'
 
 // Built-in roles.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
+var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
 var monitoringMetricsPublisherRoleId = '3913510d-42f4-4e42-8a64-420c390055eb'
@@ -148,7 +196,8 @@ var cosmosDataContributorRoleId = '00000000-0000-0000-0000-000000000002'
 var janusVmNames = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}']
 var janusPrivateIps = [for i in range(0, janusVmCount): '${vnetOctets}.1.${10 + i}']
 var janusDnsLabels = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}-${token}']
-var janusFqdns = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}-${token}.${location}.cloudapp.azure.com']
+// With janusDomain, the hosts' names are in the operator's domain (an A record each, docs/deploy.md).
+var janusFqdns = [for i in range(0, janusVmCount): empty(janusDomain) ? '${janusDnsLabels[i]}.${location}.cloudapp.azure.com' : '${prefix}-janus-${i + 1}.${janusDomain}']
 
 // JANUS_HOSTS (src/config.rs HostConfig): the server calls the private IP over the VNet;
 // clients get the public HTTPS and WSS URLs that Caddy terminates on each VM.
@@ -568,9 +617,14 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   }
 }
 
-// Versionless Key Vault references: the app resolves the current version (docs/deploy.md:
-// after rotating a secret, restart the app).
+// Versionless Key Vault references: the app resolves the current version, which App Service
+// caches for up to 24 h (docs/deploy.md: after rotating a secret, refresh the references).
 var keyVaultSecretsUri = 'https://${keyVaultName}${environment().suffixes.keyvaultDns}/secrets/'
+
+// The app's public address, for invitation links. The default host name is <app>.azurewebsites.net
+// (this template does not opt into unique default host names); it cannot be read from the app
+// here, as the app's own settings would then depend on the app.
+var publicBaseUrl = empty(appCustomDomain) ? 'https://${functionAppName}.azurewebsites.net' : 'https://${appCustomDomain}'
 
 var appSettings = concat([
   {
@@ -655,12 +709,41 @@ var appSettings = concat([
     name: 'SUROGA_DATA_DIR'
     value: '/tmp/suroga'
   }
-], empty(alertWebhookUrl) ? [] : [
+  {
+    name: 'PUBLIC_BASE_URL'
+    value: publicBaseUrl
+  }
+  {
+    name: 'FLEET_LEAD_MINUTES'
+    value: string(fleetLeadMinutes)
+  }
+  {
+    name: 'FLEET_GRACE_MINUTES'
+    value: string(fleetGraceMinutes)
+  }
+  {
+    name: 'FLEET_KEEP_WARM_MINUTES'
+    value: string(fleetKeepWarmMinutes)
+  }
+  {
+    name: 'FLEET_OVERRUN_LIMIT_MINUTES'
+    value: string(fleetOverrunLimitMinutes)
+  }
+  {
+    name: 'SESSION_GRACE_MINUTES'
+    value: string(sessionGraceMinutes)
+  }
+], fleetMaxHosts == 0 ? [] : [
+  {
+    name: 'FLEET_MAX_HOSTS'
+    value: string(fleetMaxHosts)
+  }
+], alertWebhookEnabled ? [
   {
     name: 'ALERT_WEBHOOK_URL'
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${alertWebhookSecretName}/)'
   }
-])
+] : [])
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
   name: functionAppName
@@ -717,6 +800,28 @@ resource appStorageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01
   }
 }
 
+// The host's own diagnostics and timer state use queues and tables too (as in Microsoft's Flex
+// Consumption samples).
+resource appStorageQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageQueueDataContributorRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appStorageTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(storage.id, functionApp.id, storageTableDataContributorRoleId)
+  scope: storage
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageTableDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
 resource appReadsSecrets 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(keyVault.id, functionApp.id, keyVaultSecretsUserRoleId)
   scope: keyVault
@@ -767,8 +872,9 @@ var vmOperatorRoleGuid = guid(resourceGroup().id, 'suroga-janus-vm-operator')
 resource vmOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   name: vmOperatorRoleGuid
   properties: {
-    // Role names are unique per tenant: the resource group's name keeps two deployments apart.
-    roleName: 'Suroga Janus VM operator (${resourceGroup().name})'
+    // Role names are unique per tenant: the subscription and the resource group keep two
+    // deployments apart (the same group name may exist in two subscriptions of one tenant).
+    roleName: 'Suroga Janus VM operator (${subscription().subscriptionId}/${resourceGroup().name})'
     description: 'Read, start and deallocate the Suroga Stream Janus VMs.'
     type: 'customRole'
     permissions: [
@@ -788,6 +894,46 @@ resource vmOperatorRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
   }
 }
 
+// Following start and deallocate: ARM answers them with an Azure-AsyncOperation URL
+// (/subscriptions/<id>/providers/Microsoft.Compute/locations/<region>/operations/<id>), whose
+// status is readable only with Microsoft.Compute/locations/operations/read at resource-group
+// scope ("Track asynchronous Azure operations", permissions). Reading it grants nothing else.
+var vmOperationReaderRoleGuid = guid(resourceGroup().id, 'suroga-vm-operation-reader')
+
+resource vmOperationReaderRole 'Microsoft.Authorization/roleDefinitions@2022-04-01' = {
+  name: vmOperationReaderRoleGuid
+  properties: {
+    roleName: 'Suroga VM operation reader (${subscription().subscriptionId}/${resourceGroup().name})'
+    description: 'Read the status of the Suroga Stream Janus VMs\' start and deallocate operations.'
+    type: 'customRole'
+    permissions: [
+      {
+        actions: [
+          'Microsoft.Compute/locations/operations/read'
+        ]
+        notActions: []
+      }
+    ]
+    assignableScopes: [
+      resourceGroup().id
+    ]
+  }
+}
+
+// At resource-group scope (this template's scope: no `scope` property).
+resource appReadsVmOperations 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(resourceGroup().id, functionApp.id, vmOperationReaderRoleGuid)
+  properties: {
+    // The subscription form of a custom role's id, as for the VM operator role.
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperationReaderRoleGuid)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+  dependsOn: [
+    vmOperationReaderRole
+  ]
+}
+
 // ----- the Janus VMs -----
 
 module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
@@ -803,6 +949,7 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
     privateIp: janusPrivateIps[i]
     dnsLabel: janusDnsLabels[i]
     fqdn: janusFqdns[i]
+    acmeEmail: acmeEmail
     keyVaultName: keyVault.name
     rtpPortRange: rtpPortRange
     janusHttpPort: janusHttpPort
@@ -820,7 +967,7 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
 
 // ----- outputs -----
 
-@description('Function app name: `cd publish && func azure functionapp publish <this>`.')
+@description('Function app name: `cd publish && func azure functionapp publish <this> --custom`.')
 output functionAppName string = functionApp.name
 
 @description('Host name of the API: https://<this>/api/v1/health.')
@@ -837,3 +984,12 @@ output janusHosts array = janusHosts
 
 @description('Public IP of each Janus VM (static).')
 output janusPublicIps array = [for i in range(0, janusVmCount): janusVms[i].outputs.publicIpAddress]
+
+@description('Public name of each Janus VM (in janusDomain when set: give each an A record to its janusPublicIps entry).')
+output janusFqdns array = janusFqdns
+
+@description('PUBLIC_BASE_URL, the address in invitation links.')
+output publicBaseUrl string = publicBaseUrl
+
+@description('Whether the app sends operator alerts (alertWebhookEnabled).')
+output alertsEnabled bool = alertWebhookEnabled

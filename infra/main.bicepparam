@@ -1,7 +1,8 @@
-// Example parameters for infra/main.bicep. Copy, fill in, deploy:
-//   az deployment group create -g <rg> -f infra/main.bicep -p infra/main.bicepparam
-// Secrets are not kept here: set them in Key Vault (docs/deploy.md), or pass them once on the
-// command line (-p janusApiSecret=$(openssl rand -hex 32) ...).
+// Parameters of infra/main.bicep: the record of this installation's choices. Keep it with your
+// changes and deploy with it every time (docs/deploy.md):
+//   az deployment group create -g <rg> -n main -f infra/main.bicep -p infra/main.bicepparam
+// Every app setting comes from here: a redeployment replaces them all, so a value tuned by hand
+// in the portal is lost on the next deployment; change it here instead.
 using './main.bicep'
 
 param prefix = 'suroga'
@@ -22,13 +23,39 @@ param sshSourceCidr = '203.0.113.7/32'
 param vnetOctets = '10.40'
 param cosmosDatabaseName = 'suroga'
 
-// The Entra ID app registration that protects the API.
+// The Entra ID app registration that protects the API (docs/deploy.md, step 2): v2 access
+// tokens, so the issuer ends in /v2.0 and the audience is the registration's client id.
 param authIssuer = 'https://login.microsoftonline.com/00000000-0000-0000-0000-000000000000/v2.0'
-param authAudience = 'api://suroga-stream'
+param authAudience = '11111111-1111-1111-1111-111111111111'
 param authAdminRole = 'admin'
 
 // Object id of the operator (user or group) who may write the Janus secrets in Key Vault.
 param operatorPrincipalId = ''
+
+// The Janus secrets: never in this file. Pass them on the FIRST deployment only (docs/deploy.md,
+// step 4); left empty, a deployment keeps the values stored in Key Vault.
+param janusApiSecret = ''
+param janusAdminKey = ''
+param janusTokenSecret = ''
+
+// Operator alerts: true once the webhook is stored (pass alertWebhookUrl once, or set the Key
+// Vault secret alert-webhook-url yourself).
+param alertWebhookEnabled = false
+param alertWebhookUrl = ''
+
+// Names: '' keeps the Azure ones. A Janus domain avoids Let's Encrypt's limits on the shared
+// cloudapp.azure.com domain (docs/deploy.md, "Your own domain for the Janus hosts").
+param appCustomDomain = ''
+param janusDomain = ''
+param acmeEmail = ''
+
+// Tunables (the app's defaults).
+param fleetLeadMinutes = 30
+param fleetGraceMinutes = 10
+param fleetKeepWarmMinutes = 30
+param fleetMaxHosts = 0
+param fleetOverrunLimitMinutes = 60
+param sessionGraceMinutes = 5
 
 param maximumInstanceCount = 40
 param instanceMemoryMB = 512

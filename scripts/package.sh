@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Builds the static (musl) release binary and assembles the Azure Functions publish folder:
-#   publish/host.json, publish/<function>/function.json, publish/suroga
-# Publish from that folder: `cd publish && func azure functionapp publish <APP>`.
+#   publish/host.json, publish/<function>/function.json, publish/suroga, publish/local.settings.json
+# Publish from that folder: `cd publish && func azure functionapp publish <APP> --custom`.
 # Usage: scripts/package.sh [out-dir]   (default: publish)
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -9,12 +9,11 @@ use chrono::Duration;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, ApiSettings, AppState},
+    api::{self, AppState},
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
     config::{Config, FleetKind, StoreKind},
     fleet::{
-        RoomHosting,
         alerts::Alerter,
         azure::{AzureOptions, AzurePower, managed_identity},
         control::{Fleet, FleetHost, FleetPolicy},
@@ -25,6 +24,7 @@ use crate::{
         reconciler::Reconciler,
     },
     jobs::Jobs,
+    sessions::{SessionKey, SessionSettings, Sessions},
     store::{Store, cosmos::CosmosStore, sqlite::SqliteStore},
 };
 
@@ -39,7 +39,7 @@ pub struct App {
     /// The fleet: hosts, power backend, policy (the same as `state.fleet_ops`).
     pub fleet: Arc<Fleet>,
     pub reconciler: Arc<Reconciler>,
-    /// The timer jobs (`POST /fleet-reconcile`, `POST /rotate-passwords`, standalone schedules).
+    /// The timer jobs (`POST /fleet-reconcile`, `POST /purge-keys`, standalone schedules).
     pub jobs: Jobs,
     /// The local Janus processes for `FLEET=local` (stopped by [`App::shutdown`]).
     pub local: Option<Arc<LocalPower>>,
@@ -102,48 +102,52 @@ pub async fn build_on(
         .build()?;
     let auth = Arc::new(Authenticator::new(&config.auth, &config.data_dir, http).context("authentication settings")?);
 
-    let (janus, power, hosts, local): (JanusHosts, Arc<dyn PowerControl>, Vec<FleetHost>, Option<Arc<LocalPower>>) =
-        match config.fleet {
-            FleetKind::Local => {
-                let (local, secrets) =
-                    LocalPower::from_config(config, LocalJanusOptions::default()).context("local Janus hosts")?;
-                local.start_all().await.context("starting the local Janus hosts")?;
-                let mut janus_hosts = Vec::new();
-                for name in local.names() {
-                    let (http_url, ws_url) = local.urls(&name).await.expect("a name LocalPower listed");
-                    janus_hosts.push(JanusHost {
-                        name,
-                        backend_url: http_url.clone(),
-                        public_http_url: http_url,
-                        public_ws_url: ws_url,
-                    });
-                }
-                let fleet_hosts = janus_hosts
-                    .iter()
-                    .map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY })
-                    .collect();
-                let local = Arc::new(local);
-                let janus = JanusHosts::for_local(config, janus_hosts, &secrets).context("local Janus hosts")?;
-                (janus, local.clone(), fleet_hosts, Some(local))
+    #[allow(clippy::type_complexity)]
+    let (janus, power, hosts, local, root): (
+        JanusHosts,
+        Arc<dyn PowerControl>,
+        Vec<FleetHost>,
+        Option<Arc<LocalPower>>,
+        String,
+    ) = match config.fleet {
+        FleetKind::Local => {
+            let (local, secrets) =
+                LocalPower::from_config(config, LocalJanusOptions::default()).context("local Janus hosts")?;
+            local.start_all().await.context("starting the local Janus hosts")?;
+            let mut janus_hosts = Vec::new();
+            for name in local.names() {
+                let (http_url, ws_url) = local.urls(&name).await.expect("a name LocalPower listed");
+                janus_hosts.push(JanusHost {
+                    name,
+                    backend_url: http_url.clone(),
+                    public_http_url: http_url,
+                    public_ws_url: ws_url,
+                });
             }
-            FleetKind::Static => {
-                let janus = JanusHosts::from_config(config).context("Janus hosts")?;
-                let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
-                (janus, Arc::new(StaticPower::new(names)), configured_hosts(config), None)
-            }
-            FleetKind::Azure => {
-                let janus = JanusHosts::from_config(config).context("Janus hosts")?;
-                let subscription = config
-                    .fleet_settings
-                    .azure_subscription_id
-                    .clone()
-                    .context("FLEET=azure needs AZURE_SUBSCRIPTION_ID")?;
-                let credential = managed_identity().context("the managed identity for Azure VM control")?;
-                let power = AzurePower::from_hosts(credential, subscription, &config.hosts, AzureOptions::default())
-                    .context("Azure VM control")?;
-                (janus, Arc::new(power), configured_hosts(config), None)
-            }
-        };
+            let fleet_hosts =
+                janus_hosts.iter().map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY }).collect();
+            let local = Arc::new(local);
+            let janus = JanusHosts::for_local(config, janus_hosts, &secrets).context("local Janus hosts")?;
+            (janus, local.clone(), fleet_hosts, Some(local), secrets.api_secret.clone())
+        }
+        FleetKind::Static => {
+            let janus = JanusHosts::from_config(config).context("Janus hosts")?;
+            let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
+            (janus, Arc::new(StaticPower::new(names)), configured_hosts(config), None, api_secret(config)?)
+        }
+        FleetKind::Azure => {
+            let janus = JanusHosts::from_config(config).context("Janus hosts")?;
+            let subscription = config
+                .fleet_settings
+                .azure_subscription_id
+                .clone()
+                .context("FLEET=azure needs AZURE_SUBSCRIPTION_ID")?;
+            let credential = managed_identity().context("the managed identity for Azure VM control")?;
+            let power = AzurePower::from_hosts(credential, subscription, &config.hosts, AzureOptions::default())
+                .context("Azure VM control")?;
+            (janus, Arc::new(power), configured_hosts(config), None, api_secret(config)?)
+        }
+    };
     let janus = Arc::new(janus);
     let always_on = config.fleet == FleetKind::Static;
     let fleet = Arc::new(Fleet {
@@ -155,20 +159,33 @@ pub async fn build_on(
         store: store.clone(),
         clock: clock.clone(),
     });
-    let hosting: Arc<dyn RoomHosting> =
-        if always_on { janus.clone() } else { Arc::new(PlannedHosting::new(fleet.clone())) };
-    let state = AppState {
-        store: store.clone(),
-        fleet: hosting,
-        fleet_ops: fleet.clone(),
-        auth,
-        clock,
-        settings: Arc::new(ApiSettings { policy: config.policy.clone(), join_token_grace: config.join_token_grace }),
-    };
-    let reconciler =
-        Arc::new(Reconciler::new(fleet.clone(), Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store)));
+    let sessions = Arc::new(Sessions::new(
+        store.clone(),
+        PlannedHosting::new(fleet.clone()),
+        clock.clone(),
+        SessionKey::from_root(&root),
+        SessionSettings {
+            policy: config.policy.clone(),
+            grace: config.session_grace,
+            public_base_url: config.public_base_url.clone(),
+            ice_servers: vec![],
+        },
+    ));
+    let state = AppState { store: store.clone(), sessions: sessions.clone(), fleet_ops: fleet.clone(), auth, clock };
+    let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
+    let reconciler = Arc::new(Reconciler::new(fleet.clone(), alerts, sessions));
     let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };
     Ok(App { state, janus, fleet, reconciler, jobs, local })
+}
+
+/// The root of the session credentials' key: the Janus API secret (required for these fleets).
+fn api_secret(config: &Config) -> anyhow::Result<String> {
+    Ok(config
+        .janus_api_secret
+        .as_ref()
+        .context("JANUS_API_SECRET is required for Janus hosts that are not local")?
+        .expose()
+        .to_string())
 }
 
 fn configured_hosts(config: &Config) -> Vec<FleetHost> {

@@ -86,6 +86,8 @@ pub struct Caller {
     pub user: String,
     /// True iff the configured admin role is in the token's `roles` array.
     pub admin: bool,
+    /// The token's `name` claim (a display name), when it carries a non-empty one.
+    pub name: Option<String>,
 }
 
 impl Caller {
@@ -361,7 +363,12 @@ impl Authenticator {
             // A `roles` of another shape grants nothing.
             _ => false,
         };
-        Ok(Caller { user, admin })
+        // A `name` of another shape, or a blank one, names nobody.
+        let name = match claims.name {
+            Some(serde_json::Value::String(n)) if !n.trim().is_empty() => Some(n.trim().to_string()),
+            _ => None,
+        };
+        Ok(Caller { user, admin, name })
     }
 }
 
@@ -415,6 +422,7 @@ struct Claims {
     sub: Option<String>,
     oid: Option<String>,
     roles: Option<serde_json::Value>,
+    name: Option<serde_json::Value>,
 }
 
 impl Claims {
@@ -692,6 +700,8 @@ struct LocalClaims<'a> {
     nbf: i64,
     exp: i64,
     roles: Vec<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    name: Option<&'a str>,
 }
 
 /// A local HS256 token for `sub`, valid from `now` for `ttl`, with `roles: [admin_role]` when
@@ -705,7 +715,21 @@ pub fn mint_dev_token(
     ttl: Duration,
     now: DateTime<Utc>,
 ) -> String {
+    mint_named_dev_token(secret, sub, None, admin, admin_role, ttl, now)
+}
+
+/// [`mint_dev_token`] with a `name` claim (the display name the other participant sees).
+pub fn mint_named_dev_token(
+    secret: &Secret,
+    sub: &str,
+    name: Option<&str>,
+    admin: bool,
+    admin_role: &str,
+    ttl: Duration,
+    now: DateTime<Utc>,
+) -> String {
     let claims = LocalClaims {
+        name,
         iss: LOCAL_ISSUER,
         aud: LOCAL_ISSUER,
         sub,

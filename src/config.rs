@@ -184,8 +184,12 @@ pub struct Config {
     pub janus_connect_timeout: StdDuration,
     /// `JANUS_REQUEST_TIMEOUT_MS` (default 5000).
     pub janus_request_timeout: StdDuration,
-    /// `JOIN_TOKEN_GRACE_MINUTES` (default 30): how long a join token outlives the session.
-    pub join_token_grace: Duration,
+    /// `SESSION_GRACE_MINUTES` (default 5): how long a session (its Janus room and its tokens)
+    /// outlives the booked end; never past the start of the room's next booking.
+    pub session_grace: Duration,
+    /// `PUBLIC_BASE_URL` (default `http://<listen address>`): the app's public address, without a
+    /// trailing slash; invitation links are `<it>/app/i/<code>`.
+    pub public_base_url: String,
     /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
     /// `PASSWORD_REVEAL_MINUTES` (15).
     pub policy: BookingPolicy,
@@ -201,6 +205,7 @@ impl Config {
 
     /// Reads settings from a map (tests pass their own).
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        refuse_unresolved_references(env)?;
         let get = |k: &str| env.get(k).map(|s| s.trim().to_string()).filter(|s| !s.is_empty());
         let secret = |k: &str| get(k).map(Secret::new);
         let minutes = |k: &str, default: i64| -> Result<Duration, ConfigError> {
@@ -330,6 +335,20 @@ impl Config {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
         }
 
+        let public_base_url = match get("PUBLIC_BASE_URL") {
+            None => format!("http://{addr}"),
+            Some(v) => match url::Url::parse(&v) {
+                Ok(u) if matches!(u.scheme(), "http" | "https") && u.has_host() && u.query().is_none() => {
+                    v.trim_end_matches('/').to_string()
+                }
+                _ => {
+                    return Err(ConfigError(format!(
+                        "PUBLIC_BASE_URL must be an http(s) URL without a query, like https://stream.example.com; got {v:?}"
+                    )));
+                }
+            },
+        };
+
         let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
         if max_session <= Duration::zero() {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
@@ -350,7 +369,8 @@ impl Config {
             janus_token_algorithm,
             janus_connect_timeout: millis("JANUS_CONNECT_TIMEOUT_MS", 2000)?,
             janus_request_timeout: millis("JANUS_REQUEST_TIMEOUT_MS", 5000)?,
-            join_token_grace: minutes("JOIN_TOKEN_GRACE_MINUTES", 30)?,
+            session_grace: minutes("SESSION_GRACE_MINUTES", 5)?,
+            public_base_url,
             policy: BookingPolicy {
                 max_duration: max_session,
                 min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
@@ -359,6 +379,30 @@ impl Config {
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
         })
     }
+}
+
+/// Refuses settings that still hold an App Service Key Vault reference (`@Microsoft.KeyVault(...)`):
+/// the platform passes the reference text through when it cannot resolve it (the secret is
+/// missing, or the app's identity may not read it), and a secret used as that text would fail
+/// every Janus call or every alert much later, far from the cause. The error names the settings,
+/// never their values.
+fn refuse_unresolved_references(env: &HashMap<String, String>) -> Result<(), ConfigError> {
+    const REFERENCE: &str = "@Microsoft.KeyVault(";
+    let mut unresolved: Vec<&str> = env
+        .iter()
+        .filter(|(_, v)| v.trim_start().get(..REFERENCE.len()).is_some_and(|p| p.eq_ignore_ascii_case(REFERENCE)))
+        .map(|(k, _)| k.as_str())
+        .collect();
+    if unresolved.is_empty() {
+        return Ok(());
+    }
+    unresolved.sort_unstable();
+    Err(ConfigError(format!(
+        "{} {} an unresolved Key Vault reference: check that the secret exists and that the app's identity \
+         may read it, then refresh the references (docs/deploy.md, \"Key Vault references\")",
+        unresolved.join(", "),
+        if unresolved.len() == 1 { "is" } else { "are" }
+    )))
 }
 
 #[cfg(test)]
@@ -372,6 +416,19 @@ mod tests {
         assert_eq!(c.store, StoreKind::Sqlite);
         assert_eq!(c.fleet, FleetKind::Local);
         assert!(!c.under_functions_host);
+        assert_eq!(c.public_base_url, "http://127.0.0.1:7071");
+        assert_eq!(c.session_grace, Duration::minutes(5));
+    }
+
+    #[test]
+    fn public_base_url_is_an_http_url_without_its_trailing_slash() {
+        let with = |v: &str| Config::from_map(&HashMap::from([("PUBLIC_BASE_URL".to_string(), v.to_string())]));
+        assert_eq!(with("https://stream.example.com/").unwrap().public_base_url, "https://stream.example.com");
+        assert_eq!(with("https://example.com/suroga").unwrap().public_base_url, "https://example.com/suroga");
+        for bad in ["stream.example.com", "ftp://example.com", "https://example.com/?a=1"] {
+            let e = with(bad).unwrap_err();
+            assert!(e.0.contains("PUBLIC_BASE_URL"), "{bad}: {e}");
+        }
     }
 
     #[test]
@@ -473,6 +530,21 @@ mod tests {
             Ok(CosmosCredentialKind::DeveloperTools)
         );
         assert!(cosmos(&[("COSMOS_CREDENTIAL", "password")]).unwrap_err().contains("COSMOS_CREDENTIAL"));
+    }
+
+    #[test]
+    fn an_unresolved_key_vault_reference_is_refused_naming_the_setting() {
+        let reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/janus-api-secret/)";
+        let e =
+            Config::from_map(&env(&[("JANUS_API_SECRET", reference), ("STORE", "sqlite")])).unwrap_err().to_string();
+        assert!(e.contains("JANUS_API_SECRET") && e.contains("Key Vault"), "{e}");
+        assert!(!e.contains("kv.vault.azure.net"), "the reference itself is not echoed: {e}");
+        let two =
+            [("ALERT_WEBHOOK_URL", " @microsoft.keyvault(VaultName=kv;SecretName=x)"), ("JANUS_ADMIN_KEY", reference)];
+        let e = Config::from_map(&env(&two)).unwrap_err().to_string();
+        assert!(e.contains("ALERT_WEBHOOK_URL, JANUS_ADMIN_KEY are"), "{e}");
+        // A resolved value is just a value.
+        assert!(Config::from_map(&env(&[("JANUS_API_SECRET", "resolved-secret")])).is_ok());
     }
 
     #[test]

@@ -12,10 +12,9 @@ use chrono::{DateTime, Utc};
 
 use crate::{
     api::AppState,
-    domain,
     fleet::reconciler::Reconciler,
     functions::{TIMERS, TimerInvocation, ncrontab::Schedule, timer_error_reply, timer_reply},
-    store::{Operation, RoomFilter, StoreError},
+    store::StoreError,
 };
 
 /// What the timer jobs need besides the API state.
@@ -40,12 +39,12 @@ pub enum JobError {
 impl Jobs {
     /// Runs the job `name` for the occurrence at `at`. Returns log lines for the host.
     pub async fn run(&self, name: &str, at: DateTime<Utc>) -> Result<Vec<String>, JobError> {
+        tracing::debug!(job = name, occurrence = %at, "running a timer job");
         match name {
             "fleet-reconcile" => {
                 let report = self.reconciler.run_once().await;
                 if report.errors.is_empty() { Ok(report.lines()) } else { Err(JobError::Incomplete(report.lines())) }
             }
-            "rotate-passwords" => rotate_passwords(&self.state, at).await,
             "purge-keys" => purge_keys(&self.state).await,
             other => Err(JobError::Unknown(other.to_string())),
         }
@@ -106,60 +105,6 @@ impl Jobs {
             let _ = t.await;
         }
     }
-}
-
-/// Daily: rooms with no future booking get a new password, edited in Janus when materialized,
-/// so a password given out for an old session stops working. A room whose Janus edit fails keeps
-/// its old password (the store and Janus never disagree) and is retried on the next run.
-/// Replays of one day's occurrence do nothing (a marker per day).
-pub async fn rotate_passwords(state: &AppState, at: DateTime<Utc>) -> Result<Vec<String>, JobError> {
-    let marker = format!("rotate-passwords:{}", at.format("%Y-%m-%d"));
-    let now = state.clock.now();
-    if !state.store.claim_marker(&marker, now).await? {
-        return Ok(vec![format!("already ran for {}", at.format("%Y-%m-%d"))]);
-    }
-    let rooms = state.store.list_rooms(&RoomFilter::default()).await?;
-    let (mut rotated, mut kept, mut failed) = (0usize, 0usize, 0usize);
-    for room in rooms {
-        if !state.store.room_bookings(room.id, now).await?.is_empty() {
-            kept += 1;
-            continue;
-        }
-        let new = domain::new_password();
-        let started = std::time::Instant::now();
-        let updated = match state.store.set_room_password(room.id, &room.password, &new, now).await {
-            Ok(r) => r,
-            // Deleted or changed meanwhile: nothing to rotate.
-            Err(StoreError::NotFound | StoreError::PreconditionFailed) => continue,
-            Err(e) => return Err(e.into()),
-        };
-        let result = match state.fleet.materialize(&updated).await {
-            Ok(()) => {
-                rotated += 1;
-                "ok".to_string()
-            }
-            Err(e) => {
-                failed += 1;
-                let _ = state.store.set_room_password(room.id, &new, &room.password, now).await;
-                e.to_string()
-            }
-        };
-        let _ = state
-            .store
-            .append_operation(&Operation {
-                id: uuid::Uuid::new_v4(),
-                at: now,
-                actor: "rotate-passwords".into(),
-                action: "rotate-password".into(),
-                host: None,
-                booking_id: None,
-                room_id: Some(room.id),
-                result,
-                duration_ms: started.elapsed().as_millis() as u64,
-            })
-            .await;
-    }
-    Ok(vec![format!("rotated {rotated}, kept {kept} with future bookings, {failed} failed in Janus")])
 }
 
 /// Daily: forgets `Idempotency-Key` records older than [`IDEMPOTENCY_TTL`] (they already count as

@@ -7,7 +7,9 @@
 //! - [`fleet`]: Janus hosts: which host serves a room, materialization, power control, planning.
 //! - [`api`]: the HTTP API (axum): auth, validation, problem+json errors, OpenAPI.
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
-//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `rotate-passwords`) for the host and standalone.
+//! - [`sessions`]: the one layer that keeps the store and Janus in step: bookings, rooms,
+//!   invitations, per-booking session rooms and credentials, opening and closing sessions.
+//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `purge-keys`) for the host and standalone.
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
@@ -22,5 +24,6 @@ pub mod fleet;
 pub mod functions;
 pub mod janus;
 pub mod jobs;
+pub mod sessions;
 pub mod store;
 pub mod telemetry;

@@ -109,3 +109,31 @@ async fn openapi_document_lists_the_api() {
     let page = app.http.get(format!("{}/api/docs", app.base)).send().await.unwrap().text().await.unwrap();
     assert!(page.contains("/api/v1/openapi.json") && !page.contains("https://"), "self-contained docs page");
 }
+
+/// An empty body is no body, whatever the headers say: the Functions host's proxying mode keeps a
+/// bare `Content-Type` (with `Content-Length: 0`) on requests that carry nothing.
+#[tokio::test]
+async fn an_empty_body_is_no_body_whatever_its_content_type_says() {
+    let app = TestApp::spawn().await;
+    let root = app.token(&support::app::admin(), true);
+    let post = |path: &str, content_type: Option<&str>| {
+        let mut req =
+            app.http.post(format!("{}{path}", app.base)).bearer_auth(&root).header(header::CONTENT_LENGTH, "0");
+        if let Some(ct) = content_type {
+            req = req.header(header::CONTENT_TYPE, ct);
+        }
+        req.send()
+    };
+    // Optional bodies: the manual override takes its defaults.
+    for ct in [Some("application/json"), Some("text/plain"), None] {
+        let res = post("/api/v1/hosts/local-1/start", ct).await.unwrap();
+        assert_eq!(res.status(), StatusCode::OK, "Content-Type {ct:?}: {}", res.text().await.unwrap());
+    }
+    // Required bodies: 400 "a JSON body is required", never 415 for a body that is not there.
+    for ct in [Some("application/json"), None] {
+        let res = post("/api/v1/bookings", ct).await.unwrap();
+        assert_eq!(res.status(), StatusCode::BAD_REQUEST, "Content-Type {ct:?}");
+        let body: Value = res.json().await.unwrap();
+        assert_eq!(body["detail"], "a JSON body is required");
+    }
+}

@@ -1,4 +1,4 @@
-//! The API keeps a real Janus in step: room lifecycle, faults, participants, join tokens.
+//! The API keeps a real Janus in step: a Janus room per session, faults, participants, join tokens.
 
 mod support;
 
@@ -14,7 +14,7 @@ use support::{
 use suroga::{
     config::Secret,
     fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
-    janus::{Credential, JanusClient, JanusClientConfig, JanusError, token},
+    janus::{Credential, JanusClient, JanusClientConfig, JanusError, JoinRoom, token},
 };
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -27,11 +27,19 @@ fn janus_base(app: &TestApp) -> String {
     app.app.janus.hosts()[0].backend_url.clone()
 }
 
-/// Joins `room` through Janus's own API as a participant with `pin`; the session keeps it there.
-async fn join_janus(app: &TestApp, room: u64, pin: &str, display: &str) -> Result<suroga::janus::Session, JanusError> {
-    let session = app.app.janus.client().session(&janus_base(app)).await?;
+/// Joins the session of a `/join` answer through Janus's own API as a participant, with the
+/// answer's tokens and `pin`; the session keeps it there.
+async fn join_janus(join: &Value, pin: &str, display: &str) -> Result<suroga::janus::Session, JanusError> {
+    let token = Credential::Token(Secret::new(join["token"].as_str().unwrap()));
+    let session = token_client().session_with(join["janus"]["http"].as_str().unwrap(), token).await?;
     let handle = session.attach(VIDEOROOM).await?;
-    handle.join(room, Some(pin), display).await?;
+    let req = JoinRoom {
+        room: join["room_id"].as_u64().unwrap(),
+        display,
+        pin: Some(pin),
+        room_token: join["room_token"].as_str(),
+    };
+    handle.join(&req).await?;
     Ok(session)
 }
 
@@ -40,30 +48,28 @@ async fn exists(app: &TestApp, room: u64) -> bool {
 }
 
 #[tokio::test]
-async fn room_lifecycle_reaches_janus() {
+async fn rooms_and_bookings_are_store_writes_and_janus_gets_a_room_per_session() {
     let app = TestApp::spawn().await;
-    let r = app.create_room(&user()).await;
+    let u = user();
+    let r = app.create_room(&u).await;
     let id = r["room_id"].as_u64().unwrap();
-    let pin = r["password"].as_str().unwrap();
-    assert!(exists(&app, id).await, "POST /rooms creates the room in Janus");
-    join_janus(&app, id, pin, "first").await.expect("the pin admits a participant");
+    assert!(!exists(&app, id).await, "a room is what is booked: Janus holds none for it");
+    let b = app.book(&u, 10, 70, Some(id)).await;
+    let found = app.book(&user(), 10, 70, None).await;
+    assert!(!exists(&app, found["room_id"].as_u64().unwrap()).await);
 
-    let (st, reset) = app.post(&format!("/api/v1/rooms/{id}/password/reset"), &admin(), json!({})).await;
-    assert_eq!(st, StatusCode::OK);
-    let new_pin = reset["new_password"].as_str().unwrap();
-    let old = join_janus(&app, id, pin, "old pin").await;
-    assert!(matches!(old, Err(ref e) if e.videoroom_code() == Some(433)), "old pin refused: {old:?}");
-    join_janus(&app, id, new_pin, "new pin").await.expect("the new pin admits");
+    let (st, join) = app.get(&format!("/api/v1/bookings/{}/join", b["booking_id"].as_str().unwrap()), &u).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
+    let session_room = join["room_id"].as_u64().unwrap();
+    assert_ne!(session_room, id, "the session has its own Janus room");
+    assert!(exists(&app, session_room).await, "/join opened the session room");
+    assert!(!exists(&app, id).await);
+    join_janus(&join, join["pin"].as_str().unwrap(), "first").await.expect("the session's credentials admit");
 
+    // A room whose sessions are all cancelled can go; Janus never knew it.
+    app.delete(&format!("/api/v1/bookings/{}", b["booking_id"].as_str().unwrap()), &u).await;
+    assert!(!exists(&app, session_room).await, "cancelling closed the session room at once");
     assert_eq!(app.delete(&format!("/api/v1/rooms/{id}"), &admin()).await.0, StatusCode::NO_CONTENT);
-    assert!(!exists(&app, id).await, "DELETE /rooms destroys the room in Janus");
-}
-
-#[tokio::test]
-async fn find_or_create_bookings_make_their_new_room_in_janus() {
-    let app = TestApp::spawn().await;
-    let b = app.book(&user(), 60, 120, None).await;
-    assert!(exists(&app, b["room_id"].as_u64().unwrap()).await);
 }
 
 /// An app over one always-on (`FLEET=static`) host: a Janus this test owns, so it can stop it
@@ -88,60 +94,61 @@ async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path:
 }
 
 #[tokio::test]
-async fn janus_down_gives_503_and_leaves_no_room_behind() {
+async fn janus_down_stops_joins_with_503_and_nothing_else() {
     let (app, mut janus, dir) = spawn_over_own_janus("janus-down").await;
     let u = user();
-    let kept = app.create_room(&u).await;
+    let b = app.book(&u, 10, 70, None).await;
+    let booking = b["booking_id"].as_str().unwrap().to_string();
+    let (st, join) = app.get(&format!("/api/v1/bookings/{booking}/join"), &u).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
     janus.stop().await.unwrap();
+
+    // Rooms and bookings are store writes: they go on.
+    let (st, r) = app.post("/api/v1/rooms", &u, json!({})).await;
+    assert_eq!(st, StatusCode::CREATED, "{r}");
+    let other = app.book(&u, 100, 160, None).await;
+    // Joining needs Janus: 503 at once, with a detail.
     let started = Instant::now();
-    let (st, body) = app.post("/api/v1/rooms", &u, json!({})).await;
+    let (st, body) = app.get(&format!("/api/v1/bookings/{booking}/join"), &u).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(body["detail"].is_string());
     assert!(started.elapsed() < Duration::from_secs(3));
-    let (_, rooms) = app.get("/api/v1/rooms", &u).await;
-    assert_eq!(rooms.as_array().unwrap().len(), 1, "only the room made before Janus stopped: {rooms}");
-    // Find-or-create that needs a new room fails the same way and writes nothing.
-    app.book(&u, 60, 120, Some(kept["room_id"].as_u64().unwrap())).await;
-    let (st, _) = app.post("/api/v1/bookings", &u, app.slot_body(60, 120, None)).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
-    assert_eq!(app.get("/api/v1/bookings", &u).await.1.as_array().unwrap().len(), 1);
-    // A delete that cannot reach Janus keeps the room; a reset keeps the old password.
-    let id = kept["room_id"].as_u64().unwrap();
-    let (st, _) = app.post(&format!("/api/v1/rooms/{id}/password/reset"), &admin(), json!({})).await;
-    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
-    let b = app.get("/api/v1/bookings", &u).await.1[0]["booking_id"].as_str().unwrap().to_string();
-    app.delete(&format!("/api/v1/bookings/{b}"), &u).await;
-    let (st, _) = app.delete(&format!("/api/v1/rooms/{id}"), &admin()).await;
-    assert!(st == StatusCode::SERVICE_UNAVAILABLE || st == StatusCode::BAD_GATEWAY, "{st}");
-    assert_eq!(app.get(&format!("/api/v1/rooms/{id}"), &u).await.0, StatusCode::OK, "the room stays");
-    let pin_now = app.book(&u, 200, 260, Some(id)).await["password"].clone();
-    assert_eq!(pin_now, kept["password"], "the old password stays after a failed reset");
+    // Cancelling works: the store leads; the reconciler closes the room when Janus is back
+    // (here Janus lost it anyway).
+    let (st, _) = app.delete(&format!("/api/v1/bookings/{}", other["booking_id"].as_str().unwrap()), &u).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
     // Health reports Janus without failing.
     let (st, h) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "unavailable"), "{h}");
-    // Participants of a room whose always-on host does not answer: 502.
-    let (st, body) = app.get(&format!("/api/v1/rooms/{id}/participants"), &admin()).await;
-    assert_eq!(st, StatusCode::BAD_GATEWAY, "Janus unreachable: {body}");
+    // Participants of a session whose always-on host does not answer: 503.
+    let (st, body) = app.get(&format!("/api/v1/bookings/{booking}/participants"), &u).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "Janus unreachable: {body}");
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
-async fn a_local_host_switched_off_keeps_room_changes_waiting_in_the_store() {
+async fn a_local_host_switched_off_answers_join_with_503_and_retry_after() {
     let app = TestApp::spawn().await;
     let u = user();
     app.app.fleet.power.deallocate("local-1").await.unwrap();
-    let (st, r) = app.post("/api/v1/rooms", &u, json!({})).await;
-    assert_eq!(st, StatusCode::CREATED, "the change waits for the host: {r}");
-    let id = r["room_id"].as_u64().unwrap();
-    let (st, p) = app.get(&format!("/api/v1/rooms/{id}/participants"), &admin()).await;
+    let b = app.book(&u, 10, 70, None).await;
+    let booking = b["booking_id"].as_str().unwrap();
+    let res = app
+        .http
+        .get(format!("{}/api/v1/bookings/{booking}/join", app.base))
+        .bearer_auth(app.token(&u, false))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), StatusCode::SERVICE_UNAVAILABLE);
+    assert!(res.headers()["retry-after"].to_str().unwrap().parse::<u64>().unwrap() >= 1);
+    let (st, p) = app.get(&format!("/api/v1/bookings/{booking}/participants"), &u).await;
     assert_eq!((st, p["participant_count"].clone()), (StatusCode::OK, json!(0)), "a host that is off has nobody: {p}");
-    app.app.fleet.power.start("local-1").await.unwrap();
-    assert!(!exists(&app, id).await, "nothing reached Janus while it was off");
 }
 
 #[tokio::test]
-async fn a_slow_janus_hits_the_timeout_and_answers_503_within_the_limit() {
+async fn a_slow_janus_hits_the_timeout_and_join_answers_503_within_the_limit() {
     let dir = support::app::temp_dir("slow-janus");
     let secrets = HostSecrets::generate();
     let mut janus =
@@ -162,44 +169,58 @@ async fn a_slow_janus_hits_the_timeout_and_answers_503_within_the_limit() {
     })
     .await;
     let u = user();
+    let b = app.book(&u, 10, 70, None).await;
     let started = Instant::now();
-    let (st, body) = app.post("/api/v1/rooms", &u, json!({})).await;
+    let (st, body) = app.get(&format!("/api/v1/bookings/{}/join", b["booking_id"].as_str().unwrap()), &u).await;
     let took = started.elapsed();
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{body}");
     assert!(took >= Duration::from_millis(700) && took < Duration::from_secs(3), "answered after {took:?}");
-    assert_eq!(app.get("/api/v1/rooms", &u).await.1, json!([]));
     janus.stop().await.unwrap();
     let _ = std::fs::remove_dir_all(dir);
 }
 
 #[tokio::test]
-async fn participants_come_from_janus_for_the_active_owner_or_an_admin() {
+async fn participants_come_from_janus_for_the_owner_from_the_window_opening_or_an_admin() {
     let app = TestApp::spawn().await;
     let u = user();
-    let b = app.book(&u, 5, 65, None).await;
+    let b = app.book(&u, 20, 80, None).await;
     let id = b["room_id"].as_u64().unwrap();
-    let path = format!("/api/v1/rooms/{id}/participants");
-    assert_eq!(app.get(&path, &u).await.0, StatusCode::FORBIDDEN, "not active yet");
+    let booking = b["booking_id"].as_str().unwrap();
+    let room_path = format!("/api/v1/rooms/{id}/participants");
+    let booking_path = format!("/api/v1/bookings/{booking}/participants");
+    assert_eq!(app.get(&room_path, &u).await.0, StatusCode::FORBIDDEN, "the window has not opened");
+    let (st, early) = app.get(&booking_path, &u).await;
+    assert_eq!(st, StatusCode::TOO_EARLY, "{early}");
+    // The window opens 15 minutes before the start: the owner is already in the room then.
     app.clock.advance(ChronoDuration::minutes(6));
-    let (st, empty) = app.get(&path, &u).await;
+    let (st, empty) = app.get(&room_path, &u).await;
     assert_eq!(st, StatusCode::OK, "{empty}");
     assert_eq!(empty["participant_count"], 0);
-    let _alice = join_janus(&app, id, b["password"].as_str().unwrap(), "alice").await.unwrap();
-    let wrong = join_janus(&app, id, "not-the-pin", "mallory").await;
+    let (st, join) = app.get(&format!("/api/v1/bookings/{booking}/join"), &u).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
+    let _alice = join_janus(&join, join["pin"].as_str().unwrap(), "alice").await.unwrap();
+    let wrong = join_janus(&join, "not-the-pin", "mallory").await;
     assert!(matches!(wrong, Err(ref e) if e.videoroom_code() == Some(433)), "wrong pin refused: {wrong:?}");
-    // The API caches for 5 s; an admin's first look in this process may be cached, so poll.
+    // The API caches for 5 s; a first look in this process may be cached, so poll.
     let deadline = Instant::now() + Duration::from_secs(8);
-    let listed = loop {
-        let (st, p) = app.get(&path, &admin()).await;
-        assert_eq!(st, StatusCode::OK);
-        if p["participant_count"] == 1 || Instant::now() > deadline {
-            break p;
-        }
-        tokio::time::sleep(Duration::from_millis(250)).await;
-    };
-    assert_eq!(listed["participant_count"], 1, "{listed}");
-    assert_eq!(listed["participants"][0]["display"], "alice");
-    assert_eq!(app.get(&path, &user()).await.0, StatusCode::FORBIDDEN, "another user");
+    for path in [&booking_path, &room_path] {
+        let listed = loop {
+            let (st, p) = app.get(path, &admin()).await;
+            assert_eq!(st, StatusCode::OK, "{p}");
+            if p["participant_count"] == 1 || Instant::now() > deadline {
+                break p;
+            }
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        };
+        assert_eq!(listed["participant_count"], 1, "{listed}");
+        assert_eq!(listed["participants"][0]["display"], "alice");
+        assert_eq!(
+            listed["room_id"].as_u64(),
+            Some(if path == &room_path { id } else { join["room_id"].as_u64().unwrap() })
+        );
+    }
+    assert_eq!(app.get(&room_path, &user()).await.0, StatusCode::FORBIDDEN, "another user");
+    assert_eq!(app.get(&booking_path, &user()).await.0, StatusCode::NOT_FOUND, "another user");
     assert_eq!(app.get("/api/v1/rooms/77/participants", &admin()).await.0, StatusCode::NOT_FOUND);
 }
 
@@ -217,14 +238,18 @@ async fn join_answers_only_the_owner_inside_the_window() {
     app.clock.advance(ChronoDuration::minutes(46));
     let (st, join) = app.get(&path, &u).await;
     assert_eq!(st, StatusCode::OK, "{join}");
-    assert_eq!(join["room_id"], b["room_id"]);
-    assert_eq!(join["pin"], b["password"]);
+    assert_eq!(join["booking_id"], b["booking_id"]);
+    assert_ne!(join["room_id"], b["room_id"], "the session's own Janus room");
+    assert_eq!(join["pin"], b["password"], "the booking's own pin");
+    assert_eq!(join["role"], "host");
+    assert_eq!(join["display"], "Host", "a neutral label, never the user id");
+    assert_eq!(join["ice_servers"], json!([]));
     assert!(join["janus"]["http"].as_str().unwrap().starts_with("http://127.0.0.1:"));
     assert!(join["janus"]["ws"].as_str().unwrap().starts_with("ws://127.0.0.1:"));
-    assert_eq!(join["display"], u);
+    assert!(join["room_token"].as_str().unwrap().contains(&format!("room={}", join["room_id"])));
     let expires = chrono::DateTime::parse_from_rfc3339(join["token_expires_at"].as_str().unwrap()).unwrap();
     let end = chrono::DateTime::parse_from_rfc3339(b["end_time"].as_str().unwrap()).unwrap();
-    assert!(expires > end, "the token outlives the session");
+    assert_eq!(expires, end + ChronoDuration::minutes(5), "the tokens last to the end plus the session grace");
     let text = join.to_string();
     let s = secrets(&app);
     for secret in [&s.api_secret, &s.admin_key, &s.token_secret, &s.admin_secret] {
@@ -264,10 +289,13 @@ async fn the_join_token_opens_a_janus_session_and_forged_ones_do_not() {
     let session =
         client.session_with(http, Credential::Token(Secret::new(tok))).await.expect("the token opens a session");
     let handle = session.attach(VIDEOROOM).await.expect("and attaches the VideoRoom");
-    handle
-        .join(b["room_id"].as_u64().unwrap(), Some(join["pin"].as_str().unwrap()), "me")
-        .await
-        .expect("and joins with the pin");
+    let req = JoinRoom {
+        room: join["room_id"].as_u64().unwrap(),
+        display: "me",
+        pin: join["pin"].as_str(),
+        room_token: join["room_token"].as_str(),
+    };
+    handle.join(&req).await.expect("and joins with the pin and the room token");
 
     let expired = token::sign(
         &secrets(&app).token_secret,

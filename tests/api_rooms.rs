@@ -133,13 +133,20 @@ async fn password_reset_is_admin_only_and_respects_sessions_in_progress() {
     assert_eq!(reset["room_id"], r["room_id"]);
     assert_ne!(reset["new_password"], r["password"]);
     let b = app.book(&u, 10, 70, Some(id)).await;
-    assert_eq!(b["password"], reset["new_password"], "bookings get the current password");
+    assert_ne!(b["password"], reset["new_password"], "a booking's pin is its own, not the room's password");
+    let booking = b["booking_id"].as_str().unwrap();
     app.clock.advance(Duration::minutes(11));
     let (st, body) = app.post(&path, &admin(), json!({})).await;
     assert_eq!(st, StatusCode::CONFLICT, "{body}");
+    let (_, before) = app.get(&format!("/api/v1/bookings/{booking}/join"), &u).await;
     let (st, forced) = app.post(&format!("{path}?force=true"), &admin(), json!({})).await;
     assert_eq!(st, StatusCode::OK);
     assert_ne!(forced["new_password"], reset["new_password"]);
+    // The reset rotated the session's credentials: a new pin and a new Janus room.
+    let (_, after) = app.get(&format!("/api/v1/bookings/{booking}/join"), &u).await;
+    assert_ne!(after["pin"], before["pin"], "{after}");
+    assert_ne!(after["room_id"], before["room_id"]);
+    assert_eq!(app.get(&format!("/api/v1/bookings/{booking}"), &u).await.1["password"], after["pin"]);
     assert_eq!(app.post("/api/v1/rooms/999/password/reset", &admin(), json!({})).await.0, StatusCode::NOT_FOUND);
 }
 

@@ -44,6 +44,7 @@ async fn chromium_joins_the_booked_room_and_publishes() {
     let room = b["room_id"].as_u64().unwrap();
     let (st, join) = app.get(&format!("/api/v1/bookings/{}/join", b["booking_id"].as_str().unwrap()), &u).await;
     assert_eq!(st, StatusCode::OK, "{join}");
+    let session_room = join["room_id"].as_u64().unwrap();
 
     // The test page, janus.js and adapter.js from Debian's packages, and a sink for the page's log.
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
@@ -67,8 +68,9 @@ async fn chromium_joins_the_booked_room_and_publishes() {
     let fragment = url::form_urlencoded::Serializer::new(String::new())
         .append_pair("server", join["janus"]["http"].as_str().unwrap())
         .append_pair("token", join["token"].as_str().unwrap())
-        .append_pair("room", &room.to_string())
+        .append_pair("room", &session_room.to_string())
         .append_pair("pin", join["pin"].as_str().unwrap())
+        .append_pair("room_token", join["room_token"].as_str().unwrap())
         .append_pair("display", join["display"].as_str().unwrap())
         .finish();
     let profile = support::app::temp_dir("chromium");

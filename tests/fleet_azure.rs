@@ -2,7 +2,9 @@
 //! contract: `POST .../virtualMachines/{vm}/start|deallocate` answers 202 with
 //! `Azure-AsyncOperation` and `Retry-After`; the operation URL answers `InProgress` and then
 //! `Succeeded` (or `Failed`); `GET .../instanceView` lists `PowerState/...`; 409 while the VM
-//! is changing state; 429 and 5xx on demand. The credential is a fake: no managed identity.
+//! is changing state; 429 and 5xx on demand; 403 `AuthorizationFailed` on the operation URL when
+//! the caller lacks `Microsoft.Compute/locations/operations/read` at resource-group scope (the VM
+//! still changes state, as a real one does). The credential is a fake: no managed identity.
 
 use std::collections::{HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -69,6 +71,13 @@ struct Arm {
     outcome: &'static str,
     /// `Retry-After` seconds on 202 and on polls.
     retry_after: u64,
+    /// Answer the operation URL with 403: the caller may act on the VM but not follow the operation.
+    deny_polls: bool,
+    /// With `deny_polls`: instance-view reads that still show the transition before the VM
+    /// reaches the operation's end state (the operation goes on whether or not anyone polls).
+    view_reads_in_progress: u32,
+    /// The operation whose end state the instance view will show: reads left, end state.
+    pending: Option<(u32, &'static str)>,
     ops: HashMap<String, Operation>,
     seen: Vec<Seen>,
 }
@@ -121,6 +130,9 @@ async fn vm_action(
         _ => return arm_error(404, "NotFound"),
     };
     arm.power = during;
+    if arm.deny_polls {
+        arm.pending = Some((arm.view_reads_in_progress, after));
+    }
     let id = Uuid::new_v4().to_string();
     let op = Operation { polls_in_progress: arm.polls_in_progress, outcome: arm.outcome, power_after: after };
     arm.ops.insert(id.clone(), op);
@@ -149,6 +161,9 @@ async fn operation(
         &headers,
     );
     let retry_after = arm.retry_after;
+    if arm.deny_polls {
+        return arm_error(403, "AuthorizationFailed");
+    }
     let Some(op) = arm.ops.get_mut(&id) else { return arm_error(404, "NotFound") };
     let body = if op.polls_in_progress > 0 {
         op.polls_in_progress -= 1;
@@ -178,6 +193,14 @@ async fn instance_view(
     record(&mut arm, "GET", path, &q, &headers);
     if let Some(status) = arm.post_failures.pop_front() {
         return arm_error(status, "InternalServerError");
+    }
+    match arm.pending {
+        Some((0, after)) => {
+            arm.power = after;
+            arm.pending = None;
+        }
+        Some((left, after)) => arm.pending = Some((left - 1, after)),
+        None => {}
     }
     Json(json!({
         "computerName": vm,
@@ -210,6 +233,9 @@ async fn spawn(configure: impl FnOnce(&mut Arm)) -> Env {
         polls_in_progress: 2,
         outcome: "Succeeded",
         retry_after: 0,
+        deny_polls: false,
+        view_reads_in_progress: 0,
+        pending: None,
         ops: HashMap::new(),
         seen: Vec::new(),
     };
@@ -352,23 +378,29 @@ async fn a_failed_operation_is_a_permanent_error_with_arm_code() {
     assert_eq!(posts, 1, "a failed operation is not retried blindly");
 }
 
+impl Env {
+    /// Rebuilds the backend with a 300 ms deadline against the same fake.
+    fn with_a_short_deadline(mut self) -> Self {
+        let base = self.arm.lock().unwrap().base.clone();
+        self.power = AzurePower::new(
+            self.credential.clone(),
+            self.sub.clone(),
+            [(self.host.clone(), AzureVm { resource_group: self.rg.clone(), vm_name: self.vm.clone() })],
+            AzureOptions {
+                endpoint: Url::parse(&base).unwrap(),
+                poll_interval: Duration::from_millis(20),
+                deadline: Duration::from_millis(300),
+                ..AzureOptions::default()
+            },
+        )
+        .unwrap();
+        self
+    }
+}
+
 #[tokio::test]
 async fn an_operation_still_running_at_the_deadline_is_transient() {
-    let mut env = spawn(|arm| arm.polls_in_progress = u32::MAX).await;
-    // Rebuild with a short deadline against the same fake.
-    let base = env.arm.lock().unwrap().base.clone();
-    env.power = AzurePower::new(
-        env.credential.clone(),
-        env.sub.clone(),
-        [(env.host.clone(), AzureVm { resource_group: env.rg.clone(), vm_name: env.vm.clone() })],
-        AzureOptions {
-            endpoint: Url::parse(&base).unwrap(),
-            poll_interval: Duration::from_millis(20),
-            deadline: Duration::from_millis(300),
-            ..AzureOptions::default()
-        },
-    )
-    .unwrap();
+    let env = spawn(|arm| arm.polls_in_progress = u32::MAX).await.with_a_short_deadline();
     let err = env.power.start(&env.host).await.unwrap_err();
     assert!(matches!(err, PowerError::Transient { cause: TransientCause::StillInProgress, .. }), "{err:?}");
     assert_eq!(env.power.power_state(&env.host).await.unwrap(), PowerState::Starting);
@@ -379,4 +411,44 @@ async fn unknown_hosts_are_refused_without_a_request() {
     let env = spawn(|_| {}).await;
     assert_eq!(env.power.start("nope").await, Err(PowerError::UnknownHost("nope".into())));
     assert!(env.seen().is_empty());
+}
+
+#[tokio::test]
+async fn a_denied_operation_poll_is_confirmed_with_the_instance_view() {
+    for (from, op, end) in
+        [("deallocated", "start", PowerState::Running), ("running", "deallocate", PowerState::Deallocated)]
+    {
+        let env = spawn(|arm| {
+            arm.power = from;
+            arm.deny_polls = true;
+            arm.view_reads_in_progress = 2;
+        })
+        .await;
+        let outcome = match op {
+            "start" => env.power.start(&env.host).await,
+            _ => env.power.deallocate(&env.host).await,
+        };
+        assert_eq!(outcome, Ok(PowerOutcome::Done), "{op} after a 403 on its operation poll");
+        assert_eq!(env.power.power_state(&env.host).await.unwrap(), end);
+        let seen = env.seen();
+        let denied_poll = seen.iter().position(|s| s.path.contains("/operations/")).expect("the operation was polled");
+        let views_after = seen[denied_poll..].iter().filter(|s| s.path == env.vm_path("instanceView")).count();
+        assert!(views_after >= 3, "two reads in transition, then the end state: {views_after}");
+        assert_eq!(seen.iter().filter(|s| s.path.contains("/operations/")).count(), 1, "a denied poll is not retried");
+        assert_eq!(seen.iter().filter(|s| s.method == "POST").count(), 1, "the operation is not sent again");
+        env.assert_authenticated();
+    }
+}
+
+#[tokio::test]
+async fn a_denied_poll_and_a_vm_that_never_gets_there_is_transient_not_denied() {
+    let env = spawn(|arm| {
+        arm.deny_polls = true;
+        arm.view_reads_in_progress = u32::MAX;
+    })
+    .await
+    .with_a_short_deadline();
+    let err = env.power.start(&env.host).await.unwrap_err();
+    assert!(matches!(err, PowerError::Transient { cause: TransientCause::StillInProgress, .. }), "{err:?}");
+    assert_eq!(env.power.power_state(&env.host).await.unwrap(), PowerState::Starting);
 }

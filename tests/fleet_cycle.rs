@@ -13,14 +13,14 @@ use serde_json::{Value, json};
 use support::app::{TestApp, user};
 use suroga::{
     config::Secret,
-    domain::{RoomId, TimeSlot},
+    domain::TimeSlot,
     fleet::{
         control::{HostOverride, OverrideAction},
         power::{PowerControl, PowerError, PowerOutcome, PowerState, TransientCause},
         reconciler::PowerStep,
     },
-    janus::{Credential, JanusError, Session},
-    store::Operation,
+    janus::{CreateRoom, Credential, JanusError, JoinRoom, Session},
+    store::{OpAction, Operation},
 };
 use uuid::Uuid;
 
@@ -34,12 +34,26 @@ async fn exists_on(app: &TestApp, host: &str, room: u64) -> bool {
     app.app.janus.client().room_exists(&base_of(app, host), room).await.unwrap()
 }
 
-/// Joins `room` on `host` through Janus's own API with `pin`; the session keeps the participant.
-async fn join_janus(app: &TestApp, host: &str, room: u64, pin: &str, display: &str) -> Result<Session, JanusError> {
-    let session = app.app.janus.client().session(&base_of(app, host)).await?;
+/// Joins the session of a `/join` answer as a publisher, through Janus's own API with the
+/// answer's tokens and pin; the returned session keeps the participant.
+async fn join_janus(app: &TestApp, join: &Value, display: &str) -> Result<Session, JanusError> {
+    let token = Credential::Token(Secret::new(join["token"].as_str().unwrap()));
+    let session = app.app.janus.client().session_with(join["janus"]["http"].as_str().unwrap(), token).await?;
     let handle = session.attach(VIDEOROOM).await?;
-    handle.join(room, Some(pin), display).await?;
+    let req = JoinRoom {
+        room: join["room_id"].as_u64().unwrap(),
+        display,
+        pin: join["pin"].as_str(),
+        room_token: join["room_token"].as_str(),
+    };
+    handle.join(&req).await?;
     Ok(session)
+}
+
+/// The Janus room of a booking's current session.
+async fn session_room_of(app: &TestApp, booking: &str) -> u64 {
+    let b = app.app.state.store.get_booking(booking.parse().unwrap()).await.unwrap();
+    app.app.state.sessions.credentials(&b).room.get()
 }
 
 async fn power_of(app: &TestApp, host: &str) -> PowerState {
@@ -53,7 +67,7 @@ async fn operations(app: &TestApp) -> Vec<Operation> {
     app.app.state.store.operations(window).await.unwrap()
 }
 
-fn ops<'a>(all: &'a [Operation], action: &str, host: &str) -> Vec<&'a Operation> {
+fn ops<'a>(all: &'a [Operation], action: OpAction, host: &str) -> Vec<&'a Operation> {
     all.iter().filter(|o| o.action == action && o.host.as_deref() == Some(host)).collect()
 }
 
@@ -90,20 +104,25 @@ async fn join_api(app: &TestApp, user: &str, booking: &str) -> (StatusCode, Opti
 }
 
 #[tokio::test]
-async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_after_it() {
+async fn a_booking_starts_its_host_opens_its_session_room_and_the_host_stops_after_it() {
     let app = TestApp::spawn().await;
     let local = app.app.local.clone().unwrap();
 
     // Idle at start: the first run deallocates the local host.
     let first = app.app.reconciler.run_once().await;
-    assert_eq!(first.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", first.lines());
+    assert_eq!(
+        first.host("local-1").unwrap().step,
+        PowerStep::Done { action: OpAction::Deallocate },
+        "{:?}",
+        first.lines()
+    );
     assert_eq!(local.pid("local-1").await, None, "the Janus process is gone");
 
     // A booking whose host window has opened (starts in 20 min, lead 30): the room waits in the store.
     let u = user();
     let b = app.book(&u, 20, 80, None).await;
     let booking = b["booking_id"].as_str().unwrap().to_string();
-    let room = b["room_id"].as_u64().unwrap();
+    let room = session_room_of(&app, &booking).await;
     app.clock.advance(Duration::minutes(6));
     let (st, retry, body) = join_api(&app, &u, &booking).await;
     assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "join window open, host off: {body}");
@@ -114,12 +133,12 @@ async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_afte
     assert!(logs.iter().any(|l| l.contains("started [local-1]")), "{logs:?}");
     assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
     assert!(local.pid("local-1").await.is_some());
-    assert!(exists_on(&app, "local-1", room).await, "the room is materialized on the started host");
+    assert!(exists_on(&app, "local-1", room).await, "the session room is open on the started host");
     let id: Uuid = booking.parse().unwrap();
     let a = app.app.state.store.assignments(&[id]).await.unwrap().pop().expect("assigned");
     assert_eq!((a.host.as_str(), a.ready_at), ("local-1", Some(app.now())));
     let all = operations(&app).await;
-    let start = ops(&all, "start", "local-1");
+    let start = ops(&all, OpAction::Start, "local-1");
     assert_eq!(start.len(), 1, "{all:?}");
     assert_eq!(
         (start[0].booking_id, start[0].result.as_str(), start[0].actor.as_str()),
@@ -127,48 +146,60 @@ async fn a_booking_starts_its_host_materializes_its_room_and_the_host_stops_afte
     );
     assert!(start[0].duration_ms > 0, "the start took the time Janus needs");
 
-    // /join works now, and the grant's token and the pin admit a participant.
+    // /join works now, and the grant's tokens and the pin admit a participant.
     let (st, _, join) = join_api(&app, &u, &booking).await;
     assert_eq!(st, StatusCode::OK, "{join}");
-    let session = app
-        .app
-        .janus
-        .client()
-        .session_with(
-            join["janus"]["http"].as_str().unwrap(),
-            Credential::Token(Secret::new(join["token"].as_str().unwrap())),
-        )
-        .await
-        .expect("the token opens a session");
-    let handle = session.attach(VIDEOROOM).await.unwrap();
-    handle.join(room, Some(join["pin"].as_str().unwrap()), &u).await.expect("the participant joins with the pin");
+    assert_eq!(join["room_id"].as_u64(), Some(room));
+    let session = join_janus(&app, &join, &u).await.expect("the participant joins with the tokens and the pin");
     session.destroy().await.unwrap();
 
     // Past the end and the grace, the host goes down.
     app.clock.advance(Duration::minutes(85));
     let last = app.app.reconciler.run_once().await;
-    assert_eq!(last.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", last.lines());
+    assert_eq!(
+        last.host("local-1").unwrap().step,
+        PowerStep::Done { action: OpAction::Deallocate },
+        "{:?}",
+        last.lines()
+    );
     assert_eq!(local.pid("local-1").await, None);
     let all = operations(&app).await;
     assert_eq!(
-        ops(&all, "deallocate", "local-1").last().unwrap().booking_id,
+        ops(&all, OpAction::Deallocate, "local-1").last().unwrap().booking_id,
         Some(id),
         "the booking that ended caused it"
     );
 }
 
 #[tokio::test]
-async fn a_live_participant_keeps_the_host_on_until_the_overrun_limit() {
+async fn live_participants_keep_the_host_on_until_the_overrun_limit() {
     let app = TestApp::spawn_with(|env| {
         env.insert("FLEET_OVERRUN_LIMIT_MINUTES".into(), "30".into());
     })
     .await;
     let u = user();
-    let b = app.book(&u, 5, 35, None).await;
-    let room = b["room_id"].as_u64().unwrap();
+    app.book(&u, 5, 35, None).await;
     let r = app.app.reconciler.run_once().await;
     assert_eq!(r.host("local-1").unwrap().made_ready.len(), 1, "{:?}", r.lines());
-    let _alice = join_janus(&app, "local-1", room, b["password"].as_str().unwrap(), "alice").await.unwrap();
+    // Someone sits in a room the sessions layer does not close (not a session room: an
+    // operator's own), so only the overrun limit ends it.
+    let base = base_of(&app, "local-1");
+    let room = suroga::domain::RoomId::random().get();
+    let admin = app.app.janus.client();
+    let spec = CreateRoom {
+        room,
+        description: "operator's test room",
+        secret: "operator-secret",
+        pin: "operator-pin",
+        publishers: 2,
+        signed_tokens: false,
+        lock_record: true,
+        require_pvtid: false,
+    };
+    admin.create_room(&base, &spec).await.unwrap();
+    let alice = admin.session(&base).await.unwrap();
+    let handle = alice.attach(VIDEOROOM).await.unwrap();
+    handle.join(&JoinRoom { room, display: "alice", pin: Some("operator-pin"), room_token: None }).await.unwrap();
 
     // Ended, grace over, somebody is still there: kept on.
     app.clock.advance(Duration::minutes(46));
@@ -179,11 +210,12 @@ async fn a_live_participant_keeps_the_host_on_until_the_overrun_limit() {
         r.lines()
     );
     assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
+    assert!(exists_on(&app, "local-1", room).await, "a room that is not a session room is left alone");
 
     // Still there when the overrun limit (end + 30) has passed: deallocated anyway.
     app.clock.advance(Duration::minutes(20));
     let r = app.app.reconciler.run_once().await;
-    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: "deallocate" }, "{:?}", r.lines());
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Deallocate }, "{:?}", r.lines());
     assert_eq!(power_of(&app, "local-1").await, PowerState::Deallocated);
 }
 
@@ -192,14 +224,18 @@ async fn replaying_an_occurrence_starts_nothing_twice_and_logs_nothing_new() {
     let app = TestApp::spawn().await;
     app.app.reconciler.run_once().await; // idle: deallocated
     app.clock.advance(Duration::minutes(1));
-    let b = app.book(&user(), 20, 50, None).await;
-    let room = b["room_id"].as_u64().unwrap();
+    let b = app.book(&user(), 10, 40, None).await;
+    let room = session_room_of(&app, b["booking_id"].as_str().unwrap()).await;
 
     let (x, y) = tokio::join!(app.app.reconciler.run_once(), app.app.reconciler.run_once());
     let steps = [&x.host("local-1").unwrap().step, &y.host("local-1").unwrap().step];
-    assert_eq!(steps.iter().filter(|s| matches!(s, PowerStep::Done { action: "start" })).count(), 1, "{steps:?}");
+    assert_eq!(
+        steps.iter().filter(|s| matches!(s, PowerStep::Done { action: OpAction::Start })).count(),
+        1,
+        "{steps:?}"
+    );
     let all = operations(&app).await;
-    assert_eq!(ops(&all, "start", "local-1").len(), 1, "one start for one occurrence: {all:?}");
+    assert_eq!(ops(&all, OpAction::Start, "local-1").len(), 1, "one start for one occurrence: {all:?}");
     assert!(exists_on(&app, "local-1", room).await);
 
     let before = operations(&app).await.len();
@@ -281,11 +317,19 @@ async fn a_host_that_fails_to_start_does_not_stop_the_others_and_alerts_once() {
     let booking: Uuid = b["booking_id"].as_str().unwrap().parse().unwrap();
 
     let r = app.app.reconciler.run_once().await;
-    assert!(matches!(r.host("local-1").unwrap().step, PowerStep::Failed { action: "start", .. }), "{:?}", r.lines());
-    assert_eq!(r.host("local-2").unwrap().step, PowerStep::Done { action: "deallocate" }, "the other host still acts");
+    assert!(
+        matches!(r.host("local-1").unwrap().step, PowerStep::Failed { action: OpAction::Start, .. }),
+        "{:?}",
+        r.lines()
+    );
+    assert_eq!(
+        r.host("local-2").unwrap().step,
+        PowerStep::Done { action: OpAction::Deallocate },
+        "the other host still acts"
+    );
     assert_eq!(power_of(&app, "local-2").await, PowerState::Deallocated);
     let all = operations(&app).await;
-    let failed = ops(&all, "start", "local-1");
+    let failed = ops(&all, OpAction::Start, "local-1");
     assert_eq!(failed.len(), 1);
     assert_eq!(failed[0].booking_id, Some(booking));
     assert!(failed[0].result.contains("injected start failure"), "{}", failed[0].result);
@@ -308,33 +352,7 @@ async fn a_host_that_fails_to_start_does_not_stop_the_others_and_alerts_once() {
     let texts = seen.lock().unwrap().clone();
     assert_eq!(texts.len(), 2, "{texts:?}");
     assert!(texts[1].contains("not ready") && texts[1].contains(&booking.to_string()), "{texts:?}");
-    assert_eq!(ops(&operations(&app).await, "alert", "local-1").len(), 2);
-}
-
-#[tokio::test]
-async fn rotate_passwords_changes_idle_rooms_in_janus_and_keeps_booked_ones() {
-    let app = TestApp::spawn().await;
-    let u = user();
-    let idle = app.create_room(&u).await;
-    let idle_id = idle["room_id"].as_u64().unwrap();
-    let old_pin = idle["password"].as_str().unwrap().to_string();
-    let other = app.create_room(&u).await["room_id"].as_u64().unwrap();
-    app.book(&u, 24 * 60, 25 * 60, Some(other)).await;
-    let booked_room = app.app.state.store.get_room(RoomId::new(other).unwrap()).await.unwrap();
-
-    let logs = invoke_timer(&app, "rotate-passwords").await;
-    assert!(logs.iter().any(|l| l.contains("rotated 1, kept 1")), "{logs:?}");
-    let rotated = app.app.state.store.get_room(RoomId::new(idle_id).unwrap()).await.unwrap();
-    assert_ne!(rotated.password, old_pin);
-    let refused = join_janus(&app, "local-1", idle_id, &old_pin, "old").await;
-    assert!(matches!(refused, Err(ref e) if e.videoroom_code() == Some(433)), "old pin refused: {refused:?}");
-    join_janus(&app, "local-1", idle_id, &rotated.password, "new").await.expect("the new pin admits");
-    let still = app.app.state.store.get_room(booked_room.id).await.unwrap();
-    assert_eq!(still.password, booked_room.password, "a room with a future booking keeps its password");
-
-    let again = invoke_timer(&app, "rotate-passwords").await;
-    assert!(again.iter().any(|l| l.contains("already ran")), "{again:?}");
-    assert_eq!(app.app.state.store.get_room(rotated.id).await.unwrap().password, rotated.password);
+    assert_eq!(ops(&operations(&app).await, OpAction::Alert, "local-1").len(), 2);
 }
 
 #[tokio::test]
@@ -354,7 +372,7 @@ async fn an_operator_start_override_keeps_an_idle_host_on_until_it_expires() {
     let r = app.app.reconciler.run_once().await;
     assert_eq!(
         r.host("local-1").unwrap().step,
-        PowerStep::Done { action: "deallocate" },
+        PowerStep::Done { action: OpAction::Deallocate },
         "the plan again: {:?}",
         r.lines()
     );

@@ -60,7 +60,7 @@ async fn fake_custom_handler() {
         // Not found on purpose: any HTTP answer means ready.
         .route("/", get(|| async { StatusCode::NOT_FOUND }))
         .route("/fleet-reconcile", post(describe_timer))
-        .route("/rotate-passwords", post(describe_timer))
+        .route("/purge-keys", post(describe_timer))
         .route("/empty-timer", post(|| async { StatusCode::OK }))
         .route(
             "/failing-timer",
@@ -161,10 +161,15 @@ struct Fake {
 }
 
 async fn try_fake(mode: &str, deadline: Duration) -> Result<Fake, HostError> {
+    try_fake_in(Some(HttpMode::Forwarding), mode, deadline).await
+}
+
+async fn try_fake_in(http: Option<HttpMode>, mode: &str, deadline: Duration) -> Result<Fake, HostError> {
     let dir = tempfile::tempdir().unwrap();
     let tag = format!("tag-{}", uuid::Uuid::new_v4());
     let config = HostConfig {
         layout: fake_app(dir.path()),
+        mode: http,
         program: std::env::current_exe().unwrap(),
         overrides: vec![(FAKE_ENV.into(), mode.into()), ("FAKE_TAG".into(), tag.clone())],
         readiness_deadline: deadline,
@@ -173,8 +178,16 @@ async fn try_fake(mode: &str, deadline: Duration) -> Result<Fake, HostError> {
     Ok(Fake { host, tag, _dir: dir })
 }
 
+/// The fake handler behind an older host, which forwards (it ignores `enableProxyingHttpRequest`).
 async fn fake() -> Fake {
     try_fake("serve", READINESS_DEADLINE).await.expect("the fake handler starts")
+}
+
+/// The fake handler behind a current host, which proxies (host.json enables both modes).
+async fn fake_proxying() -> Fake {
+    let f = try_fake_in(None, "serve", READINESS_DEADLINE).await.expect("the fake handler starts");
+    assert_eq!(f.host.mode(), HttpMode::Proxying, "a current host proxies when host.json enables it");
+    f
 }
 
 async fn get_json(url: String) -> (StatusCode, Value) {
@@ -302,27 +315,39 @@ async fn the_fixed_extra_routes_are_declared() {
 // ---------------------------------------------------------------------------------------------
 // Forwarding
 
-#[tokio::test]
-async fn forwarding_keeps_path_method_and_headers_and_adds_the_hosts() {
-    let f = fake().await;
-    let r = reqwest::Client::new()
-        .delete(format!("{}/api/v1/rooms/r-9", f.host.url()))
-        .header("x-custom", "kept")
-        .header("authorization", "Bearer abc")
-        .header("user-agent", "test-agent/1")
-        .send()
-        .await
-        .unwrap();
-    let echo: Value = r.json().await.unwrap();
+/// What the fake handler echoed of `request`.
+async fn echo_of(request: reqwest::RequestBuilder) -> Value {
+    request.send().await.unwrap().json().await.unwrap()
+}
+
+/// Sends `DELETE /api/v1/rooms/r-9{query}` with a few client headers through the front door and
+/// returns what the handler saw, after checking what both modes keep: the method, the path, the
+/// client's headers, and the host's version and a fresh invocation id.
+async fn echo_of_a_delete(f: &Fake, query: &str) -> Value {
+    let echo = echo_of(
+        reqwest::Client::new()
+            .delete(format!("{}/api/v1/rooms/r-9{query}", f.host.url()))
+            .header("x-custom", "kept")
+            .header("authorization", "Bearer abc")
+            .header("user-agent", "test-agent/1"),
+    )
+    .await;
     assert_eq!(echo["method"], "DELETE");
     assert_eq!(echo["path"], "/api/v1/rooms/r-9");
     let h = &echo["headers"];
     assert_eq!(h["x-custom"], json!(["kept"]));
     assert_eq!(h["authorization"], json!(["Bearer abc"]));
-    assert_eq!(h["user-agent"], json!([format!("test-agent/1 Azure-Functions-Host/{HOST_VERSION}")]));
     assert_eq!(h["x-azure-functions-hostversion"], json!([HOST_VERSION]));
     let id = h["x-azure-functions-invocationid"][0].as_str().unwrap();
     assert!(uuid::Uuid::parse_str(id).is_ok(), "{id}");
+    echo
+}
+
+#[tokio::test]
+async fn forwarding_keeps_path_method_and_headers_and_adds_the_hosts() {
+    let f = fake().await;
+    let h = &echo_of_a_delete(&f, "").await["headers"];
+    assert_eq!(h["user-agent"], json!([format!("test-agent/1 Azure-Functions-Host/{HOST_VERSION}")]));
     // The original Host header, as the host forwards it.
     assert_eq!(h["host"], json!([f.host.url().trim_start_matches("http://")]));
 }
@@ -372,6 +397,73 @@ async fn responses_come_back_as_is_without_following_redirects() {
     assert_eq!(r.headers()["content-type"], "application/json");
 }
 
+/// What the handler saw of `POST /api/v1/rooms` with `Content-Type: application/json` and no body
+/// (as `curl -X POST -H 'Content-Type: application/json'` sends it): never a body.
+async fn echo_of_a_bare_post(f: &Fake) -> Value {
+    let bare = reqwest::Client::new().post(format!("{}/api/v1/rooms", f.host.url()));
+    let echo = echo_of(bare.header("content-type", "application/json").header("content-length", "0")).await;
+    assert_eq!(echo["body"], "");
+    echo
+}
+
+#[tokio::test]
+async fn forwarding_drops_content_headers_of_a_request_without_a_body() {
+    let f = fake().await;
+    let echo = echo_of_a_bare_post(&f).await;
+    assert!(echo["headers"].get("content-type").is_none(), "{echo}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Proxying (current hosts: host.json enables it, and it wins over forwarding)
+
+#[tokio::test]
+async fn proxying_keeps_path_query_and_headers_as_sent() {
+    let f = fake_proxying().await;
+    let echo = echo_of_a_delete(&f, "?a=1&b=x+y&a=2").await;
+    assert_eq!(echo["query"], "a=1&b=x+y&a=2", "the query is not re-encoded");
+    let h = &echo["headers"];
+    assert_eq!(h["user-agent"], json!(["test-agent/1"]), "no suffix when proxying");
+    assert_eq!(h["x-forwarded-host"], json!([f.host.url().trim_start_matches("http://")]));
+    assert_eq!(h["host"], json!([f.host.handler_addr().to_string()]), "addressed to the handler");
+}
+
+#[tokio::test]
+async fn proxying_keeps_the_content_type_of_a_request_without_a_body() {
+    let f = fake_proxying().await;
+    let echo = echo_of_a_bare_post(&f).await;
+    assert_eq!(echo["headers"]["content-type"], json!(["application/json"]), "{echo}");
+    assert_eq!(echo["headers"]["content-length"], json!(["0"]), "{echo}");
+}
+
+#[tokio::test]
+async fn proxying_passes_bodies_with_a_length_and_chunked_ones() {
+    let f = fake_proxying().await;
+    let post = reqwest::Client::new().post(format!("{}/api/v1/rooms", f.host.url()));
+    let echo = echo_of(post.header("content-type", "application/json").body("{\"name\":\"r\"}")).await;
+    assert_eq!(echo["body"], "{\"name\":\"r\"}");
+    assert_eq!(echo["headers"]["content-type"], json!(["application/json"]));
+    let front: std::net::SocketAddr = f.host.url().trim_start_matches("http://").parse().unwrap();
+    let (status, _, body) = post_chunked(front, "/api/v1/rooms", b"{\"name\":\"c\"}").await.unwrap();
+    assert_eq!(status, 200);
+    let echo: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(echo["body"], "{\"name\":\"c\"}", "a chunked body is proxied, not dropped");
+}
+
+#[tokio::test]
+async fn a_host_json_without_proxying_is_forwarded_even_by_a_current_host() {
+    let dir = tempfile::tempdir().unwrap();
+    let layout = fake_app(dir.path());
+    let mut host: Value = serde_json::from_str(&std::fs::read_to_string(&layout.host_json).unwrap()).unwrap();
+    host["customHandler"]["enableProxyingHttpRequest"] = json!(false);
+    std::fs::write(&layout.host_json, host.to_string()).unwrap();
+    let app = App::load(&layout).unwrap();
+    assert_eq!(app.current_host_mode(), HttpMode::Forwarding);
+    // And the repository's host.json enables both: current hosts proxy, older ones forward.
+    let repo = App::load(&HostLayout::repo()).unwrap();
+    assert!(repo.forwarding && repo.proxying);
+    assert_eq!(repo.current_host_mode(), HttpMode::Proxying);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Timers
 
@@ -385,8 +477,8 @@ async fn first_timer_run_sends_last_without_offset_and_the_handler_parses_it() {
 #[tokio::test]
 async fn later_past_due_timer_run_sends_offsets() {
     let f = fake().await;
-    let logs = f.host.invoke_timer("rotate-passwords", false, true).await;
-    assert_eq!(logs, ["method=rotate-passwords first_run=false past_due=true monitor=true"]);
+    let logs = f.host.invoke_timer("purge-keys", false, true).await;
+    assert_eq!(logs, ["method=purge-keys first_run=false past_due=true monitor=true"]);
 }
 
 #[tokio::test]
@@ -497,11 +589,20 @@ fn host_refuses_reserved_routes_and_bad_names() {
 }
 
 #[test]
-fn host_requires_the_forwarding_flag() {
+fn host_requires_a_forwarding_or_proxying_flag() {
+    let (_d, layout) = layout_with(&[], |h| {
+        let c = h["customHandler"].as_object_mut().unwrap();
+        c.remove("enableForwardingHttpRequest");
+        c.remove("enableProxyingHttpRequest");
+    });
+    assert!(matches!(App::load(&layout), Err(HostError::HostJson(_))));
+    // Proxying alone: a current host proxies, an older host (which only forwards) cannot serve it.
     let (_d, layout) = layout_with(&[], |h| {
         h["customHandler"].as_object_mut().unwrap().remove("enableForwardingHttpRequest");
     });
-    assert!(matches!(App::load(&layout), Err(HostError::HostJson(_))));
+    let app = App::load(&layout).unwrap();
+    assert_eq!(app.current_host_mode(), HttpMode::Proxying);
+    assert!(!app.forwarding);
 }
 
 #[test]
@@ -638,4 +739,22 @@ async fn real_binary_starts_under_the_host_and_answers_timers() {
         assert!(serde_json::from_str::<Value>(&line).is_ok(), "stdout line is not JSON: {line}");
     }
     assert_eq!(host.error_lines(), Vec::<String>::new());
+}
+
+/// A Key Vault reference the platform could not resolve reaches the app as its literal text: the
+/// app refuses to start and says which setting, on stderr (the host logs it as an error).
+#[tokio::test]
+async fn an_unresolved_key_vault_reference_stops_the_app_naming_the_setting() {
+    let reference = "@Microsoft.KeyVault(SecretUri=https://suroga-kv.vault.azure.net/secrets/janus-admin-key/)";
+    match FunctionsHost::try_start(HostConfig::suroga(&[("JANUS_ADMIN_KEY", reference)])).await {
+        Err(HostError::Exited { status, stderr }) => {
+            assert!(!status.success());
+            assert!(
+                stderr.contains("JANUS_ADMIN_KEY") && stderr.contains("unresolved Key Vault reference"),
+                "{stderr}"
+            );
+            assert!(!stderr.contains("suroga-kv.vault.azure.net"), "{stderr}");
+        }
+        other => panic!("expected the app to exit, got {:?}", other.map(|h| h.url())),
+    }
 }

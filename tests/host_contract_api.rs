@@ -1,11 +1,13 @@
 //! The whole API through the emulated Azure Functions host: the real `suroga` binary started with
-//! the settings of local.settings.json.example, requests routed only through `handlers/`.
+//! the settings of local.settings.json.example, requests routed only through `handlers/`, in both
+//! of the host's HTTP modes (forwarding, as older hosts do; proxying, as current hosts do with our
+//! host.json).
 
 #[path = "support/functions_host.rs"]
 mod functions_host;
 
 use chrono::{Duration, Utc};
-use functions_host::FunctionsHost;
+use functions_host::{FunctionsHost, HttpMode};
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use suroga::config::Secret;
@@ -44,11 +46,35 @@ impl Client {
         let text = res.text().await.unwrap();
         (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
     }
+    /// A POST with `Content-Type: application/json` and no body, as `curl -X POST -H ...` sends it.
+    async fn post_bare(&self, path: &str, as_user: (&str, bool)) -> (StatusCode, Value) {
+        let res = self
+            .http
+            .post(format!("{}{path}", self.base))
+            .bearer_auth(self.token(as_user.0, as_user.1))
+            .header("content-type", "application/json")
+            .send()
+            .await
+            .unwrap();
+        let st = res.status();
+        let text = res.text().await.unwrap();
+        (st, serde_json::from_str(&text).unwrap_or(Value::String(text)))
+    }
 }
 
 #[tokio::test]
-async fn the_whole_api_works_through_the_functions_host() {
-    let host = FunctionsHost::start(&[]).await;
+async fn the_whole_api_works_through_a_forwarding_host() {
+    the_whole_api_works_through_the_functions_host(HttpMode::Forwarding).await;
+}
+
+#[tokio::test]
+async fn the_whole_api_works_through_a_proxying_host() {
+    the_whole_api_works_through_the_functions_host(HttpMode::Proxying).await;
+}
+
+async fn the_whole_api_works_through_the_functions_host(mode: HttpMode) {
+    let host = FunctionsHost::start_in(Some(mode), &[]).await;
+    assert_eq!(host.mode(), mode);
     let c = Client::new(&host);
     use reqwest::Method as M;
 
@@ -103,10 +129,33 @@ async fn the_whole_api_works_through_the_functions_host() {
     );
     let (st, mine) = c.call(M::GET, &format!("/api/v1/bookings/{bid}"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK);
-    assert_eq!(mine["password"], room["password"], "inside the reveal window");
+    assert_eq!(mine["password"], b["password"], "the booking's pin, inside the reveal window");
     let (st, join) = c.call(M::GET, &format!("/api/v1/bookings/{bid}/join"), Some(alice), None).await;
     assert_eq!(st, StatusCode::OK, "{join}");
     assert_eq!(c.call(M::GET, &format!("/api/v1/rooms/{rid}/participants"), Some(admin), None).await.0, StatusCode::OK);
+    assert_eq!(
+        c.call(M::GET, &format!("/api/v1/bookings/{bid}/participants"), Some(alice), None).await.0,
+        StatusCode::OK
+    );
+    // The guest's way in, with no token.
+    let (st, inv) = c.call(M::POST, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await;
+    assert_eq!(st, StatusCode::CREATED, "{inv}");
+    let code = inv["code"].as_str().unwrap().to_string();
+    let code = code.as_str();
+    assert_eq!(
+        c.call(M::GET, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await.0,
+        StatusCode::OK
+    );
+    let (st, landing) = c.call(M::GET, &format!("/api/v1/invitations/{code}"), None, None).await;
+    assert_eq!(st, StatusCode::OK, "{landing}");
+    let (st, guest) =
+        c.call(M::POST, &format!("/api/v1/invitations/{code}/join"), None, Some(json!({"display_name": "Bea"}))).await;
+    assert_eq!(st, StatusCode::OK, "{guest}");
+    assert_eq!((guest["room_id"].clone(), guest["role"].clone()), (join["room_id"].clone(), json!("guest")));
+    assert_eq!(
+        c.call(M::DELETE, &format!("/api/v1/bookings/{bid}/invitation"), Some(alice), None).await.0,
+        StatusCode::NO_CONTENT
+    );
     assert_eq!(
         c.call(M::POST, &format!("/api/v1/rooms/{rid}/password/reset"), Some(admin), None).await.0,
         StatusCode::OK
@@ -134,22 +183,66 @@ async fn the_whole_api_works_through_the_functions_host() {
         c.call(M::POST, "/api/v1/bookings", Some(alice), Some(json!({"start_time": "x"}))).await.0,
         StatusCode::BAD_REQUEST
     );
+    let (st, none) = c.post_bare("/api/v1/bookings", alice).await;
+    assert_eq!((st, &none["detail"]), (StatusCode::BAD_REQUEST, &json!("a JSON body is required")));
 
-    // Logs: JSON lines on stdout, nothing the host would log as an error, no Janus secret anywhere.
+    // Manual overrides with a bare Content-Type and no body: a proxying host keeps that header,
+    // and the override still takes its defaults. While the host is off, /join answers 503: a
+    // warning, which goes to stderr.
+    let soon = Utc::now() + Duration::minutes(10);
+    let (st, b) = c
+        .call(
+            M::POST,
+            "/api/v1/bookings",
+            Some(alice),
+            Some(json!({"start_time": soon.to_rfc3339(), "end_time": (soon + Duration::hours(1)).to_rfc3339()})),
+        )
+        .await;
+    assert_eq!(st, StatusCode::CREATED, "{b}");
+    let waiting = b["booking_id"].as_str().unwrap();
+    let (st, r) = c.post_bare("/api/v1/hosts/local-1/deallocate", admin).await;
+    assert_eq!(st, StatusCode::OK, "deallocate with a bare Content-Type: {r}");
+    let (st, r) = c.call(M::GET, &format!("/api/v1/bookings/{waiting}/join"), Some(alice), None).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE, "{r}");
+    let (st, r) = c.post_bare("/api/v1/hosts/local-1/start", admin).await;
+    assert_eq!(st, StatusCode::OK, "start with a bare Content-Type: {r}");
+    assert_eq!(r["result"], "ok");
+
+    // Logs: one JSON object per line; warnings and errors on stderr, the rest on stdout; nothing
+    // the host would log as an error; no Janus secret anywhere.
+    let level = |line: &str, stream: &str| -> String {
+        let v: Value = serde_json::from_str(line).unwrap_or_else(|e| panic!("{stream} line is not JSON ({e}): {line}"));
+        v["level"].as_str().unwrap_or_else(|| panic!("{stream} line without a level: {line}")).to_string()
+    };
     let out = host.stdout_lines();
     assert!(!out.is_empty());
     for line in &out {
-        serde_json::from_str::<Value>(line).unwrap_or_else(|e| panic!("stdout line is not JSON ({e}): {line}"));
+        assert!(["INFO", "DEBUG", "TRACE"].contains(&level(line, "stdout").as_str()), "on stdout: {line}");
     }
+    let err = host.stderr_lines();
+    for line in &err {
+        assert!(["WARN", "ERROR"].contains(&level(line, "stderr").as_str()), "on stderr: {line}");
+    }
+    assert!(
+        err.iter().any(|l| l.contains(r#""status":503"#) && l.contains(&format!("/bookings/{waiting}/join"))),
+        "the 503 is a warning on stderr: {err:?}"
+    );
     assert!(host.error_lines().is_empty(), "stderr: {:?}", host.error_lines());
     let data_dir = host.setting("SUROGA_DATA_DIR").unwrap().to_string();
     let secrets: Value =
         serde_json::from_slice(&std::fs::read(format!("{data_dir}/janus/local-1/secrets.json")).unwrap()).unwrap();
-    let all = out.join("\n") + &join.to_string();
+    let all = out.join("\n") + &err.join("\n") + &join.to_string();
     for k in ["api_secret", "admin_key", "token_secret", "admin_secret"] {
         let s = secrets[k].as_str().unwrap();
         assert!(!all.contains(s), "{k} leaked into logs or answers");
     }
+    // Neither the invitation code (it is in request paths) nor the session room's secret.
+    let logs = out.join("\n") + &err.join("\n");
+    assert!(!logs.contains(code), "the invitation code leaked into the logs");
+    let room_secret = suroga::sessions::SessionKey::from_root(secrets["api_secret"].as_str().unwrap())
+        .credentials(bid.parse().unwrap(), 0)
+        .secret;
+    assert!(!all.contains(&room_secret), "a room secret leaked into logs or answers");
 }
 
 #[tokio::test]

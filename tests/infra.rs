@@ -1,7 +1,10 @@
-//! Offline checks of the Azure deployment files (`infra/`): what can be checked without the
-//! Bicep compiler or Azure. These read the files as text; they prove the files agree with the
-//! app (template placeholders, container names and partition key, settings the app needs,
-//! the VM operator role), not that Azure accepts them.
+//! Offline checks of the Azure deployment files (`infra/`) and of the procedure in
+//! `docs/deploy.md`: what can be checked without the Bicep compiler or Azure. Most read the files
+//! as text; they prove the files agree with the app (template placeholders, container names and
+//! partition key, settings the app needs, the roles), with each other (parameters, outputs,
+//! tokens) and with the documented commands, not that Azure accepts them. Real tools run where
+//! they exist offline: `sh -n`, `python3` (the bootstrap), Debian 12's Caddy (the Caddyfile), the
+//! `suroga functions package` CLI (the publish folder).
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -9,7 +12,8 @@ use std::{
     process::Command,
 };
 
-use suroga::config::{Config, CosmosCredentialKind, FleetKind, StoreKind};
+use sha2::{Digest, Sha256};
+use suroga::config::{Config, CosmosCredentialKind, FleetKind, FleetSettings, StoreKind};
 use suroga::janus::templates::TEMPLATES;
 use suroga::store::cosmos::PARTITION_KEY_PATH;
 
@@ -163,6 +167,52 @@ fn params(bicep: &str) -> BTreeMap<String, bool> {
         .collect()
 }
 
+/// The default of `param <name> <type> = <default>`, as written.
+fn param_default(bicep: &str, name: &str) -> String {
+    let line = line_with(bicep, &format!("param {name} "));
+    line.split_once(" = ").unwrap_or_else(|| panic!("param {name} has no default")).1.trim().to_string()
+}
+
+/// The decorators (`@minValue(40)`, ...) right above `param <name> `.
+fn param_decorators(bicep: &str, name: &str) -> Vec<String> {
+    let lines: Vec<&str> = bicep.lines().collect();
+    let at = lines.iter().position(|l| l.starts_with(&format!("param {name} "))).unwrap();
+    lines[..at].iter().rev().take_while(|l| l.starts_with('@')).map(|l| l.to_string()).collect()
+}
+
+/// The value of `param <name> = <value>` in main.bicepparam, as written.
+fn bicepparam_value(name: &str) -> String {
+    let example = read("infra/main.bicepparam");
+    line_with(&example, &format!("param {name} = ")).split_once(" = ").unwrap().1.trim().to_string()
+}
+
+/// The lines of every ```sh block of a Markdown file, in order.
+fn shell_lines(markdown: &str) -> Vec<String> {
+    let mut out = vec![];
+    let mut inside = false;
+    for line in markdown.lines() {
+        if line.starts_with("```") {
+            inside = !inside && line.trim() == "```sh";
+        } else if inside {
+            out.push(line.to_string());
+        }
+    }
+    out
+}
+
+/// The literal block under `content: |` of the cloud-init `write_files` entry for `path`.
+fn cloud_init_file(yaml: &str, path: &str) -> String {
+    let lines: Vec<&str> = yaml.lines().collect();
+    let entry = lines.iter().position(|l| l.trim() == format!("- path: {path}")).expect("no such write_files entry");
+    let content = entry + lines[entry..].iter().position(|l| l.trim() == "content: |").expect("no literal content");
+    let indent = lines[content].len() - lines[content].trim_start().len() + 2;
+    lines[content + 1..]
+        .iter()
+        .take_while(|l| l.is_empty() || l.len() - l.trim_start().len() >= indent)
+        .map(|l| l.get(indent..).unwrap_or("").to_string() + "\n")
+        .collect()
+}
+
 #[test]
 fn every_janus_template_placeholder_is_substituted_on_the_line_that_loads_it() {
     let vm = vm_bicep();
@@ -224,27 +274,35 @@ fn janus_secrets_reach_the_vm_only_as_markers_filled_from_key_vault() {
 }
 
 #[test]
-fn render_config_is_valid_posix_shell() {
-    let out = Command::new("sh").arg("-n").arg(root().join("infra/vm/render-config.sh")).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+fn the_vm_scripts_are_valid_posix_shell() {
+    for file in ["infra/vm/render-config.sh", "infra/vm/setup.sh"] {
+        let out = Command::new("sh").arg("-n").arg(root().join(file)).output().unwrap();
+        assert!(out.status.success(), "{file}: {}", String::from_utf8_lossy(&out.stderr));
+    }
 }
 
 #[test]
 fn every_token_of_the_vm_files_is_replaced_on_the_line_that_loads_it() {
     let vm = vm_bicep();
-    for file in ["cloud-init.yaml", "Caddyfile", "suroga-janus.service", "render-config.sh"] {
+    for file in ["setup.sh", "Caddyfile", "suroga-janus.service", "render-config.sh"] {
         let text = read(&format!("infra/vm/{file}"));
         let line = line_with(&vm, &format!("loadTextContent('../vm/{file}')"));
         let replaced: BTreeSet<String> =
             tokens(line, "__").into_iter().filter(|t| line.contains(&format!("'__{t}__'"))).collect();
         assert_eq!(replaced, tokens(&text, "__"), "{file}: tokens and replacements differ");
     }
-    // Every Janus template is written by cloud-init to the folder the service renders from.
-    let cloud_init = read("infra/vm/cloud-init.yaml");
+    // Every Janus template is written by the setup script to the folder the service renders from,
+    // and the script it runs before Janus is the one setup writes.
+    let setup = read("infra/vm/setup.sh");
     for (file, _) in TEMPLATES {
-        assert!(cloud_init.contains(&format!("path: /etc/suroga-janus/{file}\n")), "cloud-init does not write {file}");
+        assert!(setup.contains(&format!("put /etc/suroga-janus/{file} 0644 '__")), "setup.sh does not write {file}");
     }
-    assert!(cloud_init.starts_with("#cloud-config\n"));
+    let unit = read("infra/vm/suroga-janus.service");
+    assert!(unit.contains("ExecStartPre=/usr/local/lib/suroga-janus/render-config\n"));
+    assert!(setup.contains("put /usr/local/lib/suroga-janus/render-config 0755 '__RENDER_CONFIG__'"));
+    assert!(setup.contains("put /etc/systemd/system/suroga-janus.service 0644 '__SERVICE_UNIT__'"));
+    assert!(setup.contains("put /etc/caddy/Caddyfile 0644 '__CADDYFILE__'"));
+    assert!(setup.starts_with("#!/bin/sh\n"));
 }
 
 #[test]
@@ -316,11 +374,68 @@ fn vm_operator_role_has_exactly_four_actions() {
     assert_eq!(role.matches("actions: [").count(), 1, "one permission block");
     assert!(role.contains("notActions: []") && !role.contains("dataActions"));
     assert!(role.contains("assignableScopes: [\n      resourceGroup().id\n    ]"));
+    // Role names are unique per tenant: the same group name in two subscriptions must not collide.
+    let name = line_with(role, "roleName: ");
+    assert!(name.contains("${subscription().subscriptionId}") && name.contains("${resourceGroup().name}"), "{name}");
     // Assigned to the app on each Janus VM, nowhere else.
     let vm = vm_bicep();
     let assignment = block(&vm, "resource appOperatesVm ");
     assert!(assignment.contains("scope: vm\n") && assignment.contains("principalId: functionPrincipalId"));
     assert_eq!(main.matches("vmOperatorRoleGuid)").count(), 1, "the custom role is passed only to the VM module");
+}
+
+/// The environment the app would see: literals as written; `string(param)` as the parameter's
+/// default; other expressions as Azure resolves them (samples); `overrides` last.
+fn app_environment(main: &str, overrides: &[(&str, &str)]) -> HashMap<String, String> {
+    let hosts_block = block(main, "var janusHosts = ");
+    let host: serde_json::Map<String, serde_json::Value> = hosts_block
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.trim().split_once(": "))
+        .map(|(k, _)| {
+            let v = if k == "capacity" { serde_json::json!(10) } else { serde_json::json!(format!("sample-{k}")) };
+            (k.to_string(), v)
+        })
+        .collect();
+    let mut env: HashMap<String, String> = app_settings(main)
+        .iter()
+        .map(|(k, v)| {
+            let resolved = match k.as_str() {
+                "COSMOS_ENDPOINT" => "https://suroga.documents.azure.com:443/".to_string(),
+                "JANUS_HOSTS" => serde_json::Value::Array(vec![serde_json::Value::Object(host.clone())]).to_string(),
+                "AUTH_ISSUER" => "https://login.microsoftonline.com/tenant/v2.0".to_string(),
+                "AUTH_AUDIENCE" => "11111111-1111-1111-1111-111111111111".to_string(),
+                "PUBLIC_BASE_URL" => "https://suroga-func-abcdefgh.azurewebsites.net".to_string(),
+                // A Key Vault reference resolves to the secret itself: here, a webhook URL.
+                "ALERT_WEBHOOK_URL" => "https://hooks.example.com/services/T/B/X".to_string(),
+                _ if v.starts_with("'@Microsoft.KeyVault(") => "resolved-from-key-vault".to_string(),
+                _ if v.starts_with('\'') && v.ends_with('\'') && !v.contains("${") => v.trim_matches('\'').to_string(),
+                _ => match v.strip_prefix("string(").and_then(|p| p.strip_suffix(')')) {
+                    Some(param) => param_default(main, param),
+                    None => format!("sample-{k}"),
+                },
+            };
+            (k.clone(), resolved)
+        })
+        .collect();
+    // Settings behind a condition that the defaults turn off (see the `concat` in main.bicep).
+    if param_default(main, "fleetMaxHosts") == "0" {
+        env.remove("FLEET_MAX_HOSTS");
+    }
+    if param_default(main, "alertWebhookEnabled") == "false" {
+        env.remove("ALERT_WEBHOOK_URL");
+    }
+    for (k, v) in overrides {
+        env.insert(k.to_string(), v.to_string());
+    }
+    env
+}
+
+/// The text of a resource declaration, from `resource <name> ` to its closing brace.
+fn resource_text<'a>(bicep: &'a str, name: &str) -> &'a str {
+    let start = bicep.find(&format!("\nresource {name} ")).unwrap_or_else(|| panic!("no resource {name}")) + 1;
+    let end = start + bicep[start..].find("\n}\n").unwrap() + 2;
+    &bicep[start..end]
 }
 
 #[test]
@@ -347,6 +462,8 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
         "AUTH_ISSUER",
         "AUTH_AUDIENCE",
         "ALERT_WEBHOOK_URL",
+        "PUBLIC_BASE_URL",
+        "SESSION_GRACE_MINUTES",
     ] {
         assert!(names.contains(required), "app setting {required} is missing");
     }
@@ -358,36 +475,21 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
     for secret in ["JANUS_API_SECRET", "JANUS_ADMIN_KEY", "JANUS_TOKEN_SECRET", "ALERT_WEBHOOK_URL"] {
         assert!(value(secret).starts_with("'@Microsoft.KeyVault(SecretUri="), "{secret} must be a Key Vault reference");
     }
+    // The three Janus secrets are required by the app with FLEET=azure (JANUS_ADMIN_KEY too: the
+    // service lists rooms with it): always set, never behind a condition.
+    let unconditional = &main[main.find("var appSettings = concat([").unwrap()..];
+    let unconditional = &unconditional[..unconditional.find("\n], ").unwrap()];
+    for secret in ["JANUS_API_SECRET", "JANUS_ADMIN_KEY", "JANUS_TOKEN_SECRET"] {
+        assert!(unconditional.contains(&format!("name: '{secret}'")), "{secret} must not depend on a condition");
+    }
+    assert!(resource_text(&main, "adminKey").contains("name: adminKeyName"));
+    assert!(
+        line_with(&main, "param janusAdminKey ").contains("= ''") && main.contains("Required on the first deployment")
+    );
 
-    // The environment the app would see: literals as written; expressions as Azure resolves them.
-    let hosts_block = block(&main, "var janusHosts = ");
-    let host: serde_json::Map<String, serde_json::Value> = hosts_block
-        .lines()
-        .skip(1)
-        .filter_map(|l| l.trim().split_once(": "))
-        .map(|(k, _)| {
-            let v = if k == "capacity" { serde_json::json!(10) } else { serde_json::json!(format!("sample-{k}")) };
-            (k.to_string(), v)
-        })
-        .collect();
-    let env: HashMap<String, String> = settings
-        .iter()
-        .map(|(k, v)| {
-            let resolved = match k.as_str() {
-                "COSMOS_ENDPOINT" => "https://suroga.documents.azure.com:443/".to_string(),
-                "JANUS_HOSTS" => serde_json::Value::Array(vec![serde_json::Value::Object(host.clone())]).to_string(),
-                "AUTH_ISSUER" => "https://login.microsoftonline.com/tenant/v2.0".to_string(),
-                "AUTH_AUDIENCE" => "api://suroga".to_string(),
-                // A Key Vault reference resolves to the secret itself: here, a webhook URL.
-                "ALERT_WEBHOOK_URL" => "https://hooks.example.com/services/T/B/X".to_string(),
-                _ if v.starts_with("'@Microsoft.KeyVault(") => "resolved-from-key-vault".to_string(),
-                _ if v.starts_with('\'') && v.ends_with('\'') && !v.contains("${") => v.trim_matches('\'').to_string(),
-                _ => format!("sample-{k}"),
-            };
-            (k.clone(), resolved)
-        })
-        .collect();
-    let config = Config::from_map(&env).unwrap_or_else(|e| panic!("the app rejects the Bicep settings: {e}"));
+    // Defaults, and everything switched on: the app accepts both.
+    let config = Config::from_map(&app_environment(&main, &[]))
+        .unwrap_or_else(|e| panic!("the app rejects the Bicep settings: {e}"));
     let StoreKind::Cosmos(cosmos) = &config.store else { panic!("STORE is not cosmos") };
     assert_eq!(cosmos.credential, CosmosCredentialKind::ManagedIdentity);
     assert!(cosmos.key.is_none());
@@ -395,6 +497,51 @@ fn app_settings_satisfy_the_app_for_cosmos_and_the_azure_fleet() {
     let h = &config.hosts[0];
     assert!(h.resource_group.is_some() && h.vm_name.is_some(), "FLEET=azure hosts need resource_group and vm_name");
     assert!(config.auth.issuer.is_some() && config.auth.audience.is_some());
+    assert!(config.janus_admin_key.is_some());
+    let all_on =
+        app_environment(&main, &[("FLEET_MAX_HOSTS", "3"), ("ALERT_WEBHOOK_URL", "https://hooks.example.com/T/B/X")]);
+    assert!(Config::from_map(&all_on).is_ok());
+}
+
+/// Issue 9: App Service replaces every app setting on each deployment, so the tunables are
+/// parameters (kept in main.bicepparam) with the app's defaults, and alerts stay on without the
+/// webhook parameter.
+#[test]
+fn tunable_app_settings_come_from_parameters_with_the_apps_defaults() {
+    let main = main_bicep();
+    let settings = app_settings(&main);
+    let value = |n: &str| settings.iter().find(|(k, _)| k == n).map(|(_, v)| v.clone());
+    let defaults = FleetSettings::default();
+    let tunables = [
+        ("FLEET_LEAD_MINUTES", "fleetLeadMinutes", defaults.lead.num_minutes()),
+        ("FLEET_GRACE_MINUTES", "fleetGraceMinutes", defaults.grace.num_minutes()),
+        ("FLEET_KEEP_WARM_MINUTES", "fleetKeepWarmMinutes", defaults.keep_warm.num_minutes()),
+        ("FLEET_OVERRUN_LIMIT_MINUTES", "fleetOverrunLimitMinutes", defaults.overrun_limit.num_minutes()),
+        // The documented default of SESSION_GRACE_MINUTES (README configuration table).
+        ("SESSION_GRACE_MINUTES", "sessionGraceMinutes", 5),
+        // 0 stands for "no limit": the setting is then left out.
+        ("FLEET_MAX_HOSTS", "fleetMaxHosts", 0),
+    ];
+    for (setting, param, default) in tunables {
+        assert_eq!(value(setting).as_deref(), Some(format!("string({param})").as_str()), "{setting}");
+        assert_eq!(param_default(&main, param), default.to_string(), "{param}: the app's default");
+        assert!(param_decorators(&main, param).contains(&"@minValue(0)".to_string()), "{param} needs bounds");
+        assert_eq!(bicepparam_value(param), default.to_string(), "main.bicepparam records {param}");
+    }
+    assert!(main.contains("], fleetMaxHosts == 0 ? [] : [\n  {\n    name: 'FLEET_MAX_HOSTS'"));
+    // The Bicep defaults give the app its own defaults.
+    let config = Config::from_map(&app_environment(&main, &[])).unwrap();
+    let f = &config.fleet_settings;
+    assert_eq!(
+        (f.lead, f.grace, f.keep_warm, f.overrun_limit),
+        (defaults.lead, defaults.grace, defaults.keep_warm, defaults.overrun_limit)
+    );
+    assert_eq!(f.max_hosts, None);
+    // Alerts depend on a kept flag, not on passing the secret again.
+    assert!(main.contains("], alertWebhookEnabled ? [\n  {\n    name: 'ALERT_WEBHOOK_URL'"));
+    assert!(!block(&main, "var appSettings = ").contains("alertWebhookUrl"));
+    assert_eq!(bicepparam_value("alertWebhookEnabled"), "false");
+    assert!(resource_text(&main, "alertWebhookSecret").contains("value: alertWebhookUrl"));
 }
 
 #[test]
@@ -462,4 +609,398 @@ fn parameters_are_wired_between_files() {
     }
     assert!(Path::new(&root().join("infra/modules/janus-vm.bicep")).exists());
     assert!(main.contains("module janusVms 'modules/janus-vm.bicep'"));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Issue 13, item by item: what a first deployment by a new operator needs.
+
+/// A minimal static x86-64 ELF executable: what `suroga functions package` accepts as the binary.
+fn fake_static_binary(dir: &Path) -> PathBuf {
+    let mut b = vec![0u8; 64];
+    b[..4].copy_from_slice(b"\x7fELF");
+    b[4] = 2; // 64-bit
+    b[5] = 1; // little-endian
+    b[6] = 1;
+    b[16..18].copy_from_slice(&2u16.to_le_bytes()); // executable
+    b[18..20].copy_from_slice(&62u16.to_le_bytes()); // x86-64
+    b[54..56].copy_from_slice(&56u16.to_le_bytes());
+    b[58..60].copy_from_slice(&64u16.to_le_bytes());
+    let p = dir.join("suroga-static");
+    std::fs::write(&p, b).unwrap();
+    p
+}
+
+/// Item 1: Core Tools needs the worker runtime (`custom`) to publish; the publish folder says it,
+/// and so does every documented publish command.
+#[test]
+fn the_publish_folder_carries_what_core_tools_needs() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("publish");
+    let run = Command::new(env!("CARGO_BIN_EXE_suroga"))
+        .args(["functions", "package", "--out"])
+        .arg(&out)
+        .arg("--binary")
+        .arg(fake_static_binary(dir.path()))
+        .output()
+        .unwrap();
+    assert!(run.status.success(), "{}", String::from_utf8_lossy(&run.stderr));
+    let settings: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("local.settings.json")).unwrap()).unwrap();
+    assert_eq!(settings["Values"]["FUNCTIONS_WORKER_RUNTIME"], "custom");
+    assert_eq!(settings["Values"].as_object().unwrap().len(), 1, "nothing else, no secrets");
+    for f in ["host.json", "suroga", "fleet-reconcile/function.json", "v1-health/function.json"] {
+        assert!(out.join(f).is_file(), "publish/{f} is missing");
+    }
+    // The app's runtime is `custom` 1.0 on Flex, matching what is published.
+    let main = main_bicep();
+    let app = block(&main, "resource functionApp ");
+    assert!(app.contains("runtime: {\n        name: 'custom'\n        version: '1.0'\n      }"));
+    // Every publish command: from publish/, with --custom.
+    let publish = r#"(cd publish && func azure functionapp publish "$app" --custom)"#;
+    assert!(shell_lines(&read("docs/deploy.md")).iter().any(|l| l == publish), "docs/deploy.md: {publish}");
+    assert!(read("README.md").contains("(cd publish && func azure functionapp publish <app-name> --custom)"));
+    assert!(read("scripts/package.sh").contains("func azure functionapp publish <APP> --custom"));
+    assert!(read("docs/deploy.md").contains("**4.0.5530 or later**"), "the minimum Core Tools version");
+}
+
+/// Item 2: Flex Consumption's VNet integration needs the Microsoft.App provider, which ARM does not
+/// register for this template: the procedure registers it (and checks it) before deploying.
+#[test]
+fn the_procedure_registers_microsoft_app_before_the_first_deployment() {
+    let lines = shell_lines(&read("docs/deploy.md"));
+    let at = |needle: &str| lines.iter().position(|l| l.starts_with(needle)).unwrap_or_else(|| panic!("no {needle}"));
+    let register = at("az provider register --namespace Microsoft.App --wait");
+    assert!(at("az provider show --namespace Microsoft.App --query registrationState") > register);
+    assert!(register < at("az deployment group create "));
+    // The subnet the app joins is delegated to that provider.
+    assert!(block(&main_bicep(), "resource vnet ").contains("serviceName: 'Microsoft.App/environments'"));
+}
+
+/// Item 3: Azure never changes customData on an existing VM, so customData is a fixed file (its
+/// digest pinned here) and everything a deployment decides is userData, which the VM applies at
+/// every boot.
+#[test]
+fn custom_data_is_a_fixed_bootstrap_and_the_rest_is_user_data() {
+    let vm = vm_bicep();
+    assert_eq!(line_with(&vm, "customData:").trim(), "customData: loadFileAsBase64('../vm/bootstrap.yaml')");
+    assert_eq!(line_with(&vm, "userData:").trim(), "userData: base64(setupScript)");
+    assert!(block(&vm, "var setupScript = ").contains("loadTextContent('../vm/setup.sh')"));
+    // Changing this file changes customData, which Azure refuses on every existing VM
+    // (PropertyChangeNotAllowed): keep it, or recreate the VMs (docs/deploy.md, "Changing the
+    // configuration") and update the digest.
+    let bootstrap = read("infra/vm/bootstrap.yaml");
+    let digest: String = Sha256::digest(bootstrap.as_bytes()).iter().map(|b| format!("{b:02x}")).collect();
+    assert_eq!(
+        digest, "9f2ec45b7ae6ab2886e3aeacb66303cb02b9a94353e11a5216d17da570a1912f",
+        "infra/vm/bootstrap.yaml changed: see the comment above"
+    );
+    assert!(bootstrap.starts_with("#cloud-config\n"));
+    assert!(tokens(&bootstrap, "__").is_empty() && tokens(&bootstrap, "@@").is_empty(), "no deployment value");
+    // Valid for cloud-init 22.4.2, Debian 12's (scripts/deps unpacks it under target/tools).
+    let cloud_init = root().join("target/tools/cloud-init/usr/lib/python3/dist-packages");
+    assert!(cloud_init.join("cloudinit").is_dir(), "no cloud-init: run scripts/deps");
+    let schema = Command::new("/usr/bin/python3")
+        .env("PYTHONPATH", &cloud_init)
+        .args(["-c", "import sys\nfrom cloudinit.config.schema import validate_cloudconfig_file, get_schema\nvalidate_cloudconfig_file(sys.argv[1], get_schema())"])
+        .arg(root().join("infra/vm/bootstrap.yaml"))
+        .output()
+        .expect("Debian's python3 runs (scripts/deps installs cloud-init's libraries)");
+    assert!(schema.status.success(), "cloud-init schema: {}", String::from_utf8_lossy(&schema.stderr));
+    // The bootstrap runs the userData at every boot, before Janus and Caddy start.
+    let unit = cloud_init_file(&bootstrap, "/etc/systemd/system/suroga-janus-setup.service");
+    assert!(
+        unit.contains("Before=suroga-janus.service caddy.service\n") && unit.contains("WantedBy=multi-user.target")
+    );
+    assert!(unit.contains("ExecStart=/usr/local/lib/suroga-janus/apply-user-data\n"));
+    let apply = cloud_init_file(&bootstrap, "/usr/local/lib/suroga-janus/apply-user-data");
+    assert!(apply.contains("/metadata/instance/compute/userData?api-version=2021-01-01&format=text"));
+    let compiled = Command::new("python3")
+        .args(["-c", "import sys; compile(sys.stdin.read(), 'apply-user-data', 'exec')"])
+        .stdin(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(apply.as_bytes())?;
+            c.wait_with_output()
+        })
+        .expect("python3 runs");
+    assert!(compiled.status.success(), "apply-user-data: {}", String::from_utf8_lossy(&compiled.stderr));
+    // userData holds at most 64 KiB (base64). Estimate it with the raw files in place of their
+    // rendered forms (the same size but for a few values).
+    let mut setup = read("infra/vm/setup.sh");
+    for (token, file) in [
+        ("__JANUS_JCFG__", "infra/janus/janus.jcfg"),
+        ("__JANUS_HTTP_JCFG__", "infra/janus/janus.transport.http.jcfg"),
+        ("__JANUS_WS_JCFG__", "infra/janus/janus.transport.websockets.jcfg"),
+        ("__JANUS_VIDEOROOM_JCFG__", "infra/janus/janus.plugin.videoroom.jcfg"),
+        ("__JANUS_EVENTS_JCFG__", "infra/janus/janus.eventhandler.sampleevh.jcfg"),
+        ("__RENDER_CONFIG__", "infra/vm/render-config.sh"),
+        ("__SERVICE_UNIT__", "infra/vm/suroga-janus.service"),
+        ("__CADDYFILE__", "infra/vm/Caddyfile"),
+    ] {
+        use base64::Engine as _;
+        setup = setup.replace(token, &base64::engine::general_purpose::STANDARD.encode(read(file)));
+    }
+    let encoded = setup.len().div_ceil(3) * 4;
+    assert!(encoded < 48 * 1024, "userData would be {encoded} bytes: close to Azure's 64 KiB");
+    // The procedure says what cannot change on an existing VM.
+    assert!(read("docs/deploy.md").contains("What a redeployment cannot change on an existing VM: its customData"));
+}
+
+/// Item 4: custom role names are unique per tenant; the subscription keeps them apart (checked
+/// for the VM operator role in `vm_operator_role_has_exactly_four_actions`, here for both).
+#[test]
+fn every_custom_role_name_holds_the_subscription() {
+    let main = main_bicep();
+    let roles: Vec<&str> = main
+        .lines()
+        .filter(|l| l.starts_with("resource ") && l.contains("'Microsoft.Authorization/roleDefinitions@"))
+        .collect();
+    assert_eq!(roles.len(), 2, "{roles:?}");
+    for role in roles {
+        let name = role.split_whitespace().nth(1).unwrap();
+        let text = block(&main, &format!("resource {name} "));
+        assert!(line_with(text, "roleName: ").contains("(${subscription().subscriptionId}/${resourceGroup().name})"));
+    }
+}
+
+/// Item 5: following start/deallocate needs Microsoft.Compute/locations/operations/read at
+/// resource-group scope: its own role, that one action, assigned to the app on the group.
+#[test]
+fn the_app_may_read_vm_operations_at_resource_group_scope() {
+    let main = main_bicep();
+    let role = block(&main, "resource vmOperationReaderRole ");
+    let actions: Vec<&str> = block(&role[role.find("actions: [").unwrap()..], "actions: [")
+        .lines()
+        .map(str::trim)
+        .filter(|l| l.starts_with('\''))
+        .collect();
+    assert_eq!(actions, ["'Microsoft.Compute/locations/operations/read'"]);
+    assert!(role.contains("assignableScopes: [\n      resourceGroup().id\n    ]"));
+    let assignment = resource_text(&main, "appReadsVmOperations");
+    assert!(!assignment.contains("scope:"), "no scope property: the template's scope, the resource group");
+    assert!(assignment.contains("principalId: functionApp.identity.principalId"));
+    assert!(
+        assignment
+            .contains("subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperationReaderRoleGuid)")
+    );
+    assert!(
+        main.starts_with("// Suroga Stream on Azure")
+            && line_with(&main, "targetScope") == "targetScope = 'resourceGroup'"
+    );
+}
+
+/// Item 6: the documented app registration issues v2 access tokens, so the issuer is the v2 one
+/// and the audience the client id; its admin role is the app's admin role.
+#[test]
+fn the_entra_registration_issues_v2_tokens_for_the_client_id() {
+    let registration: serde_json::Value =
+        serde_json::from_str(&read("infra/entra/api-registration.json")).expect("valid JSON");
+    assert_eq!(registration["api"]["requestedAccessTokenVersion"], 2);
+    assert_eq!(registration["api"]["oauth2PermissionScopes"][0]["value"], "access_as_user");
+    let main = main_bicep();
+    let admin_role = param_default(&main, "authAdminRole");
+    assert_eq!(admin_role, "'admin'");
+    assert_eq!(Config::from_map(&HashMap::new()).unwrap().auth.admin_role, "admin");
+    let role = registration["appRoles"].as_array().unwrap().iter().find(|r| r["value"] == "admin").expect("admin role");
+    assert_eq!(role["allowedMemberTypes"], serde_json::json!(["User", "Application"]));
+    let role_id = role["id"].as_str().unwrap();
+    assert!(
+        read("docs/deploy.md").contains(&format!("\\\"appRoleId\\\":\\\"{role_id}\\\"")),
+        "the docs assign role {role_id}"
+    );
+    // The example parameters: a tenant's v2 issuer, and a client id (a GUID) as the audience.
+    let issuer = bicepparam_value("authIssuer");
+    let tenant = issuer.trim_matches('\'').strip_prefix("https://login.microsoftonline.com/").unwrap();
+    let tenant = tenant.strip_suffix("/v2.0").expect("the v2 issuer");
+    assert!(uuid::Uuid::parse_str(tenant).is_ok(), "{issuer}");
+    assert!(uuid::Uuid::parse_str(bicepparam_value("authAudience").trim_matches('\'')).is_ok(), "a client id");
+    assert!(read("docs/deploy.md").contains("--body @infra/entra/api-registration.json"));
+}
+
+/// Item 8: the Janus hosts may live in the operator's own domain, and Caddy gets an ACME email.
+#[test]
+fn janus_hosts_may_use_a_custom_domain_and_caddy_an_acme_email() {
+    let main = main_bicep();
+    let fqdns = line_with(&main, "var janusFqdns = ");
+    assert!(fqdns.contains("empty(janusDomain) ?") && fqdns.contains("'${prefix}-janus-${i + 1}.${janusDomain}'"));
+    assert!(block(&main, "var janusHosts = ").contains("public_http_url: 'https://${janusFqdns[i]}/janus'"));
+    assert!(block(&main, "module janusVms ").contains("fqdn: janusFqdns[i]\n    acmeEmail: acmeEmail\n"));
+    assert_eq!(param_default(&main, "janusDomain"), "''");
+    assert_eq!(param_default(&main, "acmeEmail"), "''");
+    assert!(main.contains("output janusFqdns array = janusFqdns"));
+    let vm = vm_bicep();
+    assert!(line_with(&vm, "loadTextContent('../vm/Caddyfile')").contains("'__GLOBAL_OPTIONS__', caddyGlobalOptions)"));
+}
+
+/// The Caddyfile as the template renders it, with and without an ACME email, is valid for Caddy
+/// 2.6.2 (Debian 12's, what the VMs install; scripts/deps unpacks it under target/tools).
+#[test]
+fn the_rendered_caddyfile_is_valid_for_caddy() {
+    let caddy = ["caddy", concat!(env!("CARGO_MANIFEST_DIR"), "/target/tools/caddy/usr/bin/caddy")]
+        .into_iter()
+        .find(|c| Command::new(c).arg("version").output().is_ok_and(|o| o.status.success()))
+        .expect("no caddy: run scripts/deps (it unpacks Debian's caddy under target/tools)");
+    let vm = vm_bicep();
+    let options = line_with(&vm, "var caddyGlobalOptions = ");
+    let (empty, set) = options.split_once(" ? ").unwrap().1.split_once(" : ").unwrap();
+    assert_eq!(empty, "''");
+    let dir = tempfile::tempdir().unwrap();
+    for (email, global) in [(None, String::new()), (Some("ops@example.org"), set.trim_matches('\'').to_string())] {
+        let global = global.replace("\\n", "\n").replace("\\t", "\t").replace("${acmeEmail}", email.unwrap_or(""));
+        let text = read("infra/vm/Caddyfile")
+            .replace("__GLOBAL_OPTIONS__", &global)
+            .replace("__FQDN__", "suroga-janus-1.video.example.org")
+            .replace("__HTTP_PORT__", "8088")
+            .replace("__WS_PORT__", "8188");
+        let file = dir.path().join("Caddyfile");
+        std::fs::write(&file, &text).unwrap();
+        let out =
+            Command::new(caddy).args(["adapt", "--adapter", "caddyfile", "--config"]).arg(&file).output().unwrap();
+        assert!(out.status.success(), "{text}\n{}", String::from_utf8_lossy(&out.stderr));
+        let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        let adapted = json.to_string();
+        assert!(adapted.contains("suroga-janus-1.video.example.org") && adapted.contains("127.0.0.1:8188"));
+        assert_eq!(adapted.contains("\"email\":\"ops@example.org\""), email.is_some(), "{adapted}");
+    }
+}
+
+/// Item 10: the host's storage roles as in Microsoft's Flex Consumption samples, and the bounds
+/// the platform puts on the instance count.
+#[test]
+fn the_app_has_the_storage_roles_the_host_uses_and_bounded_instances() {
+    let main = main_bicep();
+    for (var, id) in [
+        ("storageBlobDataOwnerRoleId", "b7e6dc6d-f1e8-4753-8033-0f276bb0955b"),
+        ("storageQueueDataContributorRoleId", "974c5e8b-45b9-4653-ba55-5f855dd0fb88"),
+        ("storageTableDataContributorRoleId", "0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3"),
+    ] {
+        assert_eq!(var_literal(&main, var), id);
+        let assignment = main
+            .split("\nresource ")
+            .find(|r| r.contains(&format!("roleDefinitions', {var})")))
+            .unwrap_or_else(|| panic!("no assignment of {var}"));
+        assert!(
+            assignment.contains("scope: storage\n")
+                && assignment.contains("principalId: functionApp.identity.principalId")
+        );
+    }
+    let bounds = param_decorators(&main, "maximumInstanceCount");
+    assert!(
+        bounds.contains(&"@minValue(40)".to_string()) && bounds.contains(&"@maxValue(1000)".to_string()),
+        "{bounds:?}"
+    );
+}
+
+/// The web client reclaims a Janus session after a lost WebSocket: Janus keeps it that long.
+#[test]
+fn janus_keeps_a_dropped_session_reclaimable() {
+    let core = TEMPLATES.iter().find(|(f, _)| *f == "janus.jcfg").unwrap().1;
+    let general = &core[core.find("general: {").unwrap()..core.find("certificates:").unwrap()];
+    assert!(general.contains("\treclaim_session_timeout = 30\n"), "{general}");
+}
+
+/// PUBLIC_BASE_URL (invitation links): the app's default host name, or its custom domain.
+#[test]
+fn the_public_base_url_is_the_apps_address() {
+    let main = main_bicep();
+    let settings = app_settings(&main);
+    assert_eq!(settings.iter().find(|(k, _)| k == "PUBLIC_BASE_URL").unwrap().1, "publicBaseUrl");
+    assert_eq!(
+        line_with(&main, "var publicBaseUrl = "),
+        "var publicBaseUrl = empty(appCustomDomain) ? 'https://${functionAppName}.azurewebsites.net' : 'https://${appCustomDomain}'"
+    );
+    assert_eq!(param_default(&main, "appCustomDomain"), "''");
+}
+
+/// docs/deploy.md is one procedure: its commands, in order, as written here; every parameter,
+/// output and file they use exists; and it says what must be checked on the first deployment.
+#[test]
+fn the_deployment_procedure_uses_what_exists_in_order() {
+    let doc = read("docs/deploy.md");
+    let lines = shell_lines(&doc);
+    let procedure = [
+        "az provider register --namespace Microsoft.App --wait",
+        r#"az group create -n "$rg" -l "$loc""#,
+        r#"az rest --method PATCH --uri "https://graph.microsoft.com/v1.0/applications/$obj" --headers Content-Type=application/json --body @infra/entra/api-registration.json"#,
+        r#"az deployment group create -g "$rg" -n main -f infra/main.bicep -p infra/main.bicepparam -p janusApiSecret="$(openssl rand -hex 32)" janusAdminKey="$(openssl rand -hex 32)" janusTokenSecret="$(openssl rand -hex 32)""#,
+        r#"app=$(out functionAppName)"#,
+        r#"az vm run-command invoke -g "$rg" -n "$vm" --command-id RunShellScript --scripts "cloud-init status --wait; systemctl start suroga-janus-setup; sleep 20; systemctl is-active suroga-janus-setup suroga-janus caddy; curl -s http://127.0.0.1:8088/janus/info | head -c 200""#,
+        "scripts/package.sh",
+        r#"(cd publish && func azure functionapp publish "$app" --custom)"#,
+        r#"az rest --method GET --url "https://management.azure.com/subscriptions/$sub/resourceGroups/$rg/providers/Microsoft.Web/sites/$app/config/configreferences/appsettings?api-version=2022-03-01" --query "value[].{setting:name, status:properties.status}" -o table"#,
+        r#"curl -s "https://$host/api/v1/health""#,
+        r#"az rest --method POST --url "https://management.azure.com/subscriptions/$sub/resourceGroups/$rg/providers/Microsoft.Web/sites/$app/config/configreferences/appsettings/refresh?api-version=2022-03-01""#,
+    ];
+    let mut last = 0;
+    for command in procedure {
+        let at = lines.iter().position(|l| l == command).unwrap_or_else(|| panic!("docs/deploy.md lacks:\n{command}"));
+        assert!(at >= last, "out of order: {command}");
+        last = at;
+    }
+    // Variables are set before they are used.
+    for (var, set) in [
+        ("rg", "rg="),
+        ("loc", "loc="),
+        ("sub", "sub="),
+        ("api", "api="),
+        ("obj", "obj="),
+        ("sp", "sp="),
+        ("app", "app="),
+        ("host", "host="),
+        ("kv", "kv="),
+        ("vm", "vm="),
+    ] {
+        let first_set = lines.iter().position(|l| l.starts_with(set)).unwrap_or_else(|| panic!("${var} is never set"));
+        let first_use =
+            lines.iter().position(|l| l.contains(&format!("${var}")) || l.contains(&format!("${{{var}}}"))).unwrap();
+        assert!(first_set < first_use, "${var} is used before it is set");
+    }
+    // Parameters passed with -p exist (secrets as @secure), outputs read exist, files exist.
+    let main = main_bicep();
+    let main_params = params(&main);
+    let outputs: BTreeSet<String> = main
+        .lines()
+        .filter_map(|l| l.strip_prefix("output "))
+        .map(|l| l.split_whitespace().next().unwrap().to_string())
+        .collect();
+    for line in &lines {
+        if line.starts_with("az deployment group create") {
+            for word in line.split_whitespace().filter(|w| w.contains('=')) {
+                let name = word.split('=').next().unwrap();
+                assert!(main_params.contains_key(name), "{name} is not a parameter of infra/main.bicep");
+                assert!(param_decorators(&main, name).contains(&"@secure()".to_string()), "{name} must be @secure");
+            }
+        }
+        let mut rest = line.as_str();
+        while let Some(i) = rest.find("outputs.") {
+            rest = &rest[i + 8..];
+            // `outputs.name.value`, or `outputs.[a.value, b.value]`.
+            let names: Vec<&str> = match rest.strip_prefix('[') {
+                Some(list) => list[..list.find(']').unwrap()].split(',').map(|n| n.trim()).collect(),
+                None => vec![rest],
+            };
+            for n in names {
+                let name: String = n.chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+                if !name.is_empty() {
+                    assert!(outputs.contains(&name), "output {name} does not exist");
+                }
+            }
+        }
+        if let Some(name) = line.split("$(out ").nth(1).map(|r| r.trim_end_matches(')')) {
+            assert!(outputs.contains(name), "output {name} does not exist");
+        }
+        for word in line.split(|c: char| c.is_whitespace() || c == '@' || c == '(' || c == ')') {
+            if word.starts_with("infra/") || word.starts_with("scripts/") {
+                assert!(root().join(word).exists(), "{word} does not exist");
+            }
+        }
+    }
+    assert!(block(&main, "var janusHosts = ").contains("vm_name: janusVmNames[i]"), "janusHosts.value[0].vm_name");
+    // What no test can check is said, with how to check it.
+    let unchecked = &doc[doc.find("## What cannot be checked before the first deployment").expect("the section")..];
+    for point in ["`custom` runtime on Flex Consumption", "cloud-init on the chosen image", "az bicep build"] {
+        assert!(unchecked.contains(point), "the first-deployment checks lack {point}");
+    }
 }

@@ -8,16 +8,16 @@ use proxy::delaying_proxy;
 
 use chrono::{Duration as ChronoDuration, Utc};
 use suroga::config::{Config, Secret};
-use suroga::domain::{self, Booking, Room, RoomId, TimeSlot};
+use suroga::fleet::FleetError;
 use suroga::fleet::janus_hosts::{JanusHost, JanusHosts, JanusHostsSettings};
 use suroga::fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions};
-use suroga::fleet::{FleetError, RoomHosting};
 use suroga::janus::token::{self, TokenAlgorithm};
 use suroga::janus::{
-    CreateRoom, Credential, EditRoom, JanusClient, JanusClientConfig, JanusError, VIDEOROOM, core_codes,
-    videoroom_codes,
+    Credential, JanusClient, JanusClientConfig, JanusError, JoinRoom, VIDEOROOM, core_codes, videoroom_codes,
 };
+use suroga::sessions::{SessionCredentials, SessionKey, room_spec};
 use tempfile::TempDir;
+use uuid::Uuid;
 
 /// A running Janus and its folder; the host is declared first so it is killed before the
 /// folder goes away.
@@ -60,6 +60,10 @@ impl TestJanus {
         JanusHosts::new(vec![JanusHosts::describe(&self.host)], self.settings(Duration::from_secs(5))).unwrap()
     }
 
+    fn described(&self) -> JanusHost {
+        JanusHosts::describe(&self.host)
+    }
+
     fn client(&self) -> JanusClient {
         let s = self.host.secrets();
         JanusClient::new(JanusClientConfig {
@@ -71,179 +75,182 @@ impl TestJanus {
         .unwrap()
     }
 
-    /// Joins `room` as a fresh participant with the server credential; the session stays
-    /// open (and the participant in the room) while the returned session lives in Janus.
-    async fn join(&self, room: RoomId, pin: &str, display: &str) -> Result<(suroga::janus::Session, u64), JanusError> {
-        let session = self.client().session(&self.base()).await?;
+    /// A session and VideoRoom handle opened with a client's core token, as a browser would.
+    async fn as_client(&self, core_token: &str) -> Result<(suroga::janus::Session, suroga::janus::Handle), JanusError> {
+        let session = self.client().session_with(&self.base(), Credential::Token(Secret::new(core_token))).await?;
         let handle = session.attach(VIDEOROOM).await?;
-        let joined = handle.join(room.get(), Some(pin), display).await?;
-        Ok((session, joined.id))
+        Ok((session, handle))
+    }
+
+    /// Joins `room` as a publisher with a fresh client session holding `grant`'s tokens; the
+    /// session stays open (and the participant in the room) while the returned session lives.
+    async fn join(
+        &self,
+        grant: &suroga::fleet::JoinGrant,
+        room: u64,
+        pin: &str,
+        display: &str,
+    ) -> Result<(suroga::janus::Session, suroga::janus::Joined), JanusError> {
+        let (session, handle) = self.as_client(&grant.token).await?;
+        let joined =
+            handle.join(&JoinRoom { room, display, pin: Some(pin), room_token: Some(&grant.room_token) }).await?;
+        Ok((session, joined))
     }
 }
 
-fn new_room() -> Room {
-    let now = Utc::now();
-    Room {
-        id: RoomId::random(),
-        name: Some("consultation".into()),
-        password: domain::new_password(),
-        admin_secret: domain::new_admin_secret(),
-        max_participants: 2,
-        metadata: Default::default(),
-        created_at: now,
-        updated_at: now,
-    }
+/// A fresh session room's credentials.
+fn session_room() -> SessionCredentials {
+    SessionKey::from_root("test-root").credentials(Uuid::new_v4(), 0)
 }
 
-fn booking_of(room: &Room) -> Booking {
-    let start = Utc::now() + ChronoDuration::minutes(5);
-    Booking {
-        id: uuid::Uuid::new_v4(),
-        room_id: room.id,
-        owner: "user-1".into(),
-        slot: TimeSlot::new(start, start + ChronoDuration::minutes(30)).unwrap(),
-        created_at: Utc::now(),
-        cancelled_at: None,
-    }
-}
-
-fn create_req(room: &Room) -> CreateRoom<'_> {
-    CreateRoom {
-        room: room.id.get(),
-        description: "consultation",
-        secret: &room.admin_secret,
-        pin: &room.password,
-        publishers: 2,
-    }
+fn soon() -> chrono::DateTime<Utc> {
+    Utc::now() + ChronoDuration::hours(1)
 }
 
 #[tokio::test]
-async fn a_created_room_exists_admits_its_pin_and_refuses_a_wrong_one() {
+async fn a_session_room_admits_its_pin_with_its_room_token_only() {
     let janus = TestJanus::start().await;
-    let client = janus.client();
-    let room = new_room();
-    client.create_room(&janus.base(), &create_req(&room)).await.unwrap();
-    assert!(client.room_exists(&janus.base(), room.id.get()).await.unwrap());
+    let hosts = janus.hosts();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    assert!(janus.client().room_exists(&janus.base(), room.room.get()).await.unwrap());
+    let grant = hosts.grant(&host, room.room, soon());
+    let r = room.room.get();
 
-    janus.join(room.id, &room.password, "alice").await.unwrap();
-    let refused = janus.join(room.id, "not-the-pin", "mallory").await.unwrap_err();
-    assert_eq!(refused.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{refused}");
+    janus.join(&grant, r, &room.pin, "alice").await.expect("pin and room token admit");
+    let wrong_pin = janus.join(&grant, r, "not-the-pin", "mallory").await.unwrap_err();
+    assert_eq!(wrong_pin.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{wrong_pin}");
+
+    let (_s, handle) = janus.as_client(&grant.token).await.unwrap();
+    let no_token =
+        handle.join(&JoinRoom { room: r, display: "x", pin: Some(&room.pin), room_token: None }).await.unwrap_err();
+    assert_eq!(no_token.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{no_token}");
+    // The core token is not a room token.
+    let core = handle
+        .join(&JoinRoom { room: r, display: "x", pin: Some(&room.pin), room_token: Some(&grant.token) })
+        .await
+        .unwrap_err();
+    assert_eq!(core.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{core}");
+    // A room token of another session does not open this one.
+    let other = session_room();
+    hosts.ensure_room(&host, &room_spec(&other)).await.unwrap();
+    let other_grant = hosts.grant(&host, other.room, soon());
+    let foreign = handle
+        .join(&JoinRoom { room: r, display: "x", pin: Some(&room.pin), room_token: Some(&other_grant.room_token) })
+        .await
+        .unwrap_err();
+    assert_eq!(foreign.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{foreign}");
+    // An expired room token neither.
+    let expired = token::sign_room(
+        &janus.host.secrets().token_secret,
+        TokenAlgorithm::HmacSha1,
+        Utc::now() - ChronoDuration::seconds(5),
+        r,
+    );
+    let late = handle
+        .join(&JoinRoom { room: r, display: "x", pin: Some(&room.pin), room_token: Some(&expired) })
+        .await
+        .unwrap_err();
+    assert_eq!(late.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{late}");
 }
 
 #[tokio::test]
-async fn creating_an_existing_room_is_427() {
+async fn a_subscriber_needs_the_room_token_and_the_pin() {
+    let janus = TestJanus::start().await;
+    let hosts = janus.hosts();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
+    let r = room.room.get();
+    let (_alice, alice) = janus.join(&grant, r, &room.pin, "alice").await.unwrap();
+    assert!(alice.private_id.is_some());
+
+    // Janus checks the room token and the pin before it looks at the feed; the private_id
+    // (`require_pvtid`) after it, so that check needs a publishing feed (the browser tests).
+    let (_s, sub) = janus.as_client(&grant.token).await.unwrap();
+    let tokenless = sub.subscribe(r, alice.id, alice.private_id, Some(&room.pin), None).await.unwrap_err();
+    assert_eq!(tokenless.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{tokenless}");
+    let pinless = sub.subscribe(r, alice.id, alice.private_id, None, Some(&grant.room_token)).await.unwrap_err();
+    assert_eq!(pinless.videoroom_code(), Some(videoroom_codes::MISSING_ELEMENT), "{pinless}");
+}
+
+#[tokio::test]
+async fn creating_an_existing_room_is_427_and_ensure_room_is_idempotent() {
     let janus = TestJanus::start().await;
     let client = janus.client();
-    let room = new_room();
-    client.create_room(&janus.base(), &create_req(&room)).await.unwrap();
-    let again = client.create_room(&janus.base(), &create_req(&room)).await.unwrap_err();
+    let room = session_room();
+    client.create_room(&janus.base(), &room_spec(&room)).await.unwrap();
+    let again = client.create_room(&janus.base(), &room_spec(&room)).await.unwrap_err();
     assert_eq!(again.videoroom_code(), Some(videoroom_codes::ROOM_EXISTS), "{again}");
+    let hosts = janus.hosts();
+    hosts.ensure_room(&janus.described(), &room_spec(&room)).await.unwrap();
+    hosts.ensure_room(&janus.described(), &room_spec(&room)).await.unwrap();
 }
 
 #[tokio::test]
-async fn editing_the_pin_refuses_the_old_pin_and_admits_the_new_one() {
-    let janus = TestJanus::start().await;
-    let client = janus.client();
-    let room = new_room();
-    client.create_room(&janus.base(), &create_req(&room)).await.unwrap();
-    let new_pin = domain::new_password();
-    let edit = EditRoom {
-        room: room.id.get(),
-        secret: &room.admin_secret,
-        new_pin: Some(&new_pin),
-        new_description: None,
-        new_publishers: None,
-    };
-    client.edit_room(&janus.base(), &edit).await.unwrap();
-
-    let old = janus.join(room.id, &room.password, "old").await.unwrap_err();
-    assert_eq!(old.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{old}");
-    janus.join(room.id, &new_pin, "new").await.unwrap();
-}
-
-#[tokio::test]
-async fn editing_with_a_wrong_room_secret_is_433() {
-    let janus = TestJanus::start().await;
-    let client = janus.client();
-    let room = new_room();
-    client.create_room(&janus.base(), &create_req(&room)).await.unwrap();
-    let edit = EditRoom {
-        room: room.id.get(),
-        secret: "wrong",
-        new_pin: Some("x"),
-        new_description: None,
-        new_publishers: None,
-    };
-    let e = client.edit_room(&janus.base(), &edit).await.unwrap_err();
-    assert_eq!(e.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{e}");
-}
-
-#[tokio::test]
-async fn a_destroyed_room_no_longer_exists_and_refuses_joins() {
+async fn a_destroyed_room_removes_its_participants_and_refuses_joins() {
     let janus = TestJanus::start().await;
     let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    hosts.destroy(&room).await.unwrap();
-    assert!(!janus.client().room_exists(&janus.base(), room.id.get()).await.unwrap());
-    let e = janus.join(room.id, &room.password, "late").await.unwrap_err();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
+    let (_alice, _) = janus.join(&grant, room.room.get(), &room.pin, "alice").await.unwrap();
+    assert_eq!(hosts.participants_fresh(&host, room.room.get()).await.unwrap().len(), 1);
+
+    hosts.destroy_room(&host, room.room.get(), &room.secret).await.unwrap();
+    assert!(!janus.client().room_exists(&janus.base(), room.room.get()).await.unwrap());
+    assert!(hosts.participants_fresh(&host, room.room.get()).await.unwrap().is_empty());
+    let e = janus.join(&grant, room.room.get(), &room.pin, "late").await.unwrap_err();
     assert_eq!(e.videoroom_code(), Some(videoroom_codes::NO_SUCH_ROOM), "{e}");
+    // Destroying it again (or any unknown room) is fine.
+    hosts.destroy_room(&host, room.room.get(), &room.secret).await.unwrap();
 }
 
 #[tokio::test]
-async fn destroying_an_unknown_room_is_ok() {
+async fn destroying_with_a_wrong_secret_is_a_janus_refusal() {
     let janus = TestJanus::start().await;
     let hosts = janus.hosts();
-    hosts.destroy(&new_room()).await.unwrap();
-}
-
-#[tokio::test]
-async fn materialize_twice_is_harmless() {
-    let janus = TestJanus::start().await;
-    let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    hosts.materialize(&room).await.unwrap();
-    assert!(janus.client().room_exists(&janus.base(), room.id.get()).await.unwrap());
-    janus.join(room.id, &room.password, "alice").await.unwrap();
-}
-
-#[tokio::test]
-async fn materialize_after_a_password_change_edits_the_pin() {
-    let janus = TestJanus::start().await;
-    let hosts = janus.hosts();
-    let mut room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let old_pin = std::mem::replace(&mut room.password, domain::new_password());
-    hosts.materialize(&room).await.unwrap();
-
-    let old = janus.join(room.id, &old_pin, "old").await.unwrap_err();
-    assert_eq!(old.videoroom_code(), Some(videoroom_codes::UNAUTHORIZED), "{old}");
-    janus.join(room.id, &room.password, "new").await.unwrap();
-}
-
-#[tokio::test]
-async fn materialize_of_a_room_held_with_another_secret_is_a_janus_refusal() {
-    let janus = TestJanus::start().await;
-    let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let impostor = Room { admin_secret: domain::new_admin_secret(), ..room.clone() };
-    let e = hosts.materialize(&impostor).await.unwrap_err();
+    let room = session_room();
+    hosts.ensure_room(&janus.described(), &room_spec(&room)).await.unwrap();
+    let e = hosts.destroy_room(&janus.described(), room.room.get(), "wrong").await.unwrap_err();
     assert!(matches!(e, FleetError::Janus(_)), "{e:?}");
+}
+
+#[tokio::test]
+async fn rooms_are_listed_with_the_admin_key_only() {
+    let janus = TestJanus::start().await;
+    let hosts = janus.hosts();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
+    let (_alice, _) = janus.join(&grant, room.room.get(), &room.pin, "alice").await.unwrap();
+
+    let listed = hosts.rooms_on(&host).await.unwrap();
+    let found = listed.iter().find(|r| r.room == room.room.get()).expect("the private session room is listed");
+    assert_eq!(found.description, room.description);
+    assert_eq!(found.num_participants, 1);
+    // A participant's token lists nothing: every session room is private.
+    let (_s, handle) = janus.as_client(&grant.token).await.unwrap();
+    assert!(handle.list(None).await.unwrap().is_empty());
 }
 
 #[tokio::test]
 async fn a_joined_participant_is_listed_without_publishing() {
     let janus = TestJanus::start().await;
     let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let (_session, id) = janus.join(room.id, &room.password, "alice").await.unwrap();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
+    let (_session, joined) = janus.join(&grant, room.room.get(), &room.pin, "alice").await.unwrap();
 
-    let listed = hosts.participants(&room).await.unwrap();
+    let listed = hosts.participants_on(&host, room.room.get()).await.unwrap();
     assert_eq!(listed.len(), 1, "{listed:?}");
-    assert_eq!(listed[0].id, id);
+    assert_eq!(listed[0].id, joined.id);
     assert_eq!(listed[0].display.as_deref(), Some("alice"));
     // Joined as a publisher but sent no media: Janus lists it as not (yet) publishing.
     assert!(!listed[0].publisher);
@@ -253,44 +260,44 @@ async fn a_joined_participant_is_listed_without_publishing() {
 async fn participants_are_reused_for_five_seconds_until_the_room_changes() {
     let janus = TestJanus::start().await;
     let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let (_alice, _) = janus.join(room.id, &room.password, "alice").await.unwrap();
-    assert_eq!(hosts.participants(&room).await.unwrap().len(), 1);
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
+    let r = room.room.get();
+    let (_alice, _) = janus.join(&grant, r, &room.pin, "alice").await.unwrap();
+    assert_eq!(hosts.participants_on(&host, r).await.unwrap().len(), 1);
 
-    let (_bob, _) = janus.join(room.id, &room.password, "bob").await.unwrap();
+    let (_bob, _) = janus.join(&grant, r, &room.pin, "bob").await.unwrap();
     // Within the cache window the earlier answer is reused...
-    assert_eq!(hosts.participants(&room).await.unwrap().len(), 1);
-    // ...and materializing the room drops it.
-    hosts.materialize(&room).await.unwrap();
-    assert_eq!(hosts.participants(&room).await.unwrap().len(), 2);
+    assert_eq!(hosts.participants_on(&host, r).await.unwrap().len(), 1);
+    // ...and ensuring the room drops it.
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    assert_eq!(hosts.participants_on(&host, r).await.unwrap().len(), 2);
 }
 
 #[tokio::test]
-async fn participants_of_an_unknown_room_is_a_janus_refusal() {
+async fn an_unknown_room_has_no_participants() {
     let janus = TestJanus::start().await;
-    let e = janus.hosts().participants(&new_room()).await.unwrap_err();
-    assert!(matches!(e, FleetError::Janus(_)), "{e:?}");
+    let listed = janus.hosts().participants_on(&janus.described(), session_room().room.get()).await.unwrap();
+    assert!(listed.is_empty());
 }
 
 #[tokio::test]
-async fn a_join_token_opens_a_session_and_attaches_the_videoroom() {
+async fn a_core_token_opens_a_session_but_cannot_create_rooms() {
     let janus = TestJanus::start().await;
     let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let grant = hosts.join(&room, &booking_of(&room), Utc::now() + ChronoDuration::hours(1)).await.unwrap();
+    let host = janus.described();
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    let grant = hosts.grant(&host, room.room, soon());
     assert_eq!(grant.http_url, janus.host.public_http_url());
     assert_eq!(grant.ws_url, janus.host.public_ws_url());
 
-    let session =
-        janus.client().session_with(&grant.http_url, Credential::Token(Secret::new(&grant.token))).await.unwrap();
-    let handle = session.attach(VIDEOROOM).await.unwrap();
-    // The token holder joins with the room's pin like any participant...
-    handle.join(room.id.get(), Some(&room.password), "owner").await.unwrap();
-    // ...but cannot create rooms: `create` needs the admin_key (1.1.2 answers 429, not 433).
-    let other = new_room();
-    let e = handle.create(&create_req(&other), None).await.unwrap_err();
+    let (_session, handle) = janus.as_client(&grant.token).await.unwrap();
+    // `create` needs the admin_key (1.1.2 answers 429, not 433).
+    let other = session_room();
+    let e = handle.create(&room_spec(&other), None).await.unwrap_err();
     assert_eq!(e.videoroom_code(), Some(videoroom_codes::MISSING_ELEMENT), "{e}");
 }
 
@@ -347,7 +354,7 @@ async fn a_stopped_janus_is_unavailable_at_once() {
     assert!(!janus.host.is_running());
 
     let started = std::time::Instant::now();
-    let e = hosts.materialize(&new_room()).await.unwrap_err();
+    let e = hosts.ensure_room(&janus.described(), &room_spec(&session_room())).await.unwrap_err();
     assert!(matches!(e, FleetError::Unavailable(_)), "{e:?}");
     assert!(started.elapsed() < Duration::from_millis(500), "took {:?}", started.elapsed());
     assert_eq!(hosts.health().await[0].janus, "unavailable");
@@ -366,10 +373,10 @@ async fn a_slow_janus_hits_the_request_timeout_and_is_unavailable() {
         public_ws_url: janus.host.public_ws_url(),
     };
     let limit = Duration::from_millis(300);
-    let hosts = JanusHosts::new(vec![slow], janus.settings(limit)).unwrap();
+    let hosts = JanusHosts::new(vec![slow.clone()], janus.settings(limit)).unwrap();
 
     let started = std::time::Instant::now();
-    let e = hosts.materialize(&new_room()).await.unwrap_err();
+    let e = hosts.ensure_room(&slow, &room_spec(&session_room())).await.unwrap_err();
     let took = started.elapsed();
     assert!(matches!(e, FleetError::Unavailable(_)), "{e:?}");
     assert!(took >= limit && took < limit * 3, "took {took:?}");
@@ -385,22 +392,23 @@ async fn no_error_shows_the_api_secret_or_admin_key() {
     let mut wrong = janus.settings(Duration::from_secs(5));
     wrong.api_secret = Secret::new(format!("{}-wrong", secrets.api_secret));
     let bad = JanusHosts::new(vec![JanusHosts::describe(&janus.host)], wrong).unwrap();
-    messages.push(bad.materialize(&new_room()).await.unwrap_err().to_string());
+    let host = janus.described();
+    messages.push(bad.ensure_room(&host, &room_spec(&session_room())).await.unwrap_err().to_string());
     // A VideoRoom refusal.
     let hosts = janus.hosts();
-    let room = new_room();
-    hosts.materialize(&room).await.unwrap();
-    let impostor = Room { admin_secret: domain::new_admin_secret(), ..room.clone() };
-    messages.push(hosts.materialize(&impostor).await.unwrap_err().to_string());
+    let room = session_room();
+    hosts.ensure_room(&host, &room_spec(&room)).await.unwrap();
+    messages.push(hosts.destroy_room(&host, room.room.get(), "wrong-secret").await.unwrap_err().to_string());
     // A long poll carries the credential in its query string: its transport error must not.
     let session = janus.client().session(&janus.base()).await.unwrap();
     janus.host.stop().await.unwrap();
     messages.push(session.events(Duration::from_secs(1)).await.unwrap_err().to_string());
-    messages.push(hosts.materialize(&room).await.unwrap_err().to_string());
+    messages.push(hosts.ensure_room(&host, &room_spec(&room)).await.unwrap_err().to_string());
 
     for m in &messages {
         assert!(!m.contains(&secrets.api_secret), "{m}");
         assert!(!m.contains(&secrets.admin_key), "{m}");
+        assert!(!m.contains(&room.secret) && !m.contains(&room.pin), "{m}");
     }
     assert!(messages[0].contains("403"), "{}", messages[0]);
 }
@@ -464,16 +472,17 @@ async fn fleet_local_starts_janus_in_the_data_dir_and_keeps_its_secrets() {
     assert!(folder.join("janus.jcfg").exists());
     assert!(folder.join("plugins").join("libjanus_videoroom.so").exists());
     assert_eq!(first.health().await[0].janus, "ok");
-    let room = new_room();
-    first.materialize(&room).await.unwrap();
+    let room = session_room();
+    let host = first.hosts()[0].clone();
+    first.ensure_room(&host, &room_spec(&room)).await.unwrap();
     let secrets = std::fs::read(folder.join("secrets.json")).unwrap();
     local.stop_all().await;
     drop((local, first));
 
     let (local, second) = start_local(&config).await;
     assert_eq!(std::fs::read(folder.join("secrets.json")).unwrap(), secrets);
-    // Rooms are not permanent: a restarted Janus has none, and materialize puts them back.
-    assert!(!second.client().room_exists(&second.hosts()[0].backend_url, room.id.get()).await.unwrap());
-    second.materialize(&room).await.unwrap();
+    // Rooms are not permanent: a restarted Janus has none, and ensure_room puts them back.
+    assert!(!second.client().room_exists(&second.hosts()[0].backend_url, room.room.get()).await.unwrap());
+    second.ensure_room(&second.hosts()[0].clone(), &room_spec(&room)).await.unwrap();
     local.stop_all().await;
 }

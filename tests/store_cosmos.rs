@@ -43,7 +43,15 @@ fn room(seats: u8) -> Room {
 }
 
 fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
-    Booking { id: Uuid::new_v4(), room_id: room, owner: owner.into(), slot, created_at: now(), cancelled_at: None }
+    Booking {
+        id: Uuid::new_v4(),
+        room_id: room,
+        owner: owner.into(),
+        slot,
+        created_at: now(),
+        cancelled_at: None,
+        access: Default::default(),
+    }
 }
 
 async fn live_bookings(store: &dyn Store, room: RoomId) -> Vec<Booking> {

@@ -61,6 +61,7 @@ async fn two_stores_on_one_file_let_exactly_one_of_100_parallel_bookings_win() {
             slot,
             created_at: Utc::now(),
             cancelled_at: None,
+            access: Default::default(),
         })
         .collect();
     let results = join_all(bookings.iter().enumerate().map(|(i, bk)| {
@@ -100,6 +101,7 @@ async fn two_stores_on_one_file_never_double_book_a_room_in_find_or_create() {
                 slot,
                 created_at: Utc::now(),
                 cancelled_at: None,
+                access: Default::default(),
             };
             let room = Room::generate(None, 2, serde_json::Map::new(), Utc::now());
             store.book_any_room(&booking, Some(&room), None).await

@@ -1,14 +1,18 @@
 // One Janus host for Suroga Stream: a Debian 12 VM with a static public IP and DNS label, a NIC
 // with a static private IP, its own managed identity (to read the Janus secrets from Key Vault
-// at every start), and cloud-init that installs Janus and Caddy and writes the Janus
-// configuration rendered from the same templates the tests use (infra/janus/*.jcfg).
+// at every start), Janus and Caddy configured from the same templates the tests use
+// (infra/janus/*.jcfg).
 //
-// Configuration in two stages, so secrets never travel in customData (which Azure stores with
-// the VM model):
-// - here, at deployment: every non-secret placeholder gets its value; the secret placeholders
-//   become @@...@@ markers;
-// - on the VM, at every start of suroga-janus.service: infra/vm/render-config.sh replaces the
-//   markers with the secrets read from Key Vault and writes the result to a tmpfs.
+// What the VM is given, in three parts:
+// - customData, infra/vm/bootstrap.yaml, FIXED. Azure refuses any change of customData on an
+//   existing VM (PropertyChangeNotAllowed), so it depends on no parameter: it only installs a
+//   unit that runs the VM's userData at every boot.
+// - userData, infra/vm/setup.sh with every deployment choice filled in (the Janus and Caddy
+//   configuration, the service units). Azure lets a redeployment change it; the VM applies it at
+//   its next boot (or `systemctl restart suroga-janus-setup`).
+// - the secrets: never in customData or userData (Azure keeps both with the VM model). Here the
+//   secret placeholders become @@...@@ markers; infra/vm/render-config.sh replaces them at every
+//   start of suroga-janus.service with the secrets read from Key Vault, into a tmpfs.
 //
 // Access: the Function app's identity gets the custom "Suroga Janus VM operator" role on this
 // VM only (read, instance view, start, deallocate), not on the whole resource group.
@@ -40,8 +44,11 @@ param privateIp string
 @description('DNS label of the public IP: <label>.<region>.cloudapp.azure.com.')
 param dnsLabel string
 
-@description('Public FQDN the TLS certificate is issued for; must be <dnsLabel>.<region>.cloudapp.azure.com.')
+@description('Public FQDN the TLS certificate is issued for: <dnsLabel>.<region>.cloudapp.azure.com, or a name in the operator\'s own domain whose DNS record points at this VM\'s public IP.')
 param fqdn string
+
+@description('Email of the ACME (Let\'s Encrypt) account Caddy registers, for expiry notices. Empty: no account email.')
+param acmeEmail string = ''
 
 @description('Name of the Key Vault holding janus-api-secret, janus-admin-key and janus-token-secret.')
 param keyVaultName string
@@ -140,10 +147,12 @@ var janusVideoroomJcfg = replace(loadTextContent('../janus/janus.plugin.videoroo
 var janusEventsJcfg = replace(replace(loadTextContent('../janus/janus.eventhandler.sampleevh.jcfg'), '{{events_enabled}}', 'false'), '{{events_backend}}', 'http://127.0.0.1:9/unused')
 
 var serviceUnit = replace(loadTextContent('../vm/suroga-janus.service'), '__KEY_VAULT_URI__', keyVaultUri)
-var caddyfile = replace(replace(replace(loadTextContent('../vm/Caddyfile'), '__FQDN__', fqdn), '__HTTP_PORT__', string(janusHttpPort)), '__WS_PORT__', string(janusWsPort))
+// Caddy's global options block comes first in the Caddyfile, and only when there is an option.
+var caddyGlobalOptions = empty(acmeEmail) ? '' : '{\n\temail ${acmeEmail}\n}\n'
+var caddyfile = replace(replace(replace(replace(loadTextContent('../vm/Caddyfile'), '__FQDN__', fqdn), '__HTTP_PORT__', string(janusHttpPort)), '__WS_PORT__', string(janusWsPort)), '__GLOBAL_OPTIONS__', caddyGlobalOptions)
 var renderConfig = loadTextContent('../vm/render-config.sh')
 
-var cloudInit = replace(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../vm/cloud-init.yaml'), '__JANUS_JCFG__', base64(janusJcfg)), '__JANUS_HTTP_JCFG__', base64(janusHttpJcfg)), '__JANUS_WS_JCFG__', base64(janusWsJcfg)), '__JANUS_VIDEOROOM_JCFG__', base64(janusVideoroomJcfg)), '__JANUS_EVENTS_JCFG__', base64(janusEventsJcfg)), '__RENDER_CONFIG__', base64(renderConfig)), '__SERVICE_UNIT__', base64(serviceUnit)), '__CADDYFILE__', base64(caddyfile))
+var setupScript = replace(replace(replace(replace(replace(replace(replace(replace(loadTextContent('../vm/setup.sh'), '__JANUS_JCFG__', base64(janusJcfg)), '__JANUS_HTTP_JCFG__', base64(janusHttpJcfg)), '__JANUS_WS_JCFG__', base64(janusWsJcfg)), '__JANUS_VIDEOROOM_JCFG__', base64(janusVideoroomJcfg)), '__JANUS_EVENTS_JCFG__', base64(janusEventsJcfg)), '__RENDER_CONFIG__', base64(renderConfig)), '__SERVICE_UNIT__', base64(serviceUnit)), '__CADDYFILE__', base64(caddyfile))
 
 resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
   name: vmName
@@ -159,7 +168,8 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
     osProfile: {
       computerName: vmName
       adminUsername: adminUsername
-      customData: base64(cloudInit)
+      // Fixed for the VM's life: the file alone, no parameter (see the top of this file).
+      customData: loadFileAsBase64('../vm/bootstrap.yaml')
       linuxConfiguration: {
         disablePasswordAuthentication: true
         ssh: {
@@ -187,6 +197,8 @@ resource vm 'Microsoft.Compute/virtualMachines@2024-07-01' = {
         }
       }
     }
+    // Everything a deployment decides; updatable, applied by the VM at its next boot.
+    userData: base64(setupScript)
     networkProfile: {
       networkInterfaces: [
         {

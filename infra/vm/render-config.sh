@@ -4,9 +4,9 @@
 # The non-secret values were filled in at deployment (Bicep) into /etc/suroga-janus/*.jcfg; the
 # secrets stand there as @@...@@ markers. This script reads the secrets from Key Vault with the VM's
 # managed identity and writes the final files into the service's runtime directory (a tmpfs,
-# mode 0700, removed when the service stops), so secrets never reach the disk or the VM's
-# customData, and a secret rotated in Key Vault reaches Janus at the next start (the app starts
-# the VM before every session).
+# mode 0700, removed when the service stops), so secrets never reach the disk nor the VM's
+# customData or userData, and a secret rotated in Key Vault reaches Janus at the next start (the
+# app starts the VM before every session).
 set -eu
 
 out="${RUNTIME_DIRECTORY:-/run/suroga-janus}"

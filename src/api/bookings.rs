@@ -1,5 +1,6 @@
-//! Bookings: a room for a time window, with find-or-create of a free room (specification 5.5)
-//! and the join endpoint that hands the owner what Janus needs (specification 7.1).
+//! Bookings: a room for a time window, with find-or-create of a free room (specification 5.5),
+//! the join endpoint that hands the owner what Janus needs (specification 7.1), and the
+//! session's participants. Handlers parse, authorize, call the sessions layer and map errors.
 
 use axum::{
     Json,
@@ -20,8 +21,10 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    domain::{Booking, BookingStatus, Room, RoomId, TimeSlot, parse_instant},
-    store::{Created, IdempotencyClaim, StoreError},
+    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_instant},
+    fleet::Participant,
+    sessions::{IceServer, Role, SessionJoin},
+    store::{IdempotencyClaim, StoreError},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -30,6 +33,7 @@ pub(super) fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(get_booking, delete_booking))
         .routes(routes!(cancel_booking))
         .routes(routes!(join_booking))
+        .routes(routes!(booking_participants))
         .routes(routes!(extend_booking))
 }
 
@@ -62,8 +66,10 @@ pub struct BookingView {
     pub end_time: DateTime<Utc>,
     pub status: BookingStatus,
     pub created_at: DateTime<Utc>,
-    /// The room password: at creation, and to the owner or an admin only from shortly before
-    /// the start until the end. Never in lists.
+    /// The booking's own pin (its session's Janus room password; no other booking's session
+    /// accepts it): at creation, and to the owner or an admin only inside the join window.
+    /// Never in lists. It changes when the session's credentials rotate; `/join` always
+    /// answers the current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
 }
@@ -99,26 +105,68 @@ pub struct JanusEndpoints {
     pub ws: String,
 }
 
-/// What a client needs to join its session (janus.js `server`, `token`, and the room `pin`).
+/// What a participant needs to join its session: janus.js's `server` and `token`, the room, its
+/// `pin` and the room token. The same shape for the owner and the guest.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct JoinInfo {
+    pub booking_id: Uuid,
+    /// The Janus VideoRoom of THIS session: every booking has its own, so this is not the
+    /// booking's `room_id`.
     pub room_id: u64,
+    /// The session room's pin: `pin` in both VideoRoom joins (publisher and subscriber).
     pub pin: String,
     pub janus: JanusEndpoints,
-    /// A signed Janus token for the VideoRoom plugin.
+    /// The core Janus token: the top-level `token` of every Janus request.
     pub token: String,
+    /// The room token: `token` inside the VideoRoom `join` body of both handles.
+    pub room_token: String,
+    /// When both tokens expire: the session's end plus the grace. After an extension, call the
+    /// join endpoint again for fresh ones.
     pub token_expires_at: DateTime<Utc>,
-    /// A display name for the participant.
+    /// The name the other participant sees.
     pub display: String,
+    pub role: Role,
+    /// ICE servers for `RTCPeerConnection` (may be empty).
+    pub ice_servers: Vec<IceServer>,
+    pub start_time: DateTime<Utc>,
+    pub end_time: DateTime<Utc>,
 }
 
-fn booking_not_found(id: Uuid) -> ApiError {
+impl From<SessionJoin> for JoinInfo {
+    fn from(j: SessionJoin) -> Self {
+        Self {
+            booking_id: j.booking.id,
+            room_id: j.room.get(),
+            pin: j.pin,
+            janus: JanusEndpoints { http: j.grant.http_url, ws: j.grant.ws_url },
+            token: j.grant.token,
+            room_token: j.grant.room_token,
+            token_expires_at: j.grant.token_expires_at,
+            display: j.display,
+            role: j.role,
+            ice_servers: j.ice_servers,
+            start_time: j.booking.slot.start(),
+            end_time: j.booking.slot.end(),
+        }
+    }
+}
+
+/// A session's live participants.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionParticipantsView {
+    /// The session's Janus room.
+    pub room_id: u64,
+    pub participant_count: usize,
+    pub participants: Vec<Participant>,
+}
+
+pub(super) fn booking_not_found(id: Uuid) -> ApiError {
     ApiError::NotFound(format!("booking {id} does not exist"))
 }
 
 /// The booking if the caller may see it: its owner, or an admin. Others get 404 so they learn
 /// nothing about other users' bookings.
-async fn visible_booking(s: &AppState, caller: &Caller, id: Uuid) -> Result<Booking, ApiError> {
+pub(super) async fn visible_booking(s: &AppState, caller: &Caller, id: Uuid) -> Result<Booking, ApiError> {
     match s.store.get_booking(id).await {
         Ok(b) if b.owner == caller.user || caller.admin => Ok(b),
         Ok(_) | Err(StoreError::NotFound) => Err(booking_not_found(id)),
@@ -159,7 +207,7 @@ async fn list_bookings(
 /// Book a room for a slot: the given room, or any free room, or a new one (specification 5.5.2).
 ///
 /// No two live bookings of a room ever overlap: the store checks and writes atomically.
-/// Honours `Idempotency-Key`.
+/// Honours `Idempotency-Key`. The answer's `password` is the booking's own pin.
 #[utoipa::path(post, path = "/bookings", tag = "bookings", request_body = BookingCreate,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
@@ -178,7 +226,6 @@ async fn create_booking(
     let req = body.value;
     let now = s.clock.now();
     let slot = TimeSlot::new(parse_instant("start_time", &req.start_time)?, parse_instant("end_time", &req.end_time)?)?;
-    let slot = s.settings.policy.bookable_slot(slot, now)?;
     let room_id = req.room_id.map(RoomId::new).transpose()?;
     let claim = key.zip(fingerprint).map(|(key, fingerprint)| IdempotencyClaim {
         scope: "bookings",
@@ -187,62 +234,23 @@ async fn create_booking(
         fingerprint,
         now,
     });
-    let mut booking = Booking {
+    let wanted = Booking {
         id: Uuid::new_v4(),
         room_id: room_id.unwrap_or_else(RoomId::random),
         owner: caller.user.clone(),
         slot,
         created_at: now,
         cancelled_at: None,
+        access: Default::default(),
     };
-
-    let (booking, room) = match room_id {
-        Some(id) => {
-            let booked = s.store.book_room(&booking, claim.as_ref()).await.map_err(|e| match e {
-                StoreError::NotFound => ApiError::NotFound(format!("room {id} does not exist")),
-                StoreError::Conflict(_) => {
-                    ApiError::Conflict(format!("room {id} is already booked in the requested slot"))
-                }
-                other => other.into(),
-            })?;
-            let booking = booked.into_inner();
-            let room = s.store.get_room(booking.room_id).await?;
-            (booking, room)
-        }
-        None => match s.store.book_any_room(&booking, None, claim.as_ref()).await {
-            Ok(c) => c.into_inner(),
-            Err(StoreError::NoFreeRoom) => {
-                // Make the room in Janus first, so the store never holds a room Janus refused.
-                let new_room = Room::generate(None, 2, Default::default(), now);
-                booking.room_id = new_room.id;
-                s.fleet.materialize(&new_room).await.map_err(|e| {
-                    tracing::warn!(error = %e, "Janus did not create a room for a new booking");
-                    ApiError::Unavailable {
-                        detail: "could not create a new room in the WebRTC service (Janus); try again later".into(),
-                        retry_after: Some(5),
-                    }
-                })?;
-                let result = s.store.book_any_room(&booking, Some(&new_room), claim.as_ref()).await;
-                let unused = match &result {
-                    Ok(Created::New((_, r)) | Created::Replayed((_, r))) => r.id != new_room.id,
-                    Err(_) => true,
-                };
-                if unused {
-                    // Another request freed or created a room first: the new Janus room is not needed.
-                    if let Err(e) = s.fleet.destroy(&new_room).await {
-                        tracing::warn!(room_id = %new_room.id, error = %e, "could not remove an unused Janus room");
-                    }
-                }
-                result?.into_inner()
-            }
-            Err(e) => return Err(e.into()),
-        },
-    };
+    let (booking, _room) = s.sessions.book(&wanted, room_id, claim.as_ref()).await?.into_inner();
     tracing::info!(booking_id = %booking.id, room_id = %booking.room_id, user = %caller.user, "booked");
-    Ok((StatusCode::CREATED, Json(BookingView::new(&booking, now, Some(room.password)))))
+    let pin = s.sessions.pin(&booking);
+    Ok((StatusCode::CREATED, Json(BookingView::new(&booking, now, Some(pin)))))
 }
 
-/// One booking (specification 5.5.3). The password shows only inside the join window.
+/// One booking (specification 5.5.3). The password (the booking's pin) shows only inside the
+/// join window.
 #[utoipa::path(get, path = "/bookings/{booking_id}", tag = "bookings",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = BookingView), (status = 400), (status = 401), (status = 404)))]
@@ -253,37 +261,19 @@ async fn get_booking(
 ) -> Result<Json<BookingView>, ApiError> {
     let b = visible_booking(&s, &caller, id).await?;
     let now = s.clock.now();
-    let reveal = b.is_live() && s.settings.policy.join_window(b.slot).contains(now);
-    let password = if reveal { Some(s.store.get_room(b.room_id).await?.password) } else { None };
-    Ok(Json(BookingView::new(&b, now, password)))
+    let reveal = b.is_live() && s.sessions.join_window(&b).contains(now);
+    Ok(Json(BookingView::new(&b, now, reveal.then(|| s.sessions.pin(&b)))))
 }
 
 async fn cancel(s: &AppState, caller: &Caller, id: Uuid) -> Result<StatusCode, ApiError> {
     let b = visible_booking(s, caller, id).await?;
-    let now = s.clock.now();
-    match b.status(now) {
-        BookingStatus::Cancelled => return Ok(StatusCode::NO_CONTENT),
-        BookingStatus::Active | BookingStatus::Past => {
-            return Err(ApiError::Forbidden("the session has started; it can no longer be cancelled".into()));
-        }
-        BookingStatus::Upcoming => {}
-    }
-    let notice = s.settings.policy.min_cancel_notice;
-    if b.slot.start() - now < notice {
-        return Err(ApiError::BadRequest(format!(
-            "bookings can be cancelled only up to {} minutes before the start",
-            notice.num_minutes()
-        )));
-    }
-    s.store.cancel_booking(id, now).await.map_err(|e| match e {
-        StoreError::NotFound => booking_not_found(id),
-        other => other.into(),
-    })?;
+    s.sessions.cancel(&b).await?;
     tracing::info!(booking_id = %id, user = %caller.user, "booking cancelled");
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Cancel a booking before it starts (specification 5.5.4).
+/// Cancel a booking before it starts (specification 5.5.4); anyone in its session room (the
+/// join window may be open) is removed.
 #[utoipa::path(delete, path = "/bookings/{booking_id}", tag = "bookings",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 204), (status = 400, description = "Inside the minimum cancel notice"),
@@ -309,14 +299,14 @@ async fn cancel_booking(
     cancel(&s, &caller, id).await
 }
 
-/// What the owner needs to join the session, inside the join window: the Janus URLs, the pin and
-/// a signed Janus token lasting until the end plus a grace.
+/// What the owner needs to join the session, inside the join window: the Janus URLs, the
+/// session's own room, pin and tokens (lasting until the end plus the grace).
 #[utoipa::path(get, path = "/bookings/{booking_id}/join", tag = "bookings",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
-    responses((status = 200, body = JoinInfo), (status = 401), (status = 404),
+    responses((status = 200, body = JoinInfo), (status = 400), (status = 401), (status = 404),
         (status = 409, description = "Cancelled"), (status = 410, description = "The session has ended"),
         (status = 425, description = "The join window has not opened yet"),
-        (status = 503, description = "The media server is not ready; see Retry-After")))]
+        (status = 502), (status = 503, description = "The media server is not ready; see Retry-After")))]
 async fn join_booking(
     State(s): State<AppState>,
     caller: Caller,
@@ -327,36 +317,33 @@ async fn join_booking(
         Ok(_) | Err(StoreError::NotFound) => return Err(booking_not_found(id)),
         Err(e) => return Err(e.into()),
     };
-    let now = s.clock.now();
-    if !b.is_live() {
-        return Err(ApiError::Conflict("the booking is cancelled".into()));
-    }
-    if now >= b.slot.end() {
-        return Err(ApiError::Gone("the session has ended".into()));
-    }
-    let window = s.settings.policy.join_window(b.slot);
-    if now < window.start() {
-        return Err(ApiError::TooEarly {
-            detail: format!("the session can be joined from {}", crate::domain::format_instant(window.start())),
-            opens_at: window.start(),
-        });
-    }
-    let room = s.store.get_room(b.room_id).await?;
-    let expires_at = b.slot.end() + s.settings.join_token_grace;
-    let grant = s.fleet.join(&room, &b, expires_at).await?;
-    Ok(Json(JoinInfo {
-        room_id: room.id.get(),
-        pin: room.password,
-        janus: JanusEndpoints { http: grant.http_url, ws: grant.ws_url },
-        token: grant.token,
-        token_expires_at: grant.token_expires_at,
-        display: caller.user,
+    Ok(Json(s.sessions.join_host(&b, caller.name.clone()).await?.into()))
+}
+
+/// The session's live participants (the owner and the guest), for the owner or an admin, from
+/// the join window's opening to the end.
+#[utoipa::path(get, path = "/bookings/{booking_id}/participants", tag = "bookings",
+    params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
+    responses((status = 200, body = SessionParticipantsView), (status = 400), (status = 401), (status = 404),
+        (status = 409, description = "Cancelled"), (status = 410, description = "The session has ended"),
+        (status = 425, description = "The join window has not opened yet"), (status = 502), (status = 503)))]
+async fn booking_participants(
+    State(s): State<AppState>,
+    caller: Caller,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<SessionParticipantsView>, ApiError> {
+    let b = visible_booking(&s, &caller, id).await?;
+    let p = s.sessions.participants(&b).await?;
+    Ok(Json(SessionParticipantsView {
+        room_id: p.room.get(),
+        participant_count: p.participants.len(),
+        participants: p.participants,
     }))
 }
 
 /// Move a booking's end (owner or admin): later to extend a session, or earlier to shorten it.
 /// The store re-checks overlap atomically; the fleet plan follows at once, because every plan
-/// is computed from the stored bookings.
+/// is computed from the stored bookings; the session closes at the new end plus the grace.
 #[utoipa::path(post, path = "/bookings/{booking_id}/extend", tag = "bookings",
     params(("booking_id" = Uuid, Path)), request_body = BookingExtend, security(("bearer" = [])),
     responses((status = 200, body = BookingView), (status = 400), (status = 401), (status = 404),
@@ -369,33 +356,10 @@ async fn extend_booking(
     body: JsonBody<BookingExtend>,
 ) -> Result<Json<BookingView>, ApiError> {
     let b = visible_booking(&s, &caller, id).await?;
-    let now = s.clock.now();
     let end = parse_instant("end_time", &body.value.end_time)?;
-    if !b.is_live() {
-        return Err(ApiError::Conflict("the booking is cancelled".into()));
-    }
-    if now >= b.slot.end() {
-        return Err(ApiError::Gone("the session has ended".into()));
-    }
-    if end <= now {
-        return Err(ApiError::BadRequest("end_time must be in the future".into()));
-    }
-    let slot = TimeSlot::new(b.slot.start(), end)?;
-    if slot.duration() > s.settings.policy.max_duration {
-        return Err(ApiError::BadRequest(format!(
-            "a session may last at most {} minutes",
-            s.settings.policy.max_duration.num_minutes()
-        )));
-    }
-    let updated = s.store.set_booking_end(id, end).await.map_err(|e| match e {
-        StoreError::NotFound => booking_not_found(id),
-        StoreError::Conflict(_) => {
-            ApiError::Conflict(format!("room {} is booked by someone else in the extended time", b.room_id))
-        }
-        other => other.into(),
-    })?;
+    let updated = s.sessions.set_end(&b, end).await?;
     tracing::info!(booking_id = %id, user = %caller.user, end = %end, "booking end moved");
-    let reveal = s.settings.policy.join_window(updated.slot).contains(now);
-    let password = if reveal { Some(s.store.get_room(updated.room_id).await?.password) } else { None };
-    Ok(Json(BookingView::new(&updated, now, password)))
+    let now = s.clock.now();
+    let reveal = s.sessions.join_window(&updated).contains(now);
+    Ok(Json(BookingView::new(&updated, now, reveal.then(|| s.sessions.pin(&updated)))))
 }

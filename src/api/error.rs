@@ -10,7 +10,7 @@ use axum::{
 use chrono::{DateTime, Utc};
 use serde_json::json;
 
-use crate::{domain::Invalid, fleet::FleetError, store::StoreError};
+use crate::{domain::Invalid, fleet::FleetError, sessions::SessionError, store::StoreError};
 
 /// Every way an API request can fail, with its status code.
 #[derive(Debug, thiserror::Error)]
@@ -18,6 +18,9 @@ pub enum ApiError {
     /// 400: the request is malformed or a value is out of range.
     #[error("{0}")]
     BadRequest(String),
+    /// 401: this needs a (different) bearer token.
+    #[error("{0}")]
+    Unauthorized(String),
     /// 403: authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
@@ -57,6 +60,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -103,6 +107,11 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooEarly { detail, opens_at } => {
                 problem(status, &detail, Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })))
+            }
+            ApiError::Unauthorized(detail) => {
+                let mut res = problem(status, &detail, None);
+                res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
             }
             ApiError::Unavailable { detail, retry_after } => {
                 let mut res = problem(status, &detail, None);
@@ -163,6 +172,22 @@ impl From<FleetError> for ApiError {
                 detail: "the session's media server is starting; try again shortly".into(),
                 retry_after: Some(retry_after.as_secs().max(1)),
             },
+        }
+    }
+}
+
+impl From<SessionError> for ApiError {
+    fn from(e: SessionError) -> Self {
+        match e {
+            SessionError::NotFound(d) => ApiError::NotFound(d),
+            SessionError::Invalid(d) => ApiError::BadRequest(d),
+            SessionError::SignInRequired(d) => ApiError::Unauthorized(d),
+            SessionError::Forbidden(d) => ApiError::Forbidden(d),
+            SessionError::Conflict(d) => ApiError::Conflict(d),
+            SessionError::Ended(d) => ApiError::Gone(d),
+            SessionError::TooEarly { detail, opens_at } => ApiError::TooEarly { detail, opens_at },
+            SessionError::Fleet(e) => e.into(),
+            SessionError::Store(e) => e.into(),
         }
     }
 }

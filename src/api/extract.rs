@@ -20,8 +20,9 @@ pub struct ApiPath<T>(pub T);
 #[from_request(via(axum::extract::Query), rejection(ApiError))]
 pub struct ApiQuery<T>(pub T);
 
-/// A JSON body: 415 unless the content type is JSON, 413 past the body limit, 400 for malformed
-/// JSON, unknown fields or wrong types (with serde's message, which names the field).
+/// A JSON body: 400 when there is none (an empty body is no body, whatever the headers say), 415
+/// unless the content type is JSON, 413 past the body limit, 400 for malformed JSON, unknown
+/// fields or wrong types (with serde's message, which names the field).
 /// Keeps the raw body for [`JsonBody::fingerprint`], which only `Idempotency-Key` requests need.
 pub struct JsonBody<T> {
     pub value: T,
@@ -40,51 +41,59 @@ impl<T> JsonBody<T> {
     }
 }
 
+/// Whether the request's `Content-Type` is JSON (`application/json` or `application/*+json`).
+fn is_json(headers: &HeaderMap) -> bool {
+    headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|m| {
+            let m = m.trim().to_ascii_lowercase();
+            m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+/// Reads the whole body; `None` when it is empty. The Functions host's proxying mode keeps
+/// `Content-Type` (with `Content-Length: 0`) on a request that has no body, and its forwarding
+/// mode drops both: so only the bytes say whether there is a body.
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<(bool, Option<Bytes>), ApiError> {
+    let json = is_json(req.headers());
+    let bytes = Bytes::from_request(req, state).await?;
+    Ok((json, (!bytes.is_empty()).then_some(bytes)))
+}
+
+fn parse<T: DeserializeOwned>(json: bool, bytes: Bytes) -> Result<JsonBody<T>, ApiError> {
+    if !json {
+        return Err(ApiError::UnsupportedMediaType("the body must be JSON (Content-Type: application/json)".into()));
+    }
+    let raw: serde_json::Value =
+        serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
+    let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
+    Ok(JsonBody { value, raw: bytes })
+}
+
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, ApiError> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|m| {
-                let m = m.trim().to_ascii_lowercase();
-                m == "application/json" || (m.starts_with("application/") && m.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "the body must be JSON (Content-Type: application/json)".into(),
-            ));
+        match read_body(req, state).await? {
+            (json, Some(bytes)) => parse(json, bytes),
+            (_, None) => Err(ApiError::BadRequest("a JSON body is required".into())),
         }
-        let bytes = Bytes::from_request(req, state).await?;
-        if bytes.is_empty() {
-            return Err(ApiError::BadRequest("a JSON body is required".into()));
-        }
-        let raw: serde_json::Value =
-            serde_json::from_slice(&bytes).map_err(|e| ApiError::BadRequest(format!("malformed JSON: {e}")))?;
-        let value = serde_json::from_value(raw).map_err(|e| ApiError::BadRequest(format!("invalid body: {e}")))?;
-        Ok(JsonBody { value, raw: bytes })
     }
 }
 
-/// An optional JSON body: `None` when the request carries no body at all (no `Content-Type`
-/// and no `Content-Length` above 0); otherwise exactly as [`JsonBody`].
+/// An optional JSON body: `None` when the request carries no body bytes (whatever its
+/// `Content-Type` and `Content-Length` say); otherwise exactly as [`JsonBody`].
 impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T> {
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Option<Self>, ApiError> {
-        let h = req.headers();
-        let length = h.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
-        let has_body = h.contains_key(header::CONTENT_TYPE)
-            || length.is_some_and(|n| n > 0)
-            || h.contains_key(header::TRANSFER_ENCODING);
-        if !has_body {
-            return Ok(None);
+        match read_body(req, state).await? {
+            (json, Some(bytes)) => parse(json, bytes).map(Some),
+            (_, None) => Ok(None),
         }
-        <JsonBody<T> as FromRequest<S>>::from_request(req, state).await.map(Some)
     }
 }
 

@@ -31,7 +31,7 @@ pub struct Health {
 #[utoipa::path(get, path = "/health", tag = "health",
     responses((status = 200, body = Health), (status = 503, body = Health)))]
 async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (db, hosts) = tokio::join!(s.store.ping(), s.fleet.health());
+    let (db, hosts) = tokio::join!(s.store.ping(), s.sessions.hosting().health());
     let database = match db {
         Ok(()) => "ok",
         Err(e) => {

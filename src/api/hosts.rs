@@ -24,7 +24,7 @@ use crate::{
         power::{PowerError, PowerOutcome},
         usage::{UsageInput, UsageReport, usage},
     },
-    store::Operation,
+    store::{OpAction, Operation},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -244,9 +244,9 @@ async fn manual(
             "until must be in the future and at most {MAX_OVERRIDE_DAYS} days away"
         )));
     }
-    let verb = match action {
-        OverrideAction::Start => "start",
-        OverrideAction::Deallocate => "deallocate",
+    let (op_action, verb) = match action {
+        OverrideAction::Start => (OpAction::Start, "start"),
+        OverrideAction::Deallocate => (OpAction::Deallocate, "deallocate"),
     };
     if action == OverrideAction::Deallocate && !req.force.unwrap_or(false) {
         let plan = fleet.plan(now, now, now + Duration::minutes(1)).await?;
@@ -275,7 +275,7 @@ async fn manual(
             id: Uuid::new_v4(),
             at: now,
             actor: admin.0.user.clone(),
-            action: verb.into(),
+            action: op_action,
             host: Some(name.to_string()),
             booking_id: None,
             room_id: None,

@@ -1,7 +1,7 @@
 //! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
 //! docs page, and `GET /` for the Functions host's readiness probe.
 //!
-//! Each resource module ([`rooms`], [`bookings`], [`health`]) exposes its own `router()`
+//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
 
@@ -11,6 +11,7 @@ pub mod error;
 pub mod extract;
 pub mod health;
 pub mod hosts;
+pub mod invitations;
 pub mod rooms;
 
 use std::{sync::Arc, time::Instant};
@@ -23,17 +24,10 @@ use axum::{
     response::{IntoResponse, Response},
     routing::get,
 };
-use chrono::Duration;
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{
-    auth::Authenticator,
-    clock::Clock,
-    domain::BookingPolicy,
-    fleet::{RoomHosting, control::Fleet},
-    store::Store,
-};
+use crate::{auth::Authenticator, clock::Clock, fleet::control::Fleet, sessions::Sessions, store::Store};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -44,21 +38,14 @@ pub const API_PREFIX: &str = "/api/v1";
 /// Everything a handler needs; cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
+    /// Reads (lists, details). Every write that Janus must follow goes through `sessions`.
     pub store: Arc<dyn Store>,
-    pub fleet: Arc<dyn RoomHosting>,
+    /// The sessions layer: bookings, rooms, invitations, joins.
+    pub sessions: Arc<Sessions>,
     /// The hosts for the operators' endpoints: power states, overrides, dry-run plans.
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
-    pub settings: Arc<ApiSettings>,
-}
-
-/// API behaviour that comes from configuration.
-#[derive(Debug, Clone, Default)]
-pub struct ApiSettings {
-    pub policy: BookingPolicy,
-    /// How long a join token outlives the session's end.
-    pub join_token_grace: Duration,
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -75,8 +62,9 @@ impl FromRef<AppState> for Arc<Authenticator> {
     ),
     modifiers(&BearerAuth),
     tags(
-        (name = "rooms", description = "Janus VideoRoom rooms with a password"),
-        (name = "bookings", description = "A room for a time window"),
+        (name = "rooms", description = "What is booked: seats, name, metadata"),
+        (name = "bookings", description = "A room for a time window: a private session for its owner and one guest"),
+        (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
     )
@@ -104,6 +92,7 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(health::router())
             .merge(rooms::router())
             .merge(bookings::router())
+            .merge(invitations::router())
             .merge(hosts::router()),
     )
 }
@@ -141,11 +130,26 @@ async fn method_not_allowed() -> Response {
     error::problem(StatusCode::METHOD_NOT_ALLOWED, "method not allowed on this route", None)
 }
 
-/// One JSON log line per request: method, path (no query: it may carry user data), status, time.
+/// Where invitation codes appear in paths: `/api/v1/invitations/<code>[/...]`.
+const INVITATIONS_PATH: &str = "/api/v1/invitations/";
+
+/// The path as logs show it: an invitation code is a bearer capability, so it is replaced.
+fn loggable_path(path: &str) -> String {
+    match path.strip_prefix(INVITATIONS_PATH) {
+        Some(rest) => {
+            let tail = rest.find('/').map_or("", |i| &rest[i..]);
+            format!("{INVITATIONS_PATH}{{code}}{tail}")
+        }
+        None => path.to_owned(),
+    }
+}
+
+/// One JSON log line per request: method, path (no query: it may carry user data; no invitation
+/// code), status, time.
 async fn access_log(req: Request, next: Next) -> Response {
     let start = Instant::now();
     let method = req.method().clone();
-    let path = req.uri().path().to_owned();
+    let path = loggable_path(req.uri().path());
     let invocation =
         req.headers().get("x-azure-functions-invocationid").and_then(|v| v.to_str().ok()).map(str::to_owned);
     let res = next.run(req).await.into_response();
@@ -157,4 +161,16 @@ async fn access_log(req: Request, next: Next) -> Response {
         tracing::info!(%method, %path, status, micros, invocation, "request");
     }
     res
+}
+
+#[cfg(test)]
+mod tests {
+    use super::loggable_path;
+
+    #[test]
+    fn invitation_codes_never_reach_the_access_log() {
+        assert_eq!(loggable_path("/api/v1/invitations/abc123"), "/api/v1/invitations/{code}");
+        assert_eq!(loggable_path("/api/v1/invitations/abc123/join"), "/api/v1/invitations/{code}/join");
+        assert_eq!(loggable_path("/api/v1/bookings/42/invitation"), "/api/v1/bookings/42/invitation");
+    }
 }

@@ -1,7 +1,10 @@
-//! Rooms: Janus VideoRoom rooms with a password (specification 5.3, 5.4, 5.6, 5.7).
+//! Rooms: what is booked, with its seats, name and metadata (specification 5.3, 5.4, 5.6, 5.7).
 //!
-//! A room change that Janus must see (create, password reset, delete) is applied to Janus in the
-//! same request; when Janus fails, the store is put back as it was and the answer is 502/503.
+//! Janus holds no room for a store room: each booking's session gets its own Janus room when
+//! its join window opens (see [`crate::sessions`]). So creating and deleting a room are store
+//! writes; a reset rotates the credentials of the room's sessions; participants come from the
+//! sessions whose window is open. Handlers parse, authorize, call the sessions layer and map
+//! errors.
 
 use axum::{
     Json,
@@ -21,9 +24,9 @@ use super::{
 };
 use crate::{
     auth::{AdminCaller, Caller},
-    domain::{self, MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PARTICIPANTS, Room, RoomId, TimeSlot, parse_instant},
+    domain::{MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PARTICIPANTS, Room, RoomId, TimeSlot, parse_instant},
     fleet::Participant,
-    store::{Created, IdempotencyClaim, RoomFilter, StoreError},
+    store::{IdempotencyClaim, RoomFilter, StoreError},
 };
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
@@ -75,7 +78,8 @@ pub struct RoomDetail {
 pub struct RoomCreated {
     #[serde(flatten)]
     pub room: RoomView,
-    /// The join password (the Janus `pin`).
+    /// The room's password, kept for the specification's clients. It opens no session: every
+    /// booking's session has its own pin (the booking's `password`).
     pub password: String,
 }
 
@@ -209,16 +213,13 @@ fn participants_in_range(n: i64) -> Result<u8, ApiError> {
     })
 }
 
-/// Create a room, in the store and in Janus (specification 5.3.2).
-///
-/// Honours `Idempotency-Key`. When Janus fails the stored room is removed again and the answer
-/// is 503 (the key is released with it, so a retry with the same key can succeed).
+/// Create a room (specification 5.3.2). Janus gets a room only when a booking's session opens,
+/// so this never waits for Janus. Honours `Idempotency-Key`.
 #[utoipa::path(post, path = "/rooms", tag = "rooms", request_body = RoomCreate,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses((status = 201, body = RoomCreated), (status = 400), (status = 401), (status = 413),
-        (status = 422, description = "Idempotency-Key reused with another body"),
-        (status = 502), (status = 503)))]
+        (status = 415), (status = 422, description = "Idempotency-Key reused with another body"), (status = 503)))]
 async fn create_room(
     State(s): State<AppState>,
     caller: Caller,
@@ -249,32 +250,9 @@ async fn create_room(
         now,
     });
 
-    // Random 53-bit ids practically never collide; retry the rare clash with a fresh id.
-    let mut attempt = 0;
-    let created = loop {
-        let room = Room::generate(name.clone(), max_participants, metadata.clone(), now);
-        match s.store.insert_room(&room, claim.as_ref()).await {
-            Err(StoreError::AlreadyExists) if attempt < 5 => attempt += 1,
-            other => break other?,
-        }
-    };
-    let room = match created {
-        Created::Replayed(room) => room,
-        Created::New(room) => {
-            if let Err(e) = s.fleet.materialize(&room).await {
-                tracing::warn!(room_id = %room.id, error = %e, "Janus did not create the room; removing it from the store");
-                if let Err(undo) = s.store.delete_room(room.id, now).await {
-                    tracing::error!(room_id = %room.id, error = %undo, "could not remove the room after Janus failed");
-                }
-                return Err(ApiError::Unavailable {
-                    detail: "could not create the room in the WebRTC service (Janus); try again later".into(),
-                    retry_after: Some(5),
-                });
-            }
-            tracing::info!(room_id = %room.id, user = %caller.user, "room created");
-            room
-        }
-    };
+    let template = Room::generate(name, max_participants, metadata, now);
+    let room = s.sessions.create_room(&template, claim.as_ref()).await?.into_inner();
+    tracing::info!(room_id = %room.id, user = %caller.user, "room created");
     Ok((StatusCode::CREATED, Json(RoomCreated { room: RoomView::from(&room), password: room.password.clone() })))
 }
 
@@ -311,109 +289,53 @@ async fn get_room(
     Ok(Json(RoomDetail { room: RoomView::from(&room), has_future_booking: !future.is_empty() }))
 }
 
-/// Delete a room, in Janus first, then in the store (specification 5.3.4). Admin only.
+/// Delete a room without future bookings (specification 5.3.4). Admin only. Sessions of its
+/// past bookings still inside their grace are closed.
 #[utoipa::path(delete, path = "/rooms/{room_id}", tag = "rooms",
     params(("room_id" = u64, Path)), security(("bearer" = [])),
-    responses((status = 204), (status = 401), (status = 403), (status = 404),
-        (status = 409, description = "The room has future bookings"), (status = 502), (status = 503)))]
+    responses((status = 204), (status = 400), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "The room has future bookings"), (status = 503)))]
 async fn delete_room(
     State(s): State<AppState>,
     AdminCaller(caller): AdminCaller,
     ApiPath(id): ApiPath<RoomId>,
 ) -> Result<StatusCode, ApiError> {
-    let now = s.clock.now();
-    let room = s.store.get_room(id).await.map_err(room_not_found(id))?;
-    if !s.store.room_bookings(id, now).await.map_err(room_not_found(id))?.is_empty() {
-        return Err(future_bookings(id));
-    }
-    s.fleet.destroy(&room).await?;
-    match s.store.delete_room(id, now).await {
-        Ok(()) | Err(StoreError::NotFound) => {}
-        Err(e) => {
-            // A booking arrived between the check and the delete: the room stays, so put it back in Janus.
-            if let Err(redo) = s.fleet.materialize(&room).await {
-                tracing::error!(room_id = %id, error = %redo, "room kept in the store but not restored in Janus");
-            }
-            return Err(match e {
-                StoreError::Conflict(_) => future_bookings(id),
-                other => other.into(),
-            });
-        }
-    }
+    s.sessions.delete_room(id).await?;
     tracing::info!(room_id = %id, admin = %caller.user, "room deleted");
     Ok(StatusCode::NO_CONTENT)
 }
 
-fn future_bookings(id: RoomId) -> ApiError {
-    ApiError::Conflict(format!("room {id} has future bookings; cancel them before deleting it"))
-}
-
-/// Give a room a new password, in the store and in Janus (specification 5.6). Admin only.
-/// 409 while a session is in progress unless `force=true`.
+/// Reset a room (specification 5.6). Admin only: a new room password, and new credentials
+/// (pin, Janus room, tokens) for every booking of the room that has not ended, so nothing handed
+/// out before still opens one of its sessions. People in a session in progress are removed and
+/// join again with fresh credentials. 409 while a session is in progress unless `force=true`.
 #[utoipa::path(post, path = "/rooms/{room_id}/password/reset", tag = "rooms",
     params(("room_id" = u64, Path), ForceQuery), security(("bearer" = [])),
-    responses((status = 200, body = PasswordReset), (status = 401), (status = 403), (status = 404),
-        (status = 409, description = "A session is in progress"), (status = 502), (status = 503)))]
+    responses((status = 200, body = PasswordReset), (status = 400), (status = 401), (status = 403), (status = 404),
+        (status = 409, description = "A session is in progress"), (status = 503)))]
 async fn reset_password(
     State(s): State<AppState>,
     AdminCaller(caller): AdminCaller,
     ApiPath(id): ApiPath<RoomId>,
     ApiQuery(q): ApiQuery<ForceQuery>,
 ) -> Result<Json<PasswordReset>, ApiError> {
-    let now = s.clock.now();
-    let room = s.store.get_room(id).await.map_err(room_not_found(id))?;
-    if !q.force.unwrap_or(false) {
-        let bookings = s.store.room_bookings(id, now).await.map_err(room_not_found(id))?;
-        if bookings.iter().any(|b| b.slot.contains(now)) {
-            return Err(ApiError::Conflict(format!(
-                "room {id} has a session in progress; use ?force=true to reset anyway"
-            )));
-        }
-    }
-    let new_password = domain::new_password();
-    let updated =
-        s.store.set_room_password(id, &room.password, &new_password, now).await.map_err(room_not_found(id))?;
-    if let Err(e) = s.fleet.materialize(&updated).await {
-        // Janus kept the old pin: keep it in the store too.
-        if let Err(undo) = s.store.set_room_password(id, &new_password, &room.password, now).await {
-            tracing::error!(room_id = %id, error = %undo, "could not restore the old password after Janus failed");
-        }
-        return Err(match ApiError::from(e) {
-            ApiError::BadGateway(_) | ApiError::Unavailable { .. } => ApiError::Unavailable {
-                detail: "could not change the password in the WebRTC service (Janus); the old password stays".into(),
-                retry_after: Some(5),
-            },
-            other => other,
-        });
-    }
-    tracing::info!(room_id = %id, admin = %caller.user, "room password reset");
-    Ok(Json(PasswordReset { room_id: id.get(), new_password }))
+    let room = s.sessions.reset_room(id, q.force.unwrap_or(false)).await?;
+    tracing::info!(room_id = %id, admin = %caller.user, "room reset");
+    Ok(Json(PasswordReset { room_id: id.get(), new_password: room.password }))
 }
 
-/// Live participants, from Janus (specification 5.7). Admins, or the owner of a booking of the
-/// room that is active now. Cached for 5 s per room.
+/// Live participants, from Janus (specification 5.7), of the room's sessions whose join window
+/// is open: admins see every one, a booking's owner their own (from the window's opening to the
+/// end). Cached for 5 s per session. A session whose host is off has none.
 #[utoipa::path(get, path = "/rooms/{room_id}/participants", tag = "rooms",
     params(("room_id" = u64, Path)), security(("bearer" = [])),
-    responses((status = 200, body = Participants), (status = 401), (status = 403), (status = 404),
-        (status = 502, description = "Janus unreachable")))]
+    responses((status = 200, body = Participants), (status = 400), (status = 401), (status = 403), (status = 404),
+        (status = 502, description = "Janus refused"), (status = 503, description = "Janus unreachable")))]
 async fn participants(
     State(s): State<AppState>,
     caller: Caller,
     ApiPath(id): ApiPath<RoomId>,
 ) -> Result<Json<Participants>, ApiError> {
-    let now = s.clock.now();
-    let room = s.store.get_room(id).await.map_err(room_not_found(id))?;
-    if !caller.admin {
-        let bookings = s.store.room_bookings(id, now).await.map_err(room_not_found(id))?;
-        if !bookings.iter().any(|b| b.owner == caller.user && b.slot.contains(now)) {
-            return Err(ApiError::Forbidden(
-                "only an admin or the owner of the room's session in progress may list its participants".into(),
-            ));
-        }
-    }
-    let participants = s.fleet.participants(&room).await.map_err(|e| {
-        tracing::warn!(room_id = %id, error = %e, "could not list participants");
-        ApiError::BadGateway("could not reach the WebRTC service (Janus) to list participants".into())
-    })?;
+    let participants = s.sessions.room_participants(id, &caller.user, caller.admin).await?;
     Ok(Json(Participants { room_id: id.get(), participant_count: participants.len(), participants }))
 }

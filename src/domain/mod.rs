@@ -212,11 +212,6 @@ pub fn new_password() -> String {
     random_string(12)
 }
 
-/// A Janus room admin secret (`secret`): 32 characters, server-side only.
-pub fn new_admin_secret() -> String {
-    random_string(32)
-}
-
 fn random_string(len: usize) -> String {
     let mut rng = rand::thread_rng();
     (0..len).map(|_| PASSWORD_ALPHABET[rng.gen_range(0..PASSWORD_ALPHABET.len())] as char).collect()
@@ -234,10 +229,9 @@ pub const MAX_PARTICIPANTS: std::ops::RangeInclusive<u8> = 1..=16;
 pub struct Room {
     pub id: RoomId,
     pub name: Option<String>,
-    /// The join password, the Janus `pin`.
+    /// The room's password (specification 5.3.2). It opens no session: each booking's session
+    /// has its own pin, derived per booking (see [`crate::sessions::credentials`]).
     pub password: String,
-    /// The Janus room `secret` for edit and destroy; never leaves the server.
-    pub admin_secret: String,
     pub max_participants: u8,
     pub metadata: serde_json::Map<String, serde_json::Value>,
     pub created_at: DateTime<Utc>,
@@ -245,7 +239,7 @@ pub struct Room {
 }
 
 impl Room {
-    /// A new room with a random id, password and admin secret.
+    /// A new room with a random id and password.
     pub fn generate(
         name: Option<String>,
         max_participants: u8,
@@ -256,7 +250,6 @@ impl Room {
             id: RoomId::random(),
             name,
             password: new_password(),
-            admin_secret: new_admin_secret(),
             max_participants,
             metadata,
             created_at: now,
@@ -275,6 +268,41 @@ pub struct Booking {
     pub slot: TimeSlot,
     pub created_at: DateTime<Utc>,
     pub cancelled_at: Option<DateTime<Utc>>,
+    /// Who besides the owner may join the session, and which generation of credentials is current.
+    #[serde(default)]
+    pub access: Access,
+}
+
+/// Who may join a booking's session besides its owner, and which credentials are current.
+///
+/// A booking's session credentials (its Janus room id, pin and room secret) are derived from the
+/// booking id and [`Access::generation`] with a server-side key, so none of them is stored.
+/// Changing the generation rotates all of them at once.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Access {
+    /// Bumped whenever the session's credentials must change, e.g. a guest who joined lost the
+    /// invitation. Starts at 0.
+    pub generation: u32,
+    /// The live guest invitation, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invitation: Option<Invitation>,
+}
+
+/// A guest invitation to a booking's session: a bearer code, stored only as its hash.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Invitation {
+    /// Lowercase hex SHA-256 of the code. The code itself is never stored.
+    pub code_hash: String,
+    /// The only user who may use it, when the owner named one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guest: Option<String>,
+    /// The owner's name as the guest's landing page shows it.
+    pub host_display: String,
+    pub created_at: DateTime<Utc>,
+    /// When a guest first received join credentials with it: from then on, revoking it must
+    /// rotate the session's credentials.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub joined_at: Option<DateTime<Utc>>,
 }
 
 impl Booking {

@@ -8,6 +8,10 @@
 //!   until `Succeeded`/`Failed`/`Canceled` or the overall deadline.
 //!   The polling URL must have the same origin as the ARM endpoint: the bearer token is never
 //!   sent anywhere else.
+//! - A poll answered 401/403 does not mean the operation failed: reading its status needs
+//!   `Microsoft.Compute/locations/operations/read` at resource-group scope, which the VM-scoped
+//!   role lacks. The outcome is then unknown, and [`AzurePower`] confirms it with the VM's
+//!   instance view (until the VM reaches the target state or the deadline passes).
 //! - Retries: 409 (the VM is changing state), 429 and 5xx, and network errors are retried with
 //!   bounded exponential backoff ([`AzureOptions`]). The crate hides the headers of failed
 //!   responses, so a 429 on the three ARM calls is retried on the backoff schedule rather than its
@@ -16,11 +20,12 @@
 //!   [`LegacyCredential`] adapts an `azure_identity` 1.x credential to it. In Azure use
 //!   [`managed_identity`]; tests inject a fake credential.
 //!
-//! Least privilege: the function app's managed identity needs only a custom role on the Janus
-//! VMs' resource group with `Microsoft.Compute/virtualMachines/read`,
+//! Least privilege: the function app's managed identity needs only a custom role on each Janus VM
+//! with `Microsoft.Compute/virtualMachines/read`,
 //! `Microsoft.Compute/virtualMachines/instanceView/read`, `Microsoft.Compute/virtualMachines/start/action`
-//! and `Microsoft.Compute/virtualMachines/deallocate/action` (the async-operation status is
-//! readable by the caller of the operation). Not Contributor.
+//! and `Microsoft.Compute/virtualMachines/deallocate/action`, plus
+//! `Microsoft.Compute/locations/operations/read` at resource-group scope to follow the
+//! operations (infra/main.bicep). Not Contributor.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -158,6 +163,14 @@ impl Op {
         match self {
             Op::Start => "start",
             Op::Deallocate => "deallocate",
+        }
+    }
+
+    /// The power state the operation ends in.
+    fn target(&self) -> PowerState {
+        match self {
+            Op::Start => PowerState::Running,
+            Op::Deallocate => PowerState::Deallocated,
         }
     }
 }
@@ -363,23 +376,52 @@ impl AzurePower {
                 return Err(transient(host, TransientCause::StillInProgress, self.options.poll_interval));
             }
             tokio::time::sleep(delay).await;
-            match self.with_retries(host, "poll", deadline, || self.poll_once(host, &url)).await? {
-                Poll::Done => {
+            match self.with_retries(host, "poll", deadline, || self.poll_once(host, &url)).await {
+                Ok(Poll::Done) => {
                     tracing::info!(host, "operation succeeded");
                     return Ok(PowerOutcome::Done);
                 }
-                Poll::InProgress(next) => wait = next,
+                Ok(Poll::InProgress(next)) => wait = next,
+                Err(PowerError::Permanent { cause: PermanentCause::Denied { status }, .. }) => {
+                    // ARM accepted the operation; only its status is out of reach.
+                    tracing::warn!(
+                        host,
+                        status,
+                        "cannot read the operation's status (needs Microsoft.Compute/locations/operations/read \
+                         at resource-group scope); confirming with the instance view"
+                    );
+                    return self.confirm_with_instance_view(host, vm, &op, deadline).await;
+                }
+                Err(e) => return Err(e),
             }
         }
     }
-}
 
-#[async_trait]
-impl PowerControl for AzurePower {
-    /// The `PowerState/...` status of the VM's instance view; retried like the operations.
-    async fn power_state(&self, host: &str) -> Result<PowerState, PowerError> {
-        let vm = self.vm(host)?;
-        let deadline = Instant::now() + self.options.deadline;
+    /// Waits until the instance view shows the operation's target state: `Done` then, or
+    /// [`TransientCause::StillInProgress`] at the deadline (the next reconcile looks again).
+    async fn confirm_with_instance_view(
+        &self,
+        host: &str,
+        vm: &AzureVm,
+        op: &Op,
+        deadline: Instant,
+    ) -> Result<PowerOutcome, PowerError> {
+        loop {
+            let state = self.instance_state(host, vm, deadline).await?;
+            if state == op.target() {
+                tracing::info!(host, ?state, "operation confirmed by the instance view");
+                return Ok(PowerOutcome::Done);
+            }
+            if Instant::now() + self.options.poll_interval > deadline {
+                tracing::warn!(host, ?state, "instance view not in the target state at the deadline");
+                return Err(transient(host, TransientCause::StillInProgress, self.options.poll_interval));
+            }
+            tokio::time::sleep(self.options.poll_interval).await;
+        }
+    }
+
+    /// The `PowerState/...` status of the VM's instance view, retried like the operations.
+    async fn instance_state(&self, host: &str, vm: &AzureVm, deadline: Instant) -> Result<PowerState, PowerError> {
         let view = self
             .with_retries(host, "instance view", deadline, || async {
                 self.vms_client()
@@ -388,14 +430,22 @@ impl PowerControl for AzurePower {
                     .map_err(|e| classify_legacy(host, &e))
             })
             .await?;
-        let state = view
+        Ok(view
             .statuses
             .iter()
             .filter_map(|s| s.code.as_deref()?.strip_prefix("PowerState/"))
             .map(parse_power_state)
             .next()
-            .unwrap_or(PowerState::Unknown);
-        Ok(state)
+            .unwrap_or(PowerState::Unknown))
+    }
+}
+
+#[async_trait]
+impl PowerControl for AzurePower {
+    /// The `PowerState/...` status of the VM's instance view; retried like the operations.
+    async fn power_state(&self, host: &str) -> Result<PowerState, PowerError> {
+        let vm = self.vm(host)?;
+        self.instance_state(host, vm, Instant::now() + self.options.deadline).await
     }
 
     async fn start(&self, host: &str) -> Result<PowerOutcome, PowerError> {

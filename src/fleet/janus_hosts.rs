@@ -1,30 +1,26 @@
-//! [`JanusHosts`]: Janus hosts by URL, and the [`RoomHosting`] implementation for always-on
-//! hosts (`FLEET=static`). It never owns a host: local Janus processes belong to
-//! [`super::local::LocalPower`], VMs to their power backend. The per-host operations
-//! ([`JanusHosts::materialize_on`], [`JanusHosts::destroy_on`], [`JanusHosts::participants_on`],
-//! [`JanusHosts::grant`], [`JanusHosts::answers`]) are what [`super::hosting::PlannedHosting`]
-//! and the reconciler use for hosts that are switched on and off.
+//! [`JanusHosts`]: Janus hosts by URL and the Janus operations the service performs on one host.
+//! It never owns a host: local Janus processes belong to [`super::local::LocalPower`], VMs to
+//! their power backend, and which host serves a booking is [`super::hosting::PlannedHosting`]'s.
 //!
-//! - Which host serves a room is `room_id % hosts.len()`: every API instance agrees without
-//!   shared state (a change of the host list moves rooms; `materialize` puts them back).
-//! - `materialize` is idempotent: `exists`, then `create` (a 427 race counts as exists) or
-//!   `edit` (pin, description, publishers) with the room's admin secret.
-//! - `participants` answers from a per-process cache for [`PARTICIPANTS_TTL`] (5 s) per room:
-//!   a read may lag Janus by that much; `materialize` and `destroy` clear the room's entry.
-//! - `join` signs a Janus token for the VideoRoom plugin, expiring at the caller's `expires_at`.
+//! - [`JanusHosts::ensure_room`] creates a session room (idempotent: a room that exists counts);
+//!   [`JanusHosts::destroy_room`] destroys one (a room Janus does not know counts as destroyed);
+//!   [`JanusHosts::rooms_on`] lists every room on a host with the VideoRoom `admin_key`.
+//! - [`JanusHosts::participants_on`] answers from a per-process cache for [`PARTICIPANTS_TTL`]
+//!   (5 s) per room: a read may lag Janus by that much; `ensure_room` and `destroy_room` clear
+//!   the room's entry.
+//! - [`JanusHosts::grant`] signs the two client tokens of one session room.
 
 use std::{collections::HashMap, sync::Mutex, time::Duration};
 
-use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use tokio::time::Instant;
 
 use super::local::{HostSecrets, LocalHostError, LocalJanusHost};
-use super::{FleetError, HostHealth, JoinGrant, Participant, RoomHosting};
+use super::{FleetError, HostHealth, JoinGrant, Participant};
 use crate::config::{Config, HostConfig, Secret};
-use crate::domain::{Booking, Room, RoomId};
+use crate::domain::RoomId;
 use crate::janus::token::{self, TokenAlgorithm};
-use crate::janus::{CreateRoom, EditRoom, JanusClient, JanusClientConfig, JanusError, VIDEOROOM, videoroom_codes};
+use crate::janus::{CreateRoom, JanusClient, JanusClientConfig, JanusError, ListedRoom, VIDEOROOM, videoroom_codes};
 
 /// How long a `participants` answer is reused for the same room in this process.
 pub const PARTICIPANTS_TTL: Duration = Duration::from_secs(5);
@@ -84,7 +80,7 @@ pub struct JanusHosts {
     token_secret: Secret,
     token_algorithm: TokenAlgorithm,
     /// Per-process read cache; never a source of truth (see the module docs).
-    participants_cache: Mutex<HashMap<RoomId, (Instant, Vec<Participant>)>>,
+    participants_cache: Mutex<HashMap<u64, (Instant, Vec<Participant>)>>,
 }
 
 impl std::fmt::Debug for JanusHosts {
@@ -114,14 +110,15 @@ impl JanusHosts {
         })
     }
 
-    /// `FLEET=static`: the hosts of `JANUS_HOSTS` with `JANUS_API_SECRET`, `JANUS_ADMIN_KEY`
-    /// (optional), `JANUS_TOKEN_SECRET` (required: join grants need it), `JANUS_TOKEN_ALGORITHM`
-    /// and the Janus timeouts.
+    /// `FLEET=static` and `FLEET=azure`: the hosts of `JANUS_HOSTS` with `JANUS_API_SECRET`,
+    /// `JANUS_ADMIN_KEY` (required: only with it can a token holder not create rooms, and only
+    /// with it does `list` show the private session rooms), `JANUS_TOKEN_SECRET` (required: join
+    /// grants need it), `JANUS_TOKEN_ALGORITHM` and the Janus timeouts.
     pub fn from_config(config: &Config) -> Result<Self, FleetSetupError> {
-        let missing = |k: &str| FleetSetupError::Config(format!("{k} is required for static Janus hosts"));
+        let missing = |k: &str| FleetSetupError::Config(format!("{k} is required for Janus hosts that are not local"));
         let settings = JanusHostsSettings {
             api_secret: config.janus_api_secret.clone().ok_or_else(|| missing("JANUS_API_SECRET"))?,
-            admin_key: config.janus_admin_key.clone(),
+            admin_key: Some(config.janus_admin_key.clone().ok_or_else(|| missing("JANUS_ADMIN_KEY"))?),
             token_secret: config.janus_token_secret.clone().ok_or_else(|| missing("JANUS_TOKEN_SECRET"))?,
             token_algorithm: algorithm(config)?,
             connect_timeout: config.janus_connect_timeout,
@@ -175,7 +172,7 @@ impl JanusHosts {
         &self.client
     }
 
-    fn forget_participants(&self, room: RoomId) {
+    fn forget_participants(&self, room: u64) {
         self.participants_cache.lock().expect("cache lock").remove(&room);
     }
 }
@@ -194,98 +191,72 @@ impl From<JanusError> for FleetError {
     }
 }
 
-fn description(room: &Room) -> String {
-    room.name.clone().unwrap_or_else(|| format!("room {}", room.id))
-}
-
 impl JanusHosts {
-    /// Makes `room` exist on `host` with the stored pin, description and publishers. Idempotent:
-    /// creates the room when missing, otherwise edits it (Janus cannot show the current pin, so
-    /// it always edits). `Unavailable` when the host does not answer, `Janus` when the room exists
-    /// with another admin secret (433).
-    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id, host = %host.name))]
-    pub async fn materialize_on(&self, host: &JanusHost, room: &Room) -> Result<(), FleetError> {
-        let base = host.backend_url.as_str();
-        let id = room.id.get();
-        let description = description(room);
-        self.forget_participants(room.id);
-        let edit = EditRoom {
-            room: id,
-            secret: &room.admin_secret,
-            new_pin: Some(&room.password),
-            new_description: Some(&description),
-            new_publishers: Some(room.max_participants.into()),
-        };
-        if self.client.room_exists(base, id).await? {
-            self.client.edit_room(base, &edit).await?;
-            tracing::info!("room edited on Janus");
-            return Ok(());
-        }
-        let create = CreateRoom {
-            room: id,
-            description: &description,
-            secret: &room.admin_secret,
-            pin: &room.password,
-            publishers: room.max_participants.into(),
-        };
-        match self.client.create_room(base, &create).await {
+    /// Makes the session room `room` exist on `host`. Idempotent: creating a room that exists
+    /// (427, another instance or an earlier call made it) counts as done. `Unavailable` when the
+    /// host does not answer, `Janus` when it refuses.
+    #[tracing::instrument(level = "info", skip_all, fields(room = room.room, host = %host.name))]
+    pub async fn ensure_room(&self, host: &JanusHost, room: &CreateRoom<'_>) -> Result<(), FleetError> {
+        self.forget_participants(room.room);
+        match self.client.create_room(&host.backend_url, room).await {
             Ok(()) => {
-                tracing::info!("room created on Janus");
+                tracing::info!("session room created on Janus");
                 Ok(())
             }
-            // Another instance created it between our exists and create: make it ours.
-            Err(e) if e.videoroom_code() == Some(videoroom_codes::ROOM_EXISTS) => {
-                self.client.edit_room(base, &edit).await?;
-                Ok(())
-            }
+            Err(e) if e.videoroom_code() == Some(videoroom_codes::ROOM_EXISTS) => Ok(()),
             Err(e) => Err(e.into()),
         }
     }
 
-    /// Destroys `room` on `host`; a room Janus does not know (426) counts as destroyed.
-    pub async fn destroy_on(&self, host: &JanusHost, room: &Room) -> Result<(), FleetError> {
-        self.forget_participants(room.id);
-        match self.client.destroy_room(&host.backend_url, room.id.get(), &room.admin_secret).await {
+    /// Destroys room `room` on `host` (everyone in it gets a `destroyed` event and is out); a
+    /// room Janus does not know (426) counts as destroyed.
+    #[tracing::instrument(level = "info", skip_all, fields(room, host = %host.name))]
+    pub async fn destroy_room(&self, host: &JanusHost, room: u64, secret: &str) -> Result<(), FleetError> {
+        self.forget_participants(room);
+        match self.client.destroy_room(&host.backend_url, room, secret).await {
+            Ok(()) => {
+                tracing::info!("room destroyed on Janus");
+                Ok(())
+            }
             Err(e) if e.videoroom_code() == Some(videoroom_codes::NO_SUCH_ROOM) => Ok(()),
-            other => Ok(other?),
+            Err(e) => Err(e.into()),
         }
     }
 
-    /// Participants of `room` on `host`, or from this process's cache when asked within 5 s.
-    /// `Janus` when the room is not on the host (426), `Unavailable` when the host does not answer.
-    pub async fn participants_on(&self, host: &JanusHost, room: &Room) -> Result<Vec<Participant>, FleetError> {
+    /// Every room on `host` (with the VideoRoom `admin_key`, private rooms included).
+    pub async fn rooms_on(&self, host: &JanusHost) -> Result<Vec<ListedRoom>, FleetError> {
+        Ok(self.client.list_rooms(&host.backend_url).await?)
+    }
+
+    /// Participants of room `room` on `host`, or from this process's cache when asked within
+    /// 5 s. A room Janus does not know (426: not opened yet, or closed) has none;
+    /// `Unavailable` when the host does not answer.
+    pub async fn participants_on(&self, host: &JanusHost, room: u64) -> Result<Vec<Participant>, FleetError> {
         let now = Instant::now();
-        if let Some((at, list)) = self.participants_cache.lock().expect("cache lock").get(&room.id) {
+        if let Some((at, list)) = self.participants_cache.lock().expect("cache lock").get(&room) {
             if now.duration_since(*at) < PARTICIPANTS_TTL {
                 return Ok(list.clone());
             }
         }
-        let list: Vec<Participant> = self
-            .client
-            .list_participants(&host.backend_url, room.id.get())
-            .await?
-            .into_iter()
-            .map(|p| Participant { id: p.id, display: p.display, publisher: p.publisher })
-            .collect();
+        let list = self.participants_fresh(host, room).await?;
         let mut cache = self.participants_cache.lock().expect("cache lock");
         if cache.len() >= 4096 {
             cache.retain(|_, (at, _)| now.duration_since(*at) < PARTICIPANTS_TTL);
         }
-        cache.insert(room.id, (now, list.clone()));
+        cache.insert(room, (now, list.clone()));
         Ok(list)
     }
 
-    /// Participants of `room` on `host` straight from Janus (no cache): what the reconciler asks
-    /// before deallocating. A room Janus does not know (426) has none; other errors as Janus
-    /// gave them (see [`JanusError::is_unavailable`]).
-    pub async fn participants_fresh(&self, host: &JanusHost, room: &Room) -> Result<Vec<Participant>, JanusError> {
-        match self.client.list_participants(&host.backend_url, room.id.get()).await {
+    /// Participants of room `room` on `host` straight from Janus (no cache). A room Janus does
+    /// not know (426) has none.
+    pub async fn participants_fresh(&self, host: &JanusHost, room: u64) -> Result<Vec<Participant>, FleetError> {
+        match self.client.list_participants(&host.backend_url, room).await {
             Ok(list) => Ok(list
                 .into_iter()
                 .map(|p| Participant { id: p.id, display: p.display, publisher: p.publisher })
                 .collect()),
             Err(e) if e.videoroom_code() == Some(videoroom_codes::NO_SUCH_ROOM) => Ok(vec![]),
-            Err(e) => Err(e),
+            Err(e) => Err(e.into()),
         }
     }
 
@@ -294,67 +265,26 @@ impl JanusHosts {
         self.participants_cache.lock().expect("cache lock").clear();
     }
 
-    /// `host`'s public URLs and a VideoRoom token valid until `expires_at` (truncated to whole
-    /// seconds). No I/O.
-    pub fn grant(&self, host: &JanusHost, expires_at: DateTime<Utc>) -> JoinGrant {
+    /// `host`'s public URLs and the two tokens of room `room`, valid until `expires_at`
+    /// (truncated to whole seconds): the core token for the VideoRoom plugin and the room token
+    /// for `room` only. No I/O.
+    pub fn grant(&self, host: &JanusHost, room: RoomId, expires_at: DateTime<Utc>) -> JoinGrant {
         let expires_at = DateTime::from_timestamp(expires_at.timestamp(), 0).unwrap_or(expires_at);
+        let secret = self.token_secret.expose();
         JoinGrant {
             http_url: host.public_http_url.clone(),
             ws_url: host.public_ws_url.clone(),
-            token: token::sign(self.token_secret.expose(), self.token_algorithm, expires_at, &[VIDEOROOM]),
+            token: token::sign(secret, self.token_algorithm, expires_at, &[VIDEOROOM]),
+            room_token: token::sign_room(secret, self.token_algorithm, expires_at, room.get()),
             token_expires_at: expires_at,
         }
     }
 
-    /// True when Janus on `host` answers `GET /janus/info`.
-    pub async fn answers(&self, host: &JanusHost) -> Result<(), FleetError> {
-        self.client.info(&host.backend_url).await.map(|_| ()).map_err(Into::into)
-    }
-}
-
-#[async_trait]
-impl RoomHosting for JanusHosts {
-    /// [`JanusHosts::materialize_on`] the room's host (`room_id % hosts.len()`).
-    async fn materialize(&self, room: &Room) -> Result<(), FleetError> {
-        self.materialize_on(self.host_for(room.id), room).await
-    }
-
-    /// Destroys the room on its host (must succeed; 426 counts as destroyed) and, best effort,
-    /// on the other hosts, where an older host list may have put it.
-    #[tracing::instrument(level = "info", skip_all, fields(room = %room.id))]
-    async fn destroy(&self, room: &Room) -> Result<(), FleetError> {
-        let serving = self.host_for(room.id);
-        self.destroy_on(serving, room).await?;
-        let others = self
-            .hosts
-            .iter()
-            .filter(|h| h.name != serving.name)
-            .map(|h| async move { (h, self.destroy_on(h, room).await) });
-        for (h, r) in futures::future::join_all(others).await {
-            if let Err(e) = r {
-                tracing::warn!(host = %h.name, error = %e, "could not check a non-serving host for the room");
-            }
-        }
-        Ok(())
-    }
-
-    /// Participants from Janus, or from this process's cache when asked within 5 s.
-    /// `Janus` when the room is not on its host (426).
-    async fn participants(&self, room: &Room) -> Result<Vec<Participant>, FleetError> {
-        self.participants_on(self.host_for(room.id), room).await
-    }
-
-    /// The serving host's public URLs and a VideoRoom token valid until `expires_at`
-    /// (truncated to whole seconds). Never `NotReady`: these hosts are always on.
-    async fn join(&self, room: &Room, _booking: &Booking, expires_at: DateTime<Utc>) -> Result<JoinGrant, FleetError> {
-        Ok(self.grant(self.host_for(room.id), expires_at))
-    }
-
-    /// `GET /janus/info` on every host at once: `ok` or `unavailable`.
-    async fn health(&self) -> Vec<HostHealth> {
+    /// `GET /janus/info` on every host at once: `ok` or `unavailable`. Never fails.
+    pub async fn health(&self) -> Vec<HostHealth> {
         let checks = self.hosts.iter().map(|h| async move {
-            let janus = match self.client.info(&h.backend_url).await {
-                Ok(_) => "ok",
+            let janus = match self.answers(h).await {
+                Ok(()) => "ok",
                 Err(e) => {
                     tracing::warn!(host = %h.name, error = %e, "Janus host health check failed");
                     "unavailable"
@@ -363,5 +293,10 @@ impl RoomHosting for JanusHosts {
             HostHealth { name: h.name.clone(), janus }
         });
         futures::future::join_all(checks).await
+    }
+
+    /// True when Janus on `host` answers `GET /janus/info`.
+    pub async fn answers(&self, host: &JanusHost) -> Result<(), FleetError> {
+        self.client.info(&host.backend_url).await.map(|_| ()).map_err(Into::into)
     }
 }

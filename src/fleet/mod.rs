@@ -1,10 +1,12 @@
-//! Janus hosts: which host serves a room, making rooms exist there (materialization),
-//! live participants, join grants, and (with the scheduler) switching hosts on and off.
+//! Janus hosts: which host serves a booking's session, the Janus operations on a host, live
+//! participants, join grants, and (with the scheduler) switching hosts on and off.
 //!
-//! The API talks to the fleet only through [`RoomHosting`]: [`janus_hosts::JanusHosts`] for
-//! always-on hosts, [`hosting::PlannedHosting`] for hosts switched on and off. The scheduler
-//! part: [`control::Fleet`] (hosts, power, policy, overrides, plan loading), [`planner`] (pure),
-//! [`reconciler`] (the every-minute timer that acts), [`alerts`] (the operators' webhook).
+//! The sessions layer ([`crate::sessions`]) talks to the fleet through
+//! [`hosting::PlannedHosting`] (which running host serves a booking) and
+//! [`janus_hosts::JanusHosts`] (Janus operations on one host). The scheduler part:
+//! [`control::Fleet`] (hosts, power, policy, overrides, plan loading), [`planner`] (pure),
+//! [`reconciler`] (the every-minute timer that acts; it asks a [`SessionKeeper`] to open and
+//! close the sessions of each running host), [`alerts`] (the operators' webhook).
 //! Power backends ([`power::PowerControl`]): [`local::LocalPower`] (local Janus processes),
 //! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs).
 
@@ -19,11 +21,15 @@ pub mod power;
 pub mod reconciler;
 pub mod usage;
 
+use std::collections::HashMap;
+
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
+use uuid::Uuid;
 
-use crate::domain::{Booking, Room};
+use crate::{domain::Booking, store::Assignment};
+use janus_hosts::JanusHost;
 
 /// Why a fleet operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -34,7 +40,7 @@ pub enum FleetError {
     /// Janus answered with an error we did not expect: the API answers 502.
     #[error("Janus refused the request: {0}")]
     Janus(String),
-    /// The room's host is switched off or still starting: the API answers 503 with `Retry-After`.
+    /// The session's host is switched off or still starting: the API answers 503 with `Retry-After`.
     #[error("Janus host not ready")]
     NotReady { retry_after: std::time::Duration },
 }
@@ -42,20 +48,25 @@ pub enum FleetError {
 /// A participant in a live room, as Janus lists it.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Participant {
+    /// Janus's participant id.
     pub id: u64,
+    /// The name the participant joined with.
     pub display: Option<String>,
+    /// True while the participant sends media.
     pub publisher: bool,
 }
 
-/// What a client needs to join a booked session on its Janus host.
+/// What a client needs to join one session's room on its Janus host.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct JoinGrant {
     /// Janus HTTP API URL for clients (`.../janus`).
     pub http_url: String,
     /// Janus WebSocket URL for clients.
     pub ws_url: String,
-    /// A signed Janus token valid for the VideoRoom plugin.
+    /// The core token: opens a Janus session and attaches the VideoRoom plugin.
     pub token: String,
+    /// The room token: admits a `join` to this session's room only.
+    pub room_token: String,
     pub token_expires_at: DateTime<Utc>,
 }
 
@@ -67,24 +78,36 @@ pub struct HostHealth {
     pub janus: &'static str,
 }
 
-/// What the API needs from the Janus side. Every call is idempotent.
+/// What one [`SessionKeeper::converge`] did on a host.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct KeeperReport {
+    /// Bookings whose session room was created on the host in this run.
+    pub opened: Vec<Uuid>,
+    /// Bookings whose session room was already there and are now marked ready.
+    pub marked_ready: Vec<Uuid>,
+    /// Bookings whose room could not be created, with the error.
+    pub not_ready: Vec<(Uuid, String)>,
+    /// Janus rooms destroyed on the host (session ended, cancelled, rotated, or unknown).
+    pub closed: Vec<u64>,
+    /// What could not be done (the host's room list, a destroy that failed: retried next run).
+    pub errors: Vec<String>,
+}
+
+/// The sessions layer as the reconciler sees it: it makes one RUNNING host hold exactly the
+/// session rooms it should. Implemented by [`crate::sessions::Sessions`]; the reconciler calls
+/// it once per run for each running host whose Janus answers.
 #[async_trait]
-pub trait RoomHosting: Send + Sync + 'static {
-    /// Makes the room exist on the host that serves it, with the room's current password as
-    /// the pin (create, or edit when it exists). When that host is switched off the change
-    /// waits in the store and `Ok` is returned: the scheduler materializes it later.
-    async fn materialize(&self, room: &Room) -> Result<(), FleetError>;
-
-    /// Removes the room from every running host; a room Janus does not know counts as removed.
-    async fn destroy(&self, room: &Room) -> Result<(), FleetError>;
-
-    /// Live participants of the room on its host.
-    async fn participants(&self, room: &Room) -> Result<Vec<Participant>, FleetError>;
-
-    /// A join grant for the booking's session: host URLs and a token valid until `expires_at`.
-    /// `NotReady` when the host serving the booking is not up yet.
-    async fn join(&self, room: &Room, booking: &Booking, expires_at: DateTime<Utc>) -> Result<JoinGrant, FleetError>;
-
-    /// Health of each host, without failing.
-    async fn health(&self) -> Vec<HostHealth>;
+pub trait SessionKeeper: Send + Sync + 'static {
+    /// Opens the sessions of `serving` (the live bookings planned on `host`) whose join window is
+    /// open and not yet closed, and destroys every other room `host` holds. `bookings` are all
+    /// the live bookings the reconciler read (so most rooms need no store read), `assignments`
+    /// where each is served. Idempotent; never fails as a whole (see [`KeeperReport`]).
+    async fn converge(
+        &self,
+        host: &JanusHost,
+        serving: &[&Booking],
+        bookings: &[Booking],
+        assignments: &HashMap<Uuid, Assignment>,
+        now: DateTime<Utc>,
+    ) -> KeeperReport;
 }

@@ -6,20 +6,21 @@
 //! 2. plans ([`super::control::Fleet::plan_with`]) and stores assignments that changed;
 //! 3. acts per host, all hosts CONCURRENTLY and ISOLATED (a failure is that host's only):
 //!    start or deallocate as the plan (or an active override) says. It never deallocates a
-//!    host with a booking inside its window, nor one with live participants in a room of its
-//!    recent bookings (asked of Janus, uncached) until `end + overrun limit` has passed;
-//! 4. makes each running host READY: Janus answers `/info`, the rooms of its bookings whose
-//!    window is open are materialized (the changes that waited while it was off) and those
-//!    assignments get `ready_at`. A host found off loses `ready_at` on its assignments (its
-//!    non-permanent rooms went with Janus);
+//!    host with a booking inside its window, nor one with participants in any of its rooms
+//!    (asked of Janus, uncached) until `end + overrun limit` of its latest recent booking;
+//! 4. makes each running host READY: Janus answers `/info`, then the [`SessionKeeper`] (the
+//!    sessions layer) opens the session rooms of its bookings whose join window is open, marks
+//!    those assignments ready, and destroys every room the host should no longer hold (sessions
+//!    past their end plus grace, cancelled, rotated, or unknown). A host found off loses
+//!    `ready_at` on its assignments (its non-permanent rooms went with Janus);
 //! 5. alerts once per subject: a booking whose host is not ready 10 minutes before it starts,
 //!    start/deallocate failing several runs in a row, capacity short.
 //!
 //! Idempotent: a replay of an occurrence finds the work done (hosts in the planned state,
-//! assignments ready, alerts claimed); each power action is also claimed per host and minute
-//! (`reconcile:{host}:{action}:{minute}`), so two concurrent invocations never both start or
-//! deallocate a host. Every action goes to the operations log with the booking that caused it,
-//! its result and its duration. Time comes from the fleet's [`crate::clock::Clock`].
+//! session rooms open or closed, alerts claimed); each power action is also claimed per host and
+//! minute (`reconcile:{host}:{action}:{minute}`), so two concurrent invocations never both start
+//! or deallocate a host. Every action goes to the operations log with the booking that caused
+//! it, its result and its duration. Time comes from the fleet's [`crate::clock::Clock`].
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -32,6 +33,7 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use super::{
+    FleetError, SessionKeeper,
     alerts::{AlertOutcome, Alerter},
     control::{Fleet, HostOverride, OverrideAction},
     planner::{HostAction, HostPlan, Warning, window},
@@ -39,7 +41,7 @@ use super::{
 };
 use crate::{
     domain::{Booking, RoomId, TimeSlot},
-    store::{Assignment, Operation, StoreError},
+    store::{Assignment, OpAction, Operation, StoreError},
 };
 
 /// The operations log's actor for everything the reconciler does.
@@ -52,22 +54,22 @@ pub enum PowerStep {
     None,
     /// Started (or deallocated) now.
     Done {
-        action: &'static str,
+        action: OpAction,
     },
     /// The backend does not switch this host (always on).
     NotManaged {
-        action: &'static str,
+        action: OpAction,
     },
     /// Another invocation of this occurrence took this action.
     Replayed {
-        action: &'static str,
+        action: OpAction,
     },
     /// The plan wanted it off but it stays on; `reason` says why.
     KeptOn {
         reason: String,
     },
     Failed {
-        action: &'static str,
+        action: OpAction,
         error: String,
     },
 }
@@ -81,8 +83,11 @@ pub struct HostReport {
     pub step: PowerStep,
     /// Bookings whose rooms were materialized and marked ready on this host in this run.
     pub made_ready: Vec<Uuid>,
-    /// Bookings whose rooms could not be materialized, with the error.
+    /// Bookings whose rooms could not be opened, with the error.
     pub not_ready: Vec<(Uuid, String)>,
+    /// Janus rooms destroyed on this host in this run (sessions that ended, were cancelled or
+    /// rotated, and rooms of no current session).
+    pub closed: Vec<u64>,
     /// True when the host runs and its Janus answered.
     pub janus_ok: bool,
 }
@@ -115,8 +120,8 @@ impl ReconcileReport {
         let pick = |f: &dyn Fn(&PowerStep) -> bool| -> Vec<&str> {
             self.hosts.iter().filter(|h| f(&h.step)).map(|h| h.host.as_str()).collect()
         };
-        let started = pick(&|s| matches!(s, PowerStep::Done { action: "start" }));
-        let stopped = pick(&|s| matches!(s, PowerStep::Done { action: "deallocate" }));
+        let started = pick(&|s| matches!(s, PowerStep::Done { action: OpAction::Start }));
+        let stopped = pick(&|s| matches!(s, PowerStep::Done { action: OpAction::Deallocate }));
         lines.push(format!("started [{}], deallocated [{}]", started.join(", "), stopped.join(", ")));
         for h in &self.hosts {
             match &h.step {
@@ -132,7 +137,8 @@ impl ReconcileReport {
             }
         }
         let ready: usize = self.hosts.iter().map(|h| h.made_ready.len()).sum();
-        lines.push(format!("{ready} bookings made ready, {} alerts", self.alerts.len()));
+        let closed: usize = self.hosts.iter().map(|h| h.closed.len()).sum();
+        lines.push(format!("{ready} bookings made ready, {closed} session rooms closed, {} alerts", self.alerts.len()));
         lines.extend(self.errors.iter().map(|e| format!("error: {e}")));
         lines
     }
@@ -152,10 +158,16 @@ struct FailureStreak {
 }
 
 /// The reconciler over a [`Fleet`]. Cheap to share behind an `Arc`.
-#[derive(Debug)]
 pub struct Reconciler {
     fleet: Arc<Fleet>,
     alerts: Alerter,
+    sessions: Arc<dyn SessionKeeper>,
+}
+
+impl std::fmt::Debug for Reconciler {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Reconciler").field("fleet", &self.fleet).finish_non_exhaustive()
+    }
 }
 
 /// Everything one host's task needs, read once per run.
@@ -164,14 +176,17 @@ struct HostInput<'a> {
     power: Option<PowerState>,
     forced: Option<HostOverride>,
     bookings: Vec<&'a Booking>,
+    /// Every live booking of the run (the keeper finds most rooms' bookings here).
+    all: &'a [Booking],
     assignments: &'a HashMap<Uuid, Assignment>,
     now: DateTime<Utc>,
     minute: DateTime<Utc>,
 }
 
 impl Reconciler {
-    pub fn new(fleet: Arc<Fleet>, alerts: Alerter) -> Self {
-        Self { fleet, alerts }
+    /// A reconciler that asks `sessions` to open and close the sessions of running hosts.
+    pub fn new(fleet: Arc<Fleet>, alerts: Alerter, sessions: Arc<dyn SessionKeeper>) -> Self {
+        Self { fleet, alerts, sessions }
     }
 
     /// The fleet it acts on.
@@ -230,6 +245,7 @@ impl Reconciler {
                 power: power_results.get(&hp.name).and_then(|r| r.as_ref().ok().copied()),
                 forced: overrides.get(&hp.name).cloned(),
                 bookings: hp.bookings.iter().filter_map(|id| by_id.get(id).copied()).collect(),
+                all: &bookings,
                 assignments: &assignments,
                 now,
                 minute,
@@ -251,29 +267,30 @@ impl Reconciler {
             step: PowerStep::None,
             made_ready: vec![],
             not_ready: vec![],
+            closed: vec![],
             janus_ok: false,
         };
         let on = input.power.is_some_and(PowerState::is_on);
         let forced = input.forced.as_ref().map(|o| o.action);
 
         // What the plan (or an override) wants, and the booking that causes it.
-        let want: Option<(&'static str, Option<Uuid>)> = if self.fleet.always_on {
+        let want: Option<(OpAction, Option<Uuid>)> = if self.fleet.always_on {
             None
         } else {
             match (forced, &input.plan.action) {
-                (Some(OverrideAction::Start), _) if !on => Some(("start", None)),
+                (Some(OverrideAction::Start), _) if !on => Some((OpAction::Start, None)),
                 (Some(OverrideAction::Start), _) => None,
                 (Some(OverrideAction::Deallocate), _)
                     if input.power != Some(PowerState::Deallocated) && input.power.is_some() =>
                 {
-                    Some(("deallocate", None))
+                    Some((OpAction::Deallocate, None))
                 }
                 (Some(OverrideAction::Deallocate), _) => None,
-                (None, HostAction::Start { booking }) => Some(("start", Some(*booking))),
-                (None, HostAction::Deallocate { last }) => Some(("deallocate", *last)),
+                (None, HostAction::Start { booking }) => Some((OpAction::Start, Some(*booking))),
+                (None, HostAction::Deallocate { last }) => Some((OpAction::Deallocate, *last)),
                 // Stopped but still allocated still bills compute: release it.
                 (None, HostAction::StayOff { .. }) if input.power == Some(PowerState::Stopped) => {
-                    Some(("deallocate", None))
+                    Some((OpAction::Deallocate, None))
                 }
                 (None, _) => None,
             }
@@ -281,8 +298,11 @@ impl Reconciler {
 
         let mut running = input.power == Some(PowerState::Running) || self.fleet.always_on;
         if let Some((action, cause)) = want {
-            let keep =
-                if action == "deallocate" { self.reason_to_keep_on(&input, forced.is_some()).await } else { None };
+            let keep = if action == OpAction::Deallocate {
+                self.reason_to_keep_on(&input, forced.is_some()).await
+            } else {
+                None
+            };
             report.step = match keep {
                 Some(reason) => {
                     tracing::info!(host = %name, reason, "kept on");
@@ -291,8 +311,8 @@ impl Reconciler {
                 None => self.switch(&name, action, cause, input.now, input.minute).await,
             };
             match &report.step {
-                PowerStep::Done { action: "start" } => running = true,
-                PowerStep::Done { action: "deallocate" } => running = false,
+                PowerStep::Done { action: OpAction::Start } => running = true,
+                PowerStep::Done { action: OpAction::Deallocate } => running = false,
                 _ => {}
             }
         }
@@ -321,41 +341,36 @@ impl Reconciler {
             }
         }
         let host = self.fleet.janus_host(&input.plan.name)?;
-        let mut rooms: BTreeMap<RoomId, DateTime<Utc>> = BTreeMap::new();
-        for b in &input.bookings {
-            if b.slot.start() - policy.plan.lead <= now && now < b.slot.end() + policy.overrun_limit {
-                let e = rooms.entry(b.room_id).or_insert(b.slot.end());
-                *e = (*e).max(b.slot.end());
+        // The latest end among the host's recent bookings: participants keep it on until then
+        // plus the overrun limit (sessions close at their end plus a short grace, so this only
+        // matters when a close could not happen).
+        let latest_end = input
+            .bookings
+            .iter()
+            .filter(|b| b.slot.start() - policy.plan.lead <= now && now < b.slot.end() + policy.overrun_limit)
+            .map(|b| b.slot.end())
+            .max()?;
+        match self.fleet.janus.rooms_on(host).await {
+            Ok(rooms) => {
+                let occupied: u64 = rooms.iter().map(|r| r.num_participants).sum();
+                (occupied > 0).then(|| {
+                    format!(
+                        "{occupied} live participants in its rooms (overrun limit {})",
+                        (latest_end + policy.overrun_limit).to_rfc3339()
+                    )
+                })
             }
+            // Janus down: nobody can be in a session there.
+            Err(FleetError::Unavailable(_)) => None,
+            Err(e) => Some(format!("cannot ask Janus about its rooms: {e}")),
         }
-        for (room_id, end) in rooms {
-            let room = match self.fleet.store.get_room(room_id).await {
-                Ok(r) => r,
-                Err(StoreError::NotFound) => continue,
-                Err(e) => return Some(format!("cannot read room {room_id}: {e}")),
-            };
-            match self.fleet.janus.participants_fresh(host, &room).await {
-                Ok(p) if !p.is_empty() => {
-                    return Some(format!(
-                        "{} live participants in room {room_id} (overrun limit {})",
-                        p.len(),
-                        (end + policy.overrun_limit).to_rfc3339()
-                    ));
-                }
-                Ok(_) => {}
-                // Janus down: nobody can be in a session there.
-                Err(e) if e.is_unavailable() => {}
-                Err(e) => return Some(format!("cannot ask Janus about room {room_id}: {e}")),
-            }
-        }
-        None
     }
 
     /// Starts or deallocates `host` once per occurrence, logs it, and keeps the failure streak.
     async fn switch(
         &self,
         host: &str,
-        action: &'static str,
+        action: OpAction,
         cause: Option<Uuid>,
         now: DateTime<Utc>,
         minute: DateTime<Utc>,
@@ -368,7 +383,7 @@ impl Reconciler {
         }
         let started = Instant::now();
         let result = match action {
-            "start" => self.fleet.power.start(host).await,
+            OpAction::Start => self.fleet.power.start(host).await,
             _ => self.fleet.power.deallocate(host).await,
         };
         let duration_ms = started.elapsed().as_millis() as u64;
@@ -377,9 +392,9 @@ impl Reconciler {
             Ok(PowerOutcome::NotManaged) => (PowerStep::NotManaged { action }, "not managed".to_string()),
             Err(e) => (PowerStep::Failed { action, error: e.to_string() }, e.to_string()),
         };
-        tracing::info!(host, action, result = %text, duration_ms, "power action");
+        tracing::info!(host, action = %action, result = %text, duration_ms, "power action");
         self.log(now, action, Some(host), cause, None, text, duration_ms).await;
-        if action == "deallocate" && matches!(step, PowerStep::Done { .. }) {
+        if action == OpAction::Deallocate && matches!(step, PowerStep::Done { .. }) {
             self.fleet.janus.forget_all_participants();
         }
         self.track_failures(host, action, result.as_ref().err(), now).await;
@@ -388,7 +403,7 @@ impl Reconciler {
 
     /// Counts consecutive failed runs of a host's power actions; alerts once per streak when
     /// it reaches the policy's threshold; a success ends the streak.
-    async fn track_failures(&self, host: &str, action: &str, error: Option<&PowerError>, now: DateTime<Utc>) {
+    async fn track_failures(&self, host: &str, action: OpAction, error: Option<&PowerError>, now: DateTime<Utc>) {
         let key = format!("power-failures:{host}");
         let mut streak: FailureStreak = match self.fleet.store.get_state(&key).await {
             Ok(Some(v)) => serde_json::from_value(v).unwrap_or_default(),
@@ -423,8 +438,8 @@ impl Reconciler {
         }
     }
 
-    /// Janus answers, then the rooms of the host's bookings whose window is open are
-    /// materialized and their assignments marked ready.
+    /// Janus answers, then the sessions layer opens the session rooms of the host's bookings
+    /// whose window is open (marking them ready) and closes every room the host should not hold.
     async fn make_ready(&self, input: &HostInput<'_>, report: &mut HostReport) {
         let Some(host) = self.fleet.janus_host(&input.plan.name) else { return };
         if let Err(e) = self.fleet.janus.answers(host).await {
@@ -432,46 +447,12 @@ impl Reconciler {
             return;
         }
         report.janus_ok = true;
-        let now = input.now;
-        for b in &input.bookings {
-            let (open, close) = window(b.slot, &self.fleet.policy.plan);
-            if !(open <= now && now < close) {
-                continue;
-            }
-            let ready = input.assignments.get(&b.id).is_some_and(|a| a.host == host.name && a.ready_at.is_some());
-            if ready {
-                continue;
-            }
-            let started = Instant::now();
-            let result = match self.fleet.store.get_room(b.room_id).await {
-                Ok(room) => self.fleet.janus.materialize_on(host, &room).await.map_err(|e| e.to_string()),
-                Err(e) => Err(format!("reading the room: {e}")),
-            };
-            let result = match result {
-                Ok(()) => {
-                    let a = Assignment { booking_id: b.id, host: host.name.clone(), ready_at: Some(now) };
-                    self.fleet.store.put_assignment(&a).await.map_err(|e| format!("storing readiness: {e}"))
-                }
-                Err(e) => Err(e),
-            };
-            let text = match &result {
-                Ok(()) => "ok".to_string(),
-                Err(e) => e.clone(),
-            };
-            self.log(
-                now,
-                "materialize",
-                Some(&host.name),
-                Some(b.id),
-                Some(b.room_id),
-                text,
-                started.elapsed().as_millis() as u64,
-            )
-            .await;
-            match result {
-                Ok(()) => report.made_ready.push(b.id),
-                Err(e) => report.not_ready.push((b.id, e)),
-            }
+        let kept = self.sessions.converge(host, &input.bookings, input.all, input.assignments, input.now).await;
+        report.made_ready.extend(kept.opened.iter().chain(&kept.marked_ready).copied());
+        report.not_ready.extend(kept.not_ready);
+        report.closed.extend(kept.closed);
+        for e in kept.errors {
+            tracing::warn!(host = %host.name, error = %e, "session rooms not fully converged; the next run retries");
         }
     }
 
@@ -565,8 +546,16 @@ impl Reconciler {
             Ok(AlertOutcome::Raised) => (true, "ok".to_string()),
             Err(e) => (true, e.to_string()),
         };
-        self.log(now, "alert", host, booking, None, format!("{result}: {text}"), started.elapsed().as_millis() as u64)
-            .await;
+        self.log(
+            now,
+            OpAction::Alert,
+            host,
+            booking,
+            None,
+            format!("{result}: {text}"),
+            started.elapsed().as_millis() as u64,
+        )
+        .await;
         raised
     }
 
@@ -574,7 +563,7 @@ impl Reconciler {
     async fn log(
         &self,
         at: DateTime<Utc>,
-        action: &str,
+        action: OpAction,
         host: Option<&str>,
         booking_id: Option<Uuid>,
         room_id: Option<RoomId>,
@@ -585,7 +574,7 @@ impl Reconciler {
             id: Uuid::new_v4(),
             at,
             actor: ACTOR.into(),
-            action: action.into(),
+            action,
             host: host.map(str::to_string),
             booking_id,
             room_id,
@@ -593,7 +582,7 @@ impl Reconciler {
             duration_ms,
         };
         if let Err(e) = self.fleet.store.append_operation(&op).await {
-            tracing::error!(error = %e, action, "cannot write the operations log");
+            tracing::error!(error = %e, action = %action, "cannot write the operations log");
         }
     }
 }

@@ -14,7 +14,7 @@ use uuid::Uuid;
 
 use crate::{
     domain::{Booking, TimeSlot},
-    store::Operation,
+    store::{OpAction, Operation},
 };
 
 /// One host's VM time in the period.
@@ -88,20 +88,22 @@ fn on_intervals(input: &UsageInput<'_>, host: &str) -> (Vec<Span>, u32) {
         .ops
         .iter()
         .filter(|o| {
-            o.host.as_deref() == Some(host) && o.result == "ok" && (o.action == "start" || o.action == "deallocate")
+            o.host.as_deref() == Some(host)
+                && o.result == "ok"
+                && matches!(o.action, OpAction::Start | OpAction::Deallocate)
         })
         .collect();
     ops.sort_by_key(|o| o.at);
     let (mut out, mut starts, mut on_since) = (Vec::new(), 0, None::<DateTime<Utc>>);
     for o in ops {
-        match (o.action.as_str(), on_since) {
-            ("start", None) => {
+        match (o.action, on_since) {
+            (OpAction::Start, None) => {
                 on_since = Some(o.at);
                 if o.at >= from && o.at < to {
                     starts += 1;
                 }
             }
-            ("deallocate", Some(since)) => {
+            (OpAction::Deallocate, Some(since)) => {
                 out.push((since, o.at));
                 on_since = None;
             }
@@ -195,7 +197,7 @@ mod tests {
             id: Uuid::new_v4(),
             at: t(at),
             actor: "reconciler".into(),
-            action: action.into(),
+            action: OpAction::from_name(action),
             host: Some(host.into()),
             booking_id: None,
             room_id: None,
@@ -212,6 +214,7 @@ mod tests {
             slot: TimeSlot::new(t(start), t(end)).unwrap(),
             created_at: t("00:00"),
             cancelled_at: None,
+            access: Default::default(),
         }
     }
 

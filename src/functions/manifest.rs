@@ -63,12 +63,7 @@ pub const TIMERS: &[TimerFunction] = &[
     TimerFunction {
         name: "fleet-reconcile",
         schedule: "0 */1 * * * *",
-        description: "start and deallocate Janus hosts around bookings; materialize pending rooms",
-    },
-    TimerFunction {
-        name: "rotate-passwords",
-        schedule: "0 0 3 * * *",
-        description: "rotate room passwords whose sessions have ended",
+        description: "start and deallocate Janus hosts around bookings; open and close session rooms",
     },
     TimerFunction {
         name: "purge-keys",
@@ -386,10 +381,10 @@ mod tests {
     }
 
     #[test]
-    fn timer_table_has_the_two_jobs_on_valid_schedules() {
+    fn timer_table_has_the_jobs_on_valid_schedules() {
         let files = function_files(&api(&[])).unwrap();
         assert!(files.contains_key("fleet-reconcile"));
-        assert!(files.contains_key("rotate-passwords"));
+        assert!(files.contains_key("purge-keys"));
         for t in TIMERS {
             crate::functions::ncrontab::Schedule::parse(t.schedule).unwrap();
         }
@@ -401,9 +396,9 @@ mod tests {
         let (when, due) = next_timers(at("2026-11-30T02:58:30Z")).unwrap();
         assert_eq!(when, at("2026-11-30T02:59:00Z"));
         assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile"]);
-        let (when, due) = next_timers(at("2026-11-30T02:59:30Z")).unwrap();
-        assert_eq!(when, at("2026-11-30T03:00:00Z"));
-        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile", "rotate-passwords"]);
+        let (when, due) = next_timers(at("2026-11-30T03:29:30Z")).unwrap();
+        assert_eq!(when, at("2026-11-30T03:30:00Z"));
+        assert_eq!(due.iter().map(|t| t.name).collect::<Vec<_>>(), ["fleet-reconcile", "purge-keys"]);
     }
 
     #[test]
@@ -463,10 +458,7 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         written.sort();
-        assert_eq!(
-            written,
-            ["docs", "fleet-reconcile", "purge-keys", "rotate-passwords", "v1-openapi_json", "v1-rooms"]
-        );
+        assert_eq!(written, ["docs", "fleet-reconcile", "purge-keys", "v1-openapi_json", "v1-rooms"]);
         assert_eq!(
             fs::read_to_string(dir.join("v1-rooms/function.json")).unwrap(),
             function_files(&api).unwrap()["v1-rooms"]

@@ -1,5 +1,8 @@
 //! Assembling the publish folder `func azure functionapp publish` zips as is: host.json, the
-//! function folders directly next to it, and the Linux binary named `suroga`.
+//! function folders directly next to it, the Linux binary named `suroga`, and a
+//! local.settings.json that tells Core Tools the worker runtime is `custom` (Core Tools reads it
+//! to decide how to publish and never uploads it; without it, publishing stops with "Worker
+//! runtime cannot be 'None'").
 //!
 //! The binary must run on the Functions Linux image (Debian 11, glibc 2.31): a static build
 //! (`x86_64-unknown-linux-musl`, preferred) or a glibc build that needs no symbol version newer
@@ -19,6 +22,16 @@ use super::manifest::{ExportError, export, function_files};
 
 /// host.json as checked in at the repository top level (embedded so the two cannot differ).
 pub const HOST_JSON: &str = include_str!("../../host.json");
+
+/// local.settings.json of the publish folder: only the worker runtime Core Tools needs to know
+/// (no secrets: it stays on the operator's machine, and app settings come from infra/main.bicep).
+pub const LOCAL_SETTINGS_JSON: &str = r#"{
+  "IsEncrypted": false,
+  "Values": {
+    "FUNCTIONS_WORKER_RUNTIME": "custom"
+  }
+}
+"#;
 
 /// The newest glibc the Functions Linux image provides (Debian 11 "bullseye").
 pub const MAX_GLIBC: GlibcVersion = GlibcVersion(2, 31, 0);
@@ -263,8 +276,8 @@ pub struct PackageReport {
 }
 
 /// Assembles `out` for `func azure functionapp publish`: host.json, every function folder
-/// directly next to it (stale ones removed), and `binary` copied as `suroga` (mode 755). No
-/// `.funcignore` and no local.settings.json. Checks the binary first and the function table before
+/// directly next to it (stale ones removed), `binary` copied as `suroga` (mode 755) and
+/// [`LOCAL_SETTINGS_JSON`]. No `.funcignore`. Checks the binary first and the function table before
 /// writing anything. Idempotent. Errors: those of [`check_runs_on_functions_image`],
 /// [`PackageError::NotAPublishFolder`] when `out` holds other files, [`PackageError::Export`],
 /// [`PackageError::Io`].
@@ -277,6 +290,8 @@ pub fn package(out: &Path, binary: &Path, api: &OpenApi) -> Result<PackageReport
     fs::create_dir_all(out).map_err(io(out))?;
     let host = out.join("host.json");
     fs::write(&host, HOST_JSON).map_err(io(&host))?;
+    let settings = out.join("local.settings.json");
+    fs::write(&settings, LOCAL_SETTINGS_JSON).map_err(io(&settings))?;
     export(out, api)?;
     let target = out.join("suroga");
     // Copy through a temporary name so a running publish folder never sees half a binary, and so
@@ -443,6 +458,12 @@ mod tests {
         assert!(out.join("v1-openapi_json/function.json").is_file());
         assert_eq!(fs::read(out.join("suroga")).unwrap(), fs::read(&bin).unwrap());
         assert!(!out.join(".funcignore").exists());
+        let settings: serde_json::Value =
+            serde_json::from_str(&fs::read_to_string(out.join("local.settings.json")).unwrap()).unwrap();
+        assert_eq!(
+            settings,
+            serde_json::json!({"IsEncrypted": false, "Values": {"FUNCTIONS_WORKER_RUNTIME": "custom"}})
+        );
         assert_eq!(report.functions, function_files(&api).unwrap().len());
         #[cfg(unix)]
         {

@@ -3,7 +3,7 @@
 //!
 //! - [`JanusClient`]: one reusable HTTP pool, the server credential (`apisecret`) and the
 //!   VideoRoom `admin_key`; room operations each on a short session ([`JanusClient::room_exists`],
-//!   [`JanusClient::create_room`], [`JanusClient::edit_room`], [`JanusClient::destroy_room`],
+//!   [`JanusClient::create_room`], [`JanusClient::destroy_room`], [`JanusClient::list_rooms`],
 //!   [`JanusClient::list_participants`]) because rooms outlive the session that created them.
 //! - [`Session`] and [`Handle`]: a session and a plugin handle the caller keeps, with either
 //!   credential ([`Credential`]): what a participant does (`join`) and what tests need.
@@ -23,7 +23,7 @@ pub mod token;
 use std::{fmt, future::Future, time::Duration};
 
 use serde::Deserialize;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::config::Secret;
 
@@ -160,29 +160,48 @@ impl fmt::Debug for JanusClient {
     }
 }
 
-/// What `create` sets on a new room. The room is always private (`is_private`) and not saved
-/// to Janus's configuration (`permanent: false`): the store is the source of truth.
+/// What `create` sets on a new room. The room is always private (`is_private`: `list` shows it
+/// only to holders of the `admin_key`) and not saved to Janus's configuration
+/// (`permanent: false`): the store is the source of truth.
 #[derive(Debug, Clone)]
 pub struct CreateRoom<'a> {
     pub room: u64,
     pub description: &'a str,
-    /// The room admin secret (`secret`), needed later by `edit` and `destroy`.
+    /// The room admin secret (`secret`), needed later by `kick` and `destroy`.
     pub secret: &'a str,
     /// The join password (`pin`).
     pub pin: &'a str,
     /// Maximum concurrent publishers (`publishers`).
     pub publishers: u32,
+    /// `signed_tokens`: every `join` must carry a room token for this room (see [`token::sign_room`]).
+    pub signed_tokens: bool,
+    /// `lock_record`: recording can only be switched with the room secret.
+    pub lock_record: bool,
+    /// `require_pvtid`: a subscriber must name its own publisher's `private_id`, so every
+    /// subscription belongs to a participant `listparticipants` shows (and `kick` removes).
+    pub require_pvtid: bool,
 }
 
-/// What `edit` changes on an existing room; `None` leaves a property as it is.
-#[derive(Debug, Clone)]
-pub struct EditRoom<'a> {
+/// A room as `list` reports it (with the `admin_key`, private rooms too).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ListedRoom {
     pub room: u64,
-    /// The room's current admin secret.
-    pub secret: &'a str,
-    pub new_pin: Option<&'a str>,
-    pub new_description: Option<&'a str>,
-    pub new_publishers: Option<u32>,
+    #[serde(default)]
+    pub description: String,
+    /// Participants joined as publishers (subscribers are not counted).
+    #[serde(default)]
+    pub num_participants: u64,
+}
+
+/// A VideoRoom `join` as a publisher.
+#[derive(Debug, Clone, Copy)]
+pub struct JoinRoom<'a> {
+    pub room: u64,
+    pub display: &'a str,
+    /// The room's `pin`, when it has one.
+    pub pin: Option<&'a str>,
+    /// The room token (`token` in the join body), for rooms with `signed_tokens`.
+    pub room_token: Option<&'a str>,
 }
 
 /// A participant as `listparticipants` reports it.
@@ -201,6 +220,10 @@ pub struct ListedParticipant {
 pub struct Joined {
     /// The participant id Janus assigned.
     pub id: u64,
+    /// The participant's `private_id`, which its own subscriptions name.
+    pub private_id: Option<u64>,
+    /// Ids of the publishers already in the room.
+    pub publishers: Vec<u64>,
 }
 
 impl JanusClient {
@@ -291,11 +314,6 @@ impl JanusClient {
         self.with_videoroom(base, |h| async move { h.create(req, self.admin_key.as_ref()).await }).await
     }
 
-    /// Edits the room. `VideoRoom { code: 426 }` when it does not exist, 433 for a wrong secret.
-    pub async fn edit_room(&self, base: &str, req: &EditRoom<'_>) -> Result<(), JanusError> {
-        self.with_videoroom(base, |h| async move { h.edit(req).await }).await
-    }
-
     /// Destroys the room. `VideoRoom { code: 426 }` when it does not exist.
     pub async fn destroy_room(&self, base: &str, room: u64, secret: &str) -> Result<(), JanusError> {
         self.with_videoroom(base, |h| async move { h.destroy(room, secret).await }).await
@@ -304,6 +322,12 @@ impl JanusClient {
     /// The room's participants. `VideoRoom { code: 426 }` when it does not exist.
     pub async fn list_participants(&self, base: &str, room: u64) -> Result<Vec<ListedParticipant>, JanusError> {
         self.with_videoroom(base, |h| async move { h.list_participants(room).await }).await
+    }
+
+    /// Every room on the host, private ones included (needs the `admin_key`; without it Janus
+    /// lists public rooms only, and this service makes none).
+    pub async fn list_rooms(&self, base: &str) -> Result<Vec<ListedRoom>, JanusError> {
+        self.with_videoroom(base, |h| async move { h.list(self.admin_key.as_ref()).await }).await
     }
 }
 
@@ -458,6 +482,9 @@ impl Handle {
             "publishers": req.publishers,
             "is_private": true,
             "permanent": false,
+            "signed_tokens": req.signed_tokens,
+            "lock_record": req.lock_record,
+            "require_pvtid": req.require_pvtid,
         });
         if let Some(k) = admin_key {
             body["admin_key"] = Value::String(k.expose().to_string());
@@ -466,31 +493,24 @@ impl Handle {
         expect_videoroom(&self.session.base, &d, "created")
     }
 
-    /// VideoRoom `edit`.
-    // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("edit")
-    pub async fn edit(&self, req: &EditRoom<'_>) -> Result<(), JanusError> {
-        let mut body = Map::new();
-        body.insert("request".into(), "edit".into());
-        body.insert("room".into(), req.room.into());
-        body.insert("secret".into(), req.secret.into());
-        if let Some(p) = req.new_pin {
-            body.insert("new_pin".into(), p.into());
-        }
-        if let Some(d) = req.new_description {
-            body.insert("new_description".into(), d.into());
-        }
-        if let Some(n) = req.new_publishers {
-            body.insert("new_publishers".into(), n.into());
-        }
-        let d = self.request(Value::Object(body)).await?;
-        expect_videoroom(&self.session.base, &d, "edited")
-    }
-
     /// VideoRoom `destroy`.
     // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("destroy")
     pub async fn destroy(&self, room: u64, secret: &str) -> Result<(), JanusError> {
         let d = self.request(json!({"request": "destroy", "room": room, "secret": secret})).await?;
         expect_videoroom(&self.session.base, &d, "destroyed")
+    }
+
+    /// VideoRoom `list`: every room, private ones too when `admin_key` is the plugin's key.
+    // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("list")
+    pub async fn list(&self, admin_key: Option<&Secret>) -> Result<Vec<ListedRoom>, JanusError> {
+        let mut body = json!({"request": "list"});
+        if let Some(k) = admin_key {
+            body["admin_key"] = Value::String(k.expose().to_string());
+        }
+        let d = self.request(body).await?;
+        expect_videoroom(&self.session.base, &d, "success")?;
+        serde_json::from_value(d["list"].clone())
+            .map_err(|_| protocol(&self.session.base, "list is not a list of rooms"))
     }
 
     /// VideoRoom `listparticipants`.
@@ -504,17 +524,58 @@ impl Handle {
 
     /// VideoRoom `join` as a publisher (without publishing media yet). Asynchronous in Janus:
     /// the message is acknowledged and the result arrives as an event, awaited here within
-    /// the request timeout. `VideoRoom { code: 433 }` for a wrong pin, 426 for an unknown room.
+    /// the request timeout. `VideoRoom { code: 433 }` for a wrong pin or room token, 426 for
+    /// an unknown room.
     // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("join", ptype publisher)
-    pub async fn join(&self, room: u64, pin: Option<&str>, display: &str) -> Result<Joined, JanusError> {
-        let mut body = json!({"request": "join", "room": room, "ptype": "publisher", "display": display});
+    pub async fn join(&self, req: &JoinRoom<'_>) -> Result<Joined, JanusError> {
+        let mut body = json!({"request": "join", "room": req.room, "ptype": "publisher", "display": req.display});
+        if let Some(p) = req.pin {
+            body["pin"] = Value::String(p.to_string());
+        }
+        if let Some(t) = req.room_token {
+            body["token"] = Value::String(t.to_string());
+        }
+        let d = self.async_request(body).await?;
+        let base = &self.session.base;
+        expect_videoroom(base, &d, "joined")?;
+        let id = d["id"].as_u64().ok_or_else(|| protocol(base, "joined without a participant id"))?;
+        let publishers = d["publishers"].as_array().into_iter().flatten().filter_map(|p| p["id"].as_u64()).collect();
+        Ok(Joined { id, private_id: d["private_id"].as_u64(), publishers })
+    }
+
+    /// VideoRoom `join` as a subscriber to `feed` (Janus then offers the feed's media; this
+    /// client does not answer). `VideoRoom { code: 433 }` for a wrong pin, room token or
+    /// `private_id` (rooms with `require_pvtid`), 426 for an unknown room.
+    // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("join", ptype subscriber)
+    pub async fn subscribe(
+        &self,
+        room: u64,
+        feed: u64,
+        private_id: Option<u64>,
+        pin: Option<&str>,
+        room_token: Option<&str>,
+    ) -> Result<(), JanusError> {
+        let mut body = json!({"request": "join", "room": room, "ptype": "subscriber", "streams": [{"feed": feed}]});
+        if let Some(p) = private_id {
+            body["private_id"] = p.into();
+        }
         if let Some(p) = pin {
             body["pin"] = Value::String(p.to_string());
         }
+        if let Some(t) = room_token {
+            body["token"] = Value::String(t.to_string());
+        }
+        let d = self.async_request(body).await?;
+        expect_videoroom(&self.session.base, &d, "attached")
+    }
+
+    /// Sends an asynchronous request and waits (within the request timeout) for the event that
+    /// answers its transaction: its `plugindata.data`, `error_code` turned into an error.
+    async fn async_request(&self, body: Value) -> Result<Value, JanusError> {
         let base = &self.session.base;
         let transaction = match self.message(body).await? {
             MessageReply::Ack { transaction } => transaction,
-            MessageReply::Data(d) => return joined(base, &d),
+            MessageReply::Data(d) => return Ok(d),
         };
         let limit = self.session.client.request_timeout;
         let deadline = tokio::time::Instant::now() + limit;
@@ -525,18 +586,11 @@ impl Handle {
             }
             for event in self.session.events(left).await? {
                 if event["transaction"] == transaction.as_str() && event["janus"] == "event" {
-                    let d = plugin_data(base, &event)?;
-                    return joined(base, &d);
+                    return plugin_data(base, &event);
                 }
             }
         }
     }
-}
-
-fn joined(base: &str, d: &Value) -> Result<Joined, JanusError> {
-    expect_videoroom(base, d, "joined")?;
-    let id = d["id"].as_u64().ok_or_else(|| protocol(base, "joined without a participant id"))?;
-    Ok(Joined { id })
 }
 
 /// POSTs a Janus request with a fresh transaction and the credential; checks core errors.

@@ -1,11 +1,18 @@
 //! Signed Janus client tokens (`token_auth_secret` mode).
 //!
 //! Janus 1.1.2 (`src/auth.c`, `janus_auth_check_signature`) accepts
-//! `<expiry>,janus,<plugin>[,<plugin>...]:<signature>` where the signature is
-//! `base64(HMAC-SHA1(secret, "<expiry>,janus,<plugins>"))` in STANDARD, padded base64:
+//! `<expiry>,<realm>,<descriptor>[,<descriptor>...]:<signature>` where the signature is
+//! `base64(HMAC-SHA1(secret, "<expiry>,<realm>,<descriptors>"))` in STANDARD, padded base64:
 //! <https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/auth.c>.
 //! Newer Janus builds sign with HMAC-SHA256 and URL-safe base64 without padding; 1.1.2 refuses
 //! those, so the algorithm is a setting ([`TokenAlgorithm`]).
+//!
+//! A participant holds two tokens:
+//! - the CORE token ([`sign`]): realm `janus`, the plugins it may attach as descriptors
+//!   (`janus_auth_check_plugin`); sent at the top level of every Janus request;
+//! - the ROOM token ([`sign_room`]): realm `janus.plugin.videoroom`, descriptor `room=<id>`; a
+//!   room created with `signed_tokens` admits a `join` only with it in the join body
+//!   (`janus_videoroom_access_room` calls `janus_auth_check_signature_contains`).
 
 use base64::Engine;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
@@ -42,13 +49,29 @@ impl std::str::FromStr for TokenAlgorithm {
     }
 }
 
-/// Mints a token valid until `expires_at` (whole seconds, truncated) for the given plugins,
+/// Mints a core token valid until `expires_at` (whole seconds, truncated) for the given plugins,
 /// e.g. `["janus.plugin.videoroom"]`. Pure: same inputs, same token.
 pub fn sign(secret: &str, algorithm: TokenAlgorithm, expires_at: DateTime<Utc>, plugins: &[&str]) -> String {
-    let mut data = format!("{},{REALM}", expires_at.timestamp());
-    for p in plugins {
+    sign_realm(secret, algorithm, expires_at, REALM, plugins)
+}
+
+/// Mints a VideoRoom room token valid until `expires_at` that admits a `join` (publisher or
+/// subscriber) to room `room` only. Pure.
+pub fn sign_room(secret: &str, algorithm: TokenAlgorithm, expires_at: DateTime<Utc>, room: u64) -> String {
+    sign_realm(secret, algorithm, expires_at, crate::janus::VIDEOROOM, &[&format!("room={room}")])
+}
+
+fn sign_realm(
+    secret: &str,
+    algorithm: TokenAlgorithm,
+    expires_at: DateTime<Utc>,
+    realm: &str,
+    descriptors: &[&str],
+) -> String {
+    let mut data = format!("{},{realm}", expires_at.timestamp());
+    for d in descriptors {
         data.push(',');
-        data.push_str(p);
+        data.push_str(d);
     }
     let signature = match algorithm {
         TokenAlgorithm::HmacSha1 => {
@@ -91,6 +114,16 @@ mod tests {
         assert_eq!(
             sign("janus", TokenAlgorithm::HmacSha256, t, &[VIDEOROOM]),
             "1795507463,janus,janus.plugin.videoroom:rMllOKeDG2T4yIqzPz8jnuz6CQweyI3XErdkDld7TeQ"
+        );
+    }
+
+    #[test]
+    fn room_tokens_name_the_videoroom_realm_and_the_room() {
+        // printf '1795507463,janus.plugin.videoroom,room=4711' | openssl dgst -sha1 -hmac janus -binary | base64
+        let t = Utc.timestamp_opt(1_795_507_463, 0).unwrap();
+        assert_eq!(
+            sign_room("janus", TokenAlgorithm::HmacSha1, t, 4711),
+            "1795507463,janus.plugin.videoroom,room=4711:7VqU7XginS+2+93tMjmeDOxcqOI="
         );
     }
 

@@ -27,8 +27,10 @@ use rand::Rng;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::{Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError};
-use crate::domain::{Booking, Room, RoomId, TimeSlot};
+use super::{
+    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, RoomFilter, Store, StoreError,
+};
+use crate::domain::{Access, Booking, Invitation, Room, RoomId, TimeSlot};
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that, awaited,
 /// yields a fresh store handle deref-ing to `dyn Store` (an `Arc<dyn Store>`, a `Box<dyn Store>`
@@ -76,6 +78,11 @@ macro_rules! store_conformance_tests {
             set_booking_end_moves_the_end_when_free,
             set_booking_end_into_another_booking_conflicts,
             set_booking_end_of_a_cancelled_booking_conflicts,
+            booking_access_starts_empty_and_is_compare_and_set,
+            invitation_lookup_follows_the_current_invitation,
+            invitation_lookup_finds_cancelled_bookings,
+            invitation_code_hashes_are_unique,
+            parallel_access_updates_have_one_winner,
             assignments_are_upserted,
             operations_come_back_by_window,
             claim_marker_first_writer_wins,
@@ -135,6 +142,7 @@ impl Fixture {
             slot,
             created_at: self.base - Duration::days(1),
             cancelled_at: None,
+            access: Default::default(),
         }
     }
     fn claim(&self, scope: &'static str, key: &str, fingerprint: &str, now: DateTime<Utc>) -> IdempotencyClaim {
@@ -716,6 +724,130 @@ pub async fn set_booking_end_of_a_cancelled_booking_conflicts(store: &dyn Store)
 
 // ----- fleet bookkeeping -----
 
+// ----- access: credential generation and guest invitations -----
+
+/// A fresh invitation with a random code hash (64 lowercase hex digits, as SHA-256 gives).
+fn invitation(f: &Fixture) -> Invitation {
+    let hash: String = (0..64).map(|_| char::from_digit(rand::thread_rng().gen_range(0..16), 16).unwrap()).collect();
+    Invitation { code_hash: hash, guest: None, host_display: "Host".into(), created_at: f.at(-120), joined_at: None }
+}
+
+pub async fn booking_access_starts_empty_and_is_compare_and_set(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    assert_eq!(b.access, Access::default());
+    assert_eq!(store.get_booking(b.id).await.unwrap().access, Access::default());
+
+    let invited =
+        Access { generation: 0, invitation: Some(Invitation { guest: Some("guest-1".into()), ..invitation(&f) }) };
+    let written = store.set_booking_access(b.id, &Access::default(), &invited).await.unwrap();
+    assert_eq!(written, Booking { access: invited.clone(), ..b.clone() });
+    assert_eq!(store.get_booking(b.id).await.unwrap(), written, "every field of the access round-trips");
+
+    // A writer that read the old access loses.
+    let other = Access { generation: 1, invitation: None };
+    let err = store.set_booking_access(b.id, &Access::default(), &other).await.unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    assert_eq!(store.get_booking(b.id).await.unwrap().access, invited);
+
+    let joined = Access {
+        generation: 0,
+        invitation: invited.invitation.clone().map(|i| Invitation { joined_at: Some(f.at(-5)), ..i }),
+    };
+    let after = store.set_booking_access(b.id, &invited, &joined).await.unwrap();
+    assert_eq!(after.access, joined);
+    // The slot and status are untouched.
+    assert_eq!((after.slot, after.cancelled_at), (b.slot, b.cancelled_at));
+
+    let err = store.set_booking_access(Uuid::new_v4(), &Access::default(), &other).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn invitation_lookup_follows_the_current_invitation(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let first = invitation(&f);
+    let a1 = Access { generation: 0, invitation: Some(first.clone()) };
+    store.set_booking_access(b.id, &Access::default(), &a1).await.unwrap();
+    assert_eq!(store.booking_by_invitation(&first.code_hash).await.unwrap().id, b.id);
+
+    // Replaced: the old hash finds nothing, the new one finds the booking.
+    let second = invitation(&f);
+    let a2 = Access { generation: 1, invitation: Some(second.clone()) };
+    store.set_booking_access(b.id, &a1, &a2).await.unwrap();
+    let err = store.booking_by_invitation(&first.code_hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let found = store.booking_by_invitation(&second.code_hash).await.unwrap();
+    assert_eq!(found.access, a2);
+
+    // Revoked: nothing.
+    let a3 = Access { generation: 2, invitation: None };
+    store.set_booking_access(b.id, &a2, &a3).await.unwrap();
+    for h in [&first.code_hash, &second.code_hash] {
+        let err = store.booking_by_invitation(h).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    }
+    let err = store.booking_by_invitation(&invitation(&f).code_hash).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "an unknown hash: {err:?}");
+    let err = store.booking_by_invitation("not a hash/../?#").await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "a malformed hash: {err:?}");
+}
+
+pub async fn invitation_lookup_finds_cancelled_bookings(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let inv = invitation(&f);
+    let access = Access { generation: 0, invitation: Some(inv.clone()) };
+    store.set_booking_access(b.id, &Access::default(), &access).await.unwrap();
+    store.cancel_booking(b.id, f.at(-30)).await.unwrap();
+    let found = store.booking_by_invitation(&inv.code_hash).await.unwrap();
+    assert_eq!((found.id, found.cancelled_at, found.access), (b.id, Some(f.at(-30)), access));
+}
+
+pub async fn invitation_code_hashes_are_unique(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let a = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let b = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let inv = invitation(&f);
+    let access = Access { generation: 0, invitation: Some(inv.clone()) };
+    store.set_booking_access(a.id, &Access::default(), &access).await.unwrap();
+    let err = store.set_booking_access(b.id, &Access::default(), &access).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    assert_eq!(store.get_booking(b.id).await.unwrap().access, Access::default());
+    assert_eq!(store.booking_by_invitation(&inv.code_hash).await.unwrap().id, a.id);
+}
+
+pub async fn parallel_access_updates_have_one_winner(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let wanted: Vec<Access> = (0..20).map(|_| Access { generation: 1, invitation: Some(invitation(&f)) }).collect();
+    let empty = Access::default();
+    let results = join_all(wanted.iter().map(|a| store.set_booking_access(b.id, &empty, a))).await;
+    let mut winners = Vec::new();
+    for (a, r) in wanted.iter().zip(results) {
+        match r {
+            Ok(written) => winners.push((a.clone(), written)),
+            Err(StoreError::PreconditionFailed) => {}
+            Err(e) => panic!("unexpected error in the race: {e:?}"),
+        }
+    }
+    assert_eq!(winners.len(), 1, "exactly one of 20 parallel compare-and-sets wins");
+    let (access, written) = winners.pop().unwrap();
+    assert_eq!(written.access, access);
+    assert_eq!(store.get_booking(b.id).await.unwrap().access, access);
+    let code = &access.invitation.as_ref().unwrap().code_hash;
+    assert_eq!(store.booking_by_invitation(code).await.unwrap().id, b.id);
+    for loser in wanted.iter().filter(|a| **a != access) {
+        let err = store.booking_by_invitation(&loser.invitation.as_ref().unwrap().code_hash).await.unwrap_err();
+        assert!(matches!(err, StoreError::NotFound), "a losing invitation must not lead anywhere: {err:?}");
+    }
+}
+
 pub async fn assignments_are_upserted(store: &dyn Store) {
     let f = Fixture::new();
     let (a, b, missing) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
@@ -739,7 +871,7 @@ pub async fn operations_come_back_by_window(store: &dyn Store) {
         id: Uuid::new_v4(),
         at: f.at(m) + Duration::nanoseconds(3),
         actor: "reconciler".into(),
-        action: action.into(),
+        action: OpAction::from_name(action),
         host: Some("janus-1".into()),
         booking_id: Some(Uuid::new_v4()),
         room_id: Some(RoomId::random()),

@@ -76,7 +76,7 @@ use super::{
 };
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
-    domain::{Booking, Room, RoomId, TimeSlot},
+    domain::{Access, Booking, Room, RoomId, TimeSlot},
 };
 
 /// The partition key path both containers must have.
@@ -305,6 +305,36 @@ impl CosmosStore {
             Some(_) => Err(StoreError::Conflict(format!("booking id {} is taken", doc.booking_id))),
             None => Ok(None),
         }
+    }
+
+    /// Creates the lookup from `code_hash` to booking `id` (in `room`). Idempotent for the same
+    /// booking; `AlreadyExists` when the hash leads to another booking whose current invitation
+    /// still has it (a stale lookup of a replaced invitation is taken over).
+    async fn claim_invitation(&self, code_hash: &str, id: Uuid, room: RoomId) -> StoreResult<()> {
+        let doc_id = invite_id(code_hash)
+            .ok_or_else(|| StoreError::Internal("an invitation code hash must be lowercase hex".into()))?;
+        let doc = InviteDoc {
+            id: doc_id.clone(),
+            pk: doc_id.clone(),
+            kind: "invitation".into(),
+            booking_id: id,
+            room_id: room.get(),
+        };
+        match self.ops.create_item(doc_id.clone(), &doc_id, &doc, None).await {
+            Ok(_) => return Ok(()),
+            Err(e) if u16::from(e.status().status_code()) == 409 => {}
+            Err(e) => return Err(map_err(e)),
+        }
+        let Some((found, etag)) = read_doc::<InviteDoc>(&self.ops, doc_id.clone(), &doc_id).await? else {
+            return Box::pin(self.claim_invitation(code_hash, id, room)).await;
+        };
+        if found.booking_id == id {
+            return Ok(());
+        }
+        if self.booking_by_invitation(code_hash).await.is_ok() {
+            return Err(StoreError::AlreadyExists);
+        }
+        self.ops.replace_item(doc_id.clone(), &doc_id, &doc, Some(if_match(&etag))).await.map(|_| ()).map_err(map_err)
     }
 
     /// Inserts `room` and books it in one batch (the find-or-create fallback).
@@ -889,6 +919,68 @@ impl Store for CosmosStore {
         Err(busy(format!("room {room} kept changing")))
     }
 
+    #[tracing::instrument(skip_all, fields(booking = %id))]
+    async fn set_booking_access(&self, id: Uuid, expected: &Access, new: &Access) -> StoreResult<Booking> {
+        let found = self.find_booking(id).await?.ok_or(StoreError::NotFound)?;
+        let room = RoomId::new(found.room_id).map_err(|e| StoreError::Internal(e.0))?;
+        let hash_of = |a: &Access| a.invitation.as_ref().map(|i| i.code_hash.clone());
+        let (old_hash, new_hash) = (hash_of(expected), hash_of(new));
+        if let Some(h) = new_hash.as_deref().filter(|h| Some(*h) != old_hash.as_deref()) {
+            // The lookup first: if the booking write then fails, the lookup leads nowhere.
+            self.claim_invitation(h, id, room).await?;
+        }
+        let mut sent = false;
+        for attempt in 0..self.tuning.contention_attempts {
+            let Some((doc, etag)) = self.booking_doc_in(room, id).await? else {
+                return Err(StoreError::NotFound);
+            };
+            if sent && doc.access == *new {
+                // Our write landed though its answer was lost.
+                return doc.to_booking();
+            }
+            if doc.access != *expected {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let next = BookingDoc { access: new.clone(), etag: None, ..doc };
+            sent = true;
+            match self.rooms.replace_item(pk(room), &next.id, &next, Some(if_match(&etag))).await {
+                Ok(_) => {
+                    if let Some(old) = old_hash.filter(|h| Some(h) != new_hash.as_ref()).and_then(|h| invite_id(&h)) {
+                        // Best effort: a stale lookup finds nothing anyway.
+                        let _ = self.ops.delete_item(old.clone(), &old, None).await;
+                    }
+                    return next.to_booking();
+                }
+                Err(e) => {
+                    let fail = Fail::from(e);
+                    match fail.status {
+                        412 => backoff(attempt).await,
+                        404 => return Err(StoreError::NotFound),
+                        // Unknown outcome: the re-read at the loop's head decides.
+                        _ if fail.error_is_unknown_outcome() => {}
+                        _ => return Err(fail.error),
+                    }
+                }
+            }
+        }
+        Err(busy(format!("booking {id} kept changing")))
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn booking_by_invitation(&self, code_hash: &str) -> StoreResult<Booking> {
+        let Some(doc_id) = invite_id(code_hash) else { return Err(StoreError::NotFound) };
+        let Some((lookup, _)) = read_doc::<InviteDoc>(&self.ops, doc_id.clone(), &doc_id).await? else {
+            return Err(StoreError::NotFound);
+        };
+        let room = RoomId::new(lookup.room_id).map_err(|e| StoreError::Internal(e.0))?;
+        match self.booking_doc_in(room, lookup.booking_id).await? {
+            Some((doc, _)) if doc.access.invitation.as_ref().is_some_and(|i| i.code_hash == code_hash) => {
+                doc.to_booking()
+            }
+            _ => Err(StoreError::NotFound),
+        }
+    }
+
     #[tracing::instrument(skip_all)]
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let q = Query::from("SELECT c.id FROM c WHERE c.kind = 'idem' AND c.at < @before")
@@ -1015,7 +1107,6 @@ struct RoomDoc {
     room_id: u64,
     name: Option<String>,
     password: String,
-    admin_secret: String,
     max_participants: u8,
     metadata: serde_json::Map<String, serde_json::Value>,
     created_at: String,
@@ -1035,7 +1126,6 @@ impl RoomDoc {
             room_id: r.id.get(),
             name: r.name.clone(),
             password: r.password.clone(),
-            admin_secret: r.admin_secret.clone(),
             max_participants: r.max_participants,
             metadata: r.metadata.clone(),
             created_at: ts(r.created_at),
@@ -1055,7 +1145,6 @@ impl RoomDoc {
             id: RoomId::new(self.room_id).map_err(|e| StoreError::Internal(e.0))?,
             name: self.name.clone(),
             password: self.password.clone(),
-            admin_secret: self.admin_secret.clone(),
             max_participants: self.max_participants,
             metadata: self.metadata.clone(),
             created_at: parse_ts(&self.created_at)?,
@@ -1080,6 +1169,8 @@ struct BookingDoc {
     created_at: String,
     cancelled_at: Option<String>,
     live: bool,
+    #[serde(default)]
+    access: Access,
     #[serde(rename = "_etag", default, skip_serializing)]
     etag: Option<String>,
 }
@@ -1098,6 +1189,7 @@ impl BookingDoc {
             created_at: ts(b.created_at),
             cancelled_at: b.cancelled_at.map(ts),
             live: b.cancelled_at.is_none(),
+            access: b.access.clone(),
             etag: None,
         }
     }
@@ -1120,6 +1212,7 @@ impl BookingDoc {
             slot,
             created_at: parse_ts(&self.created_at)?,
             cancelled_at: self.cancelled_at.as_deref().map(parse_ts).transpose()?,
+            access: self.access.clone(),
         })
     }
 }
@@ -1203,6 +1296,19 @@ struct StateDoc {
     value: serde_json::Value,
 }
 
+/// The lookup from an invitation's code hash to its booking, in `ops` (id and `pk` are
+/// `inv-<hash>`: one point read). It never decides anything: the booking's own `access` says
+/// whether the invitation is current, so a stale lookup (a replaced invitation) finds nothing.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct InviteDoc {
+    id: String,
+    pk: String,
+    kind: String,
+    booking_id: Uuid,
+    room_id: u64,
+}
+
 #[derive(Debug, Deserialize)]
 struct IdOnly {
     id: String,
@@ -1216,6 +1322,15 @@ fn pk(room: RoomId) -> String {
 
 fn oplog_pk(at: DateTime<Utc>) -> String {
     format!("oplog-{}", at.format("%Y-%m-%d"))
+}
+
+/// The id (and partition) of an invitation lookup; `None` for a hash that is not lowercase hex
+/// (no invitation has such a hash, and ids may not hold every character).
+fn invite_id(code_hash: &str) -> Option<String> {
+    let hex = !code_hash.is_empty()
+        && code_hash.len() <= 128
+        && code_hash.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    hex.then(|| format!("inv-{code_hash}"))
 }
 
 fn idem_id(claim: &IdempotencyClaim) -> String {

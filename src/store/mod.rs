@@ -20,6 +20,10 @@
 //! - **Errors are variants, not strings.** Each backend maps its own failures into
 //!   [`StoreError`]; the conformance suite ([`conformance`]) asserts them case by case.
 //! - **Times are UTC.** Whatever a backend stores, it answers with the same instants it got.
+//! - **Access is compare-and-set.** A booking's [`Access`] (its credential generation and its
+//!   guest invitation) changes only through [`Store::set_booking_access`], which fails with
+//!   [`StoreError::PreconditionFailed`] when another writer changed it first; a booking is found
+//!   by its current invitation's code hash ([`Store::booking_by_invitation`]), never by an old one.
 
 pub mod conformance;
 pub mod cosmos;
@@ -30,7 +34,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Booking, Room, RoomId, TimeSlot};
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
@@ -112,15 +116,63 @@ pub struct RoomFilter {
     pub free_during: Option<TimeSlot>,
 }
 
+/// What an operations log entry records. Stored by its serde name (`start`, `open-session`, ...),
+/// so producers and consumers (billing reads `start` and `deallocate`) share one list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OpAction {
+    /// A host was switched on (by the reconciler or an operator's override).
+    Start,
+    /// A host was deallocated.
+    Deallocate,
+    /// A booking's session room was created on its host.
+    OpenSession,
+    /// A session room was destroyed: its session ended, was cancelled or rotated, or its booking is gone.
+    CloseSession,
+    /// A booking's session credentials were rotated (a guest who joined lost the invitation, or
+    /// an admin reset the room).
+    RotateCredentials,
+    /// An operator alert was raised.
+    Alert,
+    /// An entry written by an older version under a name this one no longer makes.
+    #[serde(other)]
+    Retired,
+}
+
+impl OpAction {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Start => "start",
+            Self::Deallocate => "deallocate",
+            Self::OpenSession => "open-session",
+            Self::CloseSession => "close-session",
+            Self::RotateCredentials => "rotate-credentials",
+            Self::Alert => "alert",
+            Self::Retired => "retired",
+        }
+    }
+
+    /// The action stored under `name`; names this version does not make read as [`OpAction::Retired`].
+    pub fn from_name(name: &str) -> Self {
+        serde_json::from_value(serde_json::Value::String(name.to_string())).unwrap_or(Self::Retired)
+    }
+}
+
+impl std::fmt::Display for OpAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
 /// One entry of the operations log: what the system did to a host or room, and how it went.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Operation {
     pub id: Uuid,
     pub at: DateTime<Utc>,
-    /// `reconciler`, `rotate-passwords`, or the user id of an operator.
+    /// `reconciler`, `sessions`, or the user id of an operator.
     pub actor: String,
-    /// `start`, `deallocate`, `materialize`, `ready`, `alert`, ...
-    pub action: String,
+    pub action: OpAction,
     pub host: Option<String>,
     pub booking_id: Option<Uuid>,
     pub room_id: Option<RoomId>,
@@ -201,6 +253,18 @@ pub trait Store: Send + Sync + 'static {
     /// Moves a live booking's end, atomically with the overlap check. `NotFound`, or `Conflict`
     /// if the new slot overlaps another live booking of the room or the booking is cancelled.
     async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking>;
+
+    /// Compare-and-set of the booking's [`Access`] (credential generation and guest invitation):
+    /// writes `new` only when the stored access equals `expected`, and returns the booking as
+    /// written. `NotFound` if the booking is missing, `PreconditionFailed` if its access changed
+    /// meanwhile, `AlreadyExists` if `new` carries an invitation whose code hash another
+    /// booking's current invitation has. Cancelled and past bookings may be changed too.
+    async fn set_booking_access(&self, id: Uuid, expected: &Access, new: &Access) -> StoreResult<Booking>;
+
+    /// The booking whose CURRENT invitation has this code hash (cancelled and past bookings
+    /// included: the caller decides what their status allows). `NotFound` for a hash no current
+    /// invitation has, including the hashes of replaced or revoked invitations.
+    async fn booking_by_invitation(&self, code_hash: &str) -> StoreResult<Booking>;
 
     /// Forgets idempotency keys recorded before `before`. Returns how many went.
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64>;

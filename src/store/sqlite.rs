@@ -25,7 +25,8 @@
 //!   [`SqliteStore::open`] applies the missing ones inside one write transaction, so two
 //!   processes starting at once migrate once.
 //!
-//! Tables: `rooms`, `bookings` (cascade-deleted with their room), `idempotency` (one row per
+//! Tables: `rooms`, `bookings` (cascade-deleted with their room; each row carries its access as
+//! JSON and its current invitation's code hash, uniquely indexed), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
 //! range), `assignments`, `operations`, `markers`, `state`.
 
@@ -42,9 +43,10 @@ use tokio::sync::{Semaphore, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult,
+    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, RoomFilter, Store, StoreError,
+    StoreResult,
 };
-use crate::domain::{Booking, Room, RoomId, TimeSlot, format_instant};
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
 /// How long a connection waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
@@ -75,7 +77,8 @@ const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
 
 /// The schema, one entry per version; entry `i` takes `user_version` from `i` to `i + 1`.
 /// Never edit an applied entry: append a new one.
-const MIGRATIONS: &[&str] = &[r#"
+const MIGRATIONS: &[&str] = &[
+    r#"
 CREATE TABLE rooms (
     id               INTEGER PRIMARY KEY,
     name             TEXT,
@@ -157,7 +160,19 @@ CREATE TABLE state (
     key   TEXT PRIMARY KEY,
     value TEXT NOT NULL
 ) WITHOUT ROWID;
-"#];
+"#,
+    r#"
+-- A booking's access (credential generation, guest invitation) as JSON; the current
+-- invitation's code hash is also a column so a guest's code finds its booking by index.
+ALTER TABLE bookings ADD COLUMN access TEXT NOT NULL DEFAULT '{"generation":0}';
+ALTER TABLE bookings ADD COLUMN invite_hash TEXT;
+CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash IS NOT NULL;
+"#,
+    r#"
+-- Rooms hold no Janus secret any more: every session room's secret is derived.
+ALTER TABLE rooms DROP COLUMN admin_secret;
+"#,
+];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
 #[derive(Clone)]
@@ -494,28 +509,27 @@ fn room_key(id: RoomId) -> i64 {
     id.get() as i64
 }
 
-const ROOM_COLUMNS: &str = "id, name, password, admin_secret, max_participants, metadata, created_at, updated_at";
+const ROOM_COLUMNS: &str = "id, name, password, max_participants, metadata, created_at, updated_at";
 
 fn room_from_row(r: &Row<'_>) -> rusqlite::Result<Room> {
     let id: i64 = r.get(0)?;
     let id = RoomId::new(id as u64).map_err(|e| corrupt(0, Type::Integer, e))?;
-    let max_participants: i64 = r.get(4)?;
-    let max_participants = u8::try_from(max_participants).map_err(|e| corrupt(4, Type::Integer, e))?;
-    let metadata: String = r.get(5)?;
-    let metadata = serde_json::from_str(&metadata).map_err(|e| corrupt(5, Type::Text, e))?;
+    let max_participants: i64 = r.get(3)?;
+    let max_participants = u8::try_from(max_participants).map_err(|e| corrupt(3, Type::Integer, e))?;
+    let metadata: String = r.get(4)?;
+    let metadata = serde_json::from_str(&metadata).map_err(|e| corrupt(4, Type::Text, e))?;
     Ok(Room {
         id,
         name: r.get(1)?,
         password: r.get(2)?,
-        admin_secret: r.get(3)?,
         max_participants,
         metadata,
-        created_at: instant(r.get(6)?),
-        updated_at: instant(r.get(7)?),
+        created_at: instant(r.get(5)?),
+        updated_at: instant(r.get(6)?),
     })
 }
 
-const BOOKING_COLUMNS: &str = "id, room_id, owner, slot_start, slot_end, created_at, cancelled_at";
+const BOOKING_COLUMNS: &str = "id, room_id, owner, slot_start, slot_end, created_at, cancelled_at, access";
 
 fn booking_from_row(r: &Row<'_>) -> rusqlite::Result<Booking> {
     let id: String = r.get(0)?;
@@ -530,7 +544,17 @@ fn booking_from_row(r: &Row<'_>) -> rusqlite::Result<Booking> {
         slot,
         created_at: instant(r.get(5)?),
         cancelled_at: r.get::<_, Option<i64>>(6)?.map(instant),
+        access: {
+            let access: String = r.get(7)?;
+            serde_json::from_str(&access).map_err(|e| corrupt(7, Type::Text, e))?
+        },
     })
+}
+
+/// The access column's JSON and the current invitation's code hash.
+fn access_columns(access: &Access) -> StoreResult<(String, Option<String>)> {
+    let json = serde_json::to_string(access).map_err(|e| StoreError::Internal(e.to_string()))?;
+    Ok((json, access.invitation.as_ref().map(|i| i.code_hash.clone())))
 }
 
 fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
@@ -550,7 +574,7 @@ fn operation_from_row(r: &Row<'_>) -> rusqlite::Result<Operation> {
         id: Uuid::parse_str(&id).map_err(|e| corrupt(0, Type::Text, e))?,
         at: instant(r.get(1)?),
         actor: r.get(2)?,
-        action: r.get(3)?,
+        action: OpAction::from_name(&r.get::<_, String>(3)?),
         host: r.get(4)?,
         booking_id,
         room_id,
@@ -623,9 +647,10 @@ fn overlap_conflict(room: RoomId, taken: &Booking) -> StoreError {
 
 fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult<()> {
     let mut st = tx.prepare_cached(
-        "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+        "INSERT INTO bookings (id, room_id, owner, slot_start, slot_end, created_at, cancelled_at, access, invite_hash)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
     )?;
+    let (access, invite_hash) = access_columns(&b.access)?;
     st.execute(params![
         b.id.to_string(),
         room_key(room),
@@ -634,6 +659,8 @@ fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult
         ns(b.slot.end())?,
         ns(b.created_at)?,
         b.cancelled_at.map(ns).transpose()?,
+        access,
+        invite_hash,
     ])?;
     cover_duration(tx, ns(b.slot.start())?, ns(b.slot.end())?)
 }
@@ -641,12 +668,11 @@ fn insert_booking_row(tx: &Connection, b: &Booking, room: RoomId) -> StoreResult
 fn insert_room_row(tx: &Connection, room: &Room) -> StoreResult<()> {
     let metadata = serde_json::to_string(&room.metadata).map_err(|e| StoreError::Internal(e.to_string()))?;
     let mut st =
-        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"))?;
+        tx.prepare_cached(&format!("INSERT INTO rooms ({ROOM_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"))?;
     st.execute(params![
         room_key(room.id),
         room.name,
         room.password,
-        room.admin_secret,
         room.max_participants,
         metadata,
         ns(room.created_at)?,
@@ -996,6 +1022,35 @@ impl Store for SqliteStore {
         .await
     }
 
+    async fn set_booking_access(&self, id: Uuid, expected: &Access, new: &Access) -> StoreResult<Booking> {
+        let (expected, new) = (expected.clone(), new.clone());
+        self.write(move |tx| {
+            let mut b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
+            if b.access != expected {
+                return Err(StoreError::PreconditionFailed);
+            }
+            let (access, invite_hash) = access_columns(&new)?;
+            tx.prepare_cached("UPDATE bookings SET access = ?2, invite_hash = ?3 WHERE id = ?1")?.execute(params![
+                id.to_string(),
+                access,
+                invite_hash
+            ])?;
+            b.access = new;
+            Ok(b)
+        })
+        .await
+    }
+
+    async fn booking_by_invitation(&self, code_hash: &str) -> StoreResult<Booking> {
+        let hash = code_hash.to_owned();
+        self.read(move |tx| {
+            let mut st =
+                tx.prepare_cached(&format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE invite_hash = ?1"))?;
+            st.query_row([hash], booking_from_row).optional()?.ok_or(StoreError::NotFound)
+        })
+        .await
+    }
+
     async fn purge_idempotency(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         let before = ns(before)?;
         self.write(move |tx| {
@@ -1052,7 +1107,7 @@ impl Store for SqliteStore {
                 op.id.to_string(),
                 at,
                 op.actor,
-                op.action,
+                op.action.as_str(),
                 op.host,
                 op.booking_id.map(|u| u.to_string()),
                 op.room_id.map(room_key),

@@ -108,6 +108,19 @@ impl TestApp {
         suroga::auth::mint_dev_token(&Secret::new(SECRET), sub, admin, "admin", Duration::hours(1), Utc::now())
     }
 
+    /// A user's token with a `name` claim (the display name the other participant sees).
+    pub fn named_token(&self, sub: &str, name: &str) -> String {
+        suroga::auth::mint_named_dev_token(
+            &Secret::new(SECRET),
+            sub,
+            Some(name),
+            false,
+            "admin",
+            Duration::hours(1),
+            Utc::now(),
+        )
+    }
+
     /// Sends a request as `user` (None: no Authorization header) and returns status and JSON body
     /// (Null when the body is empty).
     pub async fn call(

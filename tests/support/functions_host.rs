@@ -7,10 +7,19 @@
 //! - waits for readiness by polling `GET /` every 25 ms (any HTTP status means ready);
 //! - opens a front door on its own 127.0.0.1 port that routes a request ONLY if some
 //!   `function.json` httpTrigger route and method match it, and answers 404 itself otherwise;
-//! - forwards like the host: original path (with `/api`), method, headers plus
-//!   `X-Azure-Functions-InvocationId`, `X-Azure-Functions-HostVersion` and a `User-Agent` suffix,
-//!   the query re-encoded with repeated keys joined by a comma, the body only when
-//!   `Content-Length > 0`; the response comes back as is;
+//! - passes requests on in one of the host's two HTTP modes ([`HttpMode`]; a current host uses
+//!   proxying when host.json enables it, an older host ignores that flag and forwards):
+//!   - forwarding (`enableForwardingHttpRequest`, the host rebuilds the request): original path
+//!     (with `/api`), method, headers plus `X-Azure-Functions-InvocationId`,
+//!     `X-Azure-Functions-HostVersion` and a `User-Agent` suffix, the query re-encoded with
+//!     repeated keys joined by a comma, the body and its `Content-Type` only when
+//!     `Content-Length > 0` (chunked bodies are dropped);
+//!   - proxying (`enableProxyingHttpRequest`, YARP's forwarder with its default transforms): path
+//!     and query as received, every header but the hop-by-hop ones and `Host`, plus
+//!     `X-Forwarded-For/-Proto/-Host` and the two `X-Azure-Functions-*` headers, `User-Agent`
+//!     untouched, the body whenever there is one (chunked too), and on a request WITHOUT a body
+//!     its content headers (`Content-Type`...) kept with `Content-Length: 0`;
+//! - passes the response back as is (both modes);
 //! - invokes timers like the host: `POST /{name}` with the JSON envelope, sent chunked, and
 //!   fails the test unless the reply is 200 JSON shaped `{"Outputs":..,"Logs":[..],"ReturnValue":..}`;
 //! - kills the handler process on drop.
@@ -77,16 +86,35 @@ impl HostLayout {
         }
     }
 
-    /// A publish folder: host.json and the function folders side by side.
+    /// A publish folder: host.json and the function folders side by side, and its
+    /// local.settings.json when there is one.
     pub fn publish(dir: &Path) -> Self {
-        Self { host_json: dir.join("host.json"), functions_dir: dir.to_path_buf(), settings_file: None }
+        let settings = dir.join("local.settings.json");
+        Self {
+            host_json: dir.join("host.json"),
+            functions_dir: dir.to_path_buf(),
+            settings_file: settings.is_file().then_some(settings),
+        }
     }
+}
+
+/// How the host passes an HTTP request to the handler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HttpMode {
+    /// `enableForwardingHttpRequest`: the host rebuilds the request (the only mode of older hosts).
+    Forwarding,
+    /// `enableProxyingHttpRequest`: the host proxies the request with YARP (current hosts, Flex
+    /// Consumption first, whenever host.json enables it).
+    Proxying,
 }
 
 /// Everything [`FunctionsHost::try_start`] needs.
 #[derive(Debug, Clone)]
 pub struct HostConfig {
     pub layout: HostLayout,
+    /// `None`: what a current host does with this host.json ([`App::current_host_mode`]);
+    /// `Some(Forwarding)`: an older host that ignores `enableProxyingHttpRequest`.
+    pub mode: Option<HttpMode>,
     /// The handler executable (the host resolves `defaultExecutablePath`; tests pass the built binary).
     pub program: PathBuf,
     /// App settings added after (and overriding) the settings file's `Values`.
@@ -99,6 +127,7 @@ impl HostConfig {
     pub fn suroga(overrides: &[(&str, &str)]) -> Self {
         Self {
             layout: HostLayout::repo(),
+            mode: None,
             program: PathBuf::from(env!("CARGO_BIN_EXE_suroga")),
             overrides: overrides.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             readiness_deadline: READINESS_DEADLINE,
@@ -115,6 +144,8 @@ pub enum HostError {
     Json { path: PathBuf, source: serde_json::Error },
     #[error("host.json: {0}")]
     HostJson(&'static str),
+    #[error("host.json does not enable {0:?} (customHandler.enable{0:?}HttpRequest)")]
+    ModeNotEnabled(HttpMode),
     #[error("function {name}: {reason}")]
     InvalidFunction { name: String, reason: String },
     #[error("handler exited before it was ready ({status}); stderr:\n{stderr}")]
@@ -145,6 +176,10 @@ pub struct DeclaredTimer {
 #[derive(Debug, Clone, Default)]
 pub struct App {
     pub route_prefix: String,
+    /// `customHandler.enableForwardingHttpRequest`.
+    pub forwarding: bool,
+    /// `customHandler.enableProxyingHttpRequest`.
+    pub proxying: bool,
     pub http: Vec<DeclaredHttp>,
     pub timers: Vec<DeclaredTimer>,
     pub arguments: Vec<String>,
@@ -169,8 +204,12 @@ impl App {
     /// forwarded raw, overlapping route + method pairs.
     pub fn load(layout: &HostLayout) -> Result<Self, HostError> {
         let host = read_json(&layout.host_json)?;
-        if host["customHandler"]["enableForwardingHttpRequest"] != json!(true) {
-            return Err(HostError::HostJson("customHandler.enableForwardingHttpRequest must be true"));
+        let forwarding = host["customHandler"]["enableForwardingHttpRequest"] == json!(true);
+        let proxying = host["customHandler"]["enableProxyingHttpRequest"] == json!(true);
+        if !forwarding && !proxying {
+            return Err(HostError::HostJson(
+                "customHandler.enableForwardingHttpRequest or enableProxyingHttpRequest must be true",
+            ));
         }
         let route_prefix =
             host["extensions"]["http"]["routePrefix"].as_str().unwrap_or("api").trim_matches('/').to_string();
@@ -178,7 +217,7 @@ impl App {
             .as_array()
             .map(|a| a.iter().filter_map(|v| v.as_str().map(String::from)).collect())
             .unwrap_or_default();
-        let mut app = App { route_prefix, arguments, ..Default::default() };
+        let mut app = App { route_prefix, forwarding, proxying, arguments, ..Default::default() };
         let dir = &layout.functions_dir;
         let mut entries: Vec<PathBuf> = std::fs::read_dir(dir)
             .map_err(|source| HostError::Io { path: dir.clone(), source })?
@@ -272,6 +311,21 @@ impl App {
 
     pub fn timer(&self, name: &str) -> Option<&DeclaredTimer> {
         self.timers.iter().find(|t| t.name == name)
+    }
+
+    /// The mode a current host uses: proxying wins when host.json enables it.
+    pub fn current_host_mode(&self) -> HttpMode {
+        if self.proxying { HttpMode::Proxying } else { HttpMode::Forwarding }
+    }
+
+    /// `mode` if host.json enables it; `None` picks [`App::current_host_mode`].
+    fn mode(&self, mode: Option<HttpMode>) -> Result<HttpMode, HostError> {
+        match mode {
+            None => Ok(self.current_host_mode()),
+            Some(HttpMode::Forwarding) if self.forwarding => Ok(HttpMode::Forwarding),
+            Some(HttpMode::Proxying) if self.proxying => Ok(HttpMode::Proxying),
+            Some(m) => Err(HostError::ModeNotEnabled(m)),
+        }
     }
 }
 
@@ -370,6 +424,7 @@ pub struct FrontDoorEntry {
 
 struct Shared {
     app: App,
+    mode: HttpMode,
     backend: SocketAddr,
     client: reqwest::Client,
     journal: Mutex<Vec<FrontDoorEntry>>,
@@ -461,7 +516,12 @@ impl FunctionsHost {
     /// `handlers/` and local.settings.json.example, plus `overrides`. `SUROGA_DATA_DIR` defaults to
     /// a fresh temporary folder. Panics (failing the test) if the app cannot start.
     pub async fn start(overrides: &[(&str, &str)]) -> Self {
-        match Self::try_start(HostConfig::suroga(overrides)).await {
+        Self::start_in(None, overrides).await
+    }
+
+    /// As [`FunctionsHost::start`], passing HTTP requests in `mode` (`None`: as a current host).
+    pub async fn start_in(mode: Option<HttpMode>, overrides: &[(&str, &str)]) -> Self {
+        match Self::try_start(HostConfig { mode, ..HostConfig::suroga(overrides) }).await {
             Ok(h) => h,
             Err(e) => panic!("the Functions host could not start the app: {e}"),
         }
@@ -470,6 +530,7 @@ impl FunctionsHost {
     /// Starts any handler program under the emulated host.
     pub async fn try_start(config: HostConfig) -> Result<Self, HostError> {
         let app = App::load(&config.layout)?;
+        let mode = app.mode(config.mode)?;
         let mut settings = BTreeMap::new();
         if let Some(file) = &config.layout.settings_file {
             if let Some(values) = read_json(file)?["Values"].as_object() {
@@ -530,7 +591,7 @@ impl FunctionsHost {
             }
         }
 
-        let mut host = Self::open_front_door(app, backend, client).await;
+        let mut host = Self::open_front_door(app, mode, backend, client).await;
         host.settings = settings;
         host.child = Some(child);
         host.stdout = stdout;
@@ -542,13 +603,14 @@ impl FunctionsHost {
 
     /// Fronts a handler that is already listening on `backend` (e.g. an in-process router), with
     /// the routing of the app in `layout`. No process is started or captured.
-    pub async fn front(backend: SocketAddr, layout: &HostLayout) -> Result<Self, HostError> {
+    pub async fn front(backend: SocketAddr, layout: &HostLayout, mode: Option<HttpMode>) -> Result<Self, HostError> {
         let app = App::load(layout)?;
-        Ok(Self::open_front_door(app, backend, http_client()).await)
+        let mode = app.mode(mode)?;
+        Ok(Self::open_front_door(app, mode, backend, http_client()).await)
     }
 
-    async fn open_front_door(app: App, backend: SocketAddr, client: reqwest::Client) -> Self {
-        let shared = Arc::new(Shared { app, backend, client, journal: Mutex::new(Vec::new()) });
+    async fn open_front_door(app: App, mode: HttpMode, backend: SocketAddr, client: reqwest::Client) -> Self {
+        let shared = Arc::new(Shared { app, mode, backend, client, journal: Mutex::new(Vec::new()) });
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the front door");
         let front = listener.local_addr().expect("front door address");
         let router = axum::Router::new().fallback(front_door).with_state(shared.clone());
@@ -575,6 +637,11 @@ impl FunctionsHost {
     /// The handler's own address (what the host calls); bypasses the front door.
     pub fn handler_addr(&self) -> SocketAddr {
         self.shared.backend
+    }
+
+    /// How this host passes HTTP requests to the handler.
+    pub fn mode(&self) -> HttpMode {
+        self.shared.mode
     }
 
     /// The app as indexed from host.json and the function.json files.
@@ -852,23 +919,48 @@ async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response
         return StatusCode::NOT_FOUND.into_response();
     }
 
+    match shared.mode {
+        HttpMode::Forwarding => forward(&shared, parts, body).await,
+        HttpMode::Proxying => proxy(&shared, parts, body).await,
+    }
+}
+
+/// Headers .NET keeps on `HttpContent`, not on the request: they travel only with a content.
+const CONTENT_HEADERS: &[&str] = &[
+    "allow",
+    "content-disposition",
+    "content-encoding",
+    "content-language",
+    "content-length",
+    "content-location",
+    "content-md5",
+    "content-range",
+    "content-type",
+    "expires",
+    "last-modified",
+];
+
+/// Forwarding mode (the host's `ToHttpRequestMessage`): the request is rebuilt.
+async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: Body) -> Response {
+    let path = parts.uri.path();
     let query = parts.uri.query().map(reencode_query).filter(|q| !q.is_empty());
     let url = format!("http://{}{}{}", shared.backend, path, query.map(|q| format!("?{q}")).unwrap_or_default());
     // The body goes through only when Content-Length says there is one; chunked bodies are dropped.
-    let declared_len =
-        parts.headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0);
-    let body: Bytes = if declared_len > 0 {
-        match axum::body::to_bytes(body, usize::MAX).await {
-            Ok(b) => b,
-            Err(_) => return StatusCode::BAD_REQUEST.into_response(),
-        }
-    } else {
-        Bytes::new()
+    let body = match body_if(declared_length(&parts.headers) > 0, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
     };
     let mut headers = HeaderMap::new();
     for (k, v) in &parts.headers {
-        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::USER_AGENT {
+        // Content headers cannot be request headers in .NET: they are dropped, and only
+        // Content-Type comes back, on the content, when there is a body.
+        if !HOP_BY_HOP.contains(&k.as_str()) && k != header::USER_AGENT && !CONTENT_HEADERS.contains(&k.as_str()) {
             headers.append(k.clone(), v.clone());
+        }
+    }
+    if !body.is_empty() {
+        if let Some(ct) = parts.headers.get(header::CONTENT_TYPE) {
+            headers.insert(header::CONTENT_TYPE, ct.clone());
         }
     }
     let ua = match parts.headers.get(header::USER_AGENT).and_then(|v| v.to_str().ok()) {
@@ -879,17 +971,98 @@ async fn front_door(State(shared): State<Arc<Shared>>, req: Request) -> Response
         header::USER_AGENT,
         HeaderValue::from_str(&ua).unwrap_or(HeaderValue::from_static("Azure-Functions-Host")),
     );
+    add_invocation_headers(&mut headers);
+
+    let mut request = shared.client.request(parts.method.clone(), url).headers(headers);
+    if !body.is_empty() {
+        request = request.body(body);
+    }
+    relay(request.send().await).await
+}
+
+/// Request headers YARP never copies (its `RequestUtilities` exclusion list), plus `Host`: the
+/// proxied request is addressed to the handler.
+const YARP_SKIPPED: &[&str] = &[
+    "connection",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authentication-info",
+    "proxy-authorization",
+    "proxy-features",
+    "proxy-instruction",
+    "security-scheme",
+    "alpn",
+    "close",
+    "http2-settings",
+    "upgrade-insecure-requests",
+    "te",
+    "alt-svc",
+    "host",
+];
+
+/// Proxying mode (YARP's `HttpForwarder` with `HttpTransformer.Default`, as the host sets it up).
+async fn proxy(shared: &Shared, parts: axum::http::request::Parts, body: Body) -> Response {
+    // Path and query exactly as received.
+    let url = format!("http://{}{}", shared.backend, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
+    // YARP's body detection for HTTP/1.1: Transfer-Encoding, or a Content-Length above 0. YARP
+    // streams the body; the bytes are the same.
+    let has_body = parts.headers.contains_key(header::TRANSFER_ENCODING) || declared_length(&parts.headers) > 0;
+    let body = match body_if(has_body, body).await {
+        Ok(b) => b,
+        Err(r) => return r,
+    };
+    let mut headers = HeaderMap::new();
+    for (k, v) in &parts.headers {
+        if !YARP_SKIPPED.contains(&k.as_str()) && k != header::CONTENT_LENGTH {
+            headers.append(k.clone(), v.clone());
+        }
+    }
+    // A content header on a request without a body makes YARP attach an empty content (its
+    // `EmptyHttpContent`), which .NET sends as `Content-Length: 0`: the header stays.
+    if !has_body && parts.headers.keys().any(|k| CONTENT_HEADERS.contains(&k.as_str())) {
+        headers.insert(header::CONTENT_LENGTH, HeaderValue::from_static("0"));
+    }
+    // The default transforms: X-Forwarded-* set (not appended), the original Host kept there.
+    headers.insert(HeaderName::from_static("x-forwarded-for"), HeaderValue::from_static("127.0.0.1"));
+    headers.insert(HeaderName::from_static("x-forwarded-proto"), HeaderValue::from_static("http"));
+    if let Some(host) = parts.headers.get(header::HOST) {
+        headers.insert(HeaderName::from_static("x-forwarded-host"), host.clone());
+    }
+    add_invocation_headers(&mut headers);
+
+    let request = shared.client.request(parts.method.clone(), url).headers(headers).body(body);
+    relay(request.send().await).await
+}
+
+/// The request's `Content-Length`, 0 when absent or unreadable.
+fn declared_length(headers: &HeaderMap) -> u64 {
+    headers.get(header::CONTENT_LENGTH).and_then(|v| v.to_str().ok()?.parse::<u64>().ok()).unwrap_or(0)
+}
+
+/// The whole body when `has_body`, else nothing (what arrived is not read); 400 if it breaks off.
+async fn body_if(has_body: bool, body: Body) -> Result<Bytes, Response> {
+    if !has_body {
+        return Ok(Bytes::new());
+    }
+    axum::body::to_bytes(body, usize::MAX).await.map_err(|_| StatusCode::BAD_REQUEST.into_response())
+}
+
+/// `X-Azure-Functions-InvocationId` (fresh) and `X-Azure-Functions-HostVersion`, replacing any
+/// the caller sent.
+fn add_invocation_headers(headers: &mut HeaderMap) {
     headers.insert(
         HeaderName::from_static("x-azure-functions-invocationid"),
         HeaderValue::from_str(&uuid::Uuid::new_v4().to_string()).unwrap(),
     );
     headers.insert(HeaderName::from_static("x-azure-functions-hostversion"), HeaderValue::from_static(HOST_VERSION));
+}
 
-    let mut forward = shared.client.request(parts.method.clone(), url).headers(headers);
-    if !body.is_empty() {
-        forward = forward.body(body);
-    }
-    match forward.send().await {
+/// The handler's response, as is (minus hop-by-hop headers); 500 when it cannot be reached.
+async fn relay(sent: reqwest::Result<reqwest::Response>) -> Response {
+    match sent {
         Ok(r) => {
             let status = r.status();
             let mut out_headers = HeaderMap::new();
