@@ -48,6 +48,8 @@ pub struct RequestCounter {
     total: AtomicU64,
     /// Estimated request units, in thousandths.
     milli_ru: AtomicU64,
+    /// The largest request body since the last `reset_largest`.
+    largest: AtomicU64,
     by_kind: Mutex<BTreeMap<String, u64>>,
 }
 
@@ -79,6 +81,13 @@ impl RequestCounter {
     }
     pub fn ru_per_query_doc(&self) -> f64 {
         RU_QUERY_DOC
+    }
+    /// The largest request body (bytes) since the last `reset_largest`.
+    pub fn largest(&self) -> u64 {
+        self.largest.load(Ordering::SeqCst)
+    }
+    pub fn reset_largest(&self) {
+        self.largest.store(0, Ordering::SeqCst);
     }
 
     fn estimate_ru(method: &str, resource: &str, is_item: bool, headers: &Headers, body: &[u8]) -> f64 {
@@ -131,6 +140,7 @@ impl RequestObserver for RequestCounter {
         let (is_query, is_batch) = (header("x-ms-documentdb-isquery"), header("x-ms-cosmos-is-batch-request"));
         let method = request.method().to_string();
         let body = azure_core::Bytes::from(request.body()).to_vec();
+        self.largest.fetch_max(body.len() as u64, Ordering::SeqCst);
         let ru = Self::estimate_ru(&method, resource, is_item, request.headers(), &body);
         self.milli_ru.fetch_add((ru * 1000.0) as u64, Ordering::SeqCst);
         let kind = format!(
