@@ -1,10 +1,12 @@
 // Suroga Stream on Azure: everything one resource group needs.
 //
 //   Function app (Flex Consumption, Linux, custom handler `suroga`)  --VNet integration-->  Janus VMs
-//     | system-assigned identity                                           ^ NSG: 443/80 (Caddy, TLS),
-//     +-- Cosmos DB for NoSQL (serverless, Entra ID only): suroga/rooms, suroga/ops    RTP/UDP, 8088 from
-//     +-- Storage (AzureWebJobsStorage + deployment container, identity only)          the app subnet only,
-//     +-- Key Vault (RBAC): Janus secrets as Key Vault references                      22 from one CIDR
+//     | system-assigned identity                                           ^ NSG: 443/80 (Caddy, TLS;
+//     +-- Cosmos DB for NoSQL (serverless, Entra ID only, reachable from the app    TURN over TLS), RTP/UDP,
+//     |   subnet only): suroga/rooms, suroga/ops                                    TURN 3478, 8088 from the
+//     +-- Storage (AzureWebJobsStorage + deployment container, identity only)      app subnet only, 22 from
+//     +-- Key Vault (RBAC, purge protection, reachable from the two subnets only):   one CIDR; coturn on each
+//     |   Janus and TURN secrets as Key Vault references                            VM (its own public IP)
 //     +-- Application Insights (Entra ID ingestion)
 //     +-- custom role "Suroga Janus VM operator" on each Janus VM (read, instance view, start, deallocate)
 //     +-- custom role "Suroga VM operation reader" on the resource group (follow start/deallocate)
@@ -68,6 +70,10 @@ param authAudience string
 @description('The `roles` claim value that makes a caller an admin (AUTH_ADMIN_ROLE).')
 param authAdminRole string = 'admin'
 
+@description('The web client\'s Entra app registration (AUTH_CLIENT_ID): the browser app at /app/ signs in with it through MSAL.js. By default the API registration itself, with a single-page-application redirect URI <PUBLIC_BASE_URL>/app/ (docs/deploy.md).')
+@minLength(1)
+param webClientId string = authAudience
+
 @description('Operator alerts: the app reads ALERT_WEBHOOK_URL from the Key Vault secret alert-webhook-url (store it once with alertWebhookUrl). Keep it in main.bicepparam: a redeployment without it turns alerts off.')
 param alertWebhookEnabled bool = false
 
@@ -75,10 +81,22 @@ param alertWebhookEnabled bool = false
 @secure()
 param alertWebhookUrl string = ''
 
-// The three Janus secrets are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY, JANUS_TOKEN_SECRET
-// with FLEET=azure) and every VM read them. Pass them on the first deployment (docs/deploy.md,
-// step 4) or set them in Key Vault before the app starts; later deployments may leave them empty,
-// which keeps the stored values. The app refuses to start while one is missing and names it.
+@description('Integrators\' webhooks: the app reads WEBHOOK_URL and WEBHOOK_SECRET from the Key Vault secrets webhook-url and webhook-secret (store them once with webhookUrl and webhookSecret). Keep it in main.bicepparam: a redeployment without it turns webhooks off.')
+param webhooksEnabled bool = false
+
+@description('The integrators\' webhook endpoint (WEBHOOK_URL), stored in Key Vault as webhook-url when given. Empty: the stored value is left alone.')
+@secure()
+param webhookUrl string = ''
+
+@description('The Standard Webhooks signing secret (WEBHOOK_SECRET, whsec_ + base64 of 24 to 64 bytes), stored in Key Vault as webhook-secret when given. Empty: the stored value is left alone.')
+@secure()
+param webhookSecret string = ''
+
+// The four Janus secrets and the TURN secret are REQUIRED: the app (JANUS_API_SECRET, JANUS_ADMIN_KEY,
+// JANUS_TOKEN_SECRET, JANUS_EVENTS_SECRET with FLEET=azure, TURN_SHARED_SECRET) and every VM read them.
+// Pass them on the first deployment (docs/deploy.md, step 4); later deployments may leave them empty,
+// which keeps the stored values. The app refuses to start while one is missing and names it; a VM's
+// role assignments are scoped to the secrets themselves, so the deployment fails while one is missing.
 @description('Janus API secret, stored in Key Vault as janus-api-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusApiSecret string = ''
@@ -90,6 +108,14 @@ param janusAdminKey string = ''
 @description('Janus token_auth_secret, stored in Key Vault as janus-token-secret. Required on the first deployment; empty afterwards keeps the stored value.')
 @secure()
 param janusTokenSecret string = ''
+
+@description('coturn static-auth-secret (TURN REST API credentials: the app mints time-limited TURN credentials from it), stored in Key Vault as turn-shared-secret. Required on the first deployment; empty afterwards keeps the stored value.')
+@secure()
+param turnSharedSecret string = ''
+
+@description('Password of the Janus event handler (basic auth to the app\'s POST /api/v1/janus/events), stored in Key Vault as janus-events-secret. Required on the first deployment; empty afterwards keeps the stored value.')
+@secure()
+param janusEventsSecret string = ''
 
 @description('Object id of a user or group that may write the Key Vault secrets (Key Vault Secrets Officer). Empty: none.')
 param operatorPrincipalId string = ''
@@ -143,6 +169,13 @@ param fleetOverrunLimitMinutes int = 60
 @minValue(0)
 param sessionGraceMinutes int = 5
 
+@description('FLEET_RELEASE_EARLY: deallocate a Janus host on the next tick once its sessions have ended early (everyone left), not at the booked end plus grace.')
+param fleetReleaseEarly bool = true
+
+@description('WEBHOOK_MAX_AGE_MINUTES: a webhook event not delivered this long after it was written is dead-lettered.')
+@minValue(1)
+param webhookMaxAgeMinutes int = 1440
+
 param tags object = {
   app: 'suroga-stream'
 }
@@ -160,6 +193,11 @@ var logAnalyticsName = '${prefix}-log-${token}'
 var vnetName = '${prefix}-vnet'
 var nsgName = '${prefix}-janus-nsg'
 var deploymentContainerName = 'app-package'
+// The containers the Functions host uses in AzureWebJobsStorage (blob leases, timer status, keys).
+var hostContainerNames = [
+  'azure-webjobs-hosts'
+  'azure-webjobs-secrets'
+]
 
 // The app's defaults (src/config.rs): COSMOS_CONTAINER=rooms, COSMOS_OPS_CONTAINER=ops, and the
 // store's partition key path (src/store/cosmos.rs PARTITION_KEY_PATH).
@@ -170,21 +208,38 @@ var partitionKeyPath = '/pk'
 var janusHttpPort = 8088
 var janusWsPort = 8188
 
+// coturn on each Janus VM, on a second address of the VM (its own public IP): UDP and TCP on 3478,
+// TLS on 443 (Caddy keeps 443 of the VM's main address for HTTPS and WSS).
+var turnPort = 3478
+var turnTlsPort = 443
+
 var vnetPrefix = '${vnetOctets}.0.0/16'
 var janusSubnetPrefix = '${vnetOctets}.1.0/24'
 var appSubnetPrefix = '${vnetOctets}.2.0/24'
 // Janus ACLs are string prefixes, not CIDRs: loopback (Caddy) and the Function app subnet.
 var janusHttpAcl = '127.,${vnetOctets}.2.'
 
-// Secret names in Key Vault; the VMs read the first three (infra/vm/render-config.sh).
+// Secret names in Key Vault; the VMs read exactly vmSecretNames (infra/vm/render-config.sh), each
+// VM identity with a role on each of these secrets and on nothing else in the vault.
 var apiSecretName = 'janus-api-secret'
 var adminKeyName = 'janus-admin-key'
 var tokenSecretName = 'janus-token-secret'
+var eventsSecretName = 'janus-events-secret'
+var turnSecretName = 'turn-shared-secret'
 var alertWebhookSecretName = 'alert-webhook-url'
+var webhookUrlSecretName = 'webhook-url'
+var webhookSecretSecretName = 'webhook-secret'
+var vmSecretNames = [
+  apiSecretName
+  adminKeyName
+  tokenSecretName
+  eventsSecretName
+  turnSecretName
+]
 
 // Built-in roles.
 var storageBlobDataOwnerRoleId = 'b7e6dc6d-f1e8-4753-8033-0f276bb0955b'
-var storageQueueDataContributorRoleId = '974c5e8b-45b9-4653-ba55-5f855dd0fb88'
+var storageBlobDataContributorRoleId = 'ba92f5b4-2d11-453d-a403-e96b0029c9fe'
 var storageTableDataContributorRoleId = '0a9a7e1f-b9d0-4cc4-a60d-0319b160aaa3'
 var keyVaultSecretsUserRoleId = '4633458b-17de-408a-b874-0445c86b69e6'
 var keyVaultSecretsOfficerRoleId = 'b86a8fe4-44ce-4948-aee5-eccb2c155cd7'
@@ -198,6 +253,9 @@ var janusPrivateIps = [for i in range(0, janusVmCount): '${vnetOctets}.1.${10 + 
 var janusDnsLabels = [for i in range(0, janusVmCount): '${prefix}-janus-${i + 1}-${token}']
 // With janusDomain, the hosts' names are in the operator's domain (an A record each, docs/deploy.md).
 var janusFqdns = [for i in range(0, janusVmCount): empty(janusDomain) ? '${janusDnsLabels[i]}.${location}.cloudapp.azure.com' : '${prefix}-janus-${i + 1}.${janusDomain}']
+// Each VM's TURN server: a second private address (and public IP) on the same NIC, with its own name.
+var turnPrivateIps = [for i in range(0, janusVmCount): '${vnetOctets}.1.${110 + i}']
+var turnFqdns = [for i in range(0, janusVmCount): empty(janusDomain) ? '${janusDnsLabels[i]}-turn.${location}.cloudapp.azure.com' : '${prefix}-janus-${i + 1}-turn.${janusDomain}']
 
 // JANUS_HOSTS (src/config.rs HostConfig): the server calls the private IP over the VNet;
 // clients get the public HTTPS and WSS URLs that Caddy terminates on each VM.
@@ -211,6 +269,19 @@ var janusHosts = [for i in range(0, janusVmCount): {
   vm_name: janusVmNames[i]
 }]
 
+// TURN_URLS: for each Janus host (by its JANUS_HOSTS name), the STUN and TURN URLs of the coturn on
+// the same VM. The app hands a session's participants the URLs of the session's host, with
+// credentials it mints from TURN_SHARED_SECRET (coturn's REST API scheme: use-auth-secret).
+var turnServers = [for i in range(0, janusVmCount): {
+  name: janusVmNames[i]
+  urls: [
+    'stun:${turnFqdns[i]}:${turnPort}'
+    'turn:${turnFqdns[i]}:${turnPort}?transport=udp'
+    'turn:${turnFqdns[i]}:${turnPort}?transport=tcp'
+    'turns:${turnFqdns[i]}:${turnTlsPort}?transport=tcp'
+  ]
+}]
+
 // ----- network -----
 
 resource nsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
@@ -219,10 +290,13 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
   tags: tags
   properties: {
     // Spec 2.1/2.3: only what Janus needs. Signalling only over 443 (Caddy: TLS, HTTP API
-    // and WebSockets) with 80 for Let's Encrypt; media over the RTP range; the backend port
-    // only from the Function app subnet; SSH only from one CIDR; the admin API never.
+    // and WebSockets) with 80 for Let's Encrypt; media over the RTP range; TURN on 3478 (UDP and
+    // TCP) and over TLS on 443 of each VM's TURN address; the backend port only from the Function
+    // app subnet; SSH only from one CIDR; the admin API never. coturn's relay ports need no rule:
+    // its only permitted peer is the Janus on the same VM (infra/vm/turnserver.conf).
     securityRules: concat([
       {
+        // Caddy on each VM's main address, and TURN over TLS (coturn) on its TURN address.
         name: 'allow-https-signalling'
         properties: {
           priority: 100
@@ -259,6 +333,32 @@ resource nsg 'Microsoft.Network/networkSecurityGroups@2023-11-01' = {
           sourcePortRange: '*'
           destinationAddressPrefix: janusSubnetPrefix
           destinationPortRange: rtpPortRange
+        }
+      }
+      {
+        name: 'allow-turn-udp'
+        properties: {
+          priority: 122
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Udp'
+          sourceAddressPrefix: 'Internet'
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: string(turnPort)
+        }
+      }
+      {
+        name: 'allow-turn-tcp'
+        properties: {
+          priority: 124
+          direction: 'Inbound'
+          access: 'Allow'
+          protocol: 'Tcp'
+          sourceAddressPrefix: 'Internet'
+          sourcePortRange: '*'
+          destinationAddressPrefix: janusSubnetPrefix
+          destinationPortRange: string(turnPort)
         }
       }
       {
@@ -324,6 +424,12 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
           networkSecurityGroup: {
             id: nsg.id
           }
+          // The VMs read their secrets from Key Vault, whose firewall admits this subnet.
+          serviceEndpoints: [
+            {
+              service: 'Microsoft.KeyVault'
+            }
+          ]
         }
       }
       {
@@ -337,6 +443,15 @@ resource vnet 'Microsoft.Network/virtualNetworks@2023-11-01' = {
               properties: {
                 serviceName: 'Microsoft.App/environments'
               }
+            }
+          ]
+          // Cosmos DB and Key Vault admit this subnet only (their firewalls' VNet rules).
+          serviceEndpoints: [
+            {
+              service: 'Microsoft.AzureCosmosDB'
+            }
+            {
+              service: 'Microsoft.KeyVault'
             }
           ]
         }
@@ -378,6 +493,9 @@ resource appInsights 'Microsoft.Insights/components@2020-02-02' = {
 // ----- storage: AzureWebJobsStorage (timer leases, host state) and the deployment package -----
 
 resource storage 'Microsoft.Storage/storageAccounts@2023-05-01' = {
+  // checkov:skip=CKV_AZURE_35: the account stays reachable from public networks because Flex Consumption uploads a published package through its platform deployment service, which a storage firewall blocks (docs/deploy.md, "Network access"); no keys exist (shared keys off, no public blob access): only the app's identity reads or writes, through the roles below.
+  // checkov:skip=CKV_AZURE_206: LRS on purpose: the account holds only the host's timer leases, keys and diagnostics and the deployment package, all rebuilt or republished from the repository; the data of record is in Cosmos DB.
+  // checkov:skip=CKV_AZURE_43: the name is take('<prefix>st<uniqueString>', 24): lower-case letters and digits, 24 characters at most; Checkov cannot evaluate uniqueString.
   name: storageAccountName
   location: location
   tags: tags
@@ -409,6 +527,16 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
   }
 }
 
+// The Functions host's own containers (timer schedules and leases, the primary-host lock, host
+// keys), created here so that the app's blob role can be scoped to them instead of the account.
+resource hostContainers 'Microsoft.Storage/storageAccounts/blobServices/containers@2023-05-01' = [for name in hostContainerNames: {
+  parent: blobService
+  name: name
+  properties: {
+    publicAccess: 'None'
+  }
+}]
+
 // ----- Cosmos DB for NoSQL -----
 // Serverless: the load is a booking API and a timer every minute, far below what even the
 // smallest provisioned throughput (400 RU/s, billed every hour) would carry; serverless bills
@@ -416,6 +544,7 @@ resource deploymentContainer 'Microsoft.Storage/storageAccounts/blobServices/con
 // provisioned autoscale if sustained traffic makes RU billing cost more than ~400 RU/s.
 
 resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
+  // checkov:skip=CKV_AZURE_101: network rules instead of a private endpoint (docs/deploy.md, "Network access"): the public endpoint answers only the Function app subnet (service endpoint + VNet rule below); a private endpoint and its DNS zone would be billed every hour for a few requests a minute.
   name: cosmosAccountName
   location: location
   tags: tags
@@ -440,8 +569,19 @@ resource cosmos 'Microsoft.DocumentDB/databaseAccounts@2024-05-15' = {
     // Entra ID only: no account keys for data, no key-based metadata writes.
     disableLocalAuth: true
     disableKeyBasedMetadataWriteAccess: true
+    // Reachable only from the Function app's subnet (its Microsoft.AzureCosmosDB service endpoint).
     publicNetworkAccess: 'Enabled'
+    isVirtualNetworkFilterEnabled: true
+    virtualNetworkRules: [
+      {
+        id: appSubnetId
+        ignoreMissingVNetServiceEndpoint: false
+      }
+    ]
   }
+  dependsOn: [
+    vnet
+  ]
 }
 
 resource cosmosDatabase 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024-05-15' = {
@@ -550,9 +690,10 @@ resource opsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/contai
   }
 }
 
-// ----- Key Vault (RBAC mode) for the Janus secrets -----
+// ----- Key Vault (RBAC mode) for the Janus and TURN secrets -----
 
 resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
+  // checkov:skip=CKV_AZURE_189: network rules instead of a private endpoint (docs/deploy.md, "Network access"): the public endpoint answers only the Function app and Janus subnets (service endpoints + VNet rules below); secrets are written through Azure Resource Manager, which the firewall does not apply to.
   name: keyVaultName
   location: location
   tags: tags
@@ -565,45 +706,126 @@ resource keyVault 'Microsoft.KeyVault/vaults@2023-07-01' = {
     enableRbacAuthorization: true
     enableSoftDelete: true
     softDeleteRetentionInDays: 7
+    // Irreversible: a deleted vault (or secret) stays recoverable for the retention period and
+    // nobody can purge it sooner (docs/deploy.md, "Least privilege").
+    enablePurgeProtection: true
     publicNetworkAccess: 'Enabled'
+    networkAcls: {
+      defaultAction: 'Deny'
+      // No trusted-service exception: nothing but the two subnets reads the vault. Deployments
+      // still write secrets: Microsoft.KeyVault/vaults/secrets goes through Azure Resource
+      // Manager, which the firewall does not apply to.
+      bypass: 'None'
+      ipRules: []
+      virtualNetworkRules: [
+        {
+          id: appSubnetId
+          ignoreMissingVnetServiceEndpoint: false
+        }
+        {
+          id: janusSubnetId
+          ignoreMissingVnetServiceEndpoint: false
+        }
+      ]
+    }
   }
+  dependsOn: [
+    vnet
+  ]
 }
 
 resource apiSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusApiSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
   parent: keyVault
   name: apiSecretName
   properties: {
     value: janusApiSecret
+    contentType: 'text/plain'
   }
 }
 
 resource adminKey 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusAdminKey)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
   parent: keyVault
   name: adminKeyName
   properties: {
     value: janusAdminKey
+    contentType: 'text/plain'
   }
 }
 
 resource tokenSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusTokenSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
   parent: keyVault
   name: tokenSecretName
   properties: {
     value: janusTokenSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource turnSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(turnSharedSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: turnSecretName
+  properties: {
+    value: turnSharedSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource eventsSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(janusEventsSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: eventsSecretName
+  properties: {
+    value: janusEventsSecret
+    contentType: 'text/plain'
+  }
+}
+
+resource webhookUrlSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookUrl)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: webhookUrlSecretName
+  properties: {
+    value: webhookUrl
+    contentType: 'text/plain'
+  }
+}
+
+resource webhookSecretSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(webhookSecret)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
+  parent: keyVault
+  name: webhookSecretSecretName
+  properties: {
+    value: webhookSecret
+    contentType: 'text/plain'
   }
 }
 
 resource alertWebhookSecret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(alertWebhookUrl)) {
+  // checkov:skip=CKV_AZURE_41: no expiry: Key Vault refuses to return an expired secret, which would stop the app and every VM at once; secrets are rotated by hand (docs/deploy.md, "Key Vault references and rotation").
+  // checkov:skip=CKV_AZURE_114: contentType is set below; Checkov does not read the properties of a conditional resource (`= if (...)`), the same declaration without the condition passes.
   parent: keyVault
   name: alertWebhookSecretName
   properties: {
     value: alertWebhookUrl
+    contentType: 'text/plain'
   }
 }
 
 // ----- Function app: Flex Consumption, Linux, custom handler -----
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_225: zone redundancy on Flex Consumption keeps at least two always-ready instances per scale group, billed around the clock; this plan scales to zero between requests and the timers (docs/deploy.md, "Costs").
   name: planName
   location: location
   tags: tags
@@ -625,6 +847,8 @@ var keyVaultSecretsUri = 'https://${keyVaultName}${environment().suffixes.keyvau
 // (this template does not opt into unique default host names); it cannot be read from the app
 // here, as the app's own settings would then depend on the app.
 var publicBaseUrl = empty(appCustomDomain) ? 'https://${functionAppName}.azurewebsites.net' : 'https://${appCustomDomain}'
+// Where the Janus VMs' event handler posts (src/api/janus_events.rs): the app's public address.
+var janusEventsUrl = '${publicBaseUrl}/api/v1/janus/events'
 
 var appSettings = concat([
   {
@@ -693,6 +917,20 @@ var appSettings = concat([
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${tokenSecretName}/)'
   }
   {
+    // The secret the VMs' coturn shares (use-auth-secret): per-join TURN credentials.
+    name: 'TURN_SHARED_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${turnSecretName}/)'
+  }
+  {
+    // [{"name": <JANUS_HOSTS name>, "urls": [stun:, turn: (UDP, TCP), turns: (TLS on 443)]}].
+    name: 'TURN_URLS'
+    value: string(turnServers)
+  }
+  {
+    name: 'JANUS_EVENTS_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${eventsSecretName}/)'
+  }
+  {
     name: 'AUTH_ISSUER'
     value: authIssuer
   }
@@ -703,6 +941,10 @@ var appSettings = concat([
   {
     name: 'AUTH_ADMIN_ROLE'
     value: authAdminRole
+  }
+  {
+    name: 'AUTH_CLIENT_ID'
+    value: webClientId
   }
   {
     // Nothing is stored locally with STORE=cosmos and an issuer; a writable place regardless.
@@ -733,6 +975,14 @@ var appSettings = concat([
     name: 'SESSION_GRACE_MINUTES'
     value: string(sessionGraceMinutes)
   }
+  {
+    name: 'FLEET_RELEASE_EARLY'
+    value: string(fleetReleaseEarly)
+  }
+  {
+    name: 'WEBHOOK_MAX_AGE_MINUTES'
+    value: string(webhookMaxAgeMinutes)
+  }
 ], fleetMaxHosts == 0 ? [] : [
   {
     name: 'FLEET_MAX_HOSTS'
@@ -743,9 +993,23 @@ var appSettings = concat([
     name: 'ALERT_WEBHOOK_URL'
     value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${alertWebhookSecretName}/)'
   }
+] : [], webhooksEnabled ? [
+  {
+    name: 'WEBHOOK_URL'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookUrlSecretName}/)'
+  }
+  {
+    name: 'WEBHOOK_SECRET'
+    value: '@Microsoft.KeyVault(SecretUri=${keyVaultSecretsUri}${webhookSecretSecretName}/)'
+  }
 ] : [])
 
 resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
+  // checkov:skip=CKV_AZURE_222: the API is public by design (browsers and mobile apps call it); every route but the health check and invitation lookups requires an Entra ID token.
+  // checkov:skip=CKV_AZURE_17: clients authenticate with bearer tokens, not client certificates (browsers of invited guests hold none), and Flex Consumption offers no client-certificate mode.
+  // checkov:skip=CKV_AZURE_78: Flex Consumption has no FTP endpoint, and ARM rejects siteConfig.ftpsState for Flex Consumption sites (error 51021); code reaches the app only through its deployment container.
+  // checkov:skip=CKV_AZURE_212: Flex Consumption scales from zero; a minimum instance count is billed as always-ready capacity around the clock (docs/deploy.md, "Costs").
+  // checkov:skip=CKV_AZURE_213: Flex Consumption has no platform health check (siteConfig.healthCheckPath); GET /api/v1/health is the documented check (docs/deploy.md, step 8).
   name: functionAppName
   location: location
   tags: tags
@@ -760,6 +1024,7 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
     virtualNetworkSubnetId: appSubnetId
     siteConfig: {
       minTlsVersion: '1.2'
+      http20Enabled: true
       appSettings: appSettings
     }
     functionAppConfig: {
@@ -790,28 +1055,32 @@ resource functionApp 'Microsoft.Web/sites@2024-04-01' = {
 
 // ----- the app's identity: least privilege -----
 
-resource appStorageBlobOwner 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, functionApp.id, storageBlobDataOwnerRoleId)
-  scope: storage
+// Storage, container by container: the deployment package (Flex Consumption reads it, and writes
+// it when Core Tools publishes, with the app's identity), and the host's own containers (Storage
+// Blob Data Owner is the host's documented role for AzureWebJobsStorage, here scoped to them).
+resource appDeploymentPackage 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
+  name: guid(deploymentContainer.id, functionApp.id, storageBlobDataContributorRoleId)
+  scope: deploymentContainer
+  properties: {
+    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataContributorRoleId)
+    principalId: functionApp.identity.principalId
+    principalType: 'ServicePrincipal'
+  }
+}
+
+resource appHostContainers 'Microsoft.Authorization/roleAssignments@2022-04-01' = [for (name, i) in hostContainerNames: {
+  name: guid(storage.id, name, functionApp.id, storageBlobDataOwnerRoleId)
+  scope: hostContainers[i]
   properties: {
     roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageBlobDataOwnerRoleId)
     principalId: functionApp.identity.principalId
     principalType: 'ServicePrincipal'
   }
-}
+}]
 
-// The host's own diagnostics and timer state use queues and tables too (as in Microsoft's Flex
-// Consumption samples).
-resource appStorageQueueContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
-  name: guid(storage.id, functionApp.id, storageQueueDataContributorRoleId)
-  scope: storage
-  properties: {
-    roleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', storageQueueDataContributorRoleId)
-    principalId: functionApp.identity.principalId
-    principalType: 'ServicePrincipal'
-  }
-}
-
+// The host's diagnostic events go to tables it creates by month (AzureFunctionsDiagnosticEvents
+// <yyyymm>), so this role cannot be narrower than the account. No queue role: the app has HTTP
+// and timer triggers only.
 resource appStorageTableContributor 'Microsoft.Authorization/roleAssignments@2022-04-01' = {
   name: guid(storage.id, functionApp.id, storageTableDataContributorRoleId)
   scope: storage
@@ -951,17 +1220,30 @@ module janusVms 'modules/janus-vm.bicep' = [for i in range(0, janusVmCount): {
     fqdn: janusFqdns[i]
     acmeEmail: acmeEmail
     keyVaultName: keyVault.name
+    secretNames: vmSecretNames
+    turnPrivateIp: turnPrivateIps[i]
+    turnDnsLabel: '${janusDnsLabels[i]}-turn'
+    turnFqdn: turnFqdns[i]
+    turnPort: turnPort
+    turnTlsPort: turnTlsPort
     rtpPortRange: rtpPortRange
     janusHttpPort: janusHttpPort
     janusWsPort: janusWsPort
     janusHttpAcl: janusHttpAcl
+    eventsUrl: janusEventsUrl
     functionPrincipalId: functionApp.identity.principalId
     vmOperatorRoleDefinitionId: subscriptionResourceId('Microsoft.Authorization/roleDefinitions', vmOperatorRoleGuid)
     tags: tags
   }
+  // The VMs' role assignments are scoped to the secrets themselves, which must exist first.
   dependsOn: [
     vmOperatorRole
     vnet
+    apiSecret
+    adminKey
+    tokenSecret
+    eventsSecret
+    turnSecret
   ]
 }]
 
@@ -976,7 +1258,7 @@ output functionAppHostName string = functionApp.properties.defaultHostName
 @description('Cosmos DB endpoint (COSMOS_ENDPOINT).')
 output cosmosEndpoint string = cosmos.properties.documentEndpoint
 
-@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret.')
+@description('Key Vault holding janus-api-secret, janus-admin-key, janus-token-secret, janus-events-secret, turn-shared-secret.')
 output keyVaultName string = keyVault.name
 
 @description('The JANUS_HOSTS value the app was given.')
@@ -987,6 +1269,15 @@ output janusPublicIps array = [for i in range(0, janusVmCount): janusVms[i].outp
 
 @description('Public name of each Janus VM (in janusDomain when set: give each an A record to its janusPublicIps entry).')
 output janusFqdns array = janusFqdns
+
+@description('Public IP of each Janus VM\'s TURN server (static, a second address of the VM).')
+output janusTurnPublicIps array = [for i in range(0, janusVmCount): janusVms[i].outputs.turnPublicIpAddress]
+
+@description('Public name of each Janus VM\'s TURN server (in janusDomain when set: give each an A record to its janusTurnPublicIps entry).')
+output janusTurnFqdns array = turnFqdns
+
+@description('The TURN_URLS value the app was given.')
+output turnUrls array = turnServers
 
 @description('PUBLIC_BASE_URL, the address in invitation links.')
 output publicBaseUrl string = publicBaseUrl

@@ -37,11 +37,19 @@ param operatorPrincipalId = ''
 param janusApiSecret = ''
 param janusAdminKey = ''
 param janusTokenSecret = ''
+param janusEventsSecret = ''
 
 // Operator alerts: true once the webhook is stored (pass alertWebhookUrl once, or set the Key
 // Vault secret alert-webhook-url yourself).
 param alertWebhookEnabled = false
 param alertWebhookUrl = ''
+
+// Integrators' webhooks (Standard Webhooks): true once the URL and the whsec_ secret are stored
+// (pass webhookUrl and webhookSecret once, or set the Key Vault secrets webhook-url and
+// webhook-secret yourself).
+param webhooksEnabled = false
+param webhookUrl = ''
+param webhookSecret = ''
 
 // Names: '' keeps the Azure ones. A Janus domain avoids Let's Encrypt's limits on the shared
 // cloudapp.azure.com domain (docs/deploy.md, "Your own domain for the Janus hosts").
@@ -56,6 +64,8 @@ param fleetKeepWarmMinutes = 30
 param fleetMaxHosts = 0
 param fleetOverrunLimitMinutes = 60
 param sessionGraceMinutes = 5
+param fleetReleaseEarly = true
+param webhookMaxAgeMinutes = 1440
 
 param maximumInstanceCount = 40
 param instanceMemoryMB = 512

@@ -1,7 +1,11 @@
 //! Wiring: builds the store, the fleet and the authenticator from [`Config`], and runs the
 //! server with a shutdown future (`run(listener, state, shutdown)`), so tests bind port 0.
+//!
+//! Local Janus hosts post their events to the service's own address (`config.addr`), so the
+//! listener is bound BEFORE the app is built ([`serve_forever`] does; tests bind port 0 and put
+//! the bound address in the config): see [`local_events_url`].
 
-use std::{future::Future, sync::Arc, time::Duration as StdDuration};
+use std::{future::Future, net::SocketAddr, sync::Arc, time::Duration as StdDuration};
 
 use anyhow::Context;
 use axum::Router;
@@ -9,9 +13,10 @@ use chrono::Duration;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, AppState},
+    api::{self, ApiSettings, AppState},
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
+    config::Secret,
     config::{Config, FleetKind, StoreKind},
     fleet::{
         alerts::Alerter,
@@ -21,11 +26,13 @@ use crate::{
         janus_hosts::{JanusHost, JanusHosts},
         local::{LocalJanusOptions, LocalPower},
         power::{PowerControl, StaticPower},
+        power_cache::CachedPower,
         reconciler::Reconciler,
     },
     jobs::Jobs,
     sessions::{SessionKey, SessionSettings, Sessions},
     store::{Store, cosmos::CosmosStore, sqlite::SqliteStore},
+    webhooks::Webhooks,
 };
 
 /// Capacity of a local Janus host, in concurrent sessions.
@@ -46,9 +53,12 @@ pub struct App {
 }
 
 impl App {
-    /// The whole HTTP surface: the API plus the timer functions.
+    /// The whole HTTP surface: the API plus the timer functions, every answer with the security
+    /// headers.
     pub fn router(&self) -> Router {
-        api::router(self.state.clone()).merge(self.jobs.router())
+        api::router(self.state.clone())
+            .merge(self.jobs.router())
+            .layer(axum::middleware::from_fn(api::headers::security_headers))
     }
 
     /// Stops the local Janus hosts, if any. Idempotent.
@@ -70,6 +80,21 @@ pub async fn open_store(config: &Config) -> anyhow::Result<Arc<dyn Store>> {
         }
         StoreKind::Cosmos(c) => Arc::new(CosmosStore::connect(c).await.context("connecting to Cosmos DB")?),
     })
+}
+
+/// The events route as local Janus hosts reach it: `http://<addr>/api/v1/janus/events`, an
+/// unspecified bind address (`0.0.0.0`) reached on loopback. `None` while the port is 0 (not
+/// bound yet): then local hosts post no events.
+pub fn local_events_url(addr: SocketAddr) -> Option<String> {
+    if addr.port() == 0 {
+        return None;
+    }
+    let ip = match addr.ip() {
+        ip if ip.is_unspecified() && ip.is_ipv4() => std::net::Ipv4Addr::LOCALHOST.into(),
+        ip if ip.is_unspecified() => std::net::Ipv6Addr::LOCALHOST.into(),
+        ip => ip,
+    };
+    Some(format!("http://{}{}/janus/events", SocketAddr::new(ip, addr.port()), crate::api::API_PREFIX))
 }
 
 /// Builds every part from configuration.
@@ -103,16 +128,21 @@ pub async fn build_on(
     let auth = Arc::new(Authenticator::new(&config.auth, &config.data_dir, http).context("authentication settings")?);
 
     #[allow(clippy::type_complexity)]
-    let (janus, power, hosts, local, root): (
+    let (janus, power, hosts, local, root, events_secret): (
         JanusHosts,
         Arc<dyn PowerControl>,
         Vec<FleetHost>,
         Option<Arc<LocalPower>>,
         String,
+        Option<Secret>,
     ) = match config.fleet {
         FleetKind::Local => {
-            let (local, secrets) =
-                LocalPower::from_config(config, LocalJanusOptions::default()).context("local Janus hosts")?;
+            let events_backend = local_events_url(config.addr);
+            if events_backend.is_none() {
+                tracing::warn!("the listen port is not known yet: local Janus hosts post no events");
+            }
+            let options = LocalJanusOptions { events_backend, ..LocalJanusOptions::default() };
+            let (local, secrets) = LocalPower::from_config(config, options).context("local Janus hosts")?;
             local.start_all().await.context("starting the local Janus hosts")?;
             let mut janus_hosts = Vec::new();
             for name in local.names() {
@@ -128,12 +158,21 @@ pub async fn build_on(
                 janus_hosts.iter().map(|h| FleetHost { name: h.name.clone(), capacity: LOCAL_HOST_CAPACITY }).collect();
             let local = Arc::new(local);
             let janus = JanusHosts::for_local(config, janus_hosts, &secrets).context("local Janus hosts")?;
-            (janus, local.clone(), fleet_hosts, Some(local), secrets.api_secret.clone())
+            let events = Some(Secret::new(secrets.events_secret.clone()));
+            (janus, local.clone(), fleet_hosts, Some(local), secrets.api_secret.clone(), events)
         }
         FleetKind::Static => {
             let janus = JanusHosts::from_config(config).context("Janus hosts")?;
             let names: Vec<String> = config.hosts.iter().map(|h| h.name.clone()).collect();
-            (janus, Arc::new(StaticPower::new(names)), configured_hosts(config), None, api_secret(config)?)
+            let hosts = configured_hosts(config);
+            (
+                janus,
+                Arc::new(StaticPower::new(names)),
+                hosts,
+                None,
+                api_secret(config)?,
+                config.janus_events_secret.clone(),
+            )
         }
         FleetKind::Azure => {
             let janus = JanusHosts::from_config(config).context("Janus hosts")?;
@@ -145,33 +184,63 @@ pub async fn build_on(
             let credential = managed_identity().context("the managed identity for Azure VM control")?;
             let power = AzurePower::from_hosts(credential, subscription, &config.hosts, AzureOptions::default())
                 .context("Azure VM control")?;
-            (janus, Arc::new(power), configured_hosts(config), None, api_secret(config)?)
+            (
+                janus,
+                Arc::new(power),
+                configured_hosts(config),
+                None,
+                api_secret(config)?,
+                config.janus_events_secret.clone(),
+            )
         }
     };
     let janus = Arc::new(janus);
     let always_on = config.fleet == FleetKind::Static;
+    let power = Arc::new(CachedPower::new(
+        wrap_power(power),
+        clock.clone(),
+        config.fleet_settings.power_cache,
+        hosts.iter().map(|h| h.name.clone()),
+    ));
     let fleet = Arc::new(Fleet {
         janus: janus.clone(),
-        power: wrap_power(power),
+        power,
         hosts,
         policy: FleetPolicy::from_settings(&config.fleet_settings),
         always_on,
         store: store.clone(),
         clock: clock.clone(),
     });
-    let sessions = Arc::new(Sessions::new(
-        store.clone(),
-        PlannedHosting::new(fleet.clone()),
-        clock.clone(),
-        SessionKey::from_root(&root),
-        SessionSettings {
-            policy: config.policy.clone(),
-            grace: config.session_grace,
-            public_base_url: config.public_base_url.clone(),
-            ice_servers: vec![],
-        },
-    ));
-    let state = AppState { store: store.clone(), sessions: sessions.clone(), fleet_ops: fleet.clone(), auth, clock };
+    let webhooks = match &config.webhook {
+        Some(w) => Some(Arc::new(Webhooks::new(w, store.clone(), clock.clone()).context("webhooks")?)),
+        None => None,
+    };
+    let sessions = Arc::new(
+        Sessions::new(
+            store.clone(),
+            PlannedHosting::new(fleet.clone()),
+            clock.clone(),
+            SessionKey::from_root(&root),
+            SessionSettings {
+                policy: config.policy.clone(),
+                grace: config.session_grace,
+                public_base_url: config.public_base_url.clone(),
+                ice_servers: vec![],
+            },
+        )
+        .with_webhooks(webhooks.clone()),
+    );
+    let state = AppState {
+        store: store.clone(),
+        sessions: sessions.clone(),
+        fleet_ops: fleet.clone(),
+        auth,
+        clock,
+        settings: Arc::new(ApiSettings::from_config(config)),
+        web: Arc::new(config.web.clone()),
+        janus_events_secret: events_secret,
+        webhooks,
+    };
     let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
     let reconciler = Arc::new(Reconciler::new(fleet.clone(), alerts, sessions));
     let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };
@@ -198,14 +267,19 @@ pub async fn run(
     router: Router,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+    // The peer address: rate limits count anonymous callers by it, timer routes want loopback.
+    axum::serve(listener, router.into_make_service_with_connect_info::<std::net::SocketAddr>())
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// `suroga serve`: binds the configured address and serves until SIGTERM or Ctrl-C. Without
 /// the Functions host, the timer jobs run in-process on their schedules; under the host, the
 /// host invokes them. On the way out: timers stop, then local Janus hosts.
-pub async fn serve_forever(config: Config) -> anyhow::Result<()> {
+pub async fn serve_forever(mut config: Config) -> anyhow::Result<()> {
     let listener = TcpListener::bind(config.addr).await.with_context(|| format!("binding {}", config.addr))?;
+    // The address bound (a port 0 becomes the real one): where local Janus hosts post events.
+    config.addr = listener.local_addr()?;
     let app = build(&config, Arc::new(SystemClock)).await?;
     tracing::info!(
         addr = %listener.local_addr()?,
@@ -237,7 +311,9 @@ async fn shutdown_signal() {
 /// A development token for the local HS256 secret (`suroga token`).
 pub fn dev_token(config: &Config, sub: &str, admin: bool, ttl: Duration) -> anyhow::Result<String> {
     let secret = auth::local_secret(&config.auth, &config.data_dir)?
-        .ok_or_else(|| anyhow::anyhow!("local tokens are off: AUTH_ISSUER is set and AUTH_HS256_SECRET is not"))?;
+        .ok_or_else(|| anyhow::anyhow!(
+            "local tokens are off: AUTH_ISSUER is set (local tokens need AUTH_ALLOW_LOCAL_TOKENS=true and AUTH_HS256_SECRET)"
+        ))?;
     Ok(auth::mint_dev_token(&secret, sub, admin, &config.auth.admin_role, ttl, chrono::Utc::now()))
 }
 
@@ -269,12 +345,9 @@ pub async fn plan_table(config: &Config, days: i64) -> anyhow::Result<String> {
         .into_iter()
         .map(|a| CurrentAssignment { booking: a.booking_id, host: a.host, materialized: a.ready_at.is_some() })
         .collect();
-    let plan_bookings: Vec<PlanBooking> =
-        bookings.iter().map(|b| PlanBooking { id: b.id, room: b.room_id, slot: b.slot }).collect();
-    let plan_hosts: Vec<PlanHost> = hosts
-        .iter()
-        .map(|h| PlanHost { name: h.name.clone(), capacity: h.capacity, on: config.fleet == FleetKind::Static })
-        .collect();
+    let plan_bookings: Vec<PlanBooking> = bookings.iter().map(|b| PlanBooking::new(b.id, b.room_id, b.slot)).collect();
+    let plan_hosts: Vec<PlanHost> =
+        hosts.iter().map(|h| PlanHost::new(h.name.clone(), h.capacity, config.fleet == FleetKind::Static)).collect();
     let plan = planner::plan(&plan_bookings, &plan_hosts, &current, &policy, now);
 
     let fmt = |t: chrono::DateTime<chrono::Utc>| t.format("%a %Y-%m-%d %H:%M").to_string();

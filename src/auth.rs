@@ -16,10 +16,19 @@
 //!   JWKS (`AUTH_JWKS_URL`, or `jwks_uri` of `<issuer>/.well-known/openid-configuration`). The `iss`
 //!   and `aud` checks are what bind a token to *our* tenant and app: Entra's signing keys are shared by
 //!   every tenant, so a JWKS without an issuer is refused at start ([`AuthSetupError::JwksWithoutIssuer`]).
+//!   Every issuer's token must also carry a delegated scope named in `AUTH_SCOPES` (in `scp`) or an
+//!   app role named in `AUTH_APP_ROLES` or `AUTH_ADMIN_ROLE` (in `roles`): a token the tenant issued
+//!   for this API but to an app or user the API never granted anything is refused (403).
 //! - **HS256** with `iss` = `aud` = [`LOCAL_ISSUER`] when a local secret exists: `AUTH_HS256_SECRET`
 //!   if set, otherwise (only when no issuer is configured) a secret generated into
-//!   `<data_dir>/auth-hs256.secret`. With an issuer configured, HS256 is accepted only if
-//!   `AUTH_HS256_SECRET` is set explicitly, so production never trusts a file it generated itself.
+//!   `<data_dir>/auth-hs256.secret`. With an issuer configured, HS256 is refused unless
+//!   `AUTH_ALLOW_LOCAL_TOKENS=true` and `AUTH_HS256_SECRET` are both set: production never trusts a
+//!   file it generated itself, nor a secret left over from development.
+//! - Known placeholder secrets (the one in `local.settings.json.example`, `changeme`, ...) are
+//!   refused at start ([`AuthSetupError::PlaceholderSecret`]).
+//! - The issuer's keys are refreshed after [`JWKS_MAX_AGE_SECS`]; when refreshes fail, cached keys
+//!   keep verifying for at most `AUTH_JWKS_MAX_STALE_HOURS` after the last successful fetch, then
+//!   the answer is 503 until the issuer can be reached again.
 //! - The token's `alg` header picks the verifier and must be exactly that verifier's algorithm; every
 //!   other `alg` (`none`, `HS384`, `PS256`, ...) is refused. RSA key material is never used as an HMAC
 //!   secret, so the HS256-signed-with-the-public-key confusion cannot verify.
@@ -64,9 +73,21 @@ pub const LOCAL_ISSUER: &str = "suroga-local";
 pub const CLOCK_SKEW_LEEWAY_SECS: i64 = 60;
 /// At most one JWKS fetch per this many seconds, whatever `kid`s clients send.
 pub const JWKS_MIN_REFRESH_SECS: i64 = 30;
-/// Cached keys older than this are refreshed on the next request (keys the issuer withdrew stop
-/// verifying); if that refresh fails, the old keys keep serving.
+/// Cached keys older than this (or than half of `AUTH_JWKS_MAX_STALE_HOURS`, if less) are
+/// refreshed on the next request, so keys the issuer withdrew stop verifying; if that refresh
+/// fails, the old keys keep serving until `AUTH_JWKS_MAX_STALE_HOURS` have passed.
 pub const JWKS_MAX_AGE_SECS: i64 = 24 * 3600;
+/// `AUTH_HS256_SECRET` values copied from examples and documentation; refused at start.
+pub const PLACEHOLDER_SECRETS: &[&str] = &[
+    "local-only-placeholder-replace-me-with-32-random-bytes",
+    "changeme",
+    "change-me",
+    "secret",
+    "your-secret",
+    "your-256-bit-secret",
+];
+/// A secret containing one of these (case-insensitively) was never meant to be used as is.
+const PLACEHOLDER_WORDS: &[&str] = &["placeholder", "replace-me", "replace_me", "changeme", "change-me", "your-secret"];
 /// The generated local secret's file name inside the data dir.
 pub const DEV_SECRET_FILE: &str = "auth-hs256.secret";
 /// RFC 7518 §3.2: an HS256 key MUST be at least as long as the hash output (256 bits).
@@ -150,13 +171,17 @@ pub enum AuthError {
     /// 403 `insufficient_scope`: authenticated, but the route is for admins.
     #[error("this endpoint is for administrators")]
     NotAdmin,
+    /// 403 `insufficient_scope`: an issuer's token with none of the scopes (`scp`) or app roles
+    /// (`roles`) this API accepts (`AUTH_SCOPES`, `AUTH_APP_ROLES`, `AUTH_ADMIN_ROLE`).
+    #[error("the token carries none of the scopes or app roles this API accepts")]
+    MissingScope,
 }
 
 impl AuthError {
     /// The HTTP status this refusal answers with: 401, 403 or 503.
     pub fn status(&self) -> StatusCode {
         match self {
-            AuthError::NotAdmin => StatusCode::FORBIDDEN,
+            AuthError::NotAdmin | AuthError::MissingScope => StatusCode::FORBIDDEN,
             AuthError::KeysUnavailable => StatusCode::SERVICE_UNAVAILABLE,
             _ => StatusCode::UNAUTHORIZED,
         }
@@ -169,7 +194,7 @@ impl AuthError {
                 return Some(format!("Bearer realm=\"{REALM}\""));
             }
             AuthError::KeysUnavailable => return None,
-            AuthError::NotAdmin => "insufficient_scope",
+            AuthError::NotAdmin | AuthError::MissingScope => "insufficient_scope",
             _ => "invalid_token",
         };
         Some(format!(
@@ -215,6 +240,12 @@ pub enum AuthSetupError {
     /// `AUTH_HS256_SECRET` is shorter than [`MIN_HS256_SECRET_BYTES`].
     #[error("AUTH_HS256_SECRET must be at least {MIN_HS256_SECRET_BYTES} bytes (RFC 7518 section 3.2), got {len}")]
     WeakSecret { len: usize },
+    /// `AUTH_HS256_SECRET` is a placeholder from an example ([`PLACEHOLDER_SECRETS`]).
+    #[error(
+        "AUTH_HS256_SECRET is a placeholder from an example, not a secret: set 32 random bytes \
+         (openssl rand -base64 32), or leave it unset locally to have one generated"
+    )]
+    PlaceholderSecret,
     /// `AUTH_JWKS_URL` without `AUTH_ISSUER`/`AUTH_AUDIENCE`: keys alone do not say whose tokens to trust.
     #[error("AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE")]
     JwksWithoutIssuer,
@@ -229,6 +260,10 @@ pub struct Authenticator {
     local: Option<Verifier>,
     issuer: Option<IssuerKeys>,
     admin_role: String,
+    /// `AUTH_SCOPES`: an issuer's token needs one of these in `scp`...
+    scopes: Vec<String>,
+    /// ...or one of these (`AUTH_APP_ROLES` and the admin role) in `roles`.
+    app_roles: Vec<String>,
 }
 
 impl fmt::Debug for Authenticator {
@@ -238,27 +273,44 @@ impl fmt::Debug for Authenticator {
             .field("local_hs256", &self.local.is_some())
             .field("issuer", &self.issuer.as_ref().map(|i| &i.issuer))
             .field("admin_role", &self.admin_role)
+            .field("scopes", &self.scopes)
+            .field("app_roles", &self.app_roles)
             .finish()
     }
 }
 
-/// The HS256 secret local tokens are signed with, by the rule in the module docs:
-/// `AUTH_HS256_SECRET` if set; else, when no issuer is configured, the generated secret in
-/// `data_dir` (created on first call, reused after); else `None` (local tokens refused).
+/// The HS256 secret local tokens are signed with, by the rule in the module docs: without an
+/// issuer, `AUTH_HS256_SECRET` if set, else the generated secret in `data_dir` (created on first
+/// call, reused after); with an issuer, `AUTH_HS256_SECRET` only when `AUTH_ALLOW_LOCAL_TOKENS` is
+/// true, else `None` (local tokens refused). A configured secret is checked even when unused.
 /// `suroga token` and [`Authenticator::new`] both call this, so they always agree.
-/// Errors: [`AuthSetupError::WeakSecret`], [`AuthSetupError::DevSecret`].
+/// Errors: [`AuthSetupError::WeakSecret`], [`AuthSetupError::PlaceholderSecret`],
+/// [`AuthSetupError::DevSecret`].
 pub fn local_secret(config: &AuthConfig, data_dir: &Path) -> Result<Option<Secret>, AuthSetupError> {
+    if let Some(configured) = &config.hs256_secret {
+        check_secret(configured)?;
+    }
     let secret = match (&config.hs256_secret, &config.issuer) {
-        (Some(s), _) => s.clone(),
-        (None, Some(_)) => return Ok(None),
+        (Some(s), None) => s.clone(),
+        (Some(s), Some(_)) if config.allow_local_tokens => s.clone(),
+        (_, Some(_)) => return Ok(None),
         (None, None) => load_or_create_dev_secret(data_dir)
             .map_err(|source| AuthSetupError::DevSecret { path: data_dir.join(DEV_SECRET_FILE), source })?,
     };
-    let len = secret.expose().len();
-    if len < MIN_HS256_SECRET_BYTES {
-        return Err(AuthSetupError::WeakSecret { len });
-    }
     Ok(Some(secret))
+}
+
+/// Refuses secrets too short for HS256 and placeholders copied from examples.
+fn check_secret(secret: &Secret) -> Result<(), AuthSetupError> {
+    let text = secret.expose();
+    let lower = text.to_ascii_lowercase();
+    if PLACEHOLDER_SECRETS.contains(&lower.as_str()) || PLACEHOLDER_WORDS.iter().any(|w| lower.contains(w)) {
+        return Err(AuthSetupError::PlaceholderSecret);
+    }
+    if text.len() < MIN_HS256_SECRET_BYTES {
+        return Err(AuthSetupError::WeakSecret { len: text.len() });
+    }
+    Ok(())
 }
 
 impl Authenticator {
@@ -270,12 +322,16 @@ impl Authenticator {
             key: DecodingKey::from_secret(secret.expose().as_bytes()),
             validation: validation(Algorithm::HS256, LOCAL_ISSUER, LOCAL_ISSUER),
         });
+        if config.issuer.is_some() && config.hs256_secret.is_some() && !config.allow_local_tokens {
+            tracing::warn!("AUTH_HS256_SECRET is ignored: AUTH_ISSUER is set and AUTH_ALLOW_LOCAL_TOKENS is not true");
+        }
         let issuer = match (&config.issuer, &config.audience) {
             (Some(issuer), Some(audience)) => Some(IssuerKeys {
                 client,
                 issuer: issuer.clone(),
                 jwks_url: config.jwks_url.clone(),
                 validation: validation(Algorithm::RS256, issuer, audience),
+                max_stale: config.jwks_max_stale,
                 cache: RwLock::new(Arc::new(KeyCache::default())),
                 refresh: tokio::sync::Mutex::new(RefreshState::default()),
             }),
@@ -290,7 +346,9 @@ impl Authenticator {
             issuer = issuer.as_ref().map(|i| i.issuer.as_str()),
             "authentication configured"
         );
-        Ok(Self { local, issuer, admin_role: config.admin_role.clone() })
+        let mut app_roles = config.app_roles.clone();
+        app_roles.push(config.admin_role.clone());
+        Ok(Self { local, issuer, admin_role: config.admin_role.clone(), scopes: config.scopes.clone(), app_roles })
     }
 
     /// True when HS256 local tokens are accepted.
@@ -344,25 +402,38 @@ impl Authenticator {
             // RFC 7515 §4.1.11: we understand no extensions, so a token that makes one critical fails.
             return Err(AuthError::UnsupportedAlgorithm);
         }
-        let claims: Claims = match (head.alg.as_str(), &self.local, &self.issuer) {
-            ("HS256", Some(local), _) => local.decode(token)?,
+        let (claims, from_issuer): (Claims, bool) = match (head.alg.as_str(), &self.local, &self.issuer) {
+            ("HS256", Some(local), _) => (local.decode(token)?, false),
             ("RS256", _, Some(issuer)) => {
                 let key = issuer.key_for(head.kid.as_deref(), now).await?;
-                Verifier::decode_with(token, &key, &issuer.validation)?
+                (Verifier::decode_with(token, &key, &issuer.validation)?, true)
             }
             _ => return Err(AuthError::UnsupportedAlgorithm),
         };
         claims.check_times(now)?;
+        let roles: &[serde_json::Value] = match &claims.roles {
+            Some(serde_json::Value::Array(roles)) => roles,
+            // A `roles` of another shape grants nothing.
+            _ => &[],
+        };
+        let has_role = |wanted: &str| roles.iter().any(|r| r.as_str() == Some(wanted));
+        if from_issuer {
+            // `scp` is one space-separated string (RFC 8693 section 4.2; Entra's delegated scopes).
+            let scoped = claims
+                .scp
+                .as_ref()
+                .and_then(|scp| scp.as_str())
+                .is_some_and(|scp| scp.split(' ').any(|s| self.scopes.iter().any(|want| want == s)));
+            if !scoped && !self.app_roles.iter().any(|r| has_role(r)) {
+                return Err(AuthError::MissingScope);
+            }
+        }
         let user = [claims.oid, claims.sub]
             .into_iter()
             .flatten()
             .find(|u| !u.is_empty())
             .ok_or(AuthError::MissingClaim("sub"))?;
-        let admin = match &claims.roles {
-            Some(serde_json::Value::Array(roles)) => roles.iter().any(|r| r.as_str() == Some(self.admin_role.as_str())),
-            // A `roles` of another shape grants nothing.
-            _ => false,
-        };
+        let admin = has_role(&self.admin_role);
         // A `name` of another shape, or a blank one, names nobody.
         let name = match claims.name {
             Some(serde_json::Value::String(n)) if !n.trim().is_empty() => Some(n.trim().to_string()),
@@ -422,6 +493,8 @@ struct Claims {
     sub: Option<String>,
     oid: Option<String>,
     roles: Option<serde_json::Value>,
+    /// Delegated scopes, one space-separated string (issuer tokens); another shape grants nothing.
+    scp: Option<serde_json::Value>,
     name: Option<serde_json::Value>,
 }
 
@@ -490,6 +563,8 @@ struct IssuerKeys {
     /// `AUTH_JWKS_URL`; when `None` the URL comes from discovery.
     jwks_url: Option<String>,
     validation: Validation,
+    /// `AUTH_JWKS_MAX_STALE_HOURS`: keys fetched longer ago than this verify nothing.
+    max_stale: Duration,
     /// Read on every request without waiting; replaced whole by a successful refresh.
     cache: RwLock<Arc<KeyCache>>,
     /// Held for the whole of a refresh, so concurrent misses wait for its result.
@@ -503,8 +578,15 @@ struct KeyCache {
 }
 
 impl KeyCache {
-    fn is_fresh(&self, now: DateTime<Utc>) -> bool {
-        self.fetched_at.is_some_and(|t| now - t < Duration::seconds(JWKS_MAX_AGE_SECS))
+    /// True while the keys need no refresh.
+    fn is_fresh(&self, now: DateTime<Utc>, max_stale: Duration) -> bool {
+        let refresh_after = Duration::seconds(JWKS_MAX_AGE_SECS).min(max_stale / 2);
+        self.fetched_at.is_some_and(|t| now - t < refresh_after)
+    }
+
+    /// True while the keys may still verify tokens (a refresh may have failed since).
+    fn is_trusted(&self, now: DateTime<Utc>, max_stale: Duration) -> bool {
+        self.fetched_at.is_some_and(|t| now - t < max_stale)
     }
 }
 
@@ -540,7 +622,7 @@ impl IssuerKeys {
     async fn key_for(&self, kid: Option<&str>, now: DateTime<Utc>) -> Result<DecodingKey, AuthError> {
         let kid = kid.ok_or(AuthError::UnknownKey)?;
         let cache = self.snapshot();
-        if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now)) {
+        if let (Some(key), true) = (cache.keys.get(kid), cache.is_fresh(now, self.max_stale)) {
             return Ok(key.clone());
         }
         // Misses queue here. The first one fetches; the ones behind it are inside the interval, so
@@ -565,8 +647,18 @@ impl IssuerKeys {
                 }
             }
         }
-        // A stale key still verifies while the issuer cannot be reached.
-        match self.snapshot().keys.get(kid) {
+        // A stale key still verifies while the issuer cannot be reached, for a bounded time: an
+        // issuer kept out of reach (an outage, or an attacker blocking it) must not keep a
+        // withdrawn key trusted forever.
+        let cache = self.snapshot();
+        match cache.keys.get(kid) {
+            Some(_) if !cache.is_trusted(now, self.max_stale) => {
+                tracing::warn!(
+                    fetched_at = ?cache.fetched_at,
+                    "the issuer's cached signing keys are too old to trust and could not be refreshed"
+                );
+                Err(AuthError::KeysUnavailable)
+            }
             Some(key) => Ok(key.clone()),
             None if state.last_failed => Err(AuthError::KeysUnavailable),
             None => Err(AuthError::UnknownKey),
@@ -650,7 +742,7 @@ pub fn load_or_create_dev_secret(data_dir: &Path) -> io::Result<Secret> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         other => return other,
     }
-    fs::create_dir_all(data_dir)?;
+    crate::files::create_private_dir(data_dir)?;
     let mut bytes = [0u8; 32];
     rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut bytes);
     let text = URL_SAFE_NO_PAD.encode(bytes);
@@ -779,8 +871,9 @@ fn authorization_header(parts: &Parts) -> Result<Option<&str>, AuthError> {
     }
 }
 
-/// Requires a good bearer token. The result is kept in the request's extensions, so a handler (or a
-/// middleware) extracting `Caller` and `AdminCaller` verifies the token once.
+/// Requires a good bearer token. The result (the caller, or the refusal) is kept in the request's
+/// extensions, so a middleware and the handler extracting `Caller` and `AdminCaller` verify the
+/// token once.
 impl<S> FromRequestParts<S> for Caller
 where
     Arc<Authenticator>: FromRef<S>,
@@ -792,10 +885,23 @@ where
         if let Some(caller) = parts.extensions.get::<Caller>() {
             return Ok(caller.clone());
         }
+        if let Some(refusal) = parts.extensions.get::<AuthError>() {
+            return Err(refusal.clone());
+        }
         let authenticator = Arc::<Authenticator>::from_ref(state);
-        let caller = authenticator.authenticate(authorization_header(parts)?).await?;
-        parts.extensions.insert(caller.clone());
-        Ok(caller)
+        let result = match authorization_header(parts) {
+            Ok(header) => authenticator.authenticate(header).await,
+            Err(e) => Err(e),
+        };
+        match &result {
+            Ok(caller) => {
+                parts.extensions.insert(caller.clone());
+            }
+            Err(refusal) => {
+                parts.extensions.insert(refusal.clone());
+            }
+        }
+        result
     }
 }
 
@@ -872,6 +978,7 @@ mod tests {
             AuthError::MissingClaim("exp"),
             AuthError::UnknownKey,
             AuthError::NotAdmin,
+            AuthError::MissingScope,
         ];
         for e in all {
             let c = e.challenge().expect("401 and 403 carry a challenge");

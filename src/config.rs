@@ -122,6 +122,12 @@ pub struct FleetSettings {
     pub alert_webhook_url: Option<Secret>,
     /// `AZURE_SUBSCRIPTION_ID`: the subscription of the Janus VMs (required for `FLEET=azure`).
     pub azure_subscription_id: Option<String>,
+    /// `FLEET_POWER_CACHE_SECONDS` (10; 0 turns the cache off): how old a host's power state may
+    /// be when the API reads it. The reconciler always asks the backend itself.
+    pub power_cache: Duration,
+    /// `FLEET_RELEASE_EARLY` (on): a host whose sessions have all ended early (everyone left)
+    /// is deallocated on the next tick instead of at the booked end plus grace.
+    pub release_early: bool,
 }
 
 impl Default for FleetSettings {
@@ -135,8 +141,33 @@ impl Default for FleetSettings {
             local_hosts: 1,
             alert_webhook_url: None,
             azure_subscription_id: None,
+            power_cache: Duration::seconds(10),
+            release_early: true,
         }
     }
+}
+
+/// Outgoing webhooks (`WEBHOOK_URL`, `WEBHOOK_SECRET`, `WEBHOOK_MAX_AGE_MINUTES`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WebhookConfig {
+    /// `WEBHOOK_URL`: the one endpoint every event goes to (a secret: URLs often carry tokens).
+    pub url: Secret,
+    /// `WEBHOOK_SECRET`: `whsec_` + base64 of the signing key (Standard Webhooks).
+    pub secret: Secret,
+    /// `WEBHOOK_MAX_AGE_MINUTES` (1440): an event not delivered this long after it entered the
+    /// outbox is dead-lettered.
+    pub max_age: Duration,
+}
+
+/// Default of `WEBHOOK_MAX_AGE_MINUTES`: a day of retries.
+pub const DEFAULT_WEBHOOK_MAX_AGE_MINUTES: i64 = 24 * 60;
+
+/// The signing key of a Standard Webhooks secret (`whsec_` + base64); `None` when malformed.
+pub fn webhook_key(secret: &str) -> Option<Vec<u8>> {
+    use base64::Engine;
+    let b64 = secret.strip_prefix("whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD.decode(b64).ok()?;
+    (24..=64).contains(&key.len()).then_some(key)
 }
 
 /// Authentication settings.
@@ -152,6 +183,58 @@ pub struct AuthConfig {
     pub jwks_url: Option<String>,
     /// `AUTH_ADMIN_ROLE` (default `admin`).
     pub admin_role: String,
+    /// `AUTH_ALLOW_LOCAL_TOKENS` (default false): with an issuer configured, also accept local
+    /// HS256 tokens signed with `AUTH_HS256_SECRET`. Without an issuer local tokens are always on.
+    pub allow_local_tokens: bool,
+    /// `AUTH_SCOPES` (default `access_as_user`): delegated scopes; an issuer's token must carry
+    /// one of them in `scp`, or one of [`Self::app_roles`] (or the admin role) in `roles`.
+    pub scopes: Vec<String>,
+    /// `AUTH_APP_ROLES` (default none): app roles that admit an issuer's token without a scope
+    /// (application callers with the client-credentials flow).
+    pub app_roles: Vec<String>,
+    /// `AUTH_JWKS_MAX_STALE_HOURS` (48): cached signing keys stop verifying tokens this long after
+    /// the last successful JWKS fetch; until then they serve while the issuer cannot be reached.
+    pub jwks_max_stale: Duration,
+}
+
+impl Default for AuthConfig {
+    /// Local tokens only, with the defaults of every setting.
+    fn default() -> Self {
+        Self {
+            hs256_secret: None,
+            issuer: None,
+            audience: None,
+            jwks_url: None,
+            admin_role: "admin".into(),
+            allow_local_tokens: false,
+            scopes: vec!["access_as_user".into()],
+            app_roles: vec![],
+            jwks_max_stale: Duration::hours(48),
+        }
+    }
+}
+
+/// Where Azure App Service's front end names the client's address (see [`Config::client_address_header`]).
+pub const DEFAULT_CLIENT_ADDRESS_HEADER: &str = "x-client-ip";
+
+/// Per-caller request limits of one instance (`RATE_LIMIT_*`). A rate of 0 turns that limit off.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RateLimitSettings {
+    /// `RATE_LIMIT_USER_PER_MINUTE` (300): sustained requests per minute of one authenticated user.
+    pub user_per_minute: u32,
+    /// `RATE_LIMIT_USER_BURST` (100): requests one user may send at once before the rate applies.
+    pub user_burst: u32,
+    /// `RATE_LIMIT_ANONYMOUS_PER_MINUTE` (60): sustained requests per minute from one client
+    /// address without a valid token (health, the OpenAPI document, the docs page, bad tokens).
+    pub anonymous_per_minute: u32,
+    /// `RATE_LIMIT_ANONYMOUS_BURST` (30).
+    pub anonymous_burst: u32,
+}
+
+impl Default for RateLimitSettings {
+    fn default() -> Self {
+        Self { user_per_minute: 300, user_burst: 100, anonymous_per_minute: 60, anonymous_burst: 30 }
+    }
 }
 
 /// Everything the service reads from the environment.
@@ -178,6 +261,11 @@ pub struct Config {
     pub janus_admin_key: Option<Secret>,
     /// `JANUS_TOKEN_SECRET` (generated for local hosts).
     pub janus_token_secret: Option<Secret>,
+    /// `JANUS_EVENTS_SECRET` (generated for local hosts; required for `static` and `azure`): the
+    /// password Janus's event handler sends (basic auth, user `janus`) to `POST /janus/events`.
+    pub janus_events_secret: Option<Secret>,
+    /// Outgoing webhooks; `None` when `WEBHOOK_URL` is unset (no events are written then).
+    pub webhook: Option<WebhookConfig>,
     /// `JANUS_TOKEN_ALGORITHM`: `hmac-sha1` (Janus 1.1.x, default) or `hmac-sha256`.
     pub janus_token_algorithm: String,
     /// `JANUS_CONNECT_TIMEOUT_MS` (default 2000).
@@ -191,10 +279,21 @@ pub struct Config {
     /// trailing slash; invitation links are `<it>/app/i/<code>`.
     pub public_base_url: String,
     /// Booking rules: `MAX_SESSION_MINUTES` (480), `MIN_CANCEL_NOTICE_MINUTES` (0),
-    /// `PASSWORD_REVEAL_MINUTES` (15).
+    /// `PASSWORD_REVEAL_MINUTES` (15), `BOOKING_HORIZON_DAYS` (180).
     pub policy: BookingPolicy,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// `CORS_ALLOWED_ORIGINS` (default none): browser origins (`https://app.example.com`) that
+    /// may call the API from another site. Without any, browsers keep cross-site calls out.
+    pub cors_allowed_origins: Vec<String>,
+    /// `CLIENT_ADDRESS_HEADER` (default `X-Client-IP`): under the Functions host, the request
+    /// header in which the platform's front end names the client's address (rate limits of
+    /// anonymous callers); `X-Forwarded-For` is the fallback.
+    pub client_address_header: axum::http::HeaderName,
     /// `LOG_FORMAT`: `json` (default) or `text`.
     pub log_json: bool,
+    /// The web client's sign-in and timing (`AUTH_CLIENT_ID`, `WEB_*`; see [`crate::web::settings`]).
+    pub web: crate::web::WebSettings,
 }
 
 impl Config {
@@ -286,12 +385,34 @@ impl Config {
         if fleet != FleetKind::Local && get("JANUS_API_SECRET").is_none() {
             return Err(ConfigError("FLEET=static and FLEET=azure need JANUS_API_SECRET".into()));
         }
+        if fleet != FleetKind::Local && get("JANUS_EVENTS_SECRET").is_none() {
+            return Err(ConfigError(
+                "FLEET=static and FLEET=azure need JANUS_EVENTS_SECRET (the password of Janus's event handler)".into(),
+            ));
+        }
+        let flag = |k: &str, default: bool| -> Result<bool, ConfigError> {
+            match get(k).map(|v| v.to_ascii_lowercase()).as_deref() {
+                None => Ok(default),
+                Some("true" | "1" | "on" | "yes") => Ok(true),
+                Some("false" | "0" | "off" | "no") => Ok(false),
+                Some(_) => Err(ConfigError(format!("{k} must be true or false"))),
+            }
+        };
 
         let count =
             |k: &str, min: usize, max: usize| -> Result<Option<usize>, ConfigError> {
                 match get(k) {
                     None => Ok(None),
                     Some(v) => v.parse::<usize>().ok().filter(|n| (min..=max).contains(n)).map(Some).ok_or_else(|| {
+                        ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))
+                    }),
+                }
+            };
+        let whole =
+            |k: &str, min: i64, max: i64, default: i64| -> Result<i64, ConfigError> {
+                match get(k) {
+                    None => Ok(default),
+                    Some(v) => v.parse::<i64>().ok().filter(|n| (min..=max).contains(n)).ok_or_else(|| {
                         ConfigError(format!("{k} must be a whole number from {min} to {max}, got {v:?}"))
                     }),
                 }
@@ -312,6 +433,13 @@ impl Config {
                 },
             },
             azure_subscription_id: get("AZURE_SUBSCRIPTION_ID"),
+            power_cache: Duration::seconds(whole(
+                "FLEET_POWER_CACHE_SECONDS",
+                0,
+                300,
+                FleetSettings::default().power_cache.num_seconds(),
+            )?),
+            release_early: flag("FLEET_RELEASE_EARLY", true)?,
         };
         if fleet == FleetKind::Azure && fleet_settings.azure_subscription_id.is_none() {
             return Err(ConfigError("FLEET=azure needs AZURE_SUBSCRIPTION_ID".into()));
@@ -324,15 +452,66 @@ impl Config {
             )));
         }
 
+        let list = |k: &str| -> Option<Vec<String>> {
+            get(k).map(|v| v.split([',', ' ']).filter(|s| !s.is_empty()).map(str::to_owned).collect())
+        };
+        let auth_defaults = AuthConfig::default();
         let auth = AuthConfig {
             hs256_secret: secret("AUTH_HS256_SECRET"),
             issuer: get("AUTH_ISSUER"),
             audience: get("AUTH_AUDIENCE"),
             jwks_url: get("AUTH_JWKS_URL"),
-            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or_else(|| "admin".into()),
+            admin_role: get("AUTH_ADMIN_ROLE").unwrap_or(auth_defaults.admin_role),
+            allow_local_tokens: match get("AUTH_ALLOW_LOCAL_TOKENS").as_deref() {
+                None | Some("false") => false,
+                Some("true") => true,
+                Some(other) => {
+                    return Err(ConfigError(format!("AUTH_ALLOW_LOCAL_TOKENS must be true or false, got {other:?}")));
+                }
+            },
+            scopes: list("AUTH_SCOPES").unwrap_or(auth_defaults.scopes),
+            app_roles: list("AUTH_APP_ROLES").unwrap_or(auth_defaults.app_roles),
+            jwks_max_stale: Duration::hours(whole(
+                "AUTH_JWKS_MAX_STALE_HOURS",
+                1,
+                24 * 30,
+                auth_defaults.jwks_max_stale.num_hours(),
+            )?),
         };
         if auth.issuer.is_some() != auth.audience.is_some() {
             return Err(ConfigError("AUTH_ISSUER and AUTH_AUDIENCE go together".into()));
+        }
+        if auth.allow_local_tokens && auth.hs256_secret.is_none() {
+            return Err(ConfigError(
+                "AUTH_ALLOW_LOCAL_TOKENS=true needs AUTH_HS256_SECRET (no local secret is generated when AUTH_ISSUER is set)"
+                    .into(),
+            ));
+        }
+        let limits = RateLimitSettings::default();
+        let rate_limits = RateLimitSettings {
+            user_per_minute: whole("RATE_LIMIT_USER_PER_MINUTE", 0, 1_000_000, limits.user_per_minute.into())? as u32,
+            user_burst: whole("RATE_LIMIT_USER_BURST", 1, 1_000_000, limits.user_burst.into())? as u32,
+            anonymous_per_minute: whole(
+                "RATE_LIMIT_ANONYMOUS_PER_MINUTE",
+                0,
+                1_000_000,
+                limits.anonymous_per_minute.into(),
+            )? as u32,
+            anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
+        };
+        let client_address_header = {
+            let name = get("CLIENT_ADDRESS_HEADER").unwrap_or_else(|| DEFAULT_CLIENT_ADDRESS_HEADER.into());
+            axum::http::HeaderName::try_from(name.to_ascii_lowercase())
+                .map_err(|_| ConfigError(format!("CLIENT_ADDRESS_HEADER must be a header name, got {name:?}")))?
+        };
+        let cors_allowed_origins = list("CORS_ALLOWED_ORIGINS").unwrap_or_default();
+        for origin in &cors_allowed_origins {
+            if !is_origin(origin) {
+                return Err(ConfigError(format!(
+                    "CORS_ALLOWED_ORIGINS must list origins like https://app.example.com (scheme, host and \
+                     optional port; no path, no *), got {origin:?}"
+                )));
+            }
         }
 
         let public_base_url = match get("PUBLIC_BASE_URL") {
@@ -349,10 +528,34 @@ impl Config {
             },
         };
 
+        let webhook = match (get("WEBHOOK_URL"), secret("WEBHOOK_SECRET")) {
+            (None, None) => None,
+            (Some(u), Some(secret)) => {
+                if !matches!(url::Url::parse(&u), Ok(parsed) if matches!(parsed.scheme(), "http" | "https")) {
+                    // The URL may carry a token: never echo it.
+                    return Err(ConfigError("WEBHOOK_URL must be an http(s) URL".into()));
+                }
+                if webhook_key(secret.expose()).is_none() {
+                    return Err(ConfigError(
+                        "WEBHOOK_SECRET must be whsec_ followed by the base64 of a 24 to 64 byte key".into(),
+                    ));
+                }
+                let max_age = minutes("WEBHOOK_MAX_AGE_MINUTES", DEFAULT_WEBHOOK_MAX_AGE_MINUTES)?;
+                if max_age <= Duration::zero() {
+                    return Err(ConfigError("WEBHOOK_MAX_AGE_MINUTES must be positive".into()));
+                }
+                Some(WebhookConfig { url: Secret::new(u), secret, max_age })
+            }
+            (Some(_), None) => return Err(ConfigError("WEBHOOK_URL needs WEBHOOK_SECRET".into())),
+            (None, Some(_)) => return Err(ConfigError("WEBHOOK_SECRET needs WEBHOOK_URL".into())),
+        };
+
         let max_session = minutes("MAX_SESSION_MINUTES", 480)?;
         if max_session <= Duration::zero() {
             return Err(ConfigError("MAX_SESSION_MINUTES must be positive".into()));
         }
+
+        let web = crate::web::WebSettings::from_map(env, &auth).map_err(|e| ConfigError(e.0))?;
 
         Ok(Config {
             addr,
@@ -366,6 +569,8 @@ impl Config {
             janus_api_secret: secret("JANUS_API_SECRET"),
             janus_admin_key: secret("JANUS_ADMIN_KEY"),
             janus_token_secret: secret("JANUS_TOKEN_SECRET"),
+            janus_events_secret: secret("JANUS_EVENTS_SECRET"),
+            webhook,
             janus_token_algorithm,
             janus_connect_timeout: millis("JANUS_CONNECT_TIMEOUT_MS", 2000)?,
             janus_request_timeout: millis("JANUS_REQUEST_TIMEOUT_MS", 5000)?,
@@ -375,9 +580,37 @@ impl Config {
                 max_duration: max_session,
                 min_cancel_notice: minutes("MIN_CANCEL_NOTICE_MINUTES", 0)?,
                 reveal_before: minutes("PASSWORD_REVEAL_MINUTES", 15)?,
+                horizon: Duration::days(whole(
+                    "BOOKING_HORIZON_DAYS",
+                    1,
+                    3650,
+                    BookingPolicy::default().horizon.num_days(),
+                )?),
             },
+            rate_limits,
+            cors_allowed_origins,
+            client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
+            web,
         })
+    }
+}
+
+/// True for a serialized origin (RFC 6454): `http(s)://host[:port]`, nothing after it.
+fn is_origin(s: &str) -> bool {
+    match url::Url::parse(s) {
+        Ok(u) => {
+            matches!(u.scheme(), "http" | "https")
+                && u.host_str().is_some()
+                && u.username().is_empty()
+                && u.password().is_none()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                // `Url` adds the root path; anything more (even a trailing slash) is not an origin.
+                && u.path() == "/"
+                && !s.ends_with('/')
+        }
+        Err(_) => false,
     }
 }
 
@@ -497,7 +730,8 @@ mod tests {
     #[test]
     fn azure_needs_a_subscription() {
         let hosts = r#"[{"name":"j1","backend_url":"http://10.0.0.4:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws","resource_group":"rg","vm_name":"vm1"}]"#;
-        let base = [("FLEET", "azure"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s")];
+        let base =
+            [("FLEET", "azure"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s"), ("JANUS_EVENTS_SECRET", "e")];
         let e = Config::from_map(&env(&base)).unwrap_err().to_string();
         assert!(e.contains("AZURE_SUBSCRIPTION_ID"), "{e}");
         let mut with = base.to_vec();
@@ -533,6 +767,66 @@ mod tests {
     }
 
     #[test]
+    fn hardening_settings_default_and_are_read() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!(c.rate_limits, RateLimitSettings::default());
+        assert!(c.cors_allowed_origins.is_empty());
+        assert_eq!(c.client_address_header, "x-client-ip");
+        assert_eq!(c.policy.horizon, Duration::days(180));
+        assert_eq!(c.fleet_settings.power_cache, Duration::seconds(10));
+        assert!(!c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["access_as_user".to_string()]);
+        assert!(c.auth.app_roles.is_empty());
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(48));
+
+        let c = Config::from_map(&env(&[
+            ("RATE_LIMIT_USER_PER_MINUTE", "0"),
+            ("RATE_LIMIT_ANONYMOUS_BURST", "5"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test, http://localhost:5173"),
+            ("BOOKING_HORIZON_DAYS", "30"),
+            ("FLEET_POWER_CACHE_SECONDS", "0"),
+            ("AUTH_ISSUER", "https://login.example.test/t/v2.0"),
+            ("AUTH_AUDIENCE", "api://x"),
+            ("AUTH_HS256_SECRET", "0123456789abcdef0123456789abcdef"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_SCOPES", "Bookings.ReadWrite access_as_user"),
+            ("AUTH_APP_ROLES", "Suroga.Daemon,Suroga.Ops"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "12"),
+            ("CLIENT_ADDRESS_HEADER", "X-Azure-ClientIP"),
+        ]))
+        .unwrap();
+        assert_eq!((c.rate_limits.user_per_minute, c.rate_limits.anonymous_burst), (0, 5));
+        assert_eq!(c.cors_allowed_origins, vec!["https://a.example.test", "http://localhost:5173"]);
+        assert_eq!((c.policy.horizon, c.fleet_settings.power_cache), (Duration::days(30), Duration::zero()));
+        assert!(c.auth.allow_local_tokens);
+        assert_eq!(c.auth.scopes, vec!["Bookings.ReadWrite", "access_as_user"]);
+        assert_eq!(c.auth.app_roles, vec!["Suroga.Daemon", "Suroga.Ops"]);
+        assert_eq!(c.auth.jwks_max_stale, Duration::hours(12));
+        assert_eq!(c.client_address_header, "x-azure-clientip");
+    }
+
+    #[test]
+    fn bad_hardening_settings_name_the_setting() {
+        for (k, v) in [
+            ("CORS_ALLOWED_ORIGINS", "*"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/"),
+            ("CORS_ALLOWED_ORIGINS", "https://a.example.test/app"),
+            ("CORS_ALLOWED_ORIGINS", "a.example.test"),
+            ("RATE_LIMIT_USER_BURST", "0"),
+            ("RATE_LIMIT_ANONYMOUS_PER_MINUTE", "-1"),
+            ("CLIENT_ADDRESS_HEADER", "X Client"),
+            ("BOOKING_HORIZON_DAYS", "0"),
+            ("FLEET_POWER_CACHE_SECONDS", "3600"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "yes"),
+            ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
+            ("AUTH_JWKS_MAX_STALE_HOURS", "0"),
+        ] {
+            let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
     fn an_unresolved_key_vault_reference_is_refused_naming_the_setting() {
         let reference = "@Microsoft.KeyVault(SecretUri=https://kv.vault.azure.net/secrets/janus-api-secret/)";
         let e =
@@ -545,6 +839,54 @@ mod tests {
         assert!(e.contains("ALERT_WEBHOOK_URL, JANUS_ADMIN_KEY are"), "{e}");
         // A resolved value is just a value.
         assert!(Config::from_map(&env(&[("JANUS_API_SECRET", "resolved-secret")])).is_ok());
+    }
+
+    #[test]
+    fn webhooks_need_an_http_url_and_a_standard_webhooks_secret() {
+        assert_eq!(Config::from_map(&HashMap::new()).unwrap().webhook, None);
+        let key = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw";
+        let c = Config::from_map(&env(&[
+            ("WEBHOOK_URL", "https://hooks.example.test/x?token=t0k3n"),
+            ("WEBHOOK_SECRET", key),
+        ]))
+        .unwrap();
+        let w = c.webhook.clone().unwrap();
+        assert_eq!(w.max_age, Duration::minutes(DEFAULT_WEBHOOK_MAX_AGE_MINUTES));
+        assert_eq!(webhook_key(w.secret.expose()).unwrap().len(), 24);
+        assert!(!format!("{c:?}").contains("t0k3n") && !format!("{c:?}").contains(key));
+        for bad in [
+            vec![("WEBHOOK_URL", "https://h.test/")],
+            vec![("WEBHOOK_SECRET", key)],
+            vec![("WEBHOOK_URL", "ftp://h.test/"), ("WEBHOOK_SECRET", key)],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw")],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", "whsec_c2hvcnQ=")],
+            vec![("WEBHOOK_URL", "https://h.test/"), ("WEBHOOK_SECRET", key), ("WEBHOOK_MAX_AGE_MINUTES", "0")],
+        ] {
+            let e = Config::from_map(&env(&bad)).unwrap_err().to_string();
+            assert!(e.contains("WEBHOOK_"), "{bad:?}: {e}");
+            assert!(!e.contains("MfKQ9r8"), "the secret is never echoed: {e}");
+        }
+    }
+
+    #[test]
+    fn early_release_is_on_unless_switched_off() {
+        assert!(Config::from_map(&HashMap::new()).unwrap().fleet_settings.release_early);
+        assert!(!Config::from_map(&env(&[("FLEET_RELEASE_EARLY", "false")])).unwrap().fleet_settings.release_early);
+        let e = Config::from_map(&env(&[("FLEET_RELEASE_EARLY", "maybe")])).unwrap_err().to_string();
+        assert!(e.contains("FLEET_RELEASE_EARLY"), "{e}");
+    }
+
+    #[test]
+    fn static_and_azure_fleets_need_the_events_secret() {
+        let hosts = r#"[{"name":"j1","backend_url":"http://10.0.0.4:8088/janus","public_http_url":"https://j1/janus","public_ws_url":"wss://j1/ws"}]"#;
+        let base = [("FLEET", "static"), ("JANUS_HOSTS", hosts), ("JANUS_API_SECRET", "s")];
+        let e = Config::from_map(&env(&base)).unwrap_err().to_string();
+        assert!(e.contains("JANUS_EVENTS_SECRET"), "{e}");
+        let mut with = base.to_vec();
+        with.push(("JANUS_EVENTS_SECRET", "hunter22"));
+        let c = Config::from_map(&env(&with)).unwrap();
+        assert_eq!(c.janus_events_secret.as_ref().unwrap().expose(), "hunter22");
+        assert!(!format!("{c:?}").contains("hunter22"));
     }
 
     #[test]

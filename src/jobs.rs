@@ -46,11 +46,13 @@ impl Jobs {
                 if report.errors.is_empty() { Ok(report.lines()) } else { Err(JobError::Incomplete(report.lines())) }
             }
             "purge-keys" => purge_keys(&self.state).await,
+            "deliver-webhooks" => deliver_webhooks(&self.state).await,
             other => Err(JobError::Unknown(other.to_string())),
         }
     }
 
-    /// `POST /{function-name}` for every timer: the host's envelope in, its reply shape out.
+    /// `POST /{function-name}` for every timer: the host's envelope in, its reply shape out;
+    /// answered only for the Functions host or a local caller ([`crate::functions::access`]).
     pub fn router(&self) -> Router {
         let mut r = Router::new();
         for t in TIMERS {
@@ -60,7 +62,9 @@ impl Jobs {
                 post(move |State(jobs): State<Jobs>, inv: TimerInvocation| async move { jobs.invoke(name, inv).await }),
             );
         }
+        let under_host = self.state.settings.under_functions_host;
         r.with_state(self.clone())
+            .layer(axum::middleware::from_fn_with_state(under_host, crate::functions::access::only_the_host))
     }
 
     async fn invoke(&self, name: &str, inv: TimerInvocation) -> Response {
@@ -105,6 +109,19 @@ impl Jobs {
             let _ = t.await;
         }
     }
+}
+
+/// Every minute: sends the webhook events that are due (first attempts that never happened,
+/// retries after backoff), dead-letters those past `WEBHOOK_MAX_AGE_MINUTES`, and forgets events
+/// delivered a week ago. Does nothing when webhooks are off. Idempotent: each attempt takes its
+/// event's lease first.
+pub async fn deliver_webhooks(state: &AppState) -> Result<Vec<String>, JobError> {
+    let Some(w) = &state.webhooks else { return Ok(vec!["webhooks are off (WEBHOOK_URL is unset)".into()]) };
+    let r = w.run_due().await?;
+    Ok(vec![format!(
+        "{} webhook events delivered, {} to retry, {} dead-lettered, {} held by another attempt; {} old deliveries forgotten",
+        r.delivered, r.retrying, r.failed, r.skipped, r.purged
+    )])
 }
 
 /// Daily: forgets `Idempotency-Key` records older than [`IDEMPOTENCY_TTL`] (they already count as

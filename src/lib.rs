@@ -9,10 +9,13 @@
 //! - [`functions`]: the Azure Functions custom-handler contract: function.json, timer envelopes.
 //! - [`sessions`]: the one layer that keeps the store and Janus in step: bookings, rooms,
 //!   invitations, per-booking session rooms and credentials, opening and closing sessions.
-//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `purge-keys`) for the host and standalone.
+//! - [`jobs`]: the timer jobs (`fleet-reconcile`, `purge-keys`, `deliver-webhooks`) for the host and standalone.
+//! - [`webhooks`]: signed webhooks out of the store's outbox (Standard Webhooks).
 //! - [`auth`]: bearer JWT verification (Entra ID RS256, local HS256) and the caller extractors.
 //! - [`app`]: wiring from [`config::Config`] and the server loop; [`clock`]: time as a dependency.
 //! - [`config`]: settings from the environment; [`telemetry`]: JSON logs on stdout.
+//! - [`files`]: the data folder (`0700`) and the files holding secrets and data (`0600`).
+//! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
 pub mod api;
 pub mod app;
@@ -20,6 +23,7 @@ pub mod auth;
 pub mod clock;
 pub mod config;
 pub mod domain;
+pub mod files;
 pub mod fleet;
 pub mod functions;
 pub mod janus;
@@ -27,3 +31,5 @@ pub mod jobs;
 pub mod sessions;
 pub mod store;
 pub mod telemetry;
+pub mod web;
+pub mod webhooks;

@@ -27,6 +27,9 @@ enum Command {
         /// Lifetime, like `90s`, `30m`, `1h`, `7d`.
         #[arg(long, default_value = "1h")]
         ttl: String,
+        /// Print the web client's sign-in link (`<base>/app/#token=<jwt>`) instead of the token.
+        #[arg(long)]
+        url: bool,
     },
     /// Print the Janus host schedule the bookings need (a dry run: nothing is switched).
     Plan {
@@ -61,10 +64,15 @@ fn run(cli: Cli) -> anyhow::Result<()> {
             let rt = tokio::runtime::Runtime::new()?;
             rt.block_on(suroga::app::serve_forever(config))
         }
-        Command::Token { sub, admin, ttl } => {
+        Command::Token { sub, admin, ttl, url } => {
             let config = suroga::config::Config::from_env()?;
             let ttl = suroga::auth::parse_ttl(&ttl)?;
-            println!("{}", suroga::app::dev_token(&config, &sub, admin, ttl)?);
+            let token = suroga::app::dev_token(&config, &sub, admin, ttl)?;
+            if url {
+                println!("{}", suroga::web::sign_in_link(&config.public_base_url, &token));
+            } else {
+                println!("{token}");
+            }
             Ok(())
         }
         Command::Plan { days } => {

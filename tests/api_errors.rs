@@ -36,13 +36,21 @@ async fn public_routes_need_no_token() {
 }
 
 #[tokio::test]
-async fn health_reports_database_version_and_janus() {
+async fn health_reports_database_and_version_to_anyone_and_janus_to_admins() {
     let app = TestApp::spawn().await;
     let (st, h) = app.call(Method::GET, "/api/v1/health", None, None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(h["status"], "ok");
     assert_eq!(h["database"], "ok");
     assert_eq!(h["version"], env!("CARGO_PKG_VERSION"));
+    assert!(h.get("janus").is_none(), "the hosts are for admins: {h}");
+    let (st, h) = app.get("/api/v1/health", &user()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert!(h.get("janus").is_none(), "the hosts are for admins: {h}");
+    let (st, h) = app.get("/api/v1/health", &support::app::admin()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(h["database"], "ok");
+    assert!(!h["janus"].as_object().unwrap().is_empty(), "{h}");
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "ok"), "{h}");
 }
 

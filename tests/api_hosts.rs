@@ -66,7 +66,7 @@ async fn manual_overrides_switch_the_host_and_are_logged_into_usage() {
     assert_eq!(host(&hosts, "local-1")["power_state"], "deallocated");
     assert_eq!(host(&hosts, "local-1")["override"]["action"], "deallocate");
     assert_eq!(host(&hosts, "local-1")["override"]["by"], root.as_str());
-    let (_, health) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
+    let (_, health) = app.get("/api/v1/health", &root).await;
     assert_eq!(health["janus"]["local-1"], "unavailable");
 
     app.clock.advance(Duration::minutes(30));

@@ -88,6 +88,7 @@ async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path:
         env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
         env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
         env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
     })
     .await;
     (app, janus, dir)
@@ -118,7 +119,7 @@ async fn janus_down_stops_joins_with_503_and_nothing_else() {
     let (st, _) = app.delete(&format!("/api/v1/bookings/{}", other["booking_id"].as_str().unwrap()), &u).await;
     assert_eq!(st, StatusCode::NO_CONTENT);
     // Health reports Janus without failing.
-    let (st, h) = app.call(reqwest::Method::GET, "/api/v1/health", None, None).await;
+    let (st, h) = app.get("/api/v1/health", &admin()).await;
     assert_eq!(st, StatusCode::OK);
     assert!(h["janus"].as_object().unwrap().values().all(|v| v == "unavailable"), "{h}");
     // Participants of a session whose always-on host does not answer: 503.
@@ -165,6 +166,7 @@ async fn a_slow_janus_hits_the_timeout_and_join_answers_503_within_the_limit() {
         env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
         env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
         env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
         env.insert("JANUS_REQUEST_TIMEOUT_MS".into(), "800".into());
     })
     .await;

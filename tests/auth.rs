@@ -148,7 +148,7 @@ fn config(secret: Option<Secret>, issuer: Option<&str>, jwks_url: Option<&str>) 
         issuer: issuer.map(str::to_owned),
         audience: issuer.map(|_| AUDIENCE.to_owned()),
         jwks_url: jwks_url.map(str::to_owned),
-        admin_role: "admin".into(),
+        ..AuthConfig::default()
     }
 }
 
@@ -210,6 +210,7 @@ fn rs256(name: &str, kid: &str, issuer: &str, sub: &str, now: DateTime<Utc>) -> 
         "exp": (now + Duration::minutes(10)).timestamp(),
         "nbf": now.timestamp(),
         "roles": ["reader"],
+        "scp": "User.Read access_as_user",
     });
     sign(Algorithm::RS256, Some(kid), &claims, &rsa_key(name))
 }
@@ -574,6 +575,27 @@ async fn a_weak_configured_secret_is_refused_at_start() {
 }
 
 #[tokio::test]
+async fn a_placeholder_secret_is_refused_at_start_naming_the_setting() {
+    let dir = TempDir::new();
+    for placeholder in [
+        // What local.settings.json.example used to carry.
+        "local-only-placeholder-replace-me-with-32-random-bytes",
+        "CHANGEME-changeme-changeme-changeme-changeme",
+        "please-replace-me-with-a-real-secret-of-32-bytes",
+    ] {
+        let cfg = config(Some(Secret::new(placeholder)), None, None);
+        let err = Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap_err();
+        assert!(matches!(err, AuthSetupError::PlaceholderSecret), "{placeholder}: {err}");
+        assert!(err.to_string().contains("AUTH_HS256_SECRET"), "{err}");
+        assert!(!err.to_string().contains(placeholder), "{err}");
+    }
+    // Also when an issuer is configured and the secret would not be used.
+    let cfg = config(Some(Secret::new("changeme")), Some("https://login.example.test/t/v2.0"), None);
+    let err = Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap_err();
+    assert!(matches!(err, AuthSetupError::PlaceholderSecret), "{err}");
+}
+
+#[tokio::test]
 async fn a_jwks_url_without_an_issuer_is_refused_at_start() {
     let dir = TempDir::new();
     let cfg = config(Some(random_secret()), None, Some("http://127.0.0.1:9/keys"));
@@ -647,7 +669,7 @@ async fn any_of_several_configured_audiences_is_accepted() {
         ("api://someone-else", StatusCode::UNAUTHORIZED),
     ] {
         let claims = json!({
-            "iss": idp.issuer, "aud": aud, "sub": fresh_user(),
+            "iss": idp.issuer, "aud": aud, "sub": fresh_user(), "scp": "access_as_user",
             "exp": (Utc::now() + Duration::minutes(5)).timestamp(),
         });
         let token = sign(Algorithm::RS256, Some("kid-a"), &claims, &rsa_key("a"));
@@ -753,6 +775,84 @@ async fn an_hs256_token_is_401_where_only_the_issuer_is_configured() {
 }
 
 #[tokio::test]
+async fn an_hs256_token_is_401_where_an_issuer_is_configured_unless_local_tokens_are_allowed() {
+    let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
+    let dir = TempDir::new();
+    let secret = random_secret();
+    // The secret alone (left over from development) does not open the door.
+    let cfg = config(Some(secret.clone()), Some(&idp.issuer), None);
+    let auth = Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap();
+    assert!(!auth.accepts_local_tokens());
+    let local = mint_dev_token(&secret, &fresh_user(), true, "admin", Duration::hours(1), Utc::now());
+    get_with_token(&app(auth), "/me", &local).await.assert_invalid_token("algorithm");
+    // AUTH_ALLOW_LOCAL_TOKENS=true does.
+    let allowed = AuthConfig { allow_local_tokens: true, ..cfg };
+    let auth = Authenticator::new(&allowed, &dir.0, reqwest::Client::new()).unwrap();
+    assert_eq!(get_with_token(&app(auth), "/me", &local).await.status, StatusCode::OK);
+    assert!(!dir.0.join(DEV_SECRET_FILE).exists());
+}
+
+#[tokio::test]
+async fn an_issuer_token_without_an_accepted_scope_or_app_role_is_403() {
+    let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
+    let dir = TempDir::new();
+    let cfg = AuthConfig {
+        scopes: vec!["access_as_user".into()],
+        app_roles: vec!["Suroga.Daemon".into()],
+        ..config(None, Some(&idp.issuer), None)
+    };
+    let app = app(Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap());
+    let token = |extra: Value| {
+        let mut claims = json!({
+            "iss": idp.issuer, "aud": AUDIENCE, "sub": fresh_user(),
+            "exp": (Utc::now() + Duration::minutes(5)).timestamp(),
+        });
+        claims.as_object_mut().unwrap().extend(extra.as_object().unwrap().clone());
+        sign(Algorithm::RS256, Some("kid-a"), &claims, &rsa_key("a"))
+    };
+    for refused in [
+        json!({}),
+        json!({ "scp": "User.Read openid" }),
+        json!({ "scp": "access_as_user_not" }),
+        json!({ "roles": ["reader"] }),
+        json!({ "scp": ["access_as_user"] }),
+    ] {
+        let reply = get_with_token(&app, "/me", &token(refused.clone())).await;
+        assert_eq!(reply.status, StatusCode::FORBIDDEN, "{refused}: {:?}", reply.body);
+        assert_eq!(reply.headers[header::CONTENT_TYPE], "application/problem+json");
+        let challenge = reply.challenge();
+        assert!(challenge.contains("error=\"insufficient_scope\""), "{challenge}");
+        assert!(reply.body["detail"].as_str().unwrap().contains("scopes or app roles"), "{:?}", reply.body);
+    }
+    for accepted in [
+        json!({ "scp": "openid access_as_user" }),
+        json!({ "roles": ["Suroga.Daemon"] }),
+        json!({ "roles": ["admin"] }),
+    ] {
+        let reply = get_with_token(&app, "/me", &token(accepted.clone())).await;
+        assert_eq!(reply.status, StatusCode::OK, "{accepted}: {:?}", reply.body);
+    }
+}
+
+#[tokio::test]
+async fn the_display_name_comes_from_the_name_claim() {
+    let secret = random_secret();
+    let auth = local_only(&secret);
+    let now = Utc::now();
+    let mut claims = local_claims(&fresh_user(), now);
+    claims["name"] = json!("  Ada Lovelace ");
+    let caller = auth.authenticate_at(Some(&format!("Bearer {}", hs256(&secret, &claims))), now).await.unwrap();
+    assert_eq!(caller.name.as_deref(), Some("Ada Lovelace"));
+    for nobody in [json!("   "), json!(42), json!(["Ada"])] {
+        claims["name"] = nobody;
+        let caller = auth.authenticate_at(Some(&format!("Bearer {}", hs256(&secret, &claims))), now).await.unwrap();
+        assert_eq!(caller.name, None);
+    }
+    let nameless = format!("Bearer {}", hs256(&secret, &local_claims("u", now)));
+    assert_eq!(auth.authenticate_at(Some(&nameless), now).await.unwrap().name, None);
+}
+
+#[tokio::test]
 async fn an_rs256_token_is_401_where_only_local_tokens_are_configured() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let app = app(local_only(&random_secret()));
@@ -770,11 +870,11 @@ async fn with_an_issuer_configured_no_secret_is_generated() {
 }
 
 #[tokio::test]
-async fn an_issuer_and_an_explicit_secret_accept_both_kinds_of_token() {
+async fn an_issuer_and_an_explicit_secret_with_local_tokens_allowed_accept_both_kinds_of_token() {
     let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
     let dir = TempDir::new();
     let secret = random_secret();
-    let cfg = config(Some(secret.clone()), Some(&idp.issuer), None);
+    let cfg = AuthConfig { allow_local_tokens: true, ..config(Some(secret.clone()), Some(&idp.issuer), None) };
     let app = app(Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap());
     let (alice, bob) = (fresh_user(), fresh_user());
     let local = mint_dev_token(&secret, &alice, false, "admin", Duration::hours(1), Utc::now());
@@ -908,4 +1008,29 @@ async fn a_refusal_is_logged_with_its_reason_but_never_the_token_or_secret() {
         assert!(!text.contains(signature), "a token leaked into the logs: {text}");
     }
     assert!(!text.contains(secret.expose()), "the secret leaked into the logs: {text}");
+}
+
+#[tokio::test]
+async fn cached_keys_stop_verifying_once_they_are_too_old_to_trust() {
+    let idp = Idp::spawn(vec![jwk("a", "kid-a")]).await;
+    let dir = TempDir::new();
+    let cfg = AuthConfig { jwks_max_stale: Duration::hours(6), ..config(None, Some(&idp.issuer), None) };
+    let auth = Authenticator::new(&cfg, &dir.0, reqwest::Client::new()).unwrap();
+    let t0 = Utc::now();
+    let user = fresh_user();
+    let at = |t: DateTime<Utc>| format!("Bearer {}", rs256("a", "kid-a", &idp.issuer, &user, t));
+    auth.authenticate_at(Some(&at(t0)), t0).await.unwrap();
+
+    idp.failing.store(true, Ordering::SeqCst);
+    // Refreshed after half the bound; while it fails, the cached key still serves...
+    let t1 = t0 + Duration::hours(4);
+    assert_eq!(auth.authenticate_at(Some(&at(t1)), t1).await.unwrap().user, user);
+    assert_eq!(idp.jwks_hits(), 2);
+    // ...until the bound has passed since the last successful fetch: then 503, not a pass.
+    let t2 = t0 + Duration::hours(6) + Duration::seconds(1);
+    assert_eq!(auth.authenticate_at(Some(&at(t2)), t2).await, Err(AuthError::KeysUnavailable));
+    // The issuer back: the next refresh restores trust.
+    idp.failing.store(false, Ordering::SeqCst);
+    let t3 = t2 + Duration::seconds(31);
+    assert_eq!(auth.authenticate_at(Some(&at(t3)), t3).await.unwrap().user, user);
 }

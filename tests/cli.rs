@@ -57,3 +57,24 @@ fn functions_export_writes_what_handlers_holds() {
     repo.sort();
     assert_eq!(names, repo);
 }
+
+#[test]
+fn a_placeholder_token_secret_is_refused_at_start_naming_the_setting() {
+    let dir = tempfile::tempdir().unwrap();
+    // The value local.settings.json.example once carried.
+    let placeholder = "local-only-placeholder-replace-me-with-32-random-bytes";
+    for args in [&["serve"][..], &["token", "--sub", "alice"][..]] {
+        let out = Command::new(env!("CARGO_BIN_EXE_suroga"))
+            .args(args)
+            .env("SUROGA_DATA_DIR", dir.path())
+            .env("SUROGA_ADDR", "127.0.0.1:0")
+            .env("AUTH_HS256_SECRET", placeholder)
+            .env_remove("FUNCTIONS_CUSTOMHANDLER_PORT")
+            .output()
+            .expect("the binary runs");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(!out.status.success(), "{args:?} started with a placeholder secret");
+        assert!(err.contains("AUTH_HS256_SECRET") && err.contains("placeholder"), "{args:?}: {err}");
+        assert!(!err.contains(placeholder), "the value is not echoed: {err}");
+    }
+}

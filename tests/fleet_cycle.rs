@@ -378,3 +378,140 @@ async fn an_operator_start_override_keeps_an_idle_host_on_until_it_expires() {
     );
     assert_eq!(app.app.fleet.clock.now(), now + Duration::minutes(31));
 }
+
+/// `GET /bookings/{id}`'s `session`, polled until `done` holds (Janus's events arrive on their
+/// own); panics after 15 s.
+async fn wait_session(app: &TestApp, owner: &str, booking: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let (_, b) = app.get(&format!("/api/v1/bookings/{booking}"), owner).await;
+        if done(&b["session"]) {
+            return b["session"].clone();
+        }
+        assert!(tokio::time::Instant::now() < deadline, "the session record is {}", b["session"]);
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+}
+
+/// A session whose participant joined and left (through Janus, with the answer's participant id),
+/// recorded as ended; returns the booking id.
+async fn a_session_that_ended_early(app: &TestApp, owner: &str) -> String {
+    app.app.reconciler.run_once().await; // idle: deallocated
+    let b = app.book(owner, 10, 70, None).await;
+    let booking = b["booking_id"].as_str().unwrap().to_string();
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Start }, "{:?}", r.lines());
+    let (st, _, join) = join_api(app, owner, &booking).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
+    let token = Credential::Token(Secret::new(join["token"].as_str().unwrap()));
+    let session = app.app.janus.client().session_with(join["janus"]["http"].as_str().unwrap(), token).await.unwrap();
+    let handle = session.attach(VIDEOROOM).await.unwrap();
+    let req = JoinRoom {
+        room: join["room_id"].as_u64().unwrap(),
+        display: "Ana",
+        pin: join["pin"].as_str(),
+        room_token: join["room_token"].as_str(),
+    };
+    handle.join_as(&req, join["participant_id"].as_u64()).await.unwrap();
+    wait_session(app, owner, &booking, |s| s["participants"].as_array().is_some_and(|p| p.len() == 1)).await;
+    session.destroy().await.unwrap();
+    wait_session(app, owner, &booking, |s| !s["ended_at"].is_null()).await;
+    booking
+}
+
+#[tokio::test]
+async fn a_host_is_released_when_its_session_ends_early_and_started_again_for_a_late_rejoin() {
+    let app = TestApp::spawn().await;
+    let owner = user();
+    let booking = a_session_that_ended_early(&app, &owner).await;
+    let id: Uuid = booking.parse().unwrap();
+
+    // Before the start, people who left may come back: the host stays.
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::None, "{:?}", r.lines());
+    // Past the start, with everyone gone, the next tick releases it (not at end + grace).
+    app.clock.advance(Duration::minutes(11));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Deallocate }, "{:?}", r.lines());
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Deallocated);
+    let all = operations(&app).await;
+    let early = ops(&all, OpAction::EarlyRelease, "local-1");
+    assert_eq!(early.len(), 1, "every early release is logged: {all:?}");
+    assert_eq!(early[0].booking_id, Some(id));
+    assert!(early[0].result.contains("min saved"), "{}", early[0].result);
+    let dealloc = ops(&all, OpAction::Deallocate, "local-1");
+    assert_eq!(dealloc.last().unwrap().result, "ok", "billing still reads a plain deallocate");
+    // Nothing is said to be late about a session that ended on purpose.
+    assert!(!all.iter().any(|o| o.action == OpAction::Alert), "{all:?}");
+
+    // A late rejoin inside the booked window: 503 with Retry-After while the host starts again.
+    let (st, retry, _) = join_api(&app, &owner, &booking).await;
+    assert_eq!(st, StatusCode::SERVICE_UNAVAILABLE);
+    assert!(retry.unwrap().parse::<u64>().unwrap() >= 1);
+    app.clock.advance(Duration::minutes(1));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Start }, "{:?}", r.lines());
+    let (st, _, join) = join_api(&app, &owner, &booking).await;
+    assert_eq!(st, StatusCode::OK, "{join}");
+    assert!(exists_on(&app, "local-1", join["room_id"].as_u64().unwrap()).await);
+}
+
+#[tokio::test]
+async fn with_early_release_off_the_host_waits_for_the_booked_end() {
+    let app = TestApp::spawn_with(|env| {
+        env.insert("FLEET_RELEASE_EARLY".into(), "false".into());
+    })
+    .await;
+    let owner = user();
+    a_session_that_ended_early(&app, &owner).await;
+    app.clock.advance(Duration::minutes(11));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::None, "kept on as booked: {:?}", r.lines());
+    assert_eq!(power_of(&app, "local-1").await, PowerState::Running);
+}
+
+#[tokio::test]
+async fn a_hosts_lead_is_learned_from_its_boots_and_shown_in_get_hosts() {
+    let app = TestApp::spawn().await;
+    let lead = |hosts: &Value| hosts.as_array().unwrap()[0]["lead"].clone();
+    let (st, hosts) = app.get("/api/v1/hosts", &support::app::admin()).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(lead(&hosts), json!({"minutes": 30, "learned": false, "boots": 0, "boot_p90_seconds": null}));
+
+    // A start by the reconciler is timed until Janus answers.
+    app.app.reconciler.run_once().await; // idle: deallocated
+    let owner = user();
+    let first = app.book(&owner, 10, 40, None).await;
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Start });
+    let (st, _) = app.delete(&format!("/api/v1/bookings/{}", first["booking_id"].as_str().unwrap()), &owner).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (_, hosts) = app.get("/api/v1/hosts", &support::app::admin()).await;
+    assert_eq!(lead(&hosts)["boots"], 1, "{hosts}");
+
+    // Two more boots of two minutes (as a VM takes): the lead is their 90th percentile plus 5 min.
+    let fleet = &app.app.fleet;
+    for _ in 0..2 {
+        let t = app.now();
+        fleet.boot_started("local-1", t).await.unwrap();
+        fleet.boot_answered("local-1", t + Duration::minutes(2)).await.unwrap();
+    }
+    let (_, hosts) = app.get("/api/v1/hosts", &support::app::admin()).await;
+    assert_eq!(lead(&hosts), json!({"minutes": 7, "learned": true, "boots": 3, "boot_p90_seconds": 120}));
+
+    // The plan follows: a session in 20 minutes leaves the host off until 7 minutes before it.
+    app.app.fleet.power.deallocate("local-1").await.unwrap();
+    let b = app.book(&user(), 60, 90, None).await;
+    let start = chrono::DateTime::parse_from_rfc3339(b["start_time"].as_str().unwrap()).unwrap().to_utc();
+    let (_, plan) = app.get("/api/v1/plan", &support::app::admin()).await;
+    let on = &plan["hosts"][0]["on_intervals"];
+    assert_eq!(on.as_array().unwrap().len(), 1, "{plan}");
+    let from = chrono::DateTime::parse_from_rfc3339(on[0]["start"].as_str().unwrap()).unwrap().to_utc();
+    assert_eq!(from, start - Duration::minutes(7), "{plan}");
+    app.clock.advance(Duration::minutes(52));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::None, "not yet: {:?}", r.lines());
+    app.clock.advance(Duration::minutes(1));
+    let r = app.app.reconciler.run_once().await;
+    assert_eq!(r.host("local-1").unwrap().step, PowerStep::Done { action: OpAction::Start }, "{:?}", r.lines());
+}

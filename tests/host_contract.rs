@@ -613,7 +613,8 @@ fn route_templates_support_constraints_optionals_and_catch_alls() {
             ("o", http_fn("v1/o/{id?}", json!(["get"]), "anonymous")),
             ("c", http_fn("v1/c/{*rest}", json!([]), "anonymous")),
         ],
-        |_| {},
+        // A prefix, as hosts default to (this app's own host.json has none).
+        |h| h["extensions"]["http"]["routePrefix"] = json!("api"),
     );
     let app = App::load(&layout).unwrap();
     let name = |m: Method, p: &str| app.route(&m, p).map(|f| f.name.clone());
@@ -680,7 +681,7 @@ fn handlers_folder_matches_the_generated_function_table() {
 fn the_repo_app_declares_the_timers_the_fixed_routes_and_serve() {
     let app = App::load(&HostLayout::repo()).unwrap();
     assert_eq!(app.arguments, ["serve"]);
-    assert_eq!(app.route_prefix, "api");
+    assert_eq!(app.route_prefix, "", "routes are full paths: /api/... and /app/...");
     for t in suroga::functions::TIMERS {
         let declared = app.timer(t.name).unwrap();
         assert_eq!(declared.schedule, t.schedule);
@@ -688,6 +689,14 @@ fn the_repo_app_declares_the_timers_the_fixed_routes_and_serve() {
     }
     assert_eq!(app.route(&Method::GET, "/api/v1/openapi.json").unwrap().name, "v1-openapi_json");
     assert_eq!(app.route(&Method::GET, "/api/docs").unwrap().name, "docs");
+    for path in
+        ["/app", "/app/", "/app/i/some-code", "/app/bookings/0b4d3f4e-8f7e-4a43-9d34-7d6f0c3f6b21", "/app/assets/x.js"]
+    {
+        assert_eq!(app.route(&Method::GET, path).unwrap().name, "app-path", "{path}");
+        assert_eq!(app.route(&Method::HEAD, path).unwrap().name, "app-path", "{path}");
+    }
+    assert!(app.route(&Method::POST, "/app/").is_none());
+    assert!(app.route(&Method::GET, "/apps").is_none());
 }
 
 #[test]
@@ -701,7 +710,8 @@ fn local_settings_example_is_valid_and_has_what_a_local_run_needs() {
     assert!(values["AzureWebJobsStorage"].is_string());
     assert_eq!(values["STORE"], "sqlite");
     assert!(values["SUROGA_DATA_DIR"].is_string());
-    assert!(values["AUTH_HS256_SECRET"].as_str().unwrap().len() >= 32);
+    // Empty: the app generates a local secret into its data folder (a placeholder would be refused).
+    assert_eq!(values["AUTH_HS256_SECRET"], "");
     assert!(values.as_object().unwrap().values().all(Value::is_string), "app settings are strings");
 }
 

@@ -20,8 +20,10 @@ struct Client {
 
 impl Client {
     fn new(host: &FunctionsHost) -> Self {
-        let secret =
-            Secret::new(host.setting("AUTH_HS256_SECRET").expect("the settings file has a local token secret"));
+        // The settings file leaves the secret empty: the app generated one into its data folder.
+        let data_dir = host.setting("SUROGA_DATA_DIR").expect("the host sets the data folder");
+        let secret = suroga::auth::load_or_create_dev_secret(std::path::Path::new(&data_dir))
+            .expect("the app generated its local token secret");
         Self { http: reqwest::Client::new(), base: host.url(), secret }
     }
     fn token(&self, sub: &str, admin: bool) -> String {

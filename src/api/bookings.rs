@@ -8,7 +8,7 @@ use axum::{
     http::{HeaderMap, StatusCode},
     response::IntoResponse,
 };
-use chrono::{DateTime, NaiveDate, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use utoipa::{IntoParams, ToSchema};
 use utoipa_axum::{router::OpenApiRouter, routes};
@@ -21,7 +21,7 @@ use super::{
 };
 use crate::{
     auth::Caller,
-    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_instant},
+    domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant, session::Summary},
     fleet::Participant,
     sessions::{IceServer, Role, SessionJoin},
     store::{IdempotencyClaim, StoreError},
@@ -72,6 +72,52 @@ pub struct BookingView {
     /// answers the current one.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
+    /// What happened in the session (`GET /bookings/{id}` only: its owner and admins).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session: Option<SessionView>,
+}
+
+/// What happened in a booking's session, from Janus's events and the reconciler's checks.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionView {
+    /// The first join.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The last departure, once everyone who came has left (null while someone is in).
+    pub ended_at: Option<DateTime<Utc>>,
+    /// Every stretch of time someone was in the session, by join time (a rejoin is a new entry).
+    pub participants: Vec<SessionParticipantView>,
+}
+
+/// One participant's stretch of time in a session.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct SessionParticipantView {
+    /// `host` or `guest`; null for a participant that joined with an id the service did not hand out.
+    pub role: Option<Role>,
+    /// The name it joined with.
+    pub display: Option<String>,
+    /// Null when only its departure was reported.
+    pub joined_at: Option<DateTime<Utc>>,
+    /// Null while it is in the session.
+    pub left_at: Option<DateTime<Utc>>,
+}
+
+impl From<Summary> for SessionView {
+    fn from(s: Summary) -> Self {
+        Self {
+            started_at: s.started_at,
+            ended_at: s.ended_at,
+            participants: s
+                .presences
+                .into_iter()
+                .map(|p| SessionParticipantView {
+                    role: p.role,
+                    display: p.display,
+                    joined_at: p.joined_at,
+                    left_at: p.left_at,
+                })
+                .collect(),
+        }
+    }
 }
 
 impl BookingView {
@@ -84,6 +130,7 @@ impl BookingView {
             status: b.status(now),
             created_at: b.created_at,
             password,
+            session: None,
         }
     }
 }
@@ -126,6 +173,9 @@ pub struct JoinInfo {
     /// The name the other participant sees.
     pub display: String,
     pub role: Role,
+    /// The Janus participant id to join with: `id` in the publisher `join` (so the session's
+    /// record knows who joined). A client that leaves it out is still recorded, without a role.
+    pub participant_id: u64,
     /// ICE servers for `RTCPeerConnection` (may be empty).
     pub ice_servers: Vec<IceServer>,
     pub start_time: DateTime<Utc>,
@@ -144,6 +194,7 @@ impl From<SessionJoin> for JoinInfo {
             token_expires_at: j.grant.token_expires_at,
             display: j.display,
             role: j.role,
+            participant_id: j.participant_id,
             ice_servers: j.ice_servers,
             start_time: j.booking.slot.start(),
             end_time: j.booking.slot.end(),
@@ -184,15 +235,7 @@ async fn list_bookings(
     ApiQuery(q): ApiQuery<BookingListQuery>,
 ) -> Result<Json<Vec<BookingView>>, ApiError> {
     let status: Option<BookingStatus> = q.status.as_deref().map(str::parse).transpose()?;
-    let during = match q.date.as_deref() {
-        None => None,
-        Some(d) => {
-            let day = NaiveDate::parse_from_str(d, "%Y-%m-%d")
-                .map_err(|_| ApiError::BadRequest(format!("date must be YYYY-MM-DD, got {d:?}")))?;
-            let start = day.and_hms_opt(0, 0, 0).expect("midnight exists").and_utc();
-            Some(TimeSlot::new(start, start + chrono::Duration::days(1))?)
-        }
-    };
+    let during = q.date.as_deref().map(|d| parse_day("date", d)).transpose()?;
     let now = s.clock.now();
     let bookings = s.store.list_bookings(&caller.user, during).await?;
     Ok(Json(
@@ -250,7 +293,7 @@ async fn create_booking(
 }
 
 /// One booking (specification 5.5.3). The password (the booking's pin) shows only inside the
-/// join window.
+/// join window; `session` says what happened in it.
 #[utoipa::path(get, path = "/bookings/{booking_id}", tag = "bookings",
     params(("booking_id" = Uuid, Path)), security(("bearer" = [])),
     responses((status = 200, body = BookingView), (status = 400), (status = 401), (status = 404)))]
@@ -262,7 +305,11 @@ async fn get_booking(
     let b = visible_booking(&s, &caller, id).await?;
     let now = s.clock.now();
     let reveal = b.is_live() && s.sessions.join_window(&b).contains(now);
-    Ok(Json(BookingView::new(&b, now, reveal.then(|| s.sessions.pin(&b)))))
+    let session = s.sessions.session_summary(&b).await?;
+    Ok(Json(BookingView {
+        session: Some(session.into()),
+        ..BookingView::new(&b, now, reveal.then(|| s.sessions.pin(&b)))
+    }))
 }
 
 async fn cancel(s: &AppState, caller: &Caller, id: Uuid) -> Result<StatusCode, ApiError> {

@@ -1,11 +1,31 @@
 //! `GET /api/docs`: an interactive page for the OpenAPI document. Self-contained (no CDN, no
 //! build-time download): it reads `/api/v1/openapi.json` and lets a reader send each request
 //! with a bearer token.
+//!
+//! Its `Content-Security-Policy` admits exactly its own inline script and style (by their SHA-256)
+//! and same-origin requests: nothing injected into the page could run.
 
-use axum::response::Html;
+use std::sync::LazyLock;
 
-pub(super) async fn page() -> Html<&'static str> {
-    Html(PAGE)
+use axum::{
+    http::{HeaderValue, header},
+    response::{Html, IntoResponse},
+};
+
+/// Its inline script and style are allowed by their hashes and nothing else (a strict CSP).
+static CSP: LazyLock<HeaderValue> = LazyLock::new(|| {
+    HeaderValue::from_str(&crate::web::inline_page_csp(PAGE)).unwrap_or(HeaderValue::from_static("default-src 'none'"))
+});
+
+pub(super) async fn page() -> impl IntoResponse {
+    (
+        [
+            (header::CONTENT_SECURITY_POLICY, CSP.clone()),
+            (header::CACHE_CONTROL, HeaderValue::from_static("no-cache")),
+            (header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff")),
+        ],
+        Html(PAGE),
+    )
 }
 
 const PAGE: &str = r##"<!doctype html>

@@ -21,6 +21,9 @@ pub enum ApiError {
     /// 401: this needs a (different) bearer token.
     #[error("{0}")]
     Unauthorized(String),
+    /// 401: this needs HTTP basic credentials (Janus's event handler).
+    #[error("{0}")]
+    BasicAuthRequired(String),
     /// 403: authenticated, but not allowed to do this.
     #[error("{0}")]
     Forbidden(String),
@@ -45,6 +48,9 @@ pub enum ApiError {
     /// 425: too early (the join window opens at `opens_at`).
     #[error("{detail}")]
     TooEarly { detail: String, opens_at: DateTime<Utc> },
+    /// 429: the client sent too much; it may try again after `retry_after` seconds.
+    #[error("{detail}")]
+    TooManyRequests { detail: String, retry_after: u64 },
     /// 502: Janus answered with something unexpected.
     #[error("{0}")]
     BadGateway(String),
@@ -60,7 +66,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Unauthorized(_) | ApiError::BasicAuthRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::Conflict(_) => StatusCode::CONFLICT,
@@ -69,6 +75,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::Unprocessable(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::TooEarly { .. } => StatusCode::TOO_EARLY,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::BadGateway(_) => StatusCode::BAD_GATEWAY,
             ApiError::Unavailable { .. } => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
@@ -108,9 +115,20 @@ impl IntoResponse for ApiError {
             ApiError::TooEarly { detail, opens_at } => {
                 problem(status, &detail, Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })))
             }
+            ApiError::TooManyRequests { detail, retry_after } => {
+                let mut res = problem(status, &detail, None);
+                res.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(retry_after.max(1)));
+                res
+            }
             ApiError::Unauthorized(detail) => {
                 let mut res = problem(status, &detail, None);
                 res.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
+                res
+            }
+            ApiError::BasicAuthRequired(detail) => {
+                let mut res = problem(status, &detail, None);
+                res.headers_mut()
+                    .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Basic realm=\"janus-events\""));
                 res
             }
             ApiError::Unavailable { detail, retry_after } => {

@@ -1,5 +1,9 @@
-//! `GET /api/v1/health` (specification 5.2): the store decides the status code; Janus hosts are
-//! reported per host without failing the API's own health.
+//! `GET /api/v1/health` (specification 5.2): the store decides the status code.
+//!
+//! Anyone may ask, so the anonymous answer is cheap: liveness and one store ping, never a call to
+//! Janus or to the power backend (Azure Resource Manager). An admin's token adds each Janus
+//! host's state (`janus`): its power state from the fleet's power cache (a few seconds old at
+//! most) and, for running hosts, whether Janus answers.
 
 use std::collections::BTreeMap;
 
@@ -9,6 +13,7 @@ use utoipa::ToSchema;
 use utoipa_axum::{router::OpenApiRouter, routes};
 
 use super::AppState;
+use crate::auth::Caller;
 
 pub(super) fn router() -> OpenApiRouter<AppState> {
     OpenApiRouter::new().routes(routes!(health))
@@ -23,15 +28,28 @@ pub struct Health {
     pub database: &'static str,
     /// The service version.
     pub version: &'static str,
-    /// Each Janus host: `ok` or `unavailable` (a host switched off to save cost is `unavailable`).
-    pub janus: BTreeMap<String, &'static str>,
+    /// Admins only: each Janus host, `ok` or `unavailable` (a host switched off to save cost is
+    /// `unavailable`). Absent for everyone else.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub janus: Option<BTreeMap<String, &'static str>>,
 }
 
-/// Health check; no authentication. 503 when the database is unreachable.
+/// Health check; no authentication needed. 503 when the database is unreachable. With an admin's
+/// token the answer also lists each Janus host's state.
 #[utoipa::path(get, path = "/health", tag = "health",
-    responses((status = 200, body = Health), (status = 503, body = Health)))]
-async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
-    let (db, hosts) = tokio::join!(s.store.ping(), s.sessions.hosting().health());
+    security((), ("bearer" = [])),
+    responses((status = 200, body = Health), (status = 401, description = "A token was sent and does not verify"),
+        (status = 429, description = "Too many requests from this address"), (status = 503, body = Health)))]
+async fn health(State(s): State<AppState>, caller: Option<Caller>) -> (StatusCode, Json<Health>) {
+    let admin = caller.is_some_and(|c| c.admin);
+    let details = async {
+        if admin {
+            Some(s.sessions.hosting().health().await.into_iter().map(|h| (h.name, h.janus)).collect())
+        } else {
+            None
+        }
+    };
+    let (db, janus) = tokio::join!(s.store.ping(), details);
     let database = match db {
         Ok(()) => "ok",
         Err(e) => {
@@ -44,7 +62,7 @@ async fn health(State(s): State<AppState>) -> (StatusCode, Json<Health>) {
         status: if database == "ok" { "ok" } else { "unavailable" },
         database,
         version: env!("CARGO_PKG_VERSION"),
-        janus: hosts.into_iter().map(|h| (h.name, h.janus)).collect(),
+        janus,
     };
     (status, Json(body))
 }

@@ -19,6 +19,7 @@ use crate::{
     auth::AdminCaller,
     domain::{TimeSlot, parse_instant},
     fleet::{
+        boots::LeadInfo,
         control::{FleetPlan, HostOverride, OverrideAction},
         planner::{HostAction, Warning},
         power::{PowerError, PowerOutcome},
@@ -88,6 +89,9 @@ pub struct HostView {
     pub next_action: ActionView,
     /// The next planned on-interval (or the current one).
     pub next_on: Option<OnIntervalView>,
+    /// How long before a session the host is started: learned from its recent boots (their
+    /// 90th percentile plus a margin), at most `FLEET_LEAD_MINUTES`.
+    pub lead: LeadInfo,
 }
 
 /// A dry run of the schedule.
@@ -199,6 +203,7 @@ async fn list_hosts(State(s): State<AppState>, _admin: AdminCaller) -> Result<Js
     let fleet = &s.fleet_ops;
     let statuses = fleet.host_statuses().await?;
     let plan = fleet.plan_from(now, now, now + Duration::hours(24), &statuses).await?;
+    let leads = fleet.host_leads().await?;
     Ok(Json(
         statuses
             .into_iter()
@@ -217,6 +222,10 @@ async fn list_hosts(State(s): State<AppState>, _admin: AdminCaller) -> Result<Js
                     power_state: st.power_state.map(|p| serde_json::to_value(p).unwrap_or_default()),
                     power_error: st.power_error,
                     override_: st.override_.map(|o| serde_json::to_value(o).unwrap_or_default()),
+                    lead: leads
+                        .get(&st.name)
+                        .copied()
+                        .unwrap_or_else(|| crate::fleet::boots::learned_lead(&[], fleet.policy.plan.lead)),
                     name: st.name,
                     capacity: st.capacity,
                 }

@@ -1,25 +1,35 @@
 //! The HTTP API (axum): one router for the REST API under `/api/v1`, the OpenAPI document and the
 //! docs page, and `GET /` for the Functions host's readiness probe.
 //!
-//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`]) exposes its own `router()`
+//! Each resource module ([`rooms`], [`bookings`], [`invitations`], [`health`], [`hosts`],
+//! [`janus_events`] (Janus's own reports), [`webhooks`] (the outbox for operators)) exposes its own `router()`
 //! built with `utoipa-axum`, so the route table, the OpenAPI document and the generated
 //! `handlers/*/function.json` come from the same code and cannot drift.
+//!
+//! Around every route: [`limits`] (per-caller rate limits, 429), the access log, [`headers::cors`]
+//! for the allowed origins; [`headers::security_headers`] wraps the whole service (see
+//! [`crate::app::App::router`]).
 
 pub mod bookings;
+pub mod client;
 pub mod docs;
 pub mod error;
 pub mod extract;
+pub mod headers;
 pub mod health;
 pub mod hosts;
 pub mod invitations;
+pub mod janus_events;
+pub mod limits;
 pub mod rooms;
+pub mod webhooks;
 
 use std::{sync::Arc, time::Instant};
 
 use axum::{
     Router,
     extract::{DefaultBodyLimit, FromRef, Request},
-    http::StatusCode,
+    http::{HeaderName, StatusCode},
     middleware::{self, Next},
     response::{IntoResponse, Response},
     routing::get,
@@ -27,7 +37,15 @@ use axum::{
 use utoipa::OpenApi;
 use utoipa_axum::router::OpenApiRouter;
 
-use crate::{auth::Authenticator, clock::Clock, fleet::control::Fleet, sessions::Sessions, store::Store};
+use crate::{
+    auth::Authenticator,
+    clock::Clock,
+    config::{Config, RateLimitSettings, Secret},
+    fleet::control::Fleet,
+    sessions::Sessions,
+    store::Store,
+    webhooks::Webhooks,
+};
 
 /// Largest accepted request body.
 pub const MAX_BODY_BYTES: usize = 64 * 1024;
@@ -46,6 +64,40 @@ pub struct AppState {
     pub fleet_ops: Arc<Fleet>,
     pub auth: Arc<Authenticator>,
     pub clock: Arc<dyn Clock>,
+    /// The web client's sign-in and timing (`GET /client-config`, the pages' CSP).
+    pub web: Arc<crate::web::WebSettings>,
+    /// How the HTTP edge behaves: rate limits, CORS, where client addresses come from.
+    pub settings: Arc<ApiSettings>,
+    /// The password Janus's event handler sends to `POST /janus/events` (none: every post is 401).
+    pub janus_events_secret: Option<Secret>,
+    /// The webhook sender, when `WEBHOOK_URL` is set.
+    pub webhooks: Option<Arc<Webhooks>>,
+}
+
+/// HTTP behaviour that comes from configuration.
+#[derive(Debug, Clone)]
+pub struct ApiSettings {
+    /// Under the Functions host: client addresses come from the platform's headers (see
+    /// [`limits::client_address`]) and timer routes need the host's invocation header.
+    pub under_functions_host: bool,
+    /// `CLIENT_ADDRESS_HEADER`: the header the platform's front end names the client in.
+    pub client_address_header: HeaderName,
+    /// Per-caller request limits.
+    pub rate_limits: RateLimitSettings,
+    /// Origins allowed to call the API from browsers on other sites.
+    pub cors_allowed_origins: Vec<String>,
+}
+
+impl ApiSettings {
+    /// The API's part of `config`.
+    pub fn from_config(config: &Config) -> Self {
+        Self {
+            under_functions_host: config.under_functions_host,
+            client_address_header: config.client_address_header.clone(),
+            rate_limits: config.rate_limits.clone(),
+            cors_allowed_origins: config.cors_allowed_origins.clone(),
+        }
+    }
 }
 
 impl FromRef<AppState> for Arc<Authenticator> {
@@ -67,6 +119,9 @@ impl FromRef<AppState> for Arc<Authenticator> {
         (name = "invitations", description = "The guest's way into a session"),
         (name = "health", description = "Service health"),
         (name = "hosts", description = "Janus hosts, their schedule and usage (operators)"),
+        (name = "web", description = "The web client's configuration and its event reports"),
+        (name = "janus", description = "What Janus hosts report (their event handler)"),
+        (name = "webhooks", description = "The webhook outbox (operators)"),
     )
 )]
 struct ApiDoc;
@@ -81,6 +136,8 @@ impl utoipa::Modify for BearerAuth {
             "bearer",
             SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Bearer).bearer_format("JWT").build()),
         );
+        components
+            .add_security_scheme("basic", SecurityScheme::Http(Http::builder().scheme(HttpAuthScheme::Basic).build()));
     }
 }
 
@@ -93,7 +150,10 @@ fn api_router() -> OpenApiRouter<AppState> {
             .merge(rooms::router())
             .merge(bookings::router())
             .merge(invitations::router())
-            .merge(hosts::router()),
+            .merge(hosts::router())
+            .merge(client::router())
+            .merge(janus_events::router())
+            .merge(webhooks::router()),
     )
 }
 
@@ -106,7 +166,8 @@ pub fn openapi() -> utoipa::openapi::OpenApi {
 pub fn router(state: AppState) -> Router {
     let (api, doc) = api_router().split_for_parts();
     let doc = Arc::new(doc.to_pretty_json().expect("the OpenAPI document serializes"));
-    api.route("/", get(|| async { "Suroga Stream" }))
+    let router = api
+        .route("/", get(|| async { "Suroga Stream" }))
         .route(
             "/api/v1/openapi.json",
             get(move || {
@@ -115,11 +176,29 @@ pub fn router(state: AppState) -> Router {
             }),
         )
         .route("/api/docs", get(docs::page))
+        .merge(crate::web::router(web_csp(&state)))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
-        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
-        .layer(middleware::from_fn(access_log))
-        .with_state(state)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES));
+    let limits = limits::Limits {
+        limiter: Arc::new(limits::RateLimiter::new(&state.settings.rate_limits)),
+        state: state.clone(),
+    };
+    let router =
+        router.layer(middleware::from_fn_with_state(limits, limits::rate_limit)).layer(middleware::from_fn(access_log));
+    // Outside the limits: a preflight is answered without counting against the caller.
+    let router = match headers::cors(&state.settings.cors_allowed_origins) {
+        Some(cors) => router.layer(cors),
+        None => router,
+    };
+    router.with_state(state)
+}
+
+/// The app's CSP: this origin, the Janus hosts' public URLs, the sign-in authority.
+fn web_csp(state: &AppState) -> String {
+    let hosts = state.fleet_ops.janus.hosts();
+    let urls = hosts.iter().flat_map(|h| [h.public_http_url.as_str(), h.public_ws_url.as_str()]);
+    crate::web::content_security_policy(urls, state.web.authority())
 }
 
 async fn not_found() -> Response {

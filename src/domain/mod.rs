@@ -1,9 +1,13 @@
-//! Pure types and rules of the booking domain: ids, time slots, statuses, passwords.
+//! Pure types and rules of the booking domain: ids, time slots, statuses, passwords; what
+//! happened in a session ([`session`]) and the events integrators hear about ([`events`]).
 //! Nothing here does I/O; time is always a parameter so tests pin it.
+
+pub mod events;
+pub mod session;
 
 use std::fmt;
 
-use chrono::{DateTime, Duration, SecondsFormat, Utc};
+use chrono::{DateTime, Datelike, Duration, SecondsFormat, Utc};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -66,12 +70,40 @@ impl std::str::FromStr for RoomId {
     }
 }
 
+/// The first year a client may name in a time or a date.
+pub const FIRST_YEAR: i32 = 1970;
+/// The last year a client may name in a time or a date. Far inside what every part can hold
+/// (nanosecond timestamps end in 2262, chrono at year 262143), so no arithmetic on a client's
+/// time (a join window, a host's lead, a day's end) can overflow.
+pub const LAST_YEAR: i32 = 2199;
+
+/// True when `year` is one of the years [`FIRST_YEAR`]..=[`LAST_YEAR`].
+fn in_sane_range(year: i32) -> bool {
+    (FIRST_YEAR..=LAST_YEAR).contains(&year)
+}
+
 /// Parses an RFC 3339 timestamp that carries an explicit offset, and converts it to UTC.
-/// Naive times (`2026-01-01T10:00:00`) are refused: their meaning depends on the reader.
+/// Naive times (`2026-01-01T10:00:00`) are refused: their meaning depends on the reader. So are
+/// times outside the years [`FIRST_YEAR`] to [`LAST_YEAR`] (UTC), which no booking needs.
 pub fn parse_instant(field: &str, s: &str) -> Result<DateTime<Utc>, Invalid> {
-    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
+    let t = DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).map_err(|_| {
         invalid(format!("{field} must be an RFC 3339 time with an offset, like 2026-06-20T10:00:00Z; got {s:?}"))
-    })
+    })?;
+    if !in_sane_range(t.year()) {
+        return Err(invalid(format!("{field} must lie in the years {FIRST_YEAR} to {LAST_YEAR}; got {s:?}")));
+    }
+    Ok(t)
+}
+
+/// Parses a calendar day `YYYY-MM-DD` (in the years [`FIRST_YEAR`] to [`LAST_YEAR`]) into the
+/// slot `[00:00, 24:00)` UTC of that day.
+pub fn parse_day(field: &str, s: &str) -> Result<TimeSlot, Invalid> {
+    let day =
+        chrono::NaiveDate::parse_from_str(s, "%Y-%m-%d").ok().filter(|d| in_sane_range(d.year())).ok_or_else(|| {
+            invalid(format!("{field} must be a day YYYY-MM-DD in the years {FIRST_YEAR} to {LAST_YEAR}, got {s:?}"))
+        })?;
+    let start = day.and_time(chrono::NaiveTime::MIN).and_utc();
+    TimeSlot::new(start, start + Duration::days(1))
 }
 
 /// Formats a time as the API answers it: RFC 3339 in UTC with a `Z`, whole seconds unless sub-second.
@@ -123,6 +155,8 @@ pub struct BookingPolicy {
     pub min_cancel_notice: Duration,
     /// From how long before the start the owner sees the room password (and may join).
     pub reveal_before: Duration,
+    /// How far ahead a booking may start.
+    pub horizon: Duration,
 }
 
 impl Default for BookingPolicy {
@@ -131,16 +165,24 @@ impl Default for BookingPolicy {
             max_duration: Duration::hours(8),
             min_cancel_notice: Duration::zero(),
             reveal_before: Duration::minutes(15),
+            horizon: Duration::days(180),
         }
     }
 }
 
 impl BookingPolicy {
-    /// Validates a slot a client wants to book at `now`: it must not start in the past and must
-    /// not last longer than the maximum session.
+    /// Validates a slot a client wants to book at `now`: it must not start in the past nor
+    /// further ahead than the horizon, and must not last longer than the maximum session.
     pub fn bookable_slot(&self, slot: TimeSlot, now: DateTime<Utc>) -> Result<TimeSlot, Invalid> {
         if slot.start() < now {
             return Err(invalid("start_time is in the past"));
+        }
+        if slot.start() > now + self.horizon {
+            return Err(invalid(format!(
+                "start_time may be at most {} days ahead (until {})",
+                self.horizon.num_days(),
+                format_instant(now + self.horizon)
+            )));
         }
         if slot.duration() > self.max_duration {
             return Err(invalid(format!("a session may last at most {} minutes", self.max_duration.num_minutes())));

@@ -1,12 +1,19 @@
 //! [`Fleet`]: the hosts as one thing the API, the operators' endpoints and the reconciler share:
 //! their Janus URLs ([`JanusHosts`]), their power backend ([`PowerControl`]), their capacities,
 //! the scheduling policy ([`FleetPolicy`]), operator overrides ([`HostOverride`], kept in the
-//! store as `override:{host}`) and a planner entry point that loads its inputs ([`Fleet::plan`]).
+//! store as `override:{host}`) and a planner entry point that loads its inputs ([`Fleet::plan`]):
+//! besides bookings and power states, the sessions that ended early ([`PlanInputs::released`],
+//! from the session records, with `FLEET_RELEASE_EARLY`) and each host's learned lead
+//! ([`super::boots`]).
 //!
-//! Nothing here is cached in process memory: power states come from the backend, bookings,
-//! assignments and overrides from the store, so every instance sees the same fleet.
+//! Nothing here is cached in process memory but the power states the API reads (a few seconds
+//! old at most, see [`super::power_cache`]; the reconciler reads them fresh): bookings,
+//! assignments and overrides come from the store, so every instance sees the same fleet.
 
-use std::{collections::BTreeMap, sync::Arc};
+use std::{
+    collections::{BTreeMap, HashMap},
+    sync::Arc,
+};
 
 use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
@@ -22,6 +29,7 @@ use crate::{
     domain::{Booking, TimeSlot},
     store::{Assignment, Store, StoreError},
 };
+use uuid::Uuid;
 
 /// A host the scheduler may use.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -45,6 +53,18 @@ pub struct FleetPolicy {
     pub ready_alert_before: Duration,
     /// Alert when start or deallocate of a host failed this many runs in a row.
     pub failures_before_alert: u32,
+    /// `FLEET_RELEASE_EARLY`: plan a booking whose session ended early as needing its host only
+    /// until then.
+    pub release_early: bool,
+}
+
+/// What the planner takes besides bookings, hosts and power states.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct PlanInputs {
+    /// Bookings whose session ended early, with when (empty without `FLEET_RELEASE_EARLY`).
+    pub released: HashMap<Uuid, DateTime<Utc>>,
+    /// Each host's lead (a host missing here gets the policy's).
+    pub leads: BTreeMap<String, Duration>,
 }
 
 impl FleetPolicy {
@@ -62,6 +82,7 @@ impl FleetPolicy {
             horizon: Duration::hours(24),
             ready_alert_before: Duration::minutes(10),
             failures_before_alert: 3,
+            release_early: s.release_early,
         }
     }
 }
@@ -169,8 +190,17 @@ impl Fleet {
         self.janus.host_for(room)
     }
 
-    /// Every host's power state, asked concurrently.
+    /// Every host's power state asked of the backend itself (past any cache), concurrently: what
+    /// the reconciler acts on.
     pub async fn power_states(&self) -> BTreeMap<String, Result<PowerState, PowerError>> {
+        let asks =
+            self.hosts.iter().map(|h| async move { (h.name.clone(), self.power.fresh_power_state(&h.name).await) });
+        futures::future::join_all(asks).await.into_iter().collect()
+    }
+
+    /// Every host's power state as the API reads it: from the power cache when it is recent
+    /// (see [`super::power_cache`]), concurrently.
+    pub async fn recent_power_states(&self) -> BTreeMap<String, Result<PowerState, PowerError>> {
         let asks = self.hosts.iter().map(|h| async move { (h.name.clone(), self.power.power_state(&h.name).await) });
         futures::future::join_all(asks).await.into_iter().collect()
     }
@@ -194,11 +224,12 @@ impl Fleet {
         self.store.put_state(&HostOverride::key(host), &v).await
     }
 
-    /// Each host's power state and override, for operators. Never fails on the power backend
-    /// (its error is reported per host); fails only when the store does.
+    /// Each host's power state (recent, see [`Self::recent_power_states`]) and override, for
+    /// operators. Never fails on the power backend (its error is reported per host); fails only
+    /// when the store does.
     pub async fn host_statuses(&self) -> Result<Vec<HostStatus>, StoreError> {
         let now = self.clock.now();
-        let mut states = self.power_states().await;
+        let mut states = self.recent_power_states().await;
         let mut out = Vec::with_capacity(self.hosts.len());
         for h in &self.hosts {
             let (power_state, power_error) = match states.remove(&h.name) {
@@ -232,7 +263,8 @@ impl Fleet {
 
     /// [`plan`](Self::plan) on power states and overrides already read by
     /// [`host_statuses`](Self::host_statuses), so a caller that shows both asks each host once.
-    /// A host whose power state could not be read counts as `Unknown`.
+    /// A host whose power state could not be read counts as `Unknown`. Early releases and
+    /// learned leads are loaded as the reconciler loads them ([`Self::plan_inputs`]).
     pub async fn plan_from(
         &self,
         now: DateTime<Utc>,
@@ -249,8 +281,30 @@ impl Fleet {
             statuses.iter().map(|st| (st.name.clone(), st.power_state.unwrap_or(PowerState::Unknown))).collect();
         let overrides: BTreeMap<String, HostOverride> =
             statuses.iter().filter_map(|st| st.override_.clone().map(|o| (st.name.clone(), o))).collect();
-        let plan = self.plan_with(now, &bookings, &assignments, &power, &overrides);
+        let inputs = self.plan_inputs(now, &bookings).await?;
+        let plan = self.plan_with(now, &bookings, &assignments, &power, &overrides, &inputs);
         Ok(FleetPlan { plan, bookings, assignments, power, overrides })
+    }
+
+    /// The early releases of `bookings` at `now` (from their session records, when
+    /// `FLEET_RELEASE_EARLY` is on) and every host's lead.
+    pub async fn plan_inputs(&self, now: DateTime<Utc>, bookings: &[Booking]) -> Result<PlanInputs, StoreError> {
+        let leads = self.host_leads().await?.into_iter().map(|(h, l)| (h, l.minutes)).collect();
+        let mut released = HashMap::new();
+        if self.policy.release_early && !self.always_on {
+            let started: Vec<&Booking> = bookings.iter().filter(|b| b.slot.start() <= now).collect();
+            let ids: Vec<Uuid> = started.iter().map(|b| b.id).collect();
+            if !ids.is_empty() {
+                let starts: HashMap<Uuid, DateTime<Utc>> = started.iter().map(|b| (b.id, b.slot.start())).collect();
+                for r in self.store.session_records(&ids).await? {
+                    let Some(start) = starts.get(&r.record.booking_id) else { continue };
+                    if let Some(at) = r.record.summary().released_at(*start, now) {
+                        released.insert(r.record.booking_id, at);
+                    }
+                }
+            }
+        }
+        Ok(PlanInputs { released, leads })
     }
 
     /// The planner on given inputs (pure). A host overridden to `deallocate` takes no new
@@ -262,9 +316,15 @@ impl Fleet {
         assignments: &[Assignment],
         power: &BTreeMap<String, PowerState>,
         overrides: &BTreeMap<String, HostOverride>,
+        inputs: &PlanInputs,
     ) -> Plan {
-        let plan_bookings: Vec<PlanBooking> =
-            bookings.iter().map(|b| PlanBooking { id: b.id, room: b.room_id, slot: b.slot }).collect();
+        let plan_bookings: Vec<PlanBooking> = bookings
+            .iter()
+            .map(|b| PlanBooking {
+                released: inputs.released.get(&b.id).copied(),
+                ..PlanBooking::new(b.id, b.room_id, b.slot)
+            })
+            .collect();
         let hosts: Vec<PlanHost> = self
             .hosts
             .iter()
@@ -274,6 +334,7 @@ impl Fleet {
                     name: h.name.clone(),
                     capacity: if forced == Some(OverrideAction::Deallocate) { 0 } else { h.capacity },
                     on: power.get(&h.name).is_some_and(|s| s.is_on()),
+                    lead: inputs.leads.get(&h.name).copied(),
                 }
             })
             .collect();

@@ -84,6 +84,10 @@ pub struct HostSecrets {
     pub admin_key: String,
     /// `token_auth_secret` for signed client tokens.
     pub token_secret: String,
+    /// The event handler's password (basic auth, user `janus`) for the service's events route.
+    /// Empty in files written before it existed: [`HostSecrets::load_or_generate`] fills it in.
+    #[serde(default)]
+    pub events_secret: String,
 }
 
 impl std::fmt::Debug for HostSecrets {
@@ -98,21 +102,35 @@ impl HostSecrets {
         let random = || -> String {
             rand::thread_rng().sample_iter(rand::distributions::Alphanumeric).take(32).map(char::from).collect()
         };
-        Self { api_secret: random(), admin_secret: random(), admin_key: random(), token_secret: random() }
+        Self {
+            api_secret: random(),
+            admin_secret: random(),
+            admin_key: random(),
+            token_secret: random(),
+            events_secret: random(),
+        }
     }
 
     /// Reads `path` (JSON) when it exists, or generates secrets and writes them there with
     /// mode 0600, so a restarted service finds the same credentials.
     pub fn load_or_generate(path: &Path) -> Result<Self, LocalHostError> {
         match fs::read(path) {
-            Ok(bytes) => serde_json::from_slice(&bytes).map_err(|e| LocalHostError::Io {
-                context: format!("reading {}", path.display()),
-                source: io::Error::new(io::ErrorKind::InvalidData, e),
-            }),
+            Ok(bytes) => {
+                let mut s: Self = serde_json::from_slice(&bytes).map_err(|e| LocalHostError::Io {
+                    context: format!("reading {}", path.display()),
+                    source: io::Error::new(io::ErrorKind::InvalidData, e),
+                })?;
+                if s.events_secret.is_empty() {
+                    // A file from before the event handler had a password: add one, kept from now on.
+                    s.events_secret = Self::generate().events_secret;
+                    write_private(path, &serde_json::to_vec_pretty(&s).expect("secrets serialize"))?;
+                }
+                Ok(s)
+            }
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
                 let s = Self::generate();
                 if let Some(dir) = path.parent() {
-                    fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+                    crate::files::create_private_dir(dir).map_err(io_err(format!("creating {}", dir.display())))?;
                 }
                 write_private(path, &serde_json::to_vec_pretty(&s).expect("secrets serialize"))?;
                 Ok(s)
@@ -356,7 +374,7 @@ impl LocalJanusHost {
     /// Renders the configuration and links the modules into the host's folder.
     fn write_folder(&self) -> Result<(), LocalHostError> {
         let dir = &self.dir;
-        fs::create_dir_all(dir).map_err(io_err(format!("creating {}", dir.display())))?;
+        crate::files::create_private_dir(dir).map_err(io_err(format!("creating {}", dir.display())))?;
         for kind in ["plugins", "transports", "events", "loggers"] {
             let sub = dir.join(kind);
             fs::create_dir_all(&sub).map_err(io_err(format!("creating {}", sub.display())))?;
@@ -399,6 +417,7 @@ impl LocalJanusHost {
             ws_acl: "127.".into(),
             events_enabled: self.options.events_backend.is_some(),
             events_backend: self.options.events_backend.clone().unwrap_or_else(|| "http://127.0.0.1:9/".into()),
+            events_secret: self.secrets.events_secret.clone(),
         };
         for (file, text) in templates::render_all(&params)? {
             write_private(&dir.join(file), text.as_bytes())?;
@@ -437,7 +456,8 @@ impl LocalPower {
     /// The hosts of `FLEET=local`: `FLEET_LOCAL_HOSTS` hosts `local-1..` in
     /// `<data_dir>/janus/<name>`, all with the same credentials: `JANUS_API_SECRET` /
     /// `JANUS_ADMIN_KEY` / `JANUS_TOKEN_SECRET` when all three are set, otherwise those kept in
-    /// `<data_dir>/janus/local-1/secrets.json` (generated on first use). Nothing is started.
+    /// `<data_dir>/janus/local-1/secrets.json` (generated on first use); `JANUS_EVENTS_SECRET`
+    /// when set, otherwise the kept one. Nothing is started.
     pub fn from_config(config: &Config, options: LocalJanusOptions) -> Result<(Self, HostSecrets), LocalHostError> {
         let root = config.data_dir.join("janus");
         let kept = HostSecrets::load_or_generate(&root.join(local_host_name(1)).join("secrets.json"))?;
@@ -447,8 +467,13 @@ impl LocalPower {
                 admin_key: k.expose().to_string(),
                 token_secret: t.expose().to_string(),
                 admin_secret: kept.admin_secret,
+                events_secret: kept.events_secret,
             },
             _ => kept,
+        };
+        let secrets = match &config.janus_events_secret {
+            Some(e) => HostSecrets { events_secret: e.expose().to_string(), ..secrets },
+            None => secrets,
         };
         let hosts = (1..=config.fleet_settings.local_hosts.max(1))
             .map(|i| {
@@ -577,6 +602,19 @@ mod tests {
         assert_eq!(first.token_secret, second.token_secret);
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o600);
+        fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn a_secrets_file_without_an_events_secret_gets_one_that_is_kept() {
+        let dir = std::env::temp_dir().join(format!("suroga-secrets-{}", uuid::Uuid::new_v4()));
+        let path = dir.join("secrets.json");
+        fs::create_dir_all(&dir).unwrap();
+        fs::write(&path, r#"{"api_secret":"a","admin_secret":"b","admin_key":"c","token_secret":"d"}"#).unwrap();
+        let first = HostSecrets::load_or_generate(&path).unwrap();
+        assert_eq!(first.api_secret, "a");
+        assert_eq!(first.events_secret.len(), 32);
+        assert_eq!(HostSecrets::load_or_generate(&path).unwrap().events_secret, first.events_secret);
         fs::remove_dir_all(dir).unwrap();
     }
 

@@ -6,18 +6,22 @@
 //! [`janus_hosts::JanusHosts`] (Janus operations on one host). The scheduler part:
 //! [`control::Fleet`] (hosts, power, policy, overrides, plan loading), [`planner`] (pure),
 //! [`reconciler`] (the every-minute timer that acts; it asks a [`SessionKeeper`] to open and
-//! close the sessions of each running host), [`alerts`] (the operators' webhook).
+//! close the sessions of each running host), [`boots`] (each host's learned lead time),
+//! [`alerts`] (the operators' webhook).
 //! Power backends ([`power::PowerControl`]): [`local::LocalPower`] (local Janus processes),
-//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs).
+//! [`power::StaticPower`] (always on), [`azure::AzurePower`] (Azure VMs); the API reads them
+//! through [`power_cache::CachedPower`], so a burst of requests is not a burst of ARM calls.
 
 pub mod alerts;
 pub mod azure;
+pub mod boots;
 pub mod control;
 pub mod hosting;
 pub mod janus_hosts;
 pub mod local;
 pub mod planner;
 pub mod power;
+pub mod power_cache;
 pub mod reconciler;
 pub mod usage;
 
@@ -110,4 +114,15 @@ pub trait SessionKeeper: Send + Sync + 'static {
         assignments: &HashMap<Uuid, Assignment>,
         now: DateTime<Utc>,
     ) -> KeeperReport;
+
+    /// `host` is off (deallocated, or found off): nobody can be in the session rooms it held.
+    /// `serving` are its planned bookings; the ones assigned there whose records still have
+    /// someone in a room get those presences ended at `now`. Never fails (errors are logged).
+    async fn host_stopped(
+        &self,
+        host: &str,
+        serving: &[&Booking],
+        assignments: &HashMap<Uuid, Assignment>,
+        now: DateTime<Utc>,
+    );
 }

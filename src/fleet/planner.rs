@@ -5,7 +5,9 @@
 //!
 //! - [`plan`] is the entry point; it returns a [`Plan`]: one [`HostPlan`] per host (its bookings,
 //!   its [`OnInterval`]s and the [`HostAction`] due at `now`) plus [`Warning`]s.
-//! - A booking *needs* its host on for its window `[start - lead, end + grace]` ([`window`]).
+//! - A booking *needs* its host on for its window `[start - lead, end + grace]` ([`window`]);
+//!   `lead` is the host's own (learned from its boots, [`PlanHost::lead`]) when it has one. A
+//!   booking whose session ended early ([`PlanBooking::released`]) needs it only until then.
 //!   A host's windows are merged into on-intervals when the gap between them is shorter than
 //!   `keep_warm`: a short gap costs fewer VM-minutes than it is worth to avoid a stop and a start.
 //! - Assignment is greedy in window order. A booking goes to the host where it costs least:
@@ -31,6 +33,16 @@ pub struct PlanBooking {
     pub id: Uuid,
     pub room: RoomId,
     pub slot: TimeSlot,
+    /// When its session ended early (everyone left after the start): its host is needed only
+    /// until then, without the grace. `None`: until the booked end plus the grace.
+    pub released: Option<DateTime<Utc>>,
+}
+
+impl PlanBooking {
+    /// A booking needed for its whole slot.
+    pub fn new(id: Uuid, room: RoomId, slot: TimeSlot) -> Self {
+        Self { id, room, slot, released: None }
+    }
 }
 
 /// A Janus host the planner may use.
@@ -43,6 +55,16 @@ pub struct PlanHost {
     /// True when the host was last seen running or starting. An on host is kept warm for a
     /// window that opens within `keep_warm`; an off host is only started when a window opens.
     pub on: bool,
+    /// How long before a session this host must be started (learned from its boots);
+    /// `None`: the policy's lead.
+    pub lead: Option<Duration>,
+}
+
+impl PlanHost {
+    /// A host with the policy's lead.
+    pub fn new(name: impl Into<String>, capacity: u32, on: bool) -> Self {
+        Self { name: name.into(), capacity, on, lead: None }
+    }
 }
 
 /// How the planner trades VM time for readiness.
@@ -182,6 +204,16 @@ pub fn window(slot: TimeSlot, policy: &PlanPolicy) -> (DateTime<Utc>, DateTime<U
     (slot.start() - policy.lead, slot.end() + policy.grace)
 }
 
+/// The window in which `b`'s host must be on with `lead`: `[start - lead, end + grace]`, or
+/// `[start - lead, released]` for a session that ended early.
+pub fn booking_window(b: &PlanBooking, lead: Duration, policy: &PlanPolicy) -> (DateTime<Utc>, DateTime<Utc>) {
+    let start = b.slot.start() - lead;
+    match b.released {
+        Some(r) => (start, r.max(start)),
+        None => (start, b.slot.end() + policy.grace),
+    }
+}
+
 // Internally times are milliseconds since the epoch: the sweeps below compare many instants.
 type Ms = i64;
 
@@ -234,7 +266,9 @@ fn max_concurrency(iv: impl Iterator<Item = (Ms, Ms)>) -> usize {
 
 struct Booked {
     b: PlanBooking,
+    /// The window with the policy's lead (the order bookings are placed in).
     win: (Ms, Ms),
+    /// The time it holds a seat: its slot, cut at an early release.
     slot: (Ms, Ms),
 }
 
@@ -242,6 +276,8 @@ struct HostState<'a> {
     host: &'a PlanHost,
     /// Indices into the sorted bookings.
     assigned: Vec<usize>,
+    /// The assigned bookings' windows with this host's lead, in `assigned` order.
+    wins: Vec<(Ms, Ms)>,
     /// Windows of the assigned bookings plus, for an on host, the seed `[now, now]`.
     windows: Vec<(Ms, Ms)>,
     merged: Vec<(Ms, Ms)>,
@@ -276,10 +312,18 @@ impl HostState<'_> {
         max_concurrency(overlapping) < self.host.capacity as usize
     }
 
-    fn add(&mut self, idx: usize, bk: &Booked, keep_warm: Ms) {
+    /// `bk`'s window on this host (its own lead).
+    fn window_of(&self, bk: &Booked, policy: &PlanPolicy) -> (Ms, Ms) {
+        let (s, e) = booking_window(&bk.b, self.host.lead.unwrap_or(policy.lead), policy);
+        (ms(s), ms(e))
+    }
+
+    fn add(&mut self, idx: usize, bk: &Booked, policy: &PlanPolicy) {
+        let win = self.window_of(bk, policy);
         self.assigned.push(idx);
-        self.windows.push(bk.win);
-        self.merged = merge(self.windows.clone(), keep_warm);
+        self.wins.push(win);
+        self.windows.push(win);
+        self.merged = merge(self.windows.clone(), policy.keep_warm.num_milliseconds());
         self.rooms.insert(bk.b.room);
     }
 }
@@ -304,8 +348,10 @@ pub fn plan(
     let mut booked: Vec<Booked> = bookings
         .iter()
         .map(|b| {
-            let (ws, we) = window(b.slot, policy);
-            Booked { b: b.clone(), win: (ms(ws), ms(we)), slot: (ms(b.slot.start()), ms(b.slot.end())) }
+            let (ws, we) = booking_window(b, policy.lead, policy);
+            let (start, end) = (ms(b.slot.start()), ms(b.slot.end()));
+            let seat_end = b.released.map_or(end, |r| ms(r).clamp(start + 1, end));
+            Booked { b: b.clone(), win: (ms(ws), ms(we)), slot: (start, seat_end) }
         })
         .collect();
     booked.sort_by_key(|x| (x.win, x.slot, x.b.id, x.b.room));
@@ -319,6 +365,7 @@ pub fn plan(
             HostState {
                 host: h,
                 assigned: Vec::new(),
+                wins: Vec::new(),
                 merged: merge(windows.clone(), kw),
                 windows,
                 rooms: HashSet::new(),
@@ -349,7 +396,7 @@ pub fn plan(
                     if !states[h].fits(bk, &booked) {
                         warnings.push(Warning::OverCapacity { booking: bk.b.id, host: host.to_string() });
                     }
-                    states[h].add(idx, bk, kw);
+                    states[h].add(idx, bk, policy);
                     assignments.insert(bk.b.id, host.to_string());
                 }
                 None => {
@@ -370,7 +417,7 @@ pub fn plan(
                 continue;
             }
             let mut windows = st.windows.clone();
-            windows.push(bk.win);
+            windows.push(st.window_of(bk, policy));
             let merged = merge(windows, kw);
             if let Some(limit) = policy.max_hosts {
                 if !within_host_limit(&states, h, &merged, limit) {
@@ -395,7 +442,7 @@ pub fn plan(
         }
         match best {
             Some((_, h)) => {
-                states[h].add(idx, bk, kw);
+                states[h].add(idx, bk, policy);
                 assignments.insert(bk.b.id, states[h].host.name.clone());
             }
             None => warnings.push(Warning::NoCapacity { booking: bk.b.id }),
@@ -404,8 +451,10 @@ pub fn plan(
 
     let mut host_plans = Vec::with_capacity(states.len());
     for st in &states {
-        let mut mine: Vec<&Booked> = st.assigned.iter().map(|&i| &booked[i]).collect();
-        mine.sort_by_key(|x| (x.win, x.b.id));
+        // (booking, its window on this host), by window start then id.
+        let mut mine: Vec<(&Booked, (Ms, Ms))> =
+            st.assigned.iter().zip(&st.wins).map(|(&i, w)| (&booked[i], *w)).collect();
+        mine.sort_by_key(|(x, w)| (*w, x.b.id));
 
         let on_intervals: Vec<OnInterval> = st
             .merged
@@ -414,33 +463,38 @@ pub fn plan(
             .map(|&(s, e)| OnInterval {
                 start: at(s),
                 end: at(e),
-                bookings: mine.iter().filter(|b| b.win.0 >= s && b.win.1 <= e).map(|b| b.b.id).collect(),
+                bookings: mine.iter().filter(|(_, w)| w.0 >= s && w.1 <= e).map(|(b, _)| b.b.id).collect(),
             })
             .collect();
 
-        let open = mine.iter().find(|b| b.win.0 <= now_ms && now_ms < b.win.1).map(|b| b.b.id);
-        let next = mine.iter().find(|b| b.win.0 > now_ms).map(|b| b.b.id);
+        let open = mine.iter().find(|(_, w)| w.0 <= now_ms && now_ms < w.1).map(|(b, _)| b.b.id);
+        let next = mine.iter().find(|(_, w)| w.0 > now_ms).map(|(b, _)| b.b.id);
         let bridging = st.merged.iter().any(|&(s, e)| s <= now_ms && now_ms < e);
         let action = match (open, st.host.on) {
             (Some(b), false) => HostAction::Start { booking: b },
             (Some(b), true) => HostAction::KeepOn { booking: b },
             (None, true) if bridging && next.is_some() => HostAction::KeepOn { booking: next.unwrap() },
             (None, true) => HostAction::Deallocate {
-                last: mine.iter().filter(|b| b.win.1 <= now_ms).max_by_key(|b| (b.win.1, b.b.id)).map(|b| b.b.id),
+                last: mine
+                    .iter()
+                    .filter(|(_, w)| w.1 <= now_ms)
+                    .max_by_key(|(b, w)| (w.1, b.b.id))
+                    .map(|(b, _)| b.b.id),
             },
             // An off host is not started to bridge a gap: it starts when the next window opens.
             (None, false) => HostAction::StayOff { next },
         };
 
         if !st.host.on {
-            let lateness_floor = policy.lead - policy.start_tolerance;
-            for b in &mine {
+            let lead = st.host.lead.unwrap_or(policy.lead);
+            let lateness_floor = lead - policy.start_tolerance;
+            for (b, _) in &mine {
                 let to_start = b.b.slot.start() - now;
-                if now < b.b.slot.end() && to_start < lateness_floor {
+                if now < b.b.slot.end() && b.b.released.is_none() && to_start < lateness_floor {
                     warnings.push(Warning::NotReadyInTime {
                         booking: b.b.id,
                         host: st.host.name.clone(),
-                        short_by: policy.lead - to_start,
+                        short_by: lead - to_start,
                     });
                 }
             }
@@ -448,7 +502,7 @@ pub fn plan(
 
         host_plans.push(HostPlan {
             name: st.host.name.clone(),
-            bookings: mine.iter().map(|b| b.b.id).collect(),
+            bookings: mine.iter().map(|(b, _)| b.b.id).collect(),
             on_intervals,
             action,
         });
@@ -502,8 +556,9 @@ pub fn lower_bound_minutes(bookings: &[PlanBooking], hosts: &[PlanHost], policy:
     let mut items: Vec<((Ms, Ms), (Ms, Ms))> = bookings
         .iter()
         .map(|b| {
-            let (ws, we) = window(b.slot, policy);
-            ((ms(ws), ms(we)), (ms(b.slot.start()), ms(b.slot.end())))
+            let (ws, we) = booking_window(b, policy.lead, policy);
+            let (start, end) = (ms(b.slot.start()), ms(b.slot.end()));
+            ((ms(ws), ms(we)), (start, b.released.map_or(end, |r| ms(r).clamp(start + 1, end))))
         })
         .collect();
     items.sort_unstable();

@@ -125,8 +125,15 @@ impl PowerError {
 /// Switches hosts on and off. See the module docs for the contract every backend keeps.
 #[async_trait]
 pub trait PowerControl: Send + Sync + 'static {
-    /// The host's current power state. Read-only.
+    /// The host's current power state. Read-only. May be a few seconds old when the backend is
+    /// behind a cache ([`super::power_cache::CachedPower`]).
     async fn power_state(&self, host: &str) -> Result<PowerState, PowerError>;
+
+    /// The host's power state asked of the backend itself, past any cache: what the reconciler
+    /// acts on. Backends without a cache answer as [`Self::power_state`].
+    async fn fresh_power_state(&self, host: &str) -> Result<PowerState, PowerError> {
+        self.power_state(host).await
+    }
 
     /// Switches the host on and waits until the backend reports it running. Idempotent.
     async fn start(&self, host: &str) -> Result<PowerOutcome, PowerError>;

@@ -2,7 +2,8 @@
 //!
 //! One run ([`Reconciler::run_once`]):
 //! 1. reads the live bookings from `overrun limit + grace` ago to the horizon, their
-//!    assignments, each host's power state and the operators' overrides;
+//!    assignments, each host's power state and the operators' overrides, the sessions that
+//!    ended early (`FLEET_RELEASE_EARLY`) and each host's learned lead ([`super::boots`]);
 //! 2. plans ([`super::control::Fleet::plan_with`]) and stores assignments that changed;
 //! 3. acts per host, all hosts CONCURRENTLY and ISOLATED (a failure is that host's only):
 //!    start or deallocate as the plan (or an active override) says. It never deallocates a
@@ -12,7 +13,9 @@
 //!    sessions layer) opens the session rooms of its bookings whose join window is open, marks
 //!    those assignments ready, and destroys every room the host should no longer hold (sessions
 //!    past their end plus grace, cancelled, rotated, or unknown). A host found off loses
-//!    `ready_at` on its assignments (its non-permanent rooms went with Janus);
+//!    `ready_at` on its assignments (its non-permanent rooms went with Janus), and the sessions
+//!    layer ends the presences still recorded there. A host started by the reconciler has its
+//!    boot timed until Janus answers (its learned lead);
 //! 5. alerts once per subject: a booking whose host is not ready 10 minutes before it starts,
 //!    start/deallocate failing several runs in a row, capacity short.
 //!
@@ -20,7 +23,9 @@
 //! session rooms open or closed, alerts claimed); each power action is also claimed per host and
 //! minute (`reconcile:{host}:{action}:{minute}`), so two concurrent invocations never both start
 //! or deallocate a host. Every action goes to the operations log with the booking that caused
-//! it, its result and its duration. Time comes from the fleet's [`crate::clock::Clock`].
+//! it, its result and its duration; a deallocation that comes before a booking's end plus grace
+//! because its session ended early is also logged as an `early-release`. Time comes from the
+//! fleet's [`crate::clock::Clock`].
 
 use std::{
     collections::{BTreeMap, BTreeSet, HashMap},
@@ -35,8 +40,8 @@ use uuid::Uuid;
 use super::{
     FleetError, SessionKeeper,
     alerts::{AlertOutcome, Alerter},
-    control::{Fleet, HostOverride, OverrideAction},
-    planner::{HostAction, HostPlan, Warning, window},
+    control::{Fleet, HostOverride, OverrideAction, PlanInputs},
+    planner::{HostAction, HostPlan, PlanBooking, Warning, booking_window},
     power::{PowerError, PowerOutcome, PowerState},
 };
 use crate::{
@@ -179,8 +184,17 @@ struct HostInput<'a> {
     /// Every live booking of the run (the keeper finds most rooms' bookings here).
     all: &'a [Booking],
     assignments: &'a HashMap<Uuid, Assignment>,
+    /// Early releases and leads the plan was made with.
+    inputs: &'a PlanInputs,
     now: DateTime<Utc>,
     minute: DateTime<Utc>,
+}
+
+impl HostInput<'_> {
+    /// The lead the plan gave this host.
+    fn plan_lead(&self, fleet: &Fleet) -> chrono::Duration {
+        self.inputs.leads.get(&self.plan.name).copied().unwrap_or(fleet.policy.plan.lead)
+    }
 }
 
 impl Reconciler {
@@ -226,7 +240,8 @@ impl Reconciler {
                 overrides.insert(h.name.clone(), o);
             }
         }
-        let plan = fleet.plan_with(now, &bookings, &stored, &power, &overrides);
+        let inputs = fleet.plan_inputs(now, &bookings).await?;
+        let plan = fleet.plan_with(now, &bookings, &stored, &power, &overrides, &inputs);
 
         // Store the assignments that changed; an unchanged one keeps its ready_at.
         let mut assignments: HashMap<Uuid, Assignment> = stored.into_iter().map(|a| (a.booking_id, a)).collect();
@@ -247,6 +262,7 @@ impl Reconciler {
                 bookings: hp.bookings.iter().filter_map(|id| by_id.get(id).copied()).collect(),
                 all: &bookings,
                 assignments: &assignments,
+                inputs: &inputs,
                 now,
                 minute,
             };
@@ -254,7 +270,7 @@ impl Reconciler {
         });
         report.hosts = futures::future::join_all(tasks).await;
 
-        self.raise_alerts(now, &plan.warnings, &bookings, &assignments, report).await;
+        self.raise_alerts(now, &plan.warnings, &bookings, &assignments, &inputs, report).await;
         Ok(())
     }
 
@@ -312,8 +328,18 @@ impl Reconciler {
             };
             match &report.step {
                 PowerStep::Done { action: OpAction::Start } => running = true,
-                PowerStep::Done { action: OpAction::Deallocate } => running = false,
+                PowerStep::Done { action: OpAction::Deallocate } => {
+                    running = false;
+                    self.log_early_release(&input).await;
+                }
                 _ => {}
+            }
+            let started = matches!(report.step, PowerStep::Done { action: OpAction::Start })
+                || matches!(&report.step, PowerStep::Failed { action: OpAction::Start, .. });
+            if started {
+                if let Err(e) = self.fleet.boot_started(&name, input.now).await {
+                    tracing::warn!(host = %name, error = %e, "cannot record the start of a boot");
+                }
             }
         }
 
@@ -325,6 +351,42 @@ impl Reconciler {
         report
     }
 
+    /// Logs the deallocation of a host that came before the booked end plus grace of one of
+    /// its bookings because that booking's session ended early.
+    async fn log_early_release(&self, input: &HostInput<'_>) {
+        let grace = self.fleet.policy.plan.grace;
+        for b in &input.bookings {
+            let Some(ended) = input.inputs.released.get(&b.id) else { continue };
+            let booked_until = b.slot.end() + grace;
+            if input.now >= booked_until {
+                continue;
+            }
+            let saved = (booked_until - input.now).num_minutes();
+            tracing::info!(
+                host = %input.plan.name,
+                booking_id = %b.id,
+                session_ended_at = %ended.to_rfc3339(),
+                booked_until = %booked_until.to_rfc3339(),
+                saved_minutes = saved,
+                "early release: the host is deallocated because the session ended early"
+            );
+            self.log(
+                input.now,
+                OpAction::EarlyRelease,
+                Some(&input.plan.name),
+                Some(b.id),
+                Some(b.room_id),
+                format!(
+                    "session ended at {}; booked until {}; {saved} min saved",
+                    ended.to_rfc3339(),
+                    booked_until.to_rfc3339()
+                ),
+                0,
+            )
+            .await;
+        }
+    }
+
     /// Why a host the plan wants off must stay on, if it must: a booking inside its window
     /// (unless an operator forced it off), or live participants in a room of its recent
     /// bookings until `end + overrun limit`. A Janus that cannot be asked for another reason
@@ -333,8 +395,13 @@ impl Reconciler {
         let policy = &self.fleet.policy;
         let now = input.now;
         if !forced {
+            let lead = input.plan_lead(&self.fleet);
             if let Some(b) = input.bookings.iter().find(|b| {
-                let (s, e) = window(b.slot, &policy.plan);
+                let pb = PlanBooking {
+                    released: input.inputs.released.get(&b.id).copied(),
+                    ..PlanBooking::new(b.id, b.room_id, b.slot)
+                };
+                let (s, e) = booking_window(&pb, lead, &policy.plan);
                 s <= now && now < e
             }) {
                 return Some(format!("booking {} is inside its window", b.id));
@@ -447,6 +514,9 @@ impl Reconciler {
             return;
         }
         report.janus_ok = true;
+        if let Err(e) = self.fleet.boot_answered(&host.name, self.fleet.clock.now()).await {
+            tracing::warn!(host = %host.name, error = %e, "cannot record the end of a boot");
+        }
         let kept = self.sessions.converge(host, &input.bookings, input.all, input.assignments, input.now).await;
         report.made_ready.extend(kept.opened.iter().chain(&kept.marked_ready).copied());
         report.not_ready.extend(kept.not_ready);
@@ -456,8 +526,10 @@ impl Reconciler {
         }
     }
 
-    /// A host that is off holds no rooms: its assignments are no longer ready.
+    /// A host that is off holds no rooms: its assignments are no longer ready, and nobody is
+    /// in its sessions any more.
     async fn forget_ready(&self, input: &HostInput<'_>) {
+        self.sessions.host_stopped(&input.plan.name, &input.bookings, input.assignments, input.now).await;
         for b in &input.bookings {
             if let Some(a) = input.assignments.get(&b.id) {
                 if a.host == input.plan.name && a.ready_at.is_some() {
@@ -477,6 +549,7 @@ impl Reconciler {
         warnings: &[Warning],
         bookings: &[Booking],
         before: &HashMap<Uuid, Assignment>,
+        inputs: &PlanInputs,
         report: &mut ReconcileReport,
     ) {
         let by_id: HashMap<Uuid, &Booking> = bookings.iter().map(|b| (b.id, b)).collect();
@@ -507,12 +580,19 @@ impl Reconciler {
             }
         }
         let made_ready: BTreeSet<Uuid> = report.hosts.iter().flat_map(|h| h.made_ready.iter().copied()).collect();
-        let soon = self.fleet.policy.ready_alert_before;
+        let policy = &self.fleet.policy;
         for b in bookings {
-            if !(b.slot.start() - soon <= now && now < b.slot.end()) || made_ready.contains(&b.id) {
+            // A session that ended early has its host off on purpose.
+            if made_ready.contains(&b.id) || inputs.released.contains_key(&b.id) {
                 continue;
             }
             let Some(a) = before.get(&b.id) else { continue }; // unassigned: the capacity alert covers it
+            // A host with a short learned lead starts late on purpose: alert only past its tolerance.
+            let lead = inputs.leads.get(&a.host).copied().unwrap_or(policy.plan.lead);
+            let soon = policy.ready_alert_before.min(lead - policy.plan.start_tolerance);
+            if !(b.slot.start() - soon <= now && now < b.slot.end()) {
+                continue;
+            }
             if a.ready_at.is_some() && report.host(&a.host).is_some_and(|h| h.janus_ok) {
                 continue;
             }

@@ -14,16 +14,23 @@ use std::{
 use serde::Serialize;
 use utoipa::openapi::OpenApi;
 
-/// The host's HTTP route prefix (`extensions.http.routePrefix` in host.json).
-pub const ROUTE_PREFIX: &str = "api";
+/// The host's HTTP route prefix (`extensions.http.routePrefix` in host.json): empty, so that a
+/// function's route is the request path itself. The app serves two roots, `/api/...` (the REST
+/// API) and `/app/...` (the web client, whose invitation links must be the same URLs locally and
+/// under the host); a prefix of `api` could never reach `/app`.
+pub const ROUTE_PREFIX: &str = "";
+
+/// The first path segments the app serves; every HTTP function's route starts with one.
+pub const SERVED_ROOTS: [&str; 2] = ["api", "app"];
 
 /// HTTP methods in the order function.json lists them.
 pub const METHODS: [&str; 8] = ["get", "post", "put", "patch", "delete", "head", "options", "trace"];
 
-/// An HTTP path the API serves outside its OpenAPI paths (the document itself, the docs page).
+/// An HTTP path the binary serves outside the OpenAPI paths (the document itself, the docs page,
+/// the web client).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ExtraHttp {
-    /// Full request path, starting with `/api/`.
+    /// Full request path (route template), starting with `/api/` or `/app/`.
     pub path: &'static str,
     /// Lowercase methods.
     pub methods: &'static [&'static str],
@@ -33,6 +40,8 @@ pub struct ExtraHttp {
 pub const EXTRA_HTTP: &[ExtraHttp] = &[
     ExtraHttp { path: "/api/v1/openapi.json", methods: &["get"] },
     ExtraHttp { path: "/api/docs", methods: &["get"] },
+    // Every page and asset of the web client (a catch-all also matches `/app` itself).
+    ExtraHttp { path: "/app/{*path}", methods: &["get", "head"] },
 ];
 
 /// One HTTP-triggered function, forwarded raw to the handler.
@@ -40,7 +49,7 @@ pub const EXTRA_HTTP: &[ExtraHttp] = &[
 pub struct HttpFunction {
     /// Function (folder) name, e.g. `v1-rooms-room_id`.
     pub name: String,
-    /// Route under the prefix, e.g. `v1/rooms/{room_id}`.
+    /// Route (the request path, as the prefix is empty), e.g. `api/v1/rooms/{room_id}`.
     pub route: String,
     /// Lowercase methods in [`METHODS`] order.
     pub methods: Vec<&'static str>,
@@ -70,6 +79,11 @@ pub const TIMERS: &[TimerFunction] = &[
         schedule: "0 30 3 * * *",
         description: "forget Idempotency-Keys older than 24 hours",
     },
+    TimerFunction {
+        name: "deliver-webhooks",
+        schedule: "30 * * * * *",
+        description: "send due webhook events (first attempts and retries); dead-letter the too old",
+    },
 ];
 
 /// The next instant strictly after `now` at which any timer fires, with every timer due then (in
@@ -88,8 +102,8 @@ pub fn next_timers(
 /// Why the function table cannot be deployed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ManifestError {
-    /// The API path is not under `/api/`, so the host cannot route it to the handler.
-    #[error("API path {path:?} is not under /{ROUTE_PREFIX}/")]
+    /// The path is not under `/api/` or `/app/` (see [`SERVED_ROOTS`]).
+    #[error("path {path:?} is not under /api/ or /app/")]
     OutsidePrefix { path: String },
     /// The derived name breaks `^[a-z][a-z0-9_\-]{{0,127}}$` or is the reserved `host`.
     #[error("function name {name:?} is not a valid Azure Functions name")]
@@ -130,8 +144,8 @@ pub fn is_valid_function_name(name: &str) -> bool {
         && chars.all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-')
 }
 
-/// The function name for a route: segments joined by `-`, braces dropped, anything else outside
-/// `[a-z0-9_]` mapped to `_` (`v1/rooms/{room_id}` → `v1-rooms-room_id`).
+/// The function name for a route: segments joined by `-`, braces (and a catch-all's `*`) dropped,
+/// anything else outside `[a-z0-9_]` mapped to `_` (`v1/rooms/{room_id}` → `v1-rooms-room_id`).
 pub fn function_name(route: &str) -> String {
     route
         .split('/')
@@ -139,6 +153,7 @@ pub fn function_name(route: &str) -> String {
         .map(|seg| {
             seg.trim_start_matches('{')
                 .trim_end_matches('}')
+                .trim_start_matches('*')
                 .chars()
                 .map(|c| match c.to_ascii_lowercase() {
                     c @ ('a'..='z' | '0'..='9' | '_') => c,
@@ -156,8 +171,9 @@ fn path_methods(item: &utoipa::openapi::PathItem) -> impl Iterator<Item = &'stat
 }
 
 /// One HTTP function per OpenAPI path (all its methods), plus [`EXTRA_HTTP`] (merged by path).
-/// Sorted by name. Errors: a path outside `/api/`, an invalid or duplicate name, a reserved
-/// route, a path without methods.
+/// The route is the path; the name leaves out the `api/` root, so API functions keep names like
+/// `v1-rooms-room_id` and the web client's is `app-path`. Sorted by name. Errors: a path outside
+/// [`SERVED_ROOTS`], an invalid or duplicate name, a reserved route, a path without methods.
 pub fn http_functions(api: &OpenApi) -> Result<Vec<HttpFunction>, ManifestError> {
     let mut by_path: BTreeMap<String, BTreeSet<&'static str>> = BTreeMap::new();
     for (path, item) in api.paths.paths.iter() {
@@ -167,13 +183,15 @@ pub fn http_functions(api: &OpenApi) -> Result<Vec<HttpFunction>, ManifestError>
         let methods = extra.methods.iter().filter_map(|m| METHODS.iter().copied().find(|k| k == m));
         by_path.entry(extra.path.to_string()).or_default().extend(methods);
     }
-    let prefix = format!("/{ROUTE_PREFIX}/");
     let mut functions = Vec::with_capacity(by_path.len());
     let mut names = BTreeSet::new();
     for (path, methods) in by_path {
-        let Some(route) = path.strip_prefix(&prefix).map(|r| r.trim_end_matches('/')).filter(|r| !r.is_empty()) else {
+        let route = path.trim_start_matches('/').trim_end_matches('/');
+        let root = route.split('/').next().unwrap_or_default();
+        let served = SERVED_ROOTS.contains(&root) && route.len() > root.len() + 1;
+        if !served {
             return Err(ManifestError::OutsidePrefix { path });
-        };
+        }
         let first = route.split('/').next().unwrap_or_default().to_ascii_lowercase();
         if first == "admin" || first == "runtime" {
             return Err(ManifestError::ReservedRoute { route: route.to_string() });
@@ -181,7 +199,7 @@ pub fn http_functions(api: &OpenApi) -> Result<Vec<HttpFunction>, ManifestError>
         if methods.is_empty() {
             return Err(ManifestError::NoMethods { path });
         }
-        let name = function_name(route);
+        let name = function_name(route.strip_prefix("api/").unwrap_or(route));
         if !is_valid_function_name(&name) {
             return Err(ManifestError::InvalidName { name });
         }
@@ -345,12 +363,14 @@ mod tests {
         ]);
         let fs = http_functions(&api).unwrap();
         let room = fs.iter().find(|f| f.name == "v1-rooms-room_id").unwrap();
-        assert_eq!(room.route, "v1/rooms/{room_id}");
+        assert_eq!(room.route, "api/v1/rooms/{room_id}");
         assert_eq!(room.methods, ["get", "delete"]);
         let rooms = fs.iter().find(|f| f.name == "v1-rooms").unwrap();
         assert_eq!(rooms.methods, ["get", "post"]);
         let names: Vec<_> = fs.iter().map(|f| f.name.as_str()).collect();
-        assert_eq!(names, ["docs", "v1-openapi_json", "v1-rooms", "v1-rooms-room_id"]);
+        assert_eq!(names, ["app-path", "docs", "v1-openapi_json", "v1-rooms", "v1-rooms-room_id"]);
+        let app = fs.iter().find(|f| f.name == "app-path").unwrap();
+        assert_eq!((app.route.as_str(), app.methods.as_slice()), ("app/{*path}", ["get", "head"].as_slice()));
     }
 
     #[test]
@@ -385,6 +405,7 @@ mod tests {
         let files = function_files(&api(&[])).unwrap();
         assert!(files.contains_key("fleet-reconcile"));
         assert!(files.contains_key("purge-keys"));
+        assert!(files.contains_key("deliver-webhooks"));
         for t in TIMERS {
             crate::functions::ncrontab::Schedule::parse(t.schedule).unwrap();
         }
@@ -408,11 +429,11 @@ mod tests {
     }
 
     #[test]
-    fn reserved_routes_are_refused() {
-        let e = http_functions(&api(&[("/api/admin/x", &[HttpMethod::Get])])).unwrap_err();
-        assert_eq!(e, ManifestError::ReservedRoute { route: "admin/x".into() });
-        let e = http_functions(&api(&[("/api/Runtime", &[HttpMethod::Get])])).unwrap_err();
-        assert_eq!(e, ManifestError::ReservedRoute { route: "Runtime".into() });
+    fn the_hosts_reserved_roots_are_outside_the_served_ones() {
+        for p in ["/admin/x", "/runtime/webhooks", "/api", "/app"] {
+            let e = http_functions(&api(&[(p, &[HttpMethod::Get])])).unwrap_err();
+            assert_eq!(e, ManifestError::OutsidePrefix { path: p.into() });
+        }
     }
 
     #[test]
@@ -458,7 +479,10 @@ mod tests {
             .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
             .collect();
         written.sort();
-        assert_eq!(written, ["docs", "fleet-reconcile", "purge-keys", "v1-openapi_json", "v1-rooms"]);
+        assert_eq!(
+            written,
+            ["app-path", "deliver-webhooks", "docs", "fleet-reconcile", "purge-keys", "v1-openapi_json", "v1-rooms"]
+        );
         assert_eq!(
             fs::read_to_string(dir.join("v1-rooms/function.json")).unwrap(),
             function_files(&api).unwrap()["v1-rooms"]

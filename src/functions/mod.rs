@@ -8,8 +8,10 @@
 //! - [`ncrontab`]: the 6-field schedule evaluator standalone `suroga serve` uses to fire the same
 //!   timers on the same schedules.
 //! - [`package`]: the publish folder and the check that the binary runs on the Functions image.
+//! - [`access`]: who may call the timer routes (the host, or a local process standalone).
 //! - [`FunctionsCommand`]: the `suroga functions export|package` CLI.
 
+pub mod access;
 pub mod manifest;
 pub mod ncrontab;
 pub mod package;

@@ -495,7 +495,7 @@ mod tests {
             serde_json::json!({
               "version": "2.0",
               "functionTimeout": "00:05:00",
-              "extensions": { "http": { "routePrefix": "api" } },
+              "extensions": { "http": { "routePrefix": "" } },
               "customHandler": {
                 "description": { "defaultExecutablePath": "suroga", "workingDirectory": "", "arguments": ["serve"] },
                 "enableForwardingHttpRequest": true,

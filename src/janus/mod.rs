@@ -9,7 +9,8 @@
 //!   credential ([`Credential`]): what a participant does (`join`) and what tests need.
 //! - [`JanusError`]: transport failures, core errors (`{"janus":"error"}`) and VideoRoom errors
 //!   that arrive inside a successful reply (`plugindata.data.error_code`).
-//! - [`token`]: signed client tokens; [`templates`]: Janus configuration from `infra/janus/`.
+//! - [`token`]: signed client tokens; [`templates`]: Janus configuration from `infra/janus/`;
+//!   [`events`]: what Janus's event handler posts to the service.
 //!
 //! The API reference is Janus 1.1.2: <https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/mainpage.dox>
 //! (section "RESTful, WebSockets, RabbitMQ, MQTT, Nanomsg and UnixSockets API") and the VideoRoom
@@ -17,6 +18,7 @@
 //! <https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c>.
 //! No secret (apisecret, admin_key, token, room secret or pin) ever enters an error or a log line.
 
+pub mod events;
 pub mod templates;
 pub mod token;
 
@@ -528,7 +530,17 @@ impl Handle {
     /// an unknown room.
     // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("join", ptype publisher)
     pub async fn join(&self, req: &JoinRoom<'_>) -> Result<Joined, JanusError> {
+        self.join_as(req, None).await
+    }
+
+    /// [`Handle::join`] with the participant id `id` (Janus picks one when `None`): what a client
+    /// does with the `participant_id` of its join answer. `VideoRoom { code: 436 }` when the id is taken.
+    // https://github.com/meetecho/janus-gateway/blob/v1.1.2/src/plugins/janus_videoroom.c ("join", "id")
+    pub async fn join_as(&self, req: &JoinRoom<'_>, id: Option<u64>) -> Result<Joined, JanusError> {
         let mut body = json!({"request": "join", "room": req.room, "ptype": "publisher", "display": req.display});
+        if let Some(id) = id {
+            body["id"] = id.into();
+        }
         if let Some(p) = req.pin {
             body["pin"] = Value::String(p.to_string());
         }

@@ -83,7 +83,10 @@ pub struct JanusConfigParams {
     pub ws_acl: String,
     /// Whether the sample event handler posts events to `events_backend`.
     pub events_enabled: bool,
+    /// The service's events route (`POST <base>/api/v1/janus/events`).
     pub events_backend: String,
+    /// The event handler's basic-auth password (user `janus`).
+    pub events_secret: String,
 }
 
 impl JanusConfigParams {
@@ -109,6 +112,7 @@ impl JanusConfigParams {
             ("ws_acl", self.ws_acl.clone()),
             ("events_enabled", self.events_enabled.to_string()),
             ("events_backend", self.events_backend.clone()),
+            ("events_secret", self.events_secret.clone()),
         ])
     }
 }
@@ -168,6 +172,7 @@ mod tests {
             ws_acl: "0.".into(),
             events_enabled: false,
             events_backend: "http://127.0.0.1:9/events".into(),
+            events_secret: "evs".into(),
         }
     }
 

@@ -7,7 +7,9 @@
 //! three at once. The room secret also derives from the room id alone
 //! ([`SessionKey::room_secret`]), so a room found on a Janus host can be destroyed knowing only
 //! its id, and a room's description names its booking and generation ([`describe`], [`parse`]),
-//! so the reconciler can tell which rooms must stay.
+//! so the reconciler can tell which rooms must stay. Each role of a session also gets its own
+//! Janus participant id ([`SessionKey::participant_id`]): a client that joins with it is named
+//! by role in Janus's events.
 //!
 //! The key is itself derived from the Janus API secret (server side only, known to the Janus
 //! hosts, which hold every room anyway). Rotating that secret restarts the hosts, whose rooms
@@ -19,7 +21,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
 
-use crate::domain::{ROOM_ID_LIMIT, RoomId};
+use crate::domain::{ROOM_ID_LIMIT, RoomId, session::Role};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -96,6 +98,24 @@ impl SessionKey {
         SessionCredentials { room, pin, secret: self.room_secret(room), description: describe(booking, generation) }
     }
 
+    /// The Janus participant id of `role` in `booking`'s session in `generation`: the client
+    /// sends it as `id` in its publisher `join`, so Janus's events about it name its role.
+    /// Below 2^53 (exact in JavaScript), never 0, different for the two roles.
+    pub fn participant_id(&self, booking: Uuid, generation: u32, role: Role) -> u64 {
+        let label = match role {
+            Role::Host => "participant host",
+            Role::Guest => "participant guest",
+        };
+        let bytes = self.derive(label, &[booking.as_bytes(), &generation.to_be_bytes()]);
+        let raw = u64::from_be_bytes(bytes[..8].try_into().expect("8 bytes"));
+        raw % (ROOM_ID_LIMIT - 1) + 1
+    }
+
+    /// The role whose participant id (in `booking`'s session in `generation`) is `id`, if any.
+    pub fn role_of(&self, booking: Uuid, generation: u32, id: u64) -> Option<Role> {
+        [Role::Host, Role::Guest].into_iter().find(|r| self.participant_id(booking, generation, *r) == id)
+    }
+
     /// The admin secret of a session room, from its id alone.
     pub fn room_secret(&self, room: RoomId) -> String {
         let bytes = self.derive("secret", &[&room.get().to_be_bytes()]);
@@ -170,6 +190,20 @@ mod tests {
         ] {
             assert_eq!(parse(foreign), None, "{foreign:?}");
         }
+    }
+
+    #[test]
+    fn each_role_has_its_own_participant_id_per_generation() {
+        let key = SessionKey::from_root("k");
+        let b = Uuid::new_v4();
+        let (h, g) = (key.participant_id(b, 0, Role::Host), key.participant_id(b, 0, Role::Guest));
+        assert_ne!(h, g);
+        assert!(h > 0 && h < ROOM_ID_LIMIT && g > 0 && g < ROOM_ID_LIMIT);
+        assert_ne!(h, key.participant_id(b, 1, Role::Host));
+        assert_eq!(key.role_of(b, 0, h), Some(Role::Host));
+        assert_eq!(key.role_of(b, 0, g), Some(Role::Guest));
+        assert_eq!(key.role_of(b, 1, h), None);
+        assert_eq!(key.role_of(b, 0, 12345), None);
     }
 
     #[test]

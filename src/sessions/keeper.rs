@@ -11,6 +11,9 @@
 //! - **Open.** Every booking planned on the host whose session is wanted gets its room (created
 //!   when missing) and its assignment marked ready.
 //!
+//! - **Check who is there.** The session records of the host's bookings are compared with
+//!   Janus (see [`Sessions::check_participants`]): the gaps Janus's events left are filled.
+//!
 //! Asking Janus for the room list (one request with the VideoRoom `admin_key`) rather than
 //! trusting a record of what was created means nothing can leak: a room created by a request
 //! that crashed, a destroy that failed, a booking deleted with its room, all are found here.
@@ -106,6 +109,9 @@ impl SessionKeeper for Sessions {
                 Ok(()) => report.closed.push(room.room),
                 Err(e) => report.errors.push(format!("closing room {} of booking {booking_id}: {e}", room.room)),
             }
+            if let (Some(b), true) = (&booking, result.is_ok()) {
+                self.note_closed(b, room.room).await;
+            }
             match &booking {
                 Some(b) => self.log(OpAction::CloseSession, Some(&host.name), b, &result, started).await,
                 None => {
@@ -121,12 +127,22 @@ impl SessionKeeper for Sessions {
             let creds = self.credentials(b);
             let ready = assignments.get(&b.id).is_some_and(|a| a.host == host.name && a.ready_at.is_some());
             if present.contains(&creds.room.get()) {
+                // Rooms the reconciler opens are looked up by events like the ones joins open.
+                if !ready {
+                    if let Err(e) = self.note_session_room(b, b.access.generation).await {
+                        report.errors.push(format!("recording the session room of booking {}: {e}", b.id));
+                    }
+                }
                 if !ready {
                     match self.hosting.mark_ready(b, host).await {
                         Ok(()) => report.marked_ready.push(b.id),
                         Err(e) => report.not_ready.push((b.id, format!("storing readiness: {e}"))),
                     }
                 }
+                continue;
+            }
+            if let Err(e) = self.note_session_room(b, b.access.generation).await {
+                report.not_ready.push((b.id, format!("recording the session room: {e}")));
                 continue;
             }
             let started = std::time::Instant::now();
@@ -141,7 +157,21 @@ impl SessionKeeper for Sessions {
                 Err(e) => report.not_ready.push((b.id, e)),
             }
         }
+
+        let closed: HashSet<u64> = report.closed.iter().copied().collect();
+        let errors = self.check_participants(host, &rooms, &closed, &by_id, assignments, now).await;
+        report.errors.extend(errors);
         report
+    }
+
+    async fn host_stopped(
+        &self,
+        host: &str,
+        serving: &[&Booking],
+        assignments: &HashMap<Uuid, Assignment>,
+        now: DateTime<Utc>,
+    ) {
+        self.end_presences_on(host, serving, assignments, now).await;
     }
 }
 

@@ -24,9 +24,15 @@
 //!    be created answers 503 and the client retries; the store holds nothing half-done.
 //!
 //! Every Janus write is logged in the operations log (typed [`OpAction`]) with its result.
+//!
+//! # What happened
+//! Janus's events, the reconciler's participant checks and the layer's own closes become the
+//! booking's session record ([`record`]); booking writes and new facts of a record put their
+//! webhook events in the store's outbox in the same write, and hand them to the sender at once.
 
 pub mod credentials;
 mod keeper;
+mod record;
 
 use std::{sync::Arc, time::Instant};
 
@@ -37,14 +43,18 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
+pub use crate::domain::session::Role;
 use crate::{
     clock::Clock,
+    domain::events::OutboxEvent,
     domain::{self, Access, Booking, BookingPolicy, BookingStatus, Invitation, Room, RoomId, TimeSlot, format_instant},
     fleet::{FleetError, JoinGrant, Participant, hosting::PlannedHosting},
     janus::CreateRoom,
     store::{Created, IdempotencyClaim, OpAction, Operation, Store, StoreError},
+    webhooks::Webhooks,
 };
 pub use credentials::{SessionCredentials, SessionKey};
+pub use record::IngestReport;
 
 /// The operations log's actor for what this layer does on its own.
 pub const ACTOR: &str = "sessions";
@@ -134,16 +144,6 @@ impl From<domain::Invalid> for SessionError {
     }
 }
 
-/// Who joins.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, utoipa::ToSchema)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// The booking's owner.
-    Host,
-    /// The invited guest.
-    Guest,
-}
-
 /// What a participant receives to join a session.
 #[derive(Debug, Clone)]
 pub struct SessionJoin {
@@ -156,6 +156,9 @@ pub struct SessionJoin {
     /// The name the other participant sees.
     pub display: String,
     pub ice_servers: Vec<IceServer>,
+    /// The Janus participant id to join with (`id` in the publisher `join`), so the session
+    /// record names this participant's role.
+    pub participant_id: u64,
 }
 
 /// An invitation just made: the code, shown once.
@@ -208,6 +211,9 @@ pub struct Sessions {
     clock: Arc<dyn Clock>,
     key: SessionKey,
     settings: SessionSettings,
+    /// The webhook sender, when `WEBHOOK_URL` is set: booking writes and session facts then
+    /// put their events in the outbox.
+    webhooks: Option<Arc<Webhooks>>,
 }
 
 impl std::fmt::Debug for Sessions {
@@ -224,7 +230,12 @@ impl Sessions {
         key: SessionKey,
         settings: SessionSettings,
     ) -> Self {
-        Self { store, hosting, clock, key, settings }
+        Self { store, hosting, clock, key, settings, webhooks: None }
+    }
+
+    /// The layer with webhooks on (`Some`) or off.
+    pub fn with_webhooks(self, webhooks: Option<Arc<Webhooks>>) -> Self {
+        Self { webhooks, ..self }
     }
 
     /// The settings it runs with.
@@ -350,23 +361,31 @@ impl Sessions {
     ) -> Result<Created<(Booking, Room)>, SessionError> {
         let now = self.clock.now();
         self.settings.policy.bookable_slot(wanted.slot, now)?;
+        let notify = self.notify_at();
         let Some(room_id) = room else {
-            return match self.store.book_any_room(wanted, None, claim).await {
+            let booked = match self.store.book_any_room_notify(wanted, None, claim, notify).await {
                 Err(StoreError::NoFreeRoom) => {
                     let new_room = Room::generate(None, 2, Default::default(), now);
-                    Ok(self.store.book_any_room(wanted, Some(&new_room), claim).await?)
+                    self.store.book_any_room_notify(wanted, Some(&new_room), claim, notify).await?
                 }
-                other => Ok(other?),
+                other => other?,
             };
+            if let Created::New((b, _)) = &booked {
+                self.deliver(&[OutboxEvent::booking_created(b)]);
+            }
+            return Ok(booked);
         };
         let booking = Booking { room_id, ..wanted.clone() };
-        let booked = self.store.book_room(&booking, claim).await.map_err(|e| match e {
+        let booked = self.store.book_room_notify(&booking, claim, notify).await.map_err(|e| match e {
             StoreError::NotFound => room_not_found(room_id),
             StoreError::Conflict(_) => {
                 SessionError::Conflict(format!("room {room_id} is already booked in the requested slot"))
             }
             other => other.into(),
         })?;
+        if let Created::New(b) = &booked {
+            self.deliver(&[OutboxEvent::booking_created(b)]);
+        }
         let room = self.store.get_room(room_id).await?;
         Ok(match booked {
             Created::New(b) => Created::New((b, room)),
@@ -393,8 +412,12 @@ impl Sessions {
                 notice.num_minutes()
             )));
         }
-        let cancelled =
-            self.store.cancel_booking(booking.id, now).await.map_err(not_found_as(booking_not_found(booking.id)))?;
+        let cancelled = self
+            .store
+            .cancel_booking_notify(booking.id, now, self.notify_at())
+            .await
+            .map_err(not_found_as(booking_not_found(booking.id)))?;
+        self.deliver(&[OutboxEvent::booking_cancelled(&cancelled, now)]);
         self.close_now(&cancelled, cancelled.access.generation, "the booking was cancelled").await;
         Ok(())
     }
@@ -419,14 +442,19 @@ impl Sessions {
         if slot.duration() > max {
             return Err(SessionError::Invalid(format!("a session may last at most {} minutes", max.num_minutes())));
         }
-        self.store.set_booking_end(booking.id, end).await.map_err(|e| match e {
-            StoreError::NotFound => booking_not_found(booking.id),
-            StoreError::Conflict(_) => SessionError::Conflict(format!(
-                "room {} is booked by someone else in the extended time",
-                booking.room_id
-            )),
-            other => other.into(),
-        })
+        let updated =
+            self.store.set_booking_end_notify(booking.id, end, self.notify_at()).await.map_err(|e| match e {
+                StoreError::NotFound => booking_not_found(booking.id),
+                StoreError::Conflict(_) => SessionError::Conflict(format!(
+                    "room {} is booked by someone else in the extended time",
+                    booking.room_id
+                )),
+                other => other.into(),
+            })?;
+        if booking.slot.end() != end {
+            self.deliver(&[OutboxEvent::booking_extended(&updated, booking.slot.end(), now)]);
+        }
+        Ok(updated)
     }
 
     // ----- invitations -----
@@ -626,7 +654,17 @@ impl Sessions {
     /// Makes sure the session room exists on the booking's host and signs the tokens.
     async fn admit(&self, booking: &Booking, role: Role, display: String) -> Result<SessionJoin, SessionError> {
         let creds = self.credentials(booking);
-        let serving = self.hosting.session_host(booking).await?;
+        let serving = match self.hosting.session_host(booking).await {
+            Ok(s) => s,
+            Err(e @ FleetError::NotReady { .. }) => {
+                // A late rejoin of a session whose host went off when everyone had left.
+                self.note_wanted(booking, self.clock.now()).await;
+                return Err(e.into());
+            }
+            Err(e) => return Err(e.into()),
+        };
+        // Store first: an event about the room must find its booking.
+        self.note_session_room(booking, booking.access.generation).await?;
         let started = Instant::now();
         let opened = self.hosting.janus().ensure_room(&serving.host, &room_spec(&creds)).await;
         if !serving.ready || opened.is_err() {
@@ -650,6 +688,7 @@ impl Sessions {
             grant,
             display,
             ice_servers: self.settings.ice_servers.clone(),
+            participant_id: self.key.participant_id(booking.id, booking.access.generation, role),
         })
     }
 
@@ -712,6 +751,9 @@ impl Sessions {
                 "could not close the session room; the reconciler retries"),
         }
         self.log(OpAction::CloseSession, Some(&host.name), booking, &result, started).await;
+        if result.is_ok() {
+            self.note_closed(booking, creds.room.get()).await;
+        }
     }
 
     /// Appends an operations log entry for a Janus write on a booking's session.

@@ -21,6 +21,10 @@
 //! with two seats that is still free ([`exhaust_free_rooms`]): on a fresh store that is nothing, on
 //! a shared store it takes other cases' rooms only at a slot those cases never use.
 
+mod client_events;
+
+pub use client_events::*;
+
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use futures::future::join_all;
 use rand::Rng;
@@ -28,9 +32,14 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::{
-    Assignment, Created, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, RoomFilter, Store, StoreError,
+    Assignment, Attempt, Created, Delivery, DeliveryStatus, IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation,
+    RoomFilter, SessionRoom, Store, StoreError,
 };
-use crate::domain::{Access, Booking, Invitation, Room, RoomId, TimeSlot};
+use crate::domain::{
+    Access, Booking, Invitation, Room, RoomId, TimeSlot,
+    events::{EventType, OutboxEvent},
+    session::{Observation, ObservationKind, SessionRecord},
+};
 
 /// Expands to one `#[tokio::test]` per conformance case. `$make` is an expression that, awaited,
 /// yields a fresh store handle deref-ing to `dyn Store` (an `Arc<dyn Store>`, a `Box<dyn Store>`
@@ -95,6 +104,20 @@ macro_rules! store_conformance_tests {
             find_or_create_finds_rooms_freed_in_its_slot,
             list_bookings_follows_every_change,
             parallel_find_or_create_for_one_slot_takes_each_room_once,
+            client_events_come_back_in_append_order,
+            client_event_limits_hold_per_booking_and_per_minute,
+            client_event_ids_are_unique,
+            parallel_client_event_appends_never_pass_the_limit,
+            booking_writes_that_notify_put_their_event_in_the_outbox,
+            book_any_room_notify_announces_the_room_it_chose,
+            a_replayed_or_plain_booking_write_puts_nothing_in_the_outbox,
+            session_rooms_are_upserted_and_looked_up,
+            session_records_are_compare_and_set_with_their_events,
+            a_session_record_write_whose_event_exists_writes_nothing,
+            deliveries_are_leased_retried_and_finished,
+            parallel_claims_of_a_delivery_have_one_winner,
+            redeliver_makes_a_dead_letter_due_again,
+            purge_deliveries_forgets_delivered_events_only,
         );
     };
     (@cases ($make:expr) $($case:ident),* $(,)?) => {
@@ -1153,4 +1176,273 @@ pub async fn parallel_find_or_create_for_one_slot_takes_each_room_once(store: &d
             );
         }
     }
+}
+
+// ----- the webhook outbox and session records -----
+
+/// Every delivery of `booking`'s events, by event time.
+async fn outbox_of(store: &dyn Store, booking: Uuid) -> Vec<Delivery> {
+    let mut all: Vec<Delivery> = store
+        .deliveries(None, usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.event.booking_id == booking)
+        .collect();
+    all.sort_by_key(|d| (d.event.at, d.event.id.clone()));
+    all
+}
+
+pub async fn booking_writes_that_notify_put_their_event_in_the_outbox(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let wanted = f.booking(room.id, f.slot(0, 60));
+    let enqueued = f.at(-600);
+    let b = new(store.book_room_notify(&wanted, None, Some(enqueued)).await.unwrap());
+    let events = outbox_of(store, b.id).await;
+    assert_eq!(events.len(), 1, "{events:?}");
+    let d = &events[0];
+    assert_eq!(d.event, OutboxEvent::booking_created(&b), "the event is built from the booking as written");
+    assert_eq!(
+        (d.status, d.attempts, d.enqueued_at, d.next_attempt_at),
+        (DeliveryStatus::Pending, 0, enqueued, enqueued)
+    );
+    assert_eq!((d.leased_until, d.last_error.clone(), d.delivered_at), (None, None, None));
+
+    let moved = store.set_booking_end_notify(b.id, f.at(90), Some(f.at(-500))).await.unwrap();
+    assert_eq!(moved.slot.end(), f.at(90));
+    // The same end again changes nothing and announces nothing.
+    store.set_booking_end_notify(b.id, f.at(90), Some(f.at(-499))).await.unwrap();
+    let cancelled = store.cancel_booking_notify(b.id, f.at(-400), Some(f.at(-400))).await.unwrap();
+    store.cancel_booking_notify(b.id, f.at(-300), Some(f.at(-300))).await.unwrap();
+    let types: Vec<EventType> = outbox_of(store, b.id).await.iter().map(|d| d.event.event_type).collect();
+    assert_eq!(types, [EventType::BookingCreated, EventType::BookingExtended, EventType::BookingCancelled]);
+    let all = outbox_of(store, b.id).await;
+    assert_eq!(all[1].event, OutboxEvent::booking_extended(&moved, f.at(60), f.at(-500)));
+    assert_eq!(all[2].event, OutboxEvent::booking_cancelled(&cancelled, f.at(-400)));
+
+    // A move that conflicts writes neither the booking nor an event.
+    let next = f.stored_booking(store, room.id, f.slot(120, 180)).await;
+    let err = store.set_booking_end_notify(next.id, f.at(200), Some(f.at(-200))).await;
+    assert!(err.is_ok(), "{err:?}");
+    let clash = f.stored_booking(store, room.id, f.slot(240, 300)).await;
+    let err = store.set_booking_end_notify(next.id, f.at(260), Some(f.at(-100))).await.unwrap_err();
+    assert!(matches!(err, StoreError::Conflict(_)), "{err:?}");
+    assert_eq!(outbox_of(store, next.id).await.len(), 1, "only the successful move is announced");
+    assert!(outbox_of(store, clash.id).await.is_empty());
+}
+
+pub async fn book_any_room_notify_announces_the_room_it_chose(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    exhaust_free_rooms(store, &f, slot).await;
+    let fresh = f.room(2, 5);
+    let (b, room) = new(store
+        .book_any_room_notify(&f.booking(RoomId::random(), slot), Some(&fresh), None, Some(f.at(-1)))
+        .await
+        .unwrap());
+    assert_eq!(room.id, fresh.id);
+    let events = outbox_of(store, b.id).await;
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event.room_id, fresh.id);
+    assert_eq!(events[0].event, OutboxEvent::booking_created(&b));
+}
+
+pub async fn a_replayed_or_plain_booking_write_puts_nothing_in_the_outbox(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let claim = f.claim("bookings", "k", "fp", Utc::now());
+    let first =
+        new(store.book_room_notify(&f.booking(room.id, f.slot(0, 60)), Some(&claim), Some(f.at(-5))).await.unwrap());
+    let again = replayed(
+        store.book_room_notify(&f.booking(room.id, f.slot(0, 60)), Some(&claim), Some(f.at(-4))).await.unwrap(),
+    );
+    assert_eq!(again.id, first.id);
+    assert_eq!(outbox_of(store, first.id).await.len(), 1, "a replay announces nothing again");
+    let plain = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    store.cancel_booking(plain.id, f.at(-3)).await.unwrap();
+    assert!(outbox_of(store, plain.id).await.is_empty());
+}
+
+pub async fn session_rooms_are_upserted_and_looked_up(store: &dyn Store) {
+    let janus_room = RoomId::random().get();
+    assert_eq!(store.session_room(janus_room).await.unwrap(), None);
+    let first = SessionRoom { janus_room, booking_id: Uuid::new_v4(), room_id: RoomId::random(), generation: 0 };
+    store.put_session_room(&first).await.unwrap();
+    store.put_session_room(&first).await.unwrap();
+    assert_eq!(store.session_room(janus_room).await.unwrap(), Some(first.clone()));
+    let moved = SessionRoom { generation: 3, ..first };
+    store.put_session_room(&moved).await.unwrap();
+    assert_eq!(store.session_room(janus_room).await.unwrap(), Some(moved));
+}
+
+fn observation(f: &Fixture, m: i64, kind: ObservationKind, participant: u64) -> Observation {
+    Observation::participant(f.at(m) + Duration::microseconds(7), kind, 42, participant, None, Some("Bea".into()))
+}
+
+/// An event about `b`'s session, with its own id.
+fn session_event(b: &Booking, key: &str, at: DateTime<Utc>) -> OutboxEvent {
+    OutboxEvent::new(EventType::ParticipantJoined, b.id, b.room_id, key, at, json!({ "key": key }))
+}
+
+pub async fn session_records_are_compare_and_set_with_their_events(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    assert_eq!(store.session_record(room.id, b.id).await.unwrap(), None);
+
+    let mut record = SessionRecord::new(b.id, room.id);
+    record.merge([observation(&f, 1, ObservationKind::Joined, 5)]);
+    record.announced.insert("participant.joined:42:5:0".into());
+    let joined = session_event(&b, "joined", f.at(1));
+    let v1 = store.put_session_record(&record, None, std::slice::from_ref(&joined), f.at(2)).await.unwrap();
+    let stored = store.session_record(room.id, b.id).await.unwrap().unwrap();
+    assert_eq!((stored.record.clone(), stored.version), (record.clone(), v1), "every field round-trips");
+    let err = store.put_session_record(&record, None, &[], f.at(2)).await.unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "a record exists: {err:?}");
+
+    let mut later = record.clone();
+    later.merge([observation(&f, 9, ObservationKind::Left, 5)]);
+    let left = session_event(&b, "left", f.at(9));
+    let v2 = store.put_session_record(&later, Some(v1), std::slice::from_ref(&left), f.at(10)).await.unwrap();
+    assert_ne!(v1, v2);
+    // A writer that read v1 loses, and its event is not written.
+    let stale = session_event(&b, "stale", f.at(11));
+    let err = store.put_session_record(&record, Some(v1), &[stale], f.at(11)).await.unwrap_err();
+    assert!(matches!(err, StoreError::PreconditionFailed), "{err:?}");
+    let got = store.session_record(room.id, b.id).await.unwrap().unwrap();
+    assert_eq!((got.record, got.version), (later.clone(), v2));
+    let events: Vec<String> = outbox_of(store, b.id).await.into_iter().map(|d| d.event.id).collect();
+    assert_eq!(events, [joined.id, left.id]);
+    let d = &outbox_of(store, b.id).await[1];
+    assert_eq!((d.status, d.enqueued_at, d.next_attempt_at), (DeliveryStatus::Pending, f.at(10), f.at(10)));
+
+    let other = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let mut many = store.session_records(&[other.id, b.id, Uuid::new_v4()]).await.unwrap();
+    assert_eq!(many.len(), 1);
+    assert_eq!(many.pop().unwrap().record, later);
+    assert!(store.session_records(&[]).await.unwrap().is_empty());
+}
+
+pub async fn a_session_record_write_whose_event_exists_writes_nothing(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let b = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let record = SessionRecord::new(b.id, room.id);
+    let event = session_event(&b, "once", f.at(1));
+    let v1 = store.put_session_record(&record, None, std::slice::from_ref(&event), f.at(1)).await.unwrap();
+    let mut next = record.clone();
+    next.merge([observation(&f, 3, ObservationKind::Seen, 8)]);
+    let err = store.put_session_record(&next, Some(v1), &[event], f.at(3)).await.unwrap_err();
+    assert!(matches!(err, StoreError::AlreadyExists), "{err:?}");
+    let got = store.session_record(room.id, b.id).await.unwrap().unwrap();
+    assert_eq!((got.record, got.version), (record, v1), "the record is as before");
+}
+
+/// A booking whose `booking.created` event is in the outbox, enqueued at `enqueued`.
+async fn announced_booking(store: &dyn Store, f: &Fixture, enqueued: DateTime<Utc>) -> Booking {
+    let room = f.stored_room(store).await;
+    new(store.book_room_notify(&f.booking(room.id, f.slot(0, 60)), None, Some(enqueued)).await.unwrap())
+}
+
+pub async fn deliveries_are_leased_retried_and_finished(store: &dyn Store) {
+    let f = Fixture::new();
+    let b = announced_booking(store, &f, f.at(-60)).await;
+    let id = OutboxEvent::booking_created(&b).id;
+    let now = f.at(-59);
+    let due = |list: Vec<Delivery>| list.into_iter().any(|d| d.event.id == id);
+    assert!(due(store.due_deliveries(now, usize::MAX).await.unwrap()));
+    assert!(!due(store.due_deliveries(f.at(-61), usize::MAX).await.unwrap()), "not before it was enqueued");
+
+    let leased = store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)).await.unwrap().unwrap();
+    assert_eq!(leased.leased_until, Some(now + Duration::seconds(30)));
+    assert_eq!(store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)).await.unwrap(), None);
+    assert!(!due(store.due_deliveries(now, usize::MAX).await.unwrap()), "a lease hides it");
+    // A lease that ran out (its holder died) frees it.
+    let later = now + Duration::seconds(31);
+    assert!(due(store.due_deliveries(later, usize::MAX).await.unwrap()));
+
+    let retry_at = later + Duration::minutes(2);
+    let retry = Attempt::Retry { at: later, next_at: retry_at, error: "HTTP 503".into() };
+    let d = store.finish_delivery(b.id, &id, &retry).await.unwrap();
+    assert_eq!((d.status, d.attempts, d.next_attempt_at, d.leased_until), (DeliveryStatus::Pending, 1, retry_at, None));
+    assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
+    assert_eq!(store.claim_delivery(b.id, &id, later, later + Duration::seconds(30)).await.unwrap(), None, "not due");
+    assert!(store.claim_delivery(b.id, &id, retry_at, retry_at + Duration::seconds(30)).await.unwrap().is_some());
+    let done = store.finish_delivery(b.id, &id, &Attempt::Delivered { at: retry_at }).await.unwrap();
+    assert_eq!((done.status, done.attempts, done.delivered_at), (DeliveryStatus::Delivered, 2, Some(retry_at)));
+    assert_eq!(store.claim_delivery(b.id, &id, retry_at, retry_at + Duration::hours(1)).await.unwrap(), None);
+    // An attempt that finishes late (its lease ran out and another delivered) changes nothing.
+    let late = Attempt::Retry { at: retry_at, next_at: retry_at + Duration::minutes(5), error: "timeout".into() };
+    assert_eq!(store.finish_delivery(b.id, &id, &late).await.unwrap(), done);
+    assert!(!due(store.due_deliveries(retry_at + Duration::days(1), usize::MAX).await.unwrap()));
+    let listed: Vec<Delivery> = store
+        .deliveries(Some(DeliveryStatus::Delivered), usize::MAX)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|d| d.event.id == id)
+        .collect();
+    assert_eq!(listed, vec![done]);
+    assert!(
+        !store.deliveries(Some(DeliveryStatus::Pending), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id)
+    );
+
+    let err = store.claim_delivery(b.id, "evt_missing", now, now).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+    let err = store.finish_delivery(b.id, "evt_missing", &Attempt::Delivered { at: now }).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn parallel_claims_of_a_delivery_have_one_winner(store: &dyn Store) {
+    let f = Fixture::new();
+    let b = announced_booking(store, &f, f.at(-60)).await;
+    let id = OutboxEvent::booking_created(&b).id;
+    let now = f.at(-59);
+    let claims = join_all((0..20).map(|_| store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)))).await;
+    let won = claims.into_iter().map(Result::unwrap).filter(Option::is_some).count();
+    assert_eq!(won, 1);
+}
+
+pub async fn redeliver_makes_a_dead_letter_due_again(store: &dyn Store) {
+    let f = Fixture::new();
+    let b = announced_booking(store, &f, f.at(-60)).await;
+    let id = OutboxEvent::booking_created(&b).id;
+    store.claim_delivery(b.id, &id, f.at(-59), f.at(-58)).await.unwrap().unwrap();
+    let failed =
+        store.finish_delivery(b.id, &id, &Attempt::Failed { at: f.at(-59), error: "HTTP 500".into() }).await.unwrap();
+    assert_eq!(failed.status, DeliveryStatus::Failed);
+    assert!(store.deliveries(Some(DeliveryStatus::Failed), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id));
+    assert!(!store.due_deliveries(f.at(10_000), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id));
+
+    let again = store.redeliver(&id, f.at(-10)).await.unwrap();
+    assert_eq!(
+        (again.status, again.attempts, again.enqueued_at, again.next_attempt_at),
+        (DeliveryStatus::Pending, 1, f.at(-10), f.at(-10)),
+        "due now, its age restarted, its attempts kept"
+    );
+    assert!(store.due_deliveries(f.at(-10), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id));
+    let err = store.redeliver("evt_missing", f.at(0)).await.unwrap_err();
+    assert!(matches!(err, StoreError::NotFound), "{err:?}");
+}
+
+pub async fn purge_deliveries_forgets_delivered_events_only(store: &dyn Store) {
+    let f = Fixture::new();
+    // Delivered in a random past hour used by no other case.
+    let t0 = DateTime::<Utc>::UNIX_EPOCH
+        + Duration::days(365 * 15)
+        + Duration::seconds(rand::thread_rng().gen_range(0..365 * 10 * 24 * 3600));
+    let old = announced_booking(store, &f, t0 - Duration::hours(1)).await;
+    let kept = announced_booking(store, &Fixture::new(), t0 - Duration::hours(1)).await;
+    let pending = announced_booking(store, &Fixture::new(), t0 - Duration::hours(1)).await;
+    for (b, at) in [(&old, t0), (&kept, t0 + Duration::hours(2))] {
+        let id = OutboxEvent::booking_created(b).id;
+        store.claim_delivery(b.id, &id, at, at + Duration::seconds(1)).await.unwrap().unwrap();
+        store.finish_delivery(b.id, &id, &Attempt::Delivered { at }).await.unwrap();
+    }
+    assert!(store.purge_deliveries(t0 + Duration::hours(1)).await.unwrap() >= 1);
+    assert!(outbox_of(store, old.id).await.is_empty());
+    assert_eq!(outbox_of(store, kept.id).await.len(), 1);
+    assert_eq!(outbox_of(store, pending.id).await.len(), 1, "an event not delivered yet stays");
+    assert_eq!(store.purge_deliveries(t0 + Duration::hours(1)).await.unwrap(), 0);
 }

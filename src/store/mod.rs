@@ -20,6 +20,12 @@
 //! - **Errors are variants, not strings.** Each backend maps its own failures into
 //!   [`StoreError`]; the conformance suite ([`conformance`]) asserts them case by case.
 //! - **Times are UTC.** Whatever a backend stores, it answers with the same instants it got.
+//! - **Events go out through an outbox written with their cause.** A booking write given
+//!   `notify` ([`Store::book_room_notify`] and its siblings) puts the booking's webhook event into
+//!   the outbox in the SAME atomic step, and a session record write ([`Store::put_session_record`])
+//!   puts its events there with the record: a crash between the change and the delivery loses
+//!   nothing. Deliveries are leased with compare-and-set ([`Store::claim_delivery`]), so two
+//!   instances rarely send one event at once (delivery is at least once all the same).
 //! - **Access is compare-and-set.** A booking's [`Access`] (its credential generation and its
 //!   guest invitation) changes only through [`Store::set_booking_access`], which fails with
 //!   [`StoreError::PreconditionFailed`] when another writer changed it first; a booking is found
@@ -34,7 +40,7 @@ use chrono::{DateTime, Duration, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::domain::{Access, Booking, Room, RoomId, TimeSlot};
+use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, session::SessionRecord};
 
 /// How long an idempotency key is remembered.
 pub const IDEMPOTENCY_TTL: Duration = Duration::hours(24);
@@ -134,6 +140,9 @@ pub enum OpAction {
     RotateCredentials,
     /// An operator alert was raised.
     Alert,
+    /// A host was deallocated before a booking's end plus grace because its session ended early
+    /// (logged next to the `deallocate`, which billing reads).
+    EarlyRelease,
     /// An entry written by an older version under a name this one no longer makes.
     #[serde(other)]
     Retired,
@@ -149,6 +158,7 @@ impl OpAction {
             Self::CloseSession => "close-session",
             Self::RotateCredentials => "rotate-credentials",
             Self::Alert => "alert",
+            Self::EarlyRelease => "early-release",
             Self::Retired => "retired",
         }
     }
@@ -181,6 +191,34 @@ pub struct Operation {
     pub duration_ms: u64,
 }
 
+/// One event a participant's browser reported about a session (connection time, ICE failure,
+/// reconnect, quality summary), kept with the booking for operators.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClientEvent {
+    pub id: Uuid,
+    pub booking_id: Uuid,
+    /// When the service received it (the rate limit counts by this).
+    pub received_at: DateTime<Utc>,
+    /// When the browser says it happened.
+    pub at: DateTime<Utc>,
+    /// `host` or `guest`.
+    pub role: String,
+    /// What happened: `connected`, `ice-failed`, `reconnect`, `quality`, ...
+    pub kind: String,
+    /// Small JSON details (the API bounds their size).
+    pub data: serde_json::Value,
+}
+
+/// How many client events one booking may keep: in all, and received in one UTC minute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClientEventLimits {
+    pub per_booking: u32,
+    pub per_minute: u32,
+}
+
+/// Most events one [`Store::append_client_events`] call may carry.
+pub const MAX_CLIENT_EVENTS_PER_APPEND: usize = 50;
+
 /// Where a booking is served: filled in by the fleet scheduler.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Assignment {
@@ -188,6 +226,93 @@ pub struct Assignment {
     pub host: String,
     /// Set once the room is materialized on the host with the current password.
     pub ready_at: Option<DateTime<Utc>>,
+}
+
+// ----- session records and the webhook outbox: types -----
+
+/// Where a Janus session room belongs: written when the room is opened (before Janus creates
+/// it), so an event naming the room finds its booking with one point read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SessionRoom {
+    /// The Janus VideoRoom id.
+    pub janus_room: u64,
+    pub booking_id: Uuid,
+    /// The booked room.
+    pub room_id: RoomId,
+    /// The credential generation the room belongs to.
+    pub generation: u32,
+}
+
+/// A session record as stored, with the version its compare-and-set checks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredRecord {
+    pub record: SessionRecord,
+    /// Opaque; changes with every write.
+    pub version: u64,
+}
+
+/// Where an outbox event is in its delivery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum DeliveryStatus {
+    /// Waiting for its first or next attempt.
+    Pending,
+    /// The receiver answered 2xx.
+    Delivered,
+    /// Dead-lettered: not delivered within the maximum age. Redelivery makes it pending again.
+    Failed,
+}
+
+impl DeliveryStatus {
+    /// The stored name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Pending => "pending",
+            Self::Delivered => "delivered",
+            Self::Failed => "failed",
+        }
+    }
+}
+
+impl std::str::FromStr for DeliveryStatus {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "pending" => Ok(Self::Pending),
+            "delivered" => Ok(Self::Delivered),
+            "failed" => Ok(Self::Failed),
+            other => Err(format!("status must be pending, delivered or failed; got {other:?}")),
+        }
+    }
+}
+
+/// An outbox event and the state of its delivery.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Delivery {
+    pub event: OutboxEvent,
+    pub status: DeliveryStatus,
+    /// Attempts made so far.
+    pub attempts: u32,
+    /// When it entered the outbox (or was last redelivered): its age counts from here.
+    pub enqueued_at: DateTime<Utc>,
+    /// Not attempted before this.
+    pub next_attempt_at: DateTime<Utc>,
+    /// An attempt in flight holds the event until then.
+    pub leased_until: Option<DateTime<Utc>>,
+    /// The last failed attempt's reason (status code or transport error; never a body).
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+/// How one delivery attempt went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Attempt {
+    /// 2xx at `at`.
+    Delivered { at: DateTime<Utc> },
+    /// Failed; try again from `next_at`.
+    Retry { at: DateTime<Utc>, next_at: DateTime<Utc>, error: String },
+    /// Failed, and the event is past its maximum age: dead-letter it.
+    Failed { at: DateTime<Utc>, error: String },
 }
 
 /// The persistence every backend provides. See the module docs for the contract.
@@ -223,7 +348,9 @@ pub trait Store: Send + Sync + 'static {
 
     /// Books `booking.room_id` for `booking.slot`, atomically with the overlap check.
     /// `NotFound` if the room does not exist, `Conflict` if a live booking of it overlaps.
-    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>>;
+    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+        self.book_room_notify(booking, claim, None).await
+    }
 
     /// Find-or-create: books any room with at least two seats that is free for the slot
     /// (`booking.room_id` is ignored), or, when none is free and `new_room` is given, inserts
@@ -234,7 +361,9 @@ pub trait Store: Send + Sync + 'static {
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-    ) -> StoreResult<Created<(Booking, Room)>>;
+    ) -> StoreResult<Created<(Booking, Room)>> {
+        self.book_any_room_notify(booking, new_room, claim, None).await
+    }
 
     /// The booking, or `NotFound`.
     async fn get_booking(&self, id: Uuid) -> StoreResult<Booking>;
@@ -248,11 +377,15 @@ pub trait Store: Send + Sync + 'static {
 
     /// Marks the booking cancelled at `now`. Cancelling a cancelled booking changes nothing and
     /// returns it. `NotFound` if missing.
-    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking>;
+    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+        self.cancel_booking_notify(id, now, None).await
+    }
 
     /// Moves a live booking's end, atomically with the overlap check. `NotFound`, or `Conflict`
     /// if the new slot overlaps another live booking of the room or the booking is cancelled.
-    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking>;
+    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+        self.set_booking_end_notify(id, end, None).await
+    }
 
     /// Compare-and-set of the booking's [`Access`] (credential generation and guest invitation):
     /// writes `new` only when the stored access equals `expected`, and returns the booking as
@@ -292,4 +425,121 @@ pub trait Store: Send + Sync + 'static {
 
     /// Writes a small JSON document by key, replacing any previous one.
     async fn put_state(&self, key: &str, value: &serde_json::Value) -> StoreResult<()>;
+
+    // ----- client events -----
+
+    /// Appends `events` (all of `booking_id`, received at `now`, at most
+    /// [`MAX_CLIENT_EVENTS_PER_APPEND`]) all or nothing, atomically with the limit check: fails
+    /// with `Conflict` when the booking would then hold more than `limits.per_booking` events, or
+    /// more than `limits.per_minute` received in `now`'s UTC minute. An event id stored before
+    /// answers `AlreadyExists`.
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()>;
+
+    /// The booking's client events, in the order they were appended.
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>>;
+    // ----- booking writes that also notify (the outbox) -----
+    // The plain writes above are these with `notify` off; backends implement these.
+
+    /// [`Store::book_room`]; with `notify`, the booking's `booking.created` event (built from
+    /// the booking as written) enters the outbox in the same atomic step, `enqueued_at` = `notify`.
+    /// A replayed key writes no event.
+    async fn book_room_notify(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<Booking>>;
+
+    /// [`Store::book_any_room`], with `notify` as [`Store::book_room_notify`].
+    async fn book_any_room_notify(
+        &self,
+        booking: &Booking,
+        new_room: Option<&Room>,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<(Booking, Room)>>;
+
+    /// [`Store::cancel_booking`]; with `notify`, `booking.cancelled` enters the outbox in the same
+    /// atomic step (only when this call cancelled it: cancelling again writes nothing).
+    async fn cancel_booking_notify(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking>;
+
+    /// [`Store::set_booking_end`]; with `notify`, `booking.extended` (with the previous end)
+    /// enters the outbox in the same atomic step (only when the end changed).
+    async fn set_booking_end_notify(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking>;
+
+    // ----- session records -----
+
+    /// Records where Janus room `room.janus_room` belongs (upsert; idempotent).
+    async fn put_session_room(&self, room: &SessionRoom) -> StoreResult<()>;
+
+    /// Where Janus room `janus_room` belongs, or `None` when no session room was recorded with it.
+    async fn session_room(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>>;
+
+    /// The session record of `booking` (booked in `room`), or `None` when nothing was recorded yet.
+    async fn session_record(&self, room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>>;
+
+    /// The session records of the given bookings (missing ones are left out), in any order.
+    async fn session_records(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>>;
+
+    /// Compare-and-set of a session record: writes `record` only when the stored version is
+    /// `expected` (`None`: no record may exist yet), and in the same atomic step puts `outbox`'s
+    /// events in the outbox (`enqueued_at` = `now`). Returns the new version.
+    /// `PreconditionFailed` when another writer won; `AlreadyExists` when an event id is in the
+    /// outbox already (callers announce each fact once: see [`SessionRecord::announced`]).
+    async fn put_session_record(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+        outbox: &[OutboxEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64>;
+
+    // ----- the webhook outbox -----
+
+    /// Pending deliveries due at `now` (`next_attempt_at <= now`, no lease in force), oldest
+    /// due first, at most `limit`.
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>>;
+
+    /// Takes the lease of event `id` (about booking `booking`: the store keeps an event with its
+    /// booking) until `until`, if it is pending, due at `now` and not leased: compare-and-set, so
+    /// of concurrent callers one gets it. `None` when it is not (another caller has it, it was
+    /// delivered, or it is not due); `NotFound` when missing.
+    async fn claim_delivery(
+        &self,
+        booking: Uuid,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>>;
+
+    /// Records an attempt's outcome (one more attempt, the lease released). An event already
+    /// delivered stays delivered (a late attempt whose lease ran out cannot undo a delivery).
+    /// `NotFound` when missing.
+    async fn finish_delivery(&self, booking: Uuid, id: &str, attempt: &Attempt) -> StoreResult<Delivery>;
+
+    /// Deliveries with `status` (any when `None`), newest event first, at most `limit`.
+    async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>>;
+
+    /// Makes event `id` pending again, due at `now`, its age counted from `now` (attempts are
+    /// kept). `NotFound` when missing.
+    async fn redeliver(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Delivery>;
+
+    /// Forgets delivered events delivered before `before`. Returns how many went.
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64>;
 }

@@ -54,12 +54,17 @@ impl TestApp {
 
     /// Spawns with another store backend (e.g. Cosmos on the emulator) instead of SQLite.
     pub async fn spawn_with_store(store: Arc<dyn suroga::store::Store>) -> Self {
-        Self::spawn_inner(|_| {}, Some(store), |p| p).await
+        Self::spawn_inner(|_| {}, Some(store), |p| p, None).await
     }
 
     /// Spawns with extra settings applied to the environment map.
     pub async fn spawn_with(f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
-        Self::spawn_inner(f, None, |p| p).await
+        Self::spawn_inner(f, None, |p| p, None).await
+    }
+
+    /// Spawns on a clock the test made (shared with fakes that must read the same time).
+    pub async fn spawn_with_clock(clock: ManualClock, f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
+        Self::spawn_inner(f, None, |p| p, Some(clock)).await
     }
 
     /// Spawns with extra settings and the power backend passed through `wrap_power`.
@@ -67,26 +72,29 @@ impl TestApp {
         f: impl FnOnce(&mut HashMap<String, String>),
         wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
     ) -> Self {
-        Self::spawn_inner(f, None, wrap_power).await
+        Self::spawn_inner(f, None, wrap_power, None).await
     }
 
     async fn spawn_inner(
         f: impl FnOnce(&mut HashMap<String, String>),
         store: Option<Arc<dyn suroga::store::Store>>,
         wrap_power: impl FnOnce(Arc<dyn PowerControl>) -> Arc<dyn PowerControl>,
+        clock: Option<ManualClock>,
     ) -> Self {
         let data_dir = temp_dir("app");
         let mut env = test_env(&data_dir);
         f(&mut env);
-        let config = Config::from_map(&env).expect("test config");
-        let clock = ManualClock::new(base_now());
+        let mut config = Config::from_map(&env).expect("test config");
+        // Bound first, so local Janus hosts post their events to this app.
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        config.addr = listener.local_addr().unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let clock = clock.unwrap_or_else(|| ManualClock::new(base_now()));
         let app = match store {
             Some(store) => app::build_on(&config, Arc::new(clock.clone()), store, wrap_power).await,
             None => app::build_with(&config, Arc::new(clock.clone()), wrap_power).await,
         }
         .expect("app builds");
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let base = format!("http://{}", listener.local_addr().unwrap());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let router = app.router();
         tokio::spawn(async move {

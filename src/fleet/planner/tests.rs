@@ -15,15 +15,15 @@ fn hm(h: i64, m: i64) -> DateTime<Utc> {
 }
 
 fn booking(room: u64, start: DateTime<Utc>, minutes: i64) -> PlanBooking {
-    PlanBooking {
-        id: Uuid::new_v4(),
-        room: RoomId::new(room).unwrap(),
-        slot: TimeSlot::new(start, start + Duration::minutes(minutes)).unwrap(),
-    }
+    PlanBooking::new(
+        Uuid::new_v4(),
+        RoomId::new(room).unwrap(),
+        TimeSlot::new(start, start + Duration::minutes(minutes)).unwrap(),
+    )
 }
 
 fn host(name: &str, capacity: u32, on: bool) -> PlanHost {
-    PlanHost { name: name.into(), capacity, on }
+    PlanHost::new(name, capacity, on)
 }
 
 fn policy(keep_warm: i64) -> PlanPolicy {
@@ -49,6 +49,49 @@ fn one_booking_is_covered_from_lead_to_grace_and_started_when_its_window_opens()
 
     let opening = plan(std::slice::from_ref(&b), &hosts, &[], &policy(20), hm(9, 30));
     assert_eq!(host_plan(&opening, "a").action, HostAction::Start { booking: b.id });
+}
+
+#[test]
+fn a_session_that_ended_early_frees_its_host_at_once_without_the_grace() {
+    let b = PlanBooking { released: Some(hm(10, 20)), ..booking(1, hm(10, 0), 60) };
+    let hosts = [host("a", 1, true)];
+    let p = plan(std::slice::from_ref(&b), &hosts, &[], &policy(20), hm(10, 21));
+    assert_eq!(host_plan(&p, "a").action, HostAction::Deallocate { last: Some(b.id) });
+    let off = plan(std::slice::from_ref(&b), &[host("a", 1, false)], &[], &policy(20), hm(8, 0));
+    assert_eq!(spans(host_plan(&off, "a")), vec![(hm(9, 30), hm(10, 20))], "no grace after the release");
+    // Before the release the host is needed as booked.
+    let unreleased = PlanBooking { released: None, ..b.clone() };
+    let p = plan(std::slice::from_ref(&unreleased), &hosts, &[], &policy(20), hm(10, 21));
+    assert_eq!(host_plan(&p, "a").action, HostAction::KeepOn { booking: b.id });
+    // Another booking soon after keeps it warm (the keep-warm rule still holds).
+    let next = booking(2, hm(11, 0), 30);
+    let p = plan(&[b.clone(), next.clone()], &hosts, &[], &policy(20), hm(10, 21));
+    assert_eq!(host_plan(&p, "a").action, HostAction::KeepOn { booking: next.id });
+    // Released seats are free again: a capacity-1 host takes an overlapping booking after it.
+    let overlapping = booking(3, hm(10, 30), 30);
+    let p = plan(&[b.clone(), overlapping.clone()], &[host("a", 1, true)], &[], &policy(20), hm(10, 21));
+    assert_eq!(p.host_of(overlapping.id), Some("a"));
+}
+
+#[test]
+fn a_host_with_a_learned_lead_starts_that_long_before_and_is_preferred() {
+    let b = booking(1, hm(10, 0), 60);
+    let quick = PlanHost { lead: Some(Duration::minutes(7)), ..host("quick", 1, false) };
+    let p = plan(std::slice::from_ref(&b), std::slice::from_ref(&quick), &[], &policy(20), hm(9, 50));
+    assert_eq!(host_plan(&p, "quick").action, HostAction::StayOff { next: Some(b.id) });
+    assert!(p.warnings.is_empty(), "{:?}", p.warnings);
+    let p = plan(std::slice::from_ref(&b), std::slice::from_ref(&quick), &[], &policy(20), hm(9, 53));
+    assert_eq!(host_plan(&p, "quick").action, HostAction::Start { booking: b.id });
+    assert_eq!(spans(host_plan(&p, "quick")), vec![(hm(9, 53), hm(11, 10))]);
+    // Late against its own lead: still off 3 min into it (tolerance 2).
+    let p = plan(std::slice::from_ref(&b), std::slice::from_ref(&quick), &[], &policy(20), hm(9, 56));
+    assert_eq!(
+        p.warnings,
+        vec![Warning::NotReadyInTime { booking: b.id, host: "quick".into(), short_by: Duration::minutes(3) }]
+    );
+    // Of two idle hosts, the one that boots faster costs less VM time.
+    let p = plan(std::slice::from_ref(&b), &[host("slow", 1, false), quick], &[], &policy(20), hm(8, 0));
+    assert_eq!(p.host_of(b.id), Some("quick"));
 }
 
 #[test]
@@ -208,11 +251,11 @@ struct Case {
 fn arb_case() -> impl Strategy<Value = Case> {
     let b = (any::<u128>(), 1u64..5, 0i64..48 * 60, 5i64..150).prop_map(|(id, room, start, len)| {
         let s = t0() + Duration::minutes(start);
-        PlanBooking {
-            id: Uuid::from_u128(id),
-            room: RoomId::new(room).unwrap(),
-            slot: TimeSlot::new(s, s + Duration::minutes(len)).unwrap(),
-        }
+        PlanBooking::new(
+            Uuid::from_u128(id),
+            RoomId::new(room).unwrap(),
+            TimeSlot::new(s, s + Duration::minutes(len)).unwrap(),
+        )
     });
     let h = prop::collection::vec((0u32..4, any::<bool>()), 1..4)
         .prop_map(|v| v.into_iter().enumerate().map(|(i, (c, on))| host(&format!("h{i}"), c, on)).collect::<Vec<_>>());

@@ -155,6 +155,7 @@ impl CosmosStore {
         wanted: &Booking,
         new_room: Option<&Room>,
         ticket: Option<&Ticket>,
+        notify: Option<chrono::DateTime<chrono::Utc>>,
     ) -> StoreResult<Found> {
         let slot = wanted.slot;
         let day = slot.start().date_naive();
@@ -202,7 +203,7 @@ impl CosmosStore {
                 taken.insert(p);
             }
             let hint = moved_on(&vacancy, &taken);
-            let extras = Extras { vacancy: Some(hint), freed: candidate.offer.clone(), fence: None };
+            let extras = Extras { vacancy: Some(hint), freed: candidate.offer.clone(), fence: None, notify };
             match self.book_in(wanted, candidate.room, extras, ticket).await {
                 Ok(Outcome::Booked(b, room)) => return Ok(Found::Booked(b, room)),
                 Ok(Outcome::Fenced) => return Ok(Found::Fenced),
@@ -216,7 +217,7 @@ impl CosmosStore {
         // No free room found: the new one, with what the search learned about the others. It is
         // listed for others only once it holds this booking.
         self.create_room_doc(room).await?;
-        let extras = Extras { vacancy: Some(moved_on(&vacancy, &taken)), freed: None, fence: None };
+        let extras = Extras { vacancy: Some(moved_on(&vacancy, &taken)), freed: None, fence: None, notify };
         let outcome = self.book_in(wanted, room.id, extras, ticket).await;
         if !matches!(outcome, Ok(Outcome::Booked(..))) {
             // No room without its booking: the new room goes again.

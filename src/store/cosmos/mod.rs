@@ -6,6 +6,8 @@
 //! | [`schedule`] | bookings: placed under the day documents' guard, found in one read, changed with `If-Match`, listed by day, room and owner |
 //! | [`finder`] | find-or-create: the room directory and each slot's hints |
 //! | [`claims`] | idempotency keys: claims, leases, and the fence that makes a key book once |
+//! | [`records`] | session records, session room lookups, the webhook outbox (in the booking writes' batches) |
+//! | [`client_events`] | the web client's events: one partition per booking, a quota document guarding the limits |
 //! | [`sdk`] | the SDK glue: client limits, reads, paged queries, batches, errors |
 //! | this file | [`CosmosStore`]: each [`Store`] operation composed of those |
 //!
@@ -23,8 +25,10 @@
 //! TTL of both to `-1` (on, per item) so claims, fences, hints and the operations log expire.
 
 mod claims;
+mod client_events;
 mod documents;
 mod finder;
+mod records;
 mod schedule;
 mod sdk;
 
@@ -35,10 +39,13 @@ use azure_data_cosmos::{AccountEndpoint, AccountReference, CosmosClient, Query, 
 use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
-use super::{Assignment, Created, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult};
+use super::{
+    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
+    Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
+};
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
-    domain::{Access, Booking, Room, RoomId, TimeSlot},
+    domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, session::SessionRecord},
 };
 use claims::ClaimStart;
 use documents::{
@@ -321,7 +328,12 @@ impl Store for CosmosStore {
 
     /// See [`Store::book_room`]. The booking gets an id that names its room and start day.
     #[tracing::instrument(skip_all, fields(room = %booking.room_id))]
-    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+    async fn book_room_notify(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<Booking>> {
         let ticket = match claim {
             None => None,
             Some(c) => match self.claim_key(c, Some(Self::fence_day(booking)), None).await? {
@@ -334,7 +346,8 @@ impl Store for CosmosStore {
                 ClaimStart::Fresh(t) => Some(t),
             },
         };
-        let outcome = self.book_in(booking, booking.room_id, Default::default(), ticket.as_ref()).await;
+        let extras = schedule::Extras { notify, ..Default::default() };
+        let outcome = self.book_in(booking, booking.room_id, extras, ticket.as_ref()).await;
         let answer = match outcome {
             Ok(Outcome::Booked(b, _)) => Ok(Created::New(b)),
             Ok(Outcome::Conflict(m)) => Err(StoreError::Conflict(m)),
@@ -355,11 +368,12 @@ impl Store for CosmosStore {
     /// See [`Store::book_any_room`] and [`finder`]: a bounded search of the directory from the
     /// slot's hint, then the new room. The booking gets an id that names its room and start day.
     #[tracing::instrument(skip_all)]
-    async fn book_any_room(
+    async fn book_any_room_notify(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let ticket = match claim {
             None => None,
@@ -371,7 +385,7 @@ impl Store for CosmosStore {
                 ClaimStart::Fresh(t) => Some(t),
             },
         };
-        let answer = match self.find_or_create(booking, new_room, ticket.as_ref()).await {
+        let answer = match self.find_or_create(booking, new_room, ticket.as_ref(), notify).await {
             Ok(Found::Booked(b, room)) => Ok(Created::New((b, room))),
             Ok(Found::NoFreeRoom) => Err(StoreError::NoFreeRoom),
             Ok(Found::Fenced) => {
@@ -421,13 +435,23 @@ impl Store for CosmosStore {
     }
 
     #[tracing::instrument(skip_all, fields(booking = %id))]
-    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
-        self.cancel(id, now).await
+    async fn cancel_booking_notify(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
+        self.cancel(id, now, notify).await
     }
 
     #[tracing::instrument(skip_all, fields(booking = %id))]
-    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
-        self.set_end(id, end).await
+    async fn set_booking_end_notify(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
+        self.set_end(id, end, notify).await
     }
 
     #[tracing::instrument(skip_all, fields(booking = %id))]
@@ -568,5 +592,92 @@ impl Store for CosmosStore {
             value: value.clone(),
         };
         self.c.upsert(In::Ops, &id, &id, &doc).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %booking_id))]
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        client_events::append(self, booking_id, events, limits, now).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %booking_id))]
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
+        client_events::list(self, booking_id).await
+    }
+
+    // ----- session records and the webhook outbox (see `records`) -----
+
+    #[tracing::instrument(skip_all)]
+    async fn put_session_room(&self, room: &SessionRoom) -> StoreResult<()> {
+        self.put_session_room_impl(room).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn session_room(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>> {
+        self.session_room_impl(janus_room).await
+    }
+
+    /// See [`Store::session_record`]: a point read in the booking's home partition (`room` is
+    /// not needed: the booking id names it).
+    #[tracing::instrument(skip_all, fields(booking = %booking))]
+    async fn session_record(&self, _room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
+        self.session_record_impl(booking).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn session_records(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>> {
+        self.session_records_impl(bookings).await
+    }
+
+    #[tracing::instrument(skip_all, fields(booking = %record.booking_id))]
+    async fn put_session_record(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+        outbox: &[OutboxEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.put_session_record_impl(record, expected, outbox, now).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn claim_delivery(
+        &self,
+        booking: Uuid,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>> {
+        self.claim_delivery_impl(booking, id, now, until).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn finish_delivery(&self, booking: Uuid, id: &str, attempt: &Attempt) -> StoreResult<Delivery> {
+        self.finish_delivery_impl(booking, id, attempt).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_impl(status, limit).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn redeliver(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Delivery> {
+        self.redeliver_impl(id, now).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.purge_deliveries_impl(before).await
     }
 }

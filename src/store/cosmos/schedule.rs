@@ -34,8 +34,9 @@ use super::documents::{
     DayDoc, Entry, FenceDoc, FreedDoc, LookupDoc, OwnerDoc, ROOM_DOC_ID, RoomDoc, Spill, VacancyDoc, day_doc_id,
     day_key, day_pk, days_of, freed_id, locate, lookup_id, parse_day, room_pk, slot_key, ttl_until,
 };
+use super::records::{outbox_doc, outbox_id};
 use super::sdk::{Fresh, In, backoff, busy, delete_if, map_err, parse_ts, replace_if, ts};
-use crate::domain::{Booking, Room, RoomId, TimeSlot, format_instant};
+use crate::domain::{Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant};
 
 /// A day document as read, with its etag (`None` when it does not exist yet).
 pub(super) type Read = (NaiveDate, Option<(DayDoc, String)>);
@@ -49,6 +50,8 @@ pub(super) struct Extras {
     pub freed: Option<String>,
     /// The fence of the booking's idempotency key.
     pub fence: Option<FenceDoc>,
+    /// When set, the booking's `booking.created` event enters the outbox in the commit, enqueued then.
+    pub notify: Option<DateTime<Utc>>,
 }
 
 /// How booking a room ended.
@@ -263,6 +266,10 @@ impl CosmosStore {
             if let Some(v) = &extras.vacancy {
                 batch = batch.upsert_item(v, None).map_err(map_err)?;
             }
+            if let Some(at) = extras.notify {
+                let event = OutboxEvent::booking_created(booking);
+                batch = batch.create_item(outbox_doc(&event, day_pk(days[0]), at)).map_err(map_err)?;
+            }
             match self.c.batch(In::Rooms, batch).await {
                 Ok(_) => return Ok(Placed::Done),
                 Err(f) if f.op == Some(0) && matches!(f.fail.status, 409 | 412) => backoff(attempt).await,
@@ -339,6 +346,11 @@ impl CosmosStore {
             }
         }
         self.remove_spills(booking.id, room, &days[1..]).await;
+        // Nothing announces a booking that was undone.
+        let event = outbox_id(&OutboxEvent::booking_created(booking).id);
+        if let Err(e) = self.c.delete(In::Rooms, &day_pk(days[0]), &event).await {
+            tracing::warn!(booking = %booking.id, error = %e, "the event of an undone booking stays in the outbox");
+        }
     }
 
     /// After a commit: meets a deletion of the room half way (a quorum read) and adds the
@@ -431,7 +443,13 @@ impl CosmosStore {
 
     /// Marks booking `id` cancelled at `now` (a cancelled one is answered as it is), frees its
     /// spills, and offers its room to the next find-or-create of the same slot.
-    pub(super) async fn cancel(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+    /// With `notify`, `booking.cancelled` enters the outbox in the same batch (enqueued then).
+    pub(super) async fn cancel(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         for attempt in 0..self.tuning.contention_attempts {
             let Some((booking, mut doc, etag)) = self.booking_home(id).await? else {
                 return Err(StoreError::NotFound);
@@ -451,10 +469,14 @@ impl CosmosStore {
                 room_id: booking.room_id.get(),
                 ttl: ttl_until(booking.slot.end(), now),
             };
-            let batch = TransactionalBatch::new(doc.pk.clone())
+            let mut batch = TransactionalBatch::new(doc.pk.clone())
                 .replace_item(doc.id.clone(), &doc, replace_if(&etag))
                 .and_then(|b| b.upsert_item(&offer, None))
                 .map_err(map_err)?;
+            if let Some(at) = notify {
+                let event = OutboxEvent::booking_cancelled(&cancelled, now);
+                batch = batch.create_item(outbox_doc(&event, doc.pk.clone(), at)).map_err(map_err)?;
+            }
             match self.c.batch(In::Rooms, batch).await {
                 Ok(_) => {
                     let days = days_of(booking.slot);
@@ -471,7 +493,13 @@ impl CosmosStore {
     }
 
     /// Moves booking `id`'s end, atomically with the overlap check in every day it then touches.
-    pub(super) async fn set_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+    /// With `notify`, `booking.extended` enters the outbox with the booking's own day (one batch).
+    pub(super) async fn set_end(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         for attempt in 0..self.tuning.contention_attempts {
             let Some((current, mut home, etag)) = self.booking_home(id).await? else {
                 return Err(StoreError::NotFound);
@@ -524,8 +552,20 @@ impl CosmosStore {
             let entry = home.entry_mut(id).ok_or(StoreError::NotFound)?;
             entry.end = ts(end);
             home.touch()?;
-            match self.c.replace(In::Rooms, &home.pk, &home.id, &home, &etag).await {
-                Ok(_) => {
+            let written = match notify {
+                None => self.c.replace(In::Rooms, &home.pk, &home.id, &home, &etag).await.map(drop),
+                Some(at) => {
+                    let moved = Booking { slot, ..current.clone() };
+                    let event = OutboxEvent::booking_extended(&moved, current.slot.end(), at);
+                    let batch = TransactionalBatch::new(home.pk.clone())
+                        .replace_item(home.id.clone(), &home, replace_if(&etag))
+                        .and_then(|b| b.create_item(outbox_doc(&event, home.pk.clone(), at)))
+                        .map_err(map_err)?;
+                    self.c.batch(In::Rooms, batch).await.map(drop).map_err(|f| f.fail)
+                }
+            };
+            match written {
+                Ok(()) => {
                     let gone: Vec<NaiveDate> = old_days.into_iter().filter(|d| !new_days.contains(d)).collect();
                     self.remove_spills(id, room, &gone).await;
                     let updated = Booking { slot, ..current };

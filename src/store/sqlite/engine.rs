@@ -95,12 +95,11 @@ impl Engine {
     /// Opens (creating the folder and file on first start) the database at `path`, switches it to
     /// WAL, applies missing schema migrations, and starts the writer and checkpoint threads.
     pub(super) fn open(path: &Path) -> StoreResult<Self> {
-        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir).map_err(|e| StoreError::Unavailable {
-                message: format!("cannot create {}: {e}", dir.display()),
-                retry_after: None,
-            })?;
-        }
+        // The file holds pins and Janus room secrets: private before SQLite first opens it.
+        crate::files::prepare_private_file(path, &["-wal", "-shm"]).map_err(|e| StoreError::Unavailable {
+            message: format!("cannot create {} privately: {e}", path.display()),
+            retry_after: None,
+        })?;
         let mut writer = open_connection(path, WRITER_CACHE_KIB)?;
         // Only a file without pages takes a page size; WAL mode then fixes it.
         writer.pragma_update(None, "page_size", PAGE_SIZE)?;

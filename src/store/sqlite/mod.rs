@@ -5,13 +5,17 @@
 //! | [`engine`] | connections, the writer thread (group commit), the reader pool, checkpoints, errors |
 //! | [`schema`] | the tables and their migrations |
 //! | [`rows`] | encodings, row mapping, the overlap rule, find-or-create's search, idempotency keys |
+//! | [`client_events`] | the web client's events: the limit check and the inserts in one write |
+//! | [`records`] | session records, session room lookups, the webhook outbox (written inside the booking writes) |
 //! | this file | [`SqliteStore`]: each [`Store`] operation as one read or one write of the engine |
 //!
 //! Every check and the write it guards (overlap, idempotency key, future bookings) run in one
 //! write transaction under SQLite's write lock, so the contract holds across threads and across
 //! processes sharing the file.
 
+mod client_events;
 mod engine;
+mod records;
 mod rows;
 mod schema;
 
@@ -23,14 +27,19 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, ToSql, named_params, params};
 use uuid::Uuid;
 
-use super::{Assignment, Created, IdempotencyClaim, Operation, RoomFilter, Store, StoreError, StoreResult};
-use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
+use super::{
+    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
+    Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
+};
+use crate::domain::{
+    Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant, session::SessionRecord,
+};
 use engine::Engine;
 use rows::{
     BOOKING_COLUMNS, FOREVER, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row, check_claim,
-    collect, cover_duration, first_free_shared_room, freed, insert_booking_row, insert_room_row, instant, load_booking,
-    load_room, ns, operation_from_row, overlap_conflict, overlapping, record_claim, replayed_booking, replayed_room,
-    room_exists, room_from_row, room_key, start_floor, taken_through,
+    collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row, insert_room_row, instant,
+    load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping, record_claim, replayed_booking,
+    replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
 };
 
 pub use engine::BUSY_TIMEOUT;
@@ -211,7 +220,12 @@ impl Store for SqliteStore {
     }
 
     /// See [`Store::book_room`]. A booking id already taken answers `AlreadyExists`.
-    async fn book_room(&self, booking: &Booking, claim: Option<&IdempotencyClaim>) -> StoreResult<Created<Booking>> {
+    async fn book_room_notify(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<Booking>> {
         let booking = booking.clone();
         let claim = claim.cloned();
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
@@ -229,6 +243,9 @@ impl Store for SqliteStore {
             }
             insert_booking_row(tx, &booking, booking.room_id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            if let Some(at) = notify {
+                records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
+            }
             Ok(Created::New(booking))
         })
         .await
@@ -236,11 +253,12 @@ impl Store for SqliteStore {
 
     /// See [`Store::book_any_room`]. Picks the free room that was created first, walking from the
     /// slot's vacancy hint (see [`rows::first_free_shared_room`]).
-    async fn book_any_room(
+    async fn book_any_room_notify(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
+        notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let mut booking = booking.clone();
         let new_room = new_room.cloned();
@@ -271,6 +289,9 @@ impl Store for SqliteStore {
             booking.room_id = room.id;
             insert_booking_row(tx, &booking, room.id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
+            if let Some(at) = notify {
+                records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
+            }
             Ok(Created::New((booking, room)))
         })
         .await
@@ -315,7 +336,13 @@ impl Store for SqliteStore {
         .await
     }
 
-    async fn cancel_booking(&self, id: Uuid, now: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn cancel_booking_notify(
+        &self,
+        id: Uuid,
+        now: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
+        let at = now;
         let now = ns(now)?;
         self.write(move |tx| {
             let changed = tx
@@ -324,6 +351,9 @@ impl Store for SqliteStore {
             let b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
             if changed == 1 {
                 freed(tx, b.room_id, ns(b.slot.start())?, ns(b.slot.end())?)?;
+                if let Some(enqueued) = notify {
+                    records::insert_outbox(tx, &[OutboxEvent::booking_cancelled(&b, at)], enqueued)?;
+                }
             }
             Ok(b)
         })
@@ -332,7 +362,12 @@ impl Store for SqliteStore {
 
     /// See [`Store::set_booking_end`]. An `end` not after the booking's start answers `Conflict`
     /// too (the API validates it first).
-    async fn set_booking_end(&self, id: Uuid, end: DateTime<Utc>) -> StoreResult<Booking> {
+    async fn set_booking_end_notify(
+        &self,
+        id: Uuid,
+        end: DateTime<Utc>,
+        notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Booking> {
         self.write(move |tx| {
             let mut b = load_booking(tx, id)?.ok_or(StoreError::NotFound)?;
             if b.cancelled_at.is_some() {
@@ -348,7 +383,11 @@ impl Store for SqliteStore {
                 .execute(params![id.to_string(), end_ns])?;
             cover_duration(tx, start_ns, end_ns)?;
             freed(tx, b.room_id, end_ns, ns(b.slot.end())?)?;
+            let previous_end = b.slot.end();
             b.slot = slot;
+            if let Some(at) = notify.filter(|_| previous_end != end) {
+                records::insert_outbox(tx, &[OutboxEvent::booking_extended(&b, previous_end, at)], at)?;
+            }
             Ok(b)
         })
         .await
@@ -502,6 +541,78 @@ impl Store for SqliteStore {
             Ok(())
         })
         .await
+    }
+
+    async fn append_client_events(
+        &self,
+        booking_id: Uuid,
+        events: &[ClientEvent],
+        limits: ClientEventLimits,
+        now: DateTime<Utc>,
+    ) -> StoreResult<()> {
+        client_events::append(self, booking_id, events, limits, now).await
+    }
+
+    async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
+        client_events::list(self, booking_id).await
+    }
+
+    // ----- session records and the webhook outbox (see `records`) -----
+
+    async fn put_session_room(&self, room: &SessionRoom) -> StoreResult<()> {
+        self.put_session_room_impl(room).await
+    }
+
+    async fn session_room(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>> {
+        self.session_room_impl(janus_room).await
+    }
+
+    async fn session_record(&self, _room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
+        self.session_record_impl(booking).await
+    }
+
+    async fn session_records(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>> {
+        self.session_records_impl(bookings).await
+    }
+
+    async fn put_session_record(
+        &self,
+        record: &SessionRecord,
+        expected: Option<u64>,
+        outbox: &[OutboxEvent],
+        now: DateTime<Utc>,
+    ) -> StoreResult<u64> {
+        self.put_session_record_impl(record, expected, outbox, now).await
+    }
+
+    async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.due_deliveries_impl(now, limit).await
+    }
+
+    async fn claim_delivery(
+        &self,
+        _booking: Uuid,
+        id: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> StoreResult<Option<Delivery>> {
+        self.claim_delivery_impl(id, now, until).await
+    }
+
+    async fn finish_delivery(&self, _booking: Uuid, id: &str, attempt: &Attempt) -> StoreResult<Delivery> {
+        self.finish_delivery_impl(id, attempt).await
+    }
+
+    async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>> {
+        self.deliveries_impl(status, limit).await
+    }
+
+    async fn redeliver(&self, id: &str, now: DateTime<Utc>) -> StoreResult<Delivery> {
+        self.redeliver_impl(id, now).await
+    }
+
+    async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
+        self.purge_deliveries_impl(before).await
     }
 }
 

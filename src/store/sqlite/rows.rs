@@ -42,7 +42,7 @@ pub(super) fn room_key(id: RoomId) -> i64 {
     id.get() as i64
 }
 
-fn corrupt(col: usize, ty: Type, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
+pub(super) fn corrupt(col: usize, ty: Type, e: impl std::error::Error + Send + Sync + 'static) -> rusqlite::Error {
     rusqlite::Error::FromSqlConversionFailure(col, ty, Box::new(e))
 }
 

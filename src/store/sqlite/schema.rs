@@ -8,7 +8,8 @@
 //! room; each row carries its access as JSON and its current invitation's code hash, uniquely
 //! indexed), `limits` (the longest booking, which bounds every overlap query's index range, and
 //! the room counter), `vacancy` (find-or-create's per-slot hint), `idempotency` (one row per
-//! scope, user and key), `assignments`, `operations`, `markers`, `state`.
+//! scope, user and key), `assignments`, `operations`, `markers`, `state`; `client_events`
+//! ([`super::client_events`]); `session_rooms`, `session_records` and `outbox` ([`super::records`]).
 
 use rusqlite::{Connection, TransactionBehavior};
 
@@ -111,6 +112,8 @@ CREATE UNIQUE INDEX bookings_invite ON bookings (invite_hash) WHERE invite_hash 
 -- Rooms hold no Janus secret any more: every session room's secret is derived.
 ALTER TABLE rooms DROP COLUMN admin_secret;
 "#,
+    super::client_events::MIGRATION,
+    super::records::MIGRATION,
     r#"
 -- Find-or-create walks the rooms with two seats in creation order (`seq`, from the counter in
 -- `limits`, never reused) from a per-slot hint instead of from the first room, so its cost does

@@ -1,0 +1,119 @@
+//! The webhook outbox for operators (admin only): `GET /api/v1/webhooks/deliveries` lists events
+//! and their delivery (`?status=failed` for the dead letters), `POST
+//! /api/v1/webhooks/deliveries/{id}/redeliver` makes one due again and sends it at once.
+
+use axum::{Json, extract::State};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
+use utoipa_axum::{router::OpenApiRouter, routes};
+use uuid::Uuid;
+
+use super::{
+    AppState,
+    error::ApiError,
+    extract::{ApiPath, ApiQuery},
+};
+use crate::{
+    auth::AdminCaller,
+    domain::events::EventType,
+    store::{Delivery, DeliveryStatus, StoreError},
+};
+
+/// Most deliveries one list answers.
+const MAX_LIMIT: usize = 1000;
+
+pub(super) fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(list_deliveries)).routes(routes!(redeliver))
+}
+
+/// `GET /webhooks/deliveries` filters.
+#[derive(Debug, Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct DeliveriesQuery {
+    /// `pending`, `delivered` or `failed` (dead-lettered); all when absent.
+    pub status: Option<String>,
+    /// At most this many, newest event first (default 100, at most 1000).
+    pub limit: Option<usize>,
+}
+
+/// An event in the outbox and how its delivery went.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeliveryView {
+    /// The event id (the `webhook-id` header).
+    pub id: String,
+    #[serde(rename = "type")]
+    pub event_type: EventType,
+    pub booking_id: Uuid,
+    /// When what it reports happened.
+    pub occurred_at: DateTime<Utc>,
+    pub status: DeliveryStatus,
+    pub attempts: u32,
+    pub enqueued_at: DateTime<Utc>,
+    /// For pending events: not before this.
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    /// The last failed attempt's reason (an HTTP status or a transport error).
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    /// The exact body every attempt sends.
+    #[schema(value_type = Object)]
+    pub body: serde_json::Value,
+}
+
+impl From<Delivery> for DeliveryView {
+    fn from(d: Delivery) -> Self {
+        Self {
+            body: serde_json::from_str(&d.event.body).unwrap_or(serde_json::Value::Null),
+            id: d.event.id,
+            event_type: d.event.event_type,
+            booking_id: d.event.booking_id,
+            occurred_at: d.event.at,
+            next_attempt_at: (d.status == DeliveryStatus::Pending).then_some(d.next_attempt_at),
+            status: d.status,
+            attempts: d.attempts,
+            enqueued_at: d.enqueued_at,
+            last_error: d.last_error,
+            delivered_at: d.delivered_at,
+        }
+    }
+}
+
+/// Webhook events and their delivery, newest first; `status=failed` lists the dead letters.
+#[utoipa::path(get, path = "/webhooks/deliveries", tag = "webhooks", params(DeliveriesQuery),
+    security(("bearer" = [])),
+    responses((status = 200, body = [DeliveryView]), (status = 400), (status = 401), (status = 403)))]
+async fn list_deliveries(
+    State(s): State<AppState>,
+    _admin: AdminCaller,
+    ApiQuery(q): ApiQuery<DeliveriesQuery>,
+) -> Result<Json<Vec<DeliveryView>>, ApiError> {
+    let status = q.status.as_deref().map(str::parse::<DeliveryStatus>).transpose().map_err(ApiError::BadRequest)?;
+    let limit = q.limit.unwrap_or(100);
+    if limit == 0 || limit > MAX_LIMIT {
+        return Err(ApiError::BadRequest(format!("limit must be from 1 to {MAX_LIMIT}")));
+    }
+    let list = s.store.deliveries(status, limit).await?;
+    Ok(Json(list.into_iter().map(DeliveryView::from).collect()))
+}
+
+/// Makes an event pending again (a dead letter, or one delivered that the receiver lost), due
+/// now with its age restarted, and sends it at once.
+#[utoipa::path(post, path = "/webhooks/deliveries/{id}/redeliver", tag = "webhooks",
+    params(("id" = String, Path, description = "the event id")), security(("bearer" = [])),
+    responses((status = 202, body = DeliveryView), (status = 401), (status = 403), (status = 404)))]
+async fn redeliver(
+    State(s): State<AppState>,
+    admin: AdminCaller,
+    ApiPath(id): ApiPath<String>,
+) -> Result<(axum::http::StatusCode, Json<DeliveryView>), ApiError> {
+    let now = s.clock.now();
+    let d = s.store.redeliver(&id, now).await.map_err(|e| match e {
+        StoreError::NotFound => ApiError::NotFound(format!("no webhook event {id:?}")),
+        other => other.into(),
+    })?;
+    tracing::info!(event_id = %id, admin = %admin.0.user, "webhook event queued for redelivery");
+    if let Some(w) = &s.webhooks {
+        w.deliver_soon(vec![(d.event.booking_id, d.event.id.clone())]);
+    }
+    Ok((axum::http::StatusCode::ACCEPTED, Json(d.into())))
+}
