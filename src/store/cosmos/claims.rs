@@ -52,6 +52,8 @@ impl Ticket {
 }
 
 /// What a claim says about the request presenting it.
+// Returned once per create and matched at once: boxing the ticket would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum ClaimStart {
     /// This request holds the key now.
     Fresh(Ticket),
@@ -173,10 +175,7 @@ impl CosmosStore {
             None => self.fenced(claim).await?.map(|f| f.booking_id),
         };
         let Some(booking) = booking else { return Ok(None) };
-        Ok(match self.booking_entry(booking).await? {
-            Some(_) => Some(ClaimStart::Replay { booking: Some(booking), room: None }),
-            None => None,
-        })
+        Ok(self.booking_entry(booking).await?.map(|_| ClaimStart::Replay { booking: Some(booking), room: None }))
     }
 
     /// The fence of a booking claim's epoch, if a holder committed.

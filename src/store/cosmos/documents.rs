@@ -43,6 +43,9 @@ pub(super) const MARKER_TTL: Duration = Duration::days(90);
 
 // ----- the overlap rule -----
 
+/// Time a booking holds in a day document: its id, start and end.
+pub(super) type Held = (Uuid, DateTime<Utc>, DateTime<Utc>);
+
 /// THE overlap rule of this backend: two half-open intervals `[a_start, a_end)` and
 /// `[b_start, b_end)` overlap when each starts before the other ends. Back to back is free.
 pub(super) fn overlaps(
@@ -287,7 +290,7 @@ impl DayDoc {
     }
 
     /// The live intervals this document holds (bookings and spills) with their booking ids.
-    pub fn live_intervals(&self) -> StoreResult<Vec<(Uuid, DateTime<Utc>, DateTime<Utc>)>> {
+    pub fn live_intervals(&self) -> StoreResult<Vec<Held>> {
         let mut out = vec![];
         for e in self.bookings.iter().filter(|e| e.cancelled_at.is_none()) {
             out.push((e.id, parse_ts(&e.start)?, parse_ts(&e.end)?));
@@ -299,12 +302,7 @@ impl DayDoc {
     }
 
     /// The first live booking or spill overlapping `[start, end)` other than `except`.
-    pub fn overlapping(
-        &self,
-        start: DateTime<Utc>,
-        end: DateTime<Utc>,
-        except: Uuid,
-    ) -> StoreResult<Option<(Uuid, DateTime<Utc>, DateTime<Utc>)>> {
+    pub fn overlapping(&self, start: DateTime<Utc>, end: DateTime<Utc>, except: Uuid) -> StoreResult<Option<Held>> {
         Ok(self.live_intervals()?.into_iter().find(|(id, s, e)| *id != except && overlaps(*s, *e, start, end)))
     }
 

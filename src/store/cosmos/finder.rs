@@ -52,6 +52,8 @@ struct Candidate {
 }
 
 /// What a search found, or how it ended.
+// Returned once per search and matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Found {
     Booked(Booking, Room),
     /// Another holder of the idempotency key committed first.

@@ -55,6 +55,8 @@ pub(super) struct Extras {
 }
 
 /// How booking a room ended.
+// Returned once per try and matched at once: boxing would only add an allocation.
+#[allow(clippy::large_enum_variant)]
 pub(super) enum Outcome {
     Booked(Booking, Room),
     /// A live booking of the room overlaps: the message names the room.
