@@ -64,6 +64,17 @@ fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
     }
 }
 
+/// A new `Idempotency-Key` of the bench's owner, as the API sends it.
+fn fresh_claim() -> IdempotencyClaim {
+    IdempotencyClaim {
+        scope: "bookings",
+        user: "bench-owner".into(),
+        key: Uuid::new_v4().to_string(),
+        fingerprint: "fp".into(),
+        now: Utc::now(),
+    }
+}
+
 /// What one sample of an operation cost.
 #[derive(Clone, Copy, Default)]
 struct Cost {
@@ -202,13 +213,7 @@ async fn scale(rooms: usize, history: usize) {
     for i in 0..SAMPLES {
         let room = ids[rng.gen_range(0..ids.len())];
         let b = booking(room, "bench-owner", slot(base + Duration::hours(100 + i as i64), 60));
-        let claim = IdempotencyClaim {
-            scope: "bookings",
-            user: "bench-owner".into(),
-            key: Uuid::new_v4().to_string(),
-            fingerprint: "fp".into(),
-            now: Utc::now(),
-        };
+        let claim = fresh_claim();
         let (r, c) = measure(&emu, &store, store.book_room(&b, Some(&claim))).await;
         r.unwrap();
         costs.push(c);
@@ -229,13 +234,7 @@ async fn scale(rooms: usize, history: usize) {
     let mut costs = vec![];
     for i in 0..SAMPLES {
         let b = booking(RoomId::random(), "bench-owner", slot(base + Duration::hours(300 + i as i64), 60));
-        let claim = IdempotencyClaim {
-            scope: "bookings",
-            user: "bench-owner".into(),
-            key: Uuid::new_v4().to_string(),
-            fingerprint: "fp".into(),
-            now: Utc::now(),
-        };
+        let claim = fresh_claim();
         let (r, c) = measure(&emu, &store, store.book_any_room(&b, Some(&new_room(2)), Some(&claim))).await;
         r.unwrap();
         costs.push(c);
