@@ -31,6 +31,11 @@ fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
 }
 
+/// The rate limiter runs (its cost is part of every figure) with limits no bench user reaches,
+/// and bookings may be a year ahead, past the default horizon.
+const UNLIMITED: &[(&str, &str)] =
+    &[("RATE_LIMIT_USER_PER_MINUTE", "1000000"), ("RATE_LIMIT_USER_BURST", "1000000"), ("BOOKING_HORIZON_DAYS", "400")];
+
 fn spawn(data_dir: &std::path::Path, port: u16, extra: &[(&str, &str)]) -> Child {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_suroga"));
     cmd.arg("serve")
@@ -242,15 +247,7 @@ fn quick(root: &std::path::Path) {
     // spread over a year, past the default horizon.
     let dir = root.join("load");
     let port = free_port();
-    let child = spawn(
-        &dir,
-        port,
-        &[
-            ("RATE_LIMIT_USER_PER_MINUTE", "1000000"),
-            ("RATE_LIMIT_USER_BURST", "1000000"),
-            ("BOOKING_HORIZON_DAYS", "400"),
-        ],
-    );
+    let child = spawn(&dir, port, UNLIMITED);
     let ready = wait_ready(port, Duration::from_secs(30));
     println!(
         "cold start with a local Janus host (GET / answers once Janus is up): {:.1} ms",
@@ -498,7 +495,7 @@ fn sustained(root: &std::path::Path) {
     let window = Duration::from_secs(env_secs("BENCH_WINDOW_SECONDS", 10));
     let dir = root.join("sustained");
     let port = free_port();
-    let child = spawn(&dir, port, &[]);
+    let child = spawn(&dir, port, UNLIMITED);
     wait_ready(port, Duration::from_secs(30));
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
@@ -568,7 +565,7 @@ fn contention(root: &std::path::Path) {
     println!("contention: {rooms} free rooms written in {:.1} s", seeding.elapsed().as_secs_f64());
 
     let port = free_port();
-    let child = spawn(&dir, port, &[]);
+    let child = spawn(&dir, port, UNLIMITED);
     wait_ready(port, Duration::from_secs(30));
     let pid = child.id();
     let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
