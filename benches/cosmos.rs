@@ -1,41 +1,55 @@
-//! The Cosmos DB store on the SDK's in-memory emulator: what each `Store` operation costs in
-//! Cosmos requests, and booking throughput and latency percentiles with two app instances.
+//! The Cosmos DB store at production scale, on the SDK's in-memory emulator: what each operation
+//! costs in requests and documents read when the account holds 100 or 10,000 rooms and 0 or
+//! 100,000 past bookings, with queries paged at 100 items (as the service would charge them).
 //!
-//! The emulator serves requests from memory, so the times measure the SDK pipeline and our
-//! code, not a network: read them as ratios (requests per booking, contention cost), not as
-//! Azure latencies. The request counts are exact and carry over to a real account.
+//! One line per operation and scale:
+//! `op=<name> rooms=<n> history=<n> requests=<n> docs=<n> ru=<estimate> largest_request_kib=<x>
+//! p50_ms=<x> p99_ms=<x>` (the most any sample of the operation needed; a request over 256 KiB of
+//! SQL is one the service refuses, which the emulator does not), then a booking load with two app
+//! instances on one account.
 //!
-//! `cargo bench --bench cosmos [-- <bookings per workload>]` (default 400)
+//! `ru` estimates request units from Microsoft's published costs, per request the emulator saw:
+//! a point read of a 1 KB item 1 RU (2 for a quorum read); a create 5.7 RU per KB, a replace or
+//! upsert 10.7, a delete 5.7 (a batch is the sum of its operations, a read in it 1); a query page
+//! 2.8 RU plus 1 RU per document it returns. Item sizes are taken from request bodies where the
+//! emulator sees them, 1 KB otherwise. The emulator itself answers from memory: read the times as
+//! ratios, not as Azure latencies. The request and document counts carry over to a real account.
+//!
+//! `cargo bench --bench cosmos [-- small]` (`small`: 100 rooms and no history only).
 
 #[path = "../tests/support/cosmos.rs"]
 mod support;
 
 use std::{
-    collections::BTreeMap,
     sync::Arc,
     time::{Duration as StdDuration, Instant},
 };
 
-use chrono::{DateTime, Duration, TimeZone, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
+use rand::Rng;
 use support::Emulator;
 use suroga::{
     domain::{Booking, Room, RoomId, TimeSlot},
-    store::{Assignment, IdempotencyClaim, Operation, RoomFilter, Store, cosmos::CosmosStore},
+    store::{Assignment, IdempotencyClaim, Operation, Store, cosmos::CosmosStore},
 };
 use uuid::Uuid;
 
-const TASKS: usize = 32;
+/// Samples of each operation at each scale.
+const SAMPLES: usize = 20;
 
-fn base() -> DateTime<Utc> {
-    Utc.with_ymd_and_hms(2031, 1, 1, 0, 0, 0).unwrap()
+/// Concurrent writers while seeding.
+const SEEDERS: usize = 64;
+
+fn now() -> DateTime<Utc> {
+    Utc::now().duration_trunc(Duration::hours(1)).unwrap()
 }
 
-fn hour_slot(h: i64) -> TimeSlot {
-    TimeSlot::new(base() + Duration::hours(h), base() + Duration::hours(h + 1)).unwrap()
+fn slot(start: DateTime<Utc>, minutes: i64) -> TimeSlot {
+    TimeSlot::new(start, start + Duration::minutes(minutes)).unwrap()
 }
 
 fn new_room(seats: u8) -> Room {
-    Room::generate(None, seats, Default::default(), base())
+    Room::generate(None, seats, Default::default(), Utc::now())
 }
 
 fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
@@ -44,264 +58,366 @@ fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
         room_id: room,
         owner: owner.into(),
         slot,
-        created_at: base(),
+        created_at: Utc::now(),
         cancelled_at: None,
         access: Default::default(),
     }
 }
 
-/// Runs `f` once and returns its result with the requests it sent, by kind.
-async fn cost<T>(emu: &Emulator, f: impl std::future::Future<Output = T>) -> (T, u64, BTreeMap<String, u64>) {
-    let (t0, k0) = (emu.counter.total(), emu.counter.by_kind());
-    let out = f.await;
-    let (t1, k1) = (emu.counter.total(), emu.counter.by_kind());
-    let diff = k1
-        .into_iter()
-        .filter_map(|(k, v)| Some((k.clone(), v - k0.get(&k).copied().unwrap_or(0))).filter(|(_, d)| *d > 0))
-        .collect();
-    (out, t1 - t0, diff)
-}
-
-fn show(name: &str, n: u64, kinds: &BTreeMap<String, u64>) {
-    let detail: Vec<String> = kinds.iter().map(|(k, v)| format!("{v}× {k}")).collect();
-    println!("  {name:<42} {n:>3}   {}", detail.join(", "));
-}
-
-async fn request_costs(emu: &Emulator, store: &CosmosStore) {
-    println!("Cosmos requests per Store operation (no contention; 20 rooms, 4 physical partitions):");
-    let owner = format!("owner-{}", Uuid::new_v4());
-    let mut rooms = vec![];
-    for _ in 0..20 {
-        let r = new_room(2);
-        store.insert_room(&r, None).await.unwrap();
-        rooms.push(r);
-    }
-    // Warm the client's caches (account, partition map, query plans) outside the counts.
-    store.get_room(rooms[0].id).await.unwrap();
-    store.list_bookings("nobody", None).await.unwrap();
-
-    let r = new_room(2);
-    let (_, n, k) = cost(emu, store.insert_room(&r, None)).await;
-    show("insert_room", n, &k);
-    let (_, n, k) = cost(emu, store.get_room(r.id)).await;
-    show("get_room", n, &k);
-    let b = booking(r.id, &owner, hour_slot(1));
-    let (_, n, k) = cost(emu, store.book_room(&b, None)).await;
-    show("book_room", n, &k);
-    let claim = IdempotencyClaim {
+/// A new `Idempotency-Key` of the bench's owner, as the API sends it.
+fn fresh_claim() -> IdempotencyClaim {
+    IdempotencyClaim {
         scope: "bookings",
-        user: owner.clone(),
-        key: "k1".into(),
-        fingerprint: "f".into(),
-        now: base(),
-    };
-    let b2 = booking(r.id, &owner, hour_slot(2));
-    let (_, n, k) = cost(emu, store.book_room(&b2, Some(&claim))).await;
-    show("book_room with idempotency key", n, &k);
-    let (_, n, k) = cost(emu, store.book_room(&booking(r.id, &owner, hour_slot(2)), Some(&claim))).await;
-    show("book_room replay of that key", n, &k);
-    let (_, n, k) = cost(emu, store.book_room(&booking(r.id, &owner, hour_slot(1)), None)).await;
-    show("book_room that conflicts", n, &k);
-    let (_, n, k) =
-        cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(3)), Some(&new_room(2)), None))
-            .await;
-    show("book_any_room (a free room exists)", n, &k);
-    // Fill every room for one slot, then find-or-create must create.
-    for room in &rooms {
-        store.book_room(&booking(room.id, "filler", hour_slot(4)), None).await.unwrap();
+        user: "bench-owner".into(),
+        key: Uuid::new_v4().to_string(),
+        fingerprint: "fp".into(),
+        now: Utc::now(),
     }
-    store.book_room(&booking(r.id, "filler", hour_slot(4)), None).await.unwrap();
-    let mut extra =
-        store.list_rooms(&RoomFilter { free_during: Some(hour_slot(4)), ..Default::default() }).await.unwrap();
-    for room in extra.drain(..) {
-        if room.max_participants >= 2 {
-            store.book_room(&booking(room.id, "filler", hour_slot(4)), None).await.unwrap();
+}
+
+/// What one sample of an operation cost.
+#[derive(Clone, Copy, Default)]
+struct Cost {
+    requests: u64,
+    /// The largest request body, in KiB (a query's parameters count: Cosmos refuses SQL over 256 KiB).
+    largest_kib: f64,
+    docs: u64,
+    ru: f64,
+    elapsed: StdDuration,
+}
+
+/// Runs `f` once and measures what it sent and read.
+async fn measure<T>(emu: &Emulator, store: &CosmosStore, f: impl std::future::Future<Output = T>) -> (T, Cost) {
+    let (r0, ru0, d0) = (emu.counter.total(), emu.counter.ru(), store.docs_read());
+    emu.counter.reset_largest();
+    let started = Instant::now();
+    let out = f.await;
+    let elapsed = started.elapsed();
+    let cost = Cost {
+        requests: emu.counter.total() - r0,
+        largest_kib: emu.counter.largest() as f64 / 1024.0,
+        docs: store.docs_read() - d0,
+        ru: emu.counter.ru() - ru0 + (store.docs_read() - d0) as f64 * emu.counter.ru_per_query_doc(),
+        elapsed,
+    };
+    (out, cost)
+}
+
+fn percentile(sorted: &[StdDuration], p: f64) -> StdDuration {
+    sorted[((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1]
+}
+
+/// Prints one line for `name` at this scale: the most requests, documents and RU any sample
+/// needed, and the latency percentiles.
+fn report(name: &str, scale: (usize, usize), costs: &[Cost]) {
+    let mut lat: Vec<StdDuration> = costs.iter().map(|c| c.elapsed).collect();
+    lat.sort();
+    let requests = costs.iter().map(|c| c.requests).max().unwrap_or(0);
+    let docs = costs.iter().map(|c| c.docs).max().unwrap_or(0);
+    let ru = costs.iter().map(|c| c.ru).fold(0.0, f64::max);
+    let kib = costs.iter().map(|c| c.largest_kib).fold(0.0, f64::max);
+    println!(
+        "op={name} rooms={} history={} requests={requests} docs={docs} ru={ru:.1} largest_request_kib={kib:.1} p50_ms={:.2} p99_ms={:.2}",
+        scale.0,
+        scale.1,
+        percentile(&lat, 0.5).as_secs_f64() * 1e3,
+        percentile(&lat, 0.99).as_secs_f64() * 1e3,
+    );
+}
+
+/// Runs `f(i)` for `n` items from SEEDERS tasks.
+async fn parallel<F, Fut>(n: usize, f: F)
+where
+    F: Fn(usize) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send,
+{
+    let f = Arc::new(f);
+    let tasks: Vec<_> = (0..SEEDERS)
+        .map(|t| {
+            let f = f.clone();
+            tokio::spawn(async move {
+                for i in (t..n).step_by(SEEDERS) {
+                    f(i).await;
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap();
+    }
+}
+
+/// One account at one scale: `rooms` rooms with two seats and `history` past bookings spread over
+/// them and over 500 owners, ending before now.
+async fn seed(emu: &Emulator, store: &Arc<CosmosStore>, rooms: usize, history: usize) -> Vec<RoomId> {
+    let started = Instant::now();
+    let made: Arc<std::sync::Mutex<Vec<RoomId>>> = Arc::default();
+    let (s, m) = (store.clone(), made.clone());
+    parallel(rooms, move |_| {
+        let (s, m) = (s.clone(), m.clone());
+        async move {
+            let r = new_room(2);
+            s.insert_room(&r, None).await.unwrap();
+            m.lock().unwrap().push(r.id);
+        }
+    })
+    .await;
+    let ids: Arc<Vec<RoomId>> = Arc::new(made.lock().unwrap().clone());
+    // Past bookings: each room gets its share of consecutive half hours, the last ending a day
+    // before now (outside the scheduler's window, inside a 30-day usage report).
+    let (s, r, base) = (store.clone(), ids.clone(), now() - Duration::days(1));
+    parallel(history, move |i| {
+        let (s, r) = (s.clone(), r.clone());
+        async move {
+            let room = r[i % r.len()];
+            let back = (i / r.len()) as i64 + 1;
+            let b = booking(room, &format!("past-owner-{}", i % 500), slot(base - Duration::minutes(30 * back), 30));
+            s.book_room(&b, None).await.unwrap();
+        }
+    })
+    .await;
+    eprintln!(
+        "seeded {rooms} rooms and {history} past bookings in {:.1} s ({} requests)",
+        started.elapsed().as_secs_f64(),
+        emu.counter.total()
+    );
+    ids.to_vec()
+}
+
+async fn scale(rooms: usize, history: usize) {
+    let emu = Emulator::new();
+    let store = Arc::new(emu.store().await);
+    let ids = seed(&emu, &store, rooms, history).await;
+    let sc = (rooms, history);
+    let base = now() + Duration::hours(1);
+    let mut rng = rand::thread_rng();
+
+    // Warm the client's caches (account, partition map, query plans) outside the counts.
+    store.get_room(ids[0]).await.unwrap();
+    let _ = store.list_bookings("nobody", None).await;
+
+    // Book a given room: a free slot of a random room.
+    let mut costs = vec![];
+    let mut made = vec![];
+    for i in 0..SAMPLES {
+        let room = ids[rng.gen_range(0..ids.len())];
+        let b = booking(room, "bench-owner", slot(base + Duration::hours(i as i64), 60));
+        let (r, c) = measure(&emu, &store, store.book_room(&b, None)).await;
+        made.push(r.unwrap().into_inner());
+        costs.push(c);
+    }
+    report("book_room", sc, &costs);
+
+    // Book a given room with an Idempotency-Key.
+    let mut costs = vec![];
+    for i in 0..SAMPLES {
+        let room = ids[rng.gen_range(0..ids.len())];
+        let b = booking(room, "bench-owner", slot(base + Duration::hours(100 + i as i64), 60));
+        let claim = fresh_claim();
+        let (r, c) = measure(&emu, &store, store.book_room(&b, Some(&claim))).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("book_room_with_key", sc, &costs);
+
+    // Find-or-create when a free room exists: every sample its own hour, so most rooms are free.
+    let mut costs = vec![];
+    for i in 0..SAMPLES {
+        let b = booking(RoomId::random(), "bench-owner", slot(base + Duration::hours(200 + i as i64), 60));
+        let (r, c) = measure(&emu, &store, store.book_any_room(&b, Some(&new_room(2)), None)).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("find_or_create", sc, &costs);
+
+    // The same with an Idempotency-Key, as the API sends it.
+    let mut costs = vec![];
+    for i in 0..SAMPLES {
+        let b = booking(RoomId::random(), "bench-owner", slot(base + Duration::hours(300 + i as i64), 60));
+        let claim = fresh_claim();
+        let (r, c) = measure(&emu, &store, store.book_any_room(&b, Some(&new_room(2)), Some(&claim))).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("find_or_create_with_key", sc, &costs);
+
+    // Find-or-create in a slot where the rooms are mostly taken: a quarter of them stay free.
+    let busy_at = slot(base + Duration::hours(400), 60);
+    let (s, busy_ids) = (store.clone(), Arc::new(ids.clone()));
+    parallel(ids.len() * 3 / 4, move |i| {
+        let (s, r) = (s.clone(), busy_ids.clone());
+        async move {
+            s.book_room(&booking(r[i], "filler", busy_at), None).await.unwrap();
+        }
+    })
+    .await;
+    let mut costs = vec![];
+    for _ in 0..SAMPLES {
+        let b = booking(RoomId::random(), "bench-owner", busy_at);
+        let (r, c) = measure(&emu, &store, store.book_any_room(&b, Some(&new_room(2)), None)).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("find_or_create_3_of_4_taken", sc, &costs);
+
+    // Reads and changes of single bookings.
+    let mut costs = vec![];
+    for b in &made {
+        let (r, c) = measure(&emu, &store, store.get_booking(b.id)).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("get", sc, &costs);
+    let mut costs = vec![];
+    for b in &made {
+        let (r, c) = measure(&emu, &store, async {
+            let b = store.get_booking(b.id).await?;
+            store.get_room(b.room_id).await
+        })
+        .await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("join", sc, &costs);
+    let mut costs = vec![];
+    for b in &made[..SAMPLES / 2] {
+        let (r, c) = measure(&emu, &store, store.set_booking_end(b.id, b.slot.end() - Duration::minutes(15))).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("extend", sc, &costs);
+    let mut costs = vec![];
+    for b in &made[SAMPLES / 2..] {
+        let (r, c) = measure(&emu, &store, store.cancel_booking(b.id, Utc::now())).await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("cancel", sc, &costs);
+
+    // The owner's list: an owner with ten bookings.
+    let owner = format!("listed-{}", Uuid::new_v4());
+    for i in 0..10 {
+        let room = ids[rng.gen_range(0..ids.len())];
+        store.book_room(&booking(room, &owner, slot(base + Duration::hours(500 + i), 30)), None).await.unwrap();
+    }
+    let mut costs = vec![];
+    for _ in 0..SAMPLES {
+        let (r, c) = measure(&emu, &store, store.list_bookings(&owner, None)).await;
+        assert_eq!(r.unwrap().len(), 10);
+        costs.push(c);
+    }
+    report("owner_list", sc, &costs);
+
+    // The scheduler's minute: bookings around now (horizon of a day) and their assignments.
+    let horizon = TimeSlot::new(Utc::now() - Duration::hours(2), Utc::now() + Duration::hours(24)).unwrap();
+    let mut costs = vec![];
+    for _ in 0..SAMPLES {
+        let (r, c) = measure(&emu, &store, async {
+            let bookings = store.bookings_between(horizon).await?;
+            let ids: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
+            store.assignments(&ids).await
+        })
+        .await;
+        r.unwrap();
+        costs.push(c);
+    }
+    report("scheduler_minute", sc, &costs);
+    let a = Assignment { booking_id: made[0].id, host: "janus-1".into(), ready_at: None };
+    let (r, c) = measure(&emu, &store, store.put_assignment(&a)).await;
+    r.unwrap();
+    report("put_assignment", sc, &[c]);
+
+    // /plan for a day and a week ahead, /usage for the past 30 days (all the history): bookings,
+    // their assignments and the operations log.
+    let windows = [
+        ("plan_day", TimeSlot::new(base, base + Duration::days(1)).unwrap()),
+        ("plan_7_days", TimeSlot::new(base, base + Duration::days(7)).unwrap()),
+        ("usage_30_days", TimeSlot::new(now() - Duration::days(31), now()).unwrap()),
+    ];
+    for (name, window) in windows {
+        let mut costs = vec![];
+        for _ in 0..3 {
+            let (r, c) = measure(&emu, &store, async {
+                let bookings = store.bookings_between(window).await?;
+                let ids: Vec<Uuid> = bookings.iter().map(|b| b.id).collect();
+                store.assignments(&ids).await?;
+                store.operations(window).await
+            })
+            .await;
+            if let Err(e) = r {
+                println!("op={name} rooms={rooms} history={history} failed: {e}");
+                break;
+            }
+            costs.push(c);
+        }
+        if !costs.is_empty() {
+            report(name, sc, &costs);
         }
     }
-    let (_, n, k) =
-        cost(emu, store.book_any_room(&booking(RoomId::random(), &owner, hour_slot(4)), Some(&new_room(2)), None))
-            .await;
-    show("book_any_room (none free: creates the room)", n, &k);
-    let (_, n, k) = cost(emu, store.get_booking(b.id)).await;
-    show("get_booking (fan-out)", n, &k);
-    let (_, n, k) = cost(emu, store.list_bookings(&owner, None)).await;
-    show("list_bookings (fan-out)", n, &k);
-    let (_, n, k) = cost(emu, store.bookings_between(TimeSlot::new(base(), base() + Duration::days(1)).unwrap())).await;
-    show("bookings_between (fan-out)", n, &k);
-    let (_, n, k) = cost(emu, store.list_rooms(&RoomFilter::default())).await;
-    show("list_rooms (fan-out)", n, &k);
-    let (_, n, k) =
-        cost(emu, store.list_rooms(&RoomFilter { free_during: Some(hour_slot(5)), ..Default::default() })).await;
-    show("list_rooms free_during (2 fan-outs)", n, &k);
-    let (_, n, k) = cost(emu, store.room_bookings(r.id, base())).await;
-    show("room_bookings", n, &k);
-    let (_, n, k) = cost(emu, store.set_booking_end(b.id, b.slot.end() - Duration::minutes(15))).await;
-    show("set_booking_end", n, &k);
-    let (_, n, k) = cost(emu, store.cancel_booking(b.id, base())).await;
-    show("cancel_booking", n, &k);
-    let pw = store.get_room(r.id).await.unwrap().password;
-    let (_, n, k) = cost(emu, store.set_room_password(r.id, &pw, "Newpassword23", base())).await;
-    show("set_room_password", n, &k);
-    let gone = new_room(2);
-    store.insert_room(&gone, None).await.unwrap();
-    store
-        .book_room(
-            &booking(gone.id, &owner, TimeSlot::new(base() - Duration::hours(3), base() - Duration::hours(2)).unwrap()),
-            None,
-        )
-        .await
-        .unwrap();
-    let (_, n, k) = cost(emu, store.delete_room(gone.id, base())).await;
-    show("delete_room (one past booking)", n, &k);
-    let (_, n, k) = cost(emu, store.ping()).await;
-    show("ping", n, &k);
-    let (_, n, k) = cost(emu, store.claim_marker(&format!("m-{}", Uuid::new_v4()), base())).await;
-    show("claim_marker", n, &k);
-    let (_, n, k) =
-        cost(emu, store.put_assignment(&Assignment { booking_id: b2.id, host: "h1".into(), ready_at: None })).await;
-    show("put_assignment", n, &k);
-    let (_, n, k) = cost(emu, store.assignments(&[b.id, b2.id])).await;
-    show("assignments (fan-out)", n, &k);
     let op = Operation {
         id: Uuid::new_v4(),
-        at: base(),
+        at: Utc::now(),
         actor: "reconciler".into(),
         action: suroga::store::OpAction::Start,
-        host: Some("h1".into()),
+        host: Some("janus-1".into()),
         booking_id: None,
         room_id: None,
         result: "ok".into(),
         duration_ms: 1,
     };
-    let (_, n, k) = cost(emu, store.append_operation(&op)).await;
-    show("append_operation", n, &k);
-    let (_, n, k) = cost(emu, store.operations(TimeSlot::new(base(), base() + Duration::hours(1)).unwrap())).await;
-    show("operations (one day)", n, &k);
-    let (_, n, k) = cost(emu, store.put_state("bench", &serde_json::json!({"a": 1}))).await;
-    show("put_state", n, &k);
-    let (_, n, k) = cost(emu, store.get_state("bench")).await;
-    show("get_state", n, &k);
+    let (r, c) = measure(&emu, &store, store.append_operation(&op)).await;
+    r.unwrap();
+    report("append_operation", sc, &[c]);
 }
 
-struct Run {
-    latencies: Vec<StdDuration>,
-    elapsed: StdDuration,
-    requests: u64,
-    ok: usize,
-}
-
-fn percentile(sorted: &[StdDuration], p: f64) -> StdDuration {
-    let i = ((sorted.len() as f64 * p).ceil() as usize).clamp(1, sorted.len()) - 1;
-    sorted[i]
-}
-
-fn print_run(name: &str, run: &Run) {
-    let mut l = run.latencies.clone();
-    l.sort();
-    println!(
-        "  {name:<44} {:>5} calls {:>7.0}/s   p50 {:>6.2} ms  p99 {:>6.2} ms  max {:>6.2} ms   {:.2} requests/call   {} booked",
-        l.len(),
-        l.len() as f64 / run.elapsed.as_secs_f64(),
-        percentile(&l, 0.50).as_secs_f64() * 1e3,
-        percentile(&l, 0.99).as_secs_f64() * 1e3,
-        l.last().unwrap().as_secs_f64() * 1e3,
-        run.requests as f64 / l.len() as f64,
-        run.ok,
-    );
-}
-
-/// `calls` bookings from TASKS tasks split over two instances; `pick(i)` gives call i's room and slot.
-async fn load(
-    emu: &Emulator,
-    stores: [Arc<CosmosStore>; 2],
-    calls: usize,
-    any_room: bool,
-    pick: Arc<dyn Fn(usize) -> (RoomId, TimeSlot) + Send + Sync>,
-) -> Run {
-    let before = emu.counter.total();
-    let started = Instant::now();
-    let tasks: Vec<_> = (0..TASKS)
-        .map(|t| {
-            let store = stores[t % 2].clone();
-            let pick = pick.clone();
-            tokio::spawn(async move {
-                let mut out = vec![];
-                for i in (t..calls).step_by(TASKS) {
-                    let (room, slot) = pick(i);
-                    let b = booking(room, &format!("user{i}"), slot);
-                    let t0 = Instant::now();
-                    let res = if any_room {
-                        store.book_any_room(&b, Some(&new_room(2)), None).await.map(|_| ())
-                    } else {
-                        store.book_room(&b, None).await.map(|_| ())
-                    };
-                    out.push((t0.elapsed(), res.is_ok()));
-                }
-                out
+/// Booking throughput with two app instances on one account (32 tasks), as ratios.
+async fn load() {
+    const TASKS: usize = 32;
+    const CALLS: usize = 400;
+    let emu = Emulator::new();
+    let stores = [Arc::new(emu.store().await), Arc::new(emu.store().await)];
+    let base = now() + Duration::days(3);
+    for (name, same_slot) in [("find_or_create, distinct hours", false), ("find_or_create, one hour", true)] {
+        let before = emu.counter.total();
+        let started = Instant::now();
+        let tasks: Vec<_> = (0..TASKS)
+            .map(|t| {
+                let store = stores[t % 2].clone();
+                tokio::spawn(async move {
+                    let mut lat = vec![];
+                    for i in (t..CALLS).step_by(TASKS) {
+                        let at = if same_slot { base } else { base + Duration::hours(i as i64) };
+                        let b = booking(RoomId::random(), &format!("user{i}"), slot(at, 60));
+                        let t0 = Instant::now();
+                        store.book_any_room(&b, Some(&new_room(2)), None).await.unwrap();
+                        lat.push(t0.elapsed());
+                    }
+                    lat
+                })
             })
-        })
-        .collect();
-    let mut run = Run { latencies: vec![], elapsed: StdDuration::ZERO, requests: 0, ok: 0 };
-    for t in tasks {
-        for (l, ok) in t.await.unwrap() {
-            run.latencies.push(l);
-            run.ok += ok as usize;
+            .collect();
+        let mut lat = vec![];
+        for t in tasks {
+            lat.extend(t.await.unwrap());
         }
+        lat.sort();
+        println!(
+            "load {name}: {CALLS} calls, {TASKS} tasks over two instances: {:.0}/s p50 {:.2} ms p99 {:.2} ms, {:.1} requests/call",
+            CALLS as f64 / started.elapsed().as_secs_f64(),
+            percentile(&lat, 0.5).as_secs_f64() * 1e3,
+            percentile(&lat, 0.99).as_secs_f64() * 1e3,
+            (emu.counter.total() - before) as f64 / CALLS as f64,
+        );
     }
-    run.elapsed = started.elapsed();
-    run.requests = emu.counter.total() - before;
-    run
 }
 
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
-    let calls: usize = std::env::args().skip(1).find_map(|a| a.parse().ok()).unwrap_or(400);
-    let emu = Emulator::new();
-    let a = Arc::new(emu.store().await);
-    let b = Arc::new(emu.store().await);
-    request_costs(&emu, &a).await;
-
-    println!("\nBooking load: {calls} calls per workload, {TASKS} tasks over two instances, one emulator account:");
-    // Spread: every call its own room (no contention): the floor cost of a booking.
-    let rooms: Vec<RoomId> = {
-        let mut v = vec![];
-        for _ in 0..calls {
-            let r = new_room(2);
-            a.insert_room(&r, None).await.unwrap();
-            v.push(r.id);
-        }
-        v
-    };
-    let spread = rooms.clone();
-    let run = load(&emu, [a.clone(), b.clone()], calls, false, Arc::new(move |i| (spread[i], hour_slot(100)))).await;
-    print_run("book_room, one room per call", &run);
-
-    // Hot rooms: 8 rooms, consecutive hours: calls race on each room's etag.
-    let hot = rooms[..8].to_vec();
-    let run = load(
-        &emu,
-        [a.clone(), b.clone()],
-        calls,
-        false,
-        Arc::new(move |i| (hot[i % 8], hour_slot(200 + (i / 8) as i64))),
-    )
-    .await;
-    print_run("book_room, 8 hot rooms, distinct slots", &run);
-
-    // One slot, one room: one winner, everyone else Conflict.
-    let one = rooms[8];
-    let run =
-        load(&emu, [a.clone(), b.clone()], calls.min(200), false, Arc::new(move |_| (one, hour_slot(5000)))).await;
-    print_run("book_room, one room, one slot", &run);
-
-    // Find-or-create over the whole fleet for distinct hours (a free room always exists).
-    let run = load(
-        &emu,
-        [a.clone(), b.clone()],
-        calls.min(200),
-        true,
-        Arc::new(move |i| (RoomId::random(), hour_slot(6000 + i as i64))),
-    )
-    .await;
-    print_run(&format!("book_any_room, distinct slots, {} rooms", calls + 30), &run);
+    let small = std::env::args().any(|a| a == "small");
+    let scales: &[(usize, usize)] =
+        if small { &[(100, 0)] } else { &[(100, 0), (10_000, 0), (100, 100_000), (10_000, 100_000)] };
+    for &(rooms, history) in scales {
+        scale(rooms, history).await;
+    }
+    load().await;
 }

@@ -594,8 +594,10 @@ resource cosmosDatabase 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases@2024
   }
 }
 
-// Rooms and their bookings share the room's partition (pk = room id): the unit of the
-// transactional batch that keeps bookings from overlapping.
+// Rooms (partition per room) and bookings (partition per UTC day, one guard document per room and
+// day: the unit of the transactional batch that keeps bookings from overlapping); see the README's
+// document model. TTL on per item, no default expiry: slot hints and fences expire, rooms and
+// bookings never.
 resource roomsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/containers@2024-05-15' = {
   parent: cosmosDatabase
   name: roomsContainerName
@@ -609,6 +611,7 @@ resource roomsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/cont
         kind: 'Hash'
         version: 2
       }
+      defaultTtl: -1
       indexingPolicy: {
         indexingMode: 'consistent'
         automatic: true
@@ -707,6 +710,33 @@ resource opsContainer 'Microsoft.DocumentDB/databaseAccounts/sqlDatabases/contai
         version: 2
       }
       defaultTtl: -1
+      // An owner's bookings page by (start, id) in the owner's partition (GET /bookings).
+      indexingPolicy: {
+        indexingMode: 'consistent'
+        automatic: true
+        includedPaths: [
+          {
+            path: '/*'
+          }
+        ]
+        excludedPaths: [
+          {
+            path: '/"_etag"/?'
+          }
+        ]
+        compositeIndexes: [
+          [
+            {
+              path: '/start'
+              order: 'ascending'
+            }
+            {
+              path: '/id'
+              order: 'ascending'
+            }
+          ]
+        ]
+      }
     }
   }
 }

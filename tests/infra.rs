@@ -385,7 +385,8 @@ fn cosmos_containers_match_the_app_defaults_and_partition_key() {
         );
     }
     assert!(ops.contains("defaultTtl: -1"), "ops needs TTL on with no default expiry");
-    assert!(!rooms.contains("defaultTtl"), "rooms documents must never expire");
+    assert!(rooms.contains("defaultTtl: -1"), "rooms: TTL per item (slot hints, fences), no default expiry");
+    assert!(ops.contains("compositeIndexes"), "an owner's bookings page by (start, id)");
     assert!(rooms.contains("compositeIndexes"));
 
     let account = block(&main, "resource cosmos ");

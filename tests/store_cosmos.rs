@@ -54,6 +54,13 @@ fn booking(room: RoomId, owner: &str, slot: TimeSlot) -> Booking {
     }
 }
 
+/// The booking a create answered, checked to be `wanted` under the id the store gave it.
+fn booked(created: Created<Booking>, wanted: &Booking) -> Booking {
+    let Created::New(b) = created else { panic!("expected a new booking, got {created:?}") };
+    assert_eq!(b, Booking { id: b.id, ..wanted.clone() });
+    b
+}
+
 async fn live_bookings(store: &dyn Store, room: RoomId) -> Vec<Booking> {
     store.room_bookings(room, now() - Duration::days(365)).await.unwrap()
 }
@@ -79,13 +86,12 @@ async fn rooms_and_bookings_round_trip() {
     let r = room(2);
     assert!(store.insert_room(&r, None).await.unwrap().is_new());
     assert_eq!(store.get_room(r.id).await.unwrap(), r);
-    let b = booking(r.id, "alice", slot(10, 1));
-    assert_eq!(store.book_room(&b, None).await.unwrap(), Created::New(b.clone()));
+    let wanted = booking(r.id, "alice", slot(10, 1));
+    let b = booked(store.book_room(&wanted, None).await.unwrap(), &wanted);
     assert_eq!(store.get_booking(b.id).await.unwrap(), b);
     let clash = booking(r.id, "bob", slot(10, 2));
     assert!(matches!(store.book_room(&clash, None).await, Err(StoreError::Conflict(_))));
-    let next = booking(r.id, "bob", slot(11, 1));
-    store.book_room(&next, None).await.unwrap();
+    let next = store.book_room(&booking(r.id, "bob", slot(11, 1)), None).await.unwrap().into_inner();
     assert_eq!(store.list_bookings("alice", None).await.unwrap(), vec![b.clone()]);
     assert_eq!(live_bookings(&store, r.id).await, vec![b.clone(), next.clone()]);
     assert!(matches!(store.delete_room(r.id, now()).await, Err(StoreError::Conflict(_))));
@@ -166,8 +172,8 @@ async fn a_burst_of_throttling_is_absorbed() {
     let r = room(2);
     store.insert_room(&r, None).await.unwrap();
     rule.enable();
-    let b = booking(r.id, "alice", slot(10, 1));
-    assert_eq!(store.book_room(&b, None).await.unwrap(), Created::New(b.clone()));
+    let wanted = booking(r.id, "alice", slot(10, 1));
+    let b = booked(store.book_room(&wanted, None).await.unwrap(), &wanted);
     assert_eq!(rule.hit_count(), 2);
     assert_eq!(live_bookings(&store, r.id).await, vec![b]);
 }
@@ -211,7 +217,7 @@ async fn failed_write_leaves_nothing(error: E) {
     rule.disable();
     let other = emu.store().await;
     assert!(live_bookings(&other, r.id).await.is_empty());
-    assert!(matches!(other.get_booking(b.id).await, Err(StoreError::NotFound)));
+    assert!(other.list_bookings("alice", None).await.unwrap().is_empty());
     assert!(matches!(other.get_room(fresh.id).await, Err(StoreError::NotFound)));
     assert!(other.list_bookings("bob", None).await.unwrap().is_empty());
     // The room is untouched and still bookable.
@@ -237,8 +243,8 @@ async fn lost_response_after_a_committed_booking_is_one_booking() {
     let r = room(2);
     store.insert_room(&r, None).await.unwrap();
     rule.enable();
-    let b = booking(r.id, "alice", slot(10, 1));
-    assert_eq!(store.book_room(&b, None).await.unwrap(), Created::New(b.clone()));
+    let wanted = booking(r.id, "alice", slot(10, 1));
+    let b = booked(store.book_room(&wanted, None).await.unwrap(), &wanted);
     assert_eq!(rule.hit_count(), 1);
     assert_eq!(live_bookings(&store, r.id).await, vec![b]);
 }
@@ -283,8 +289,8 @@ async fn idempotent_booking_replays_on_another_instance() {
         fingerprint: "f1".into(),
         now: now(),
     };
-    let first = booking(r.id, "alice", slot(10, 1));
-    assert!(a.book_room(&first, Some(&claim)).await.unwrap().is_new());
+    let wanted = booking(r.id, "alice", slot(10, 1));
+    let first = booked(a.book_room(&wanted, Some(&claim)).await.unwrap(), &wanted);
     let retry = booking(r.id, "alice", slot(10, 1));
     assert_eq!(b.book_room(&retry, Some(&claim)).await.unwrap(), Created::Replayed(first.clone()));
     let other = IdempotencyClaim { fingerprint: "f2".into(), ..claim.clone() };
@@ -365,4 +371,49 @@ async fn real_account() {
     assert!(store.bookings_between(b.slot).await.unwrap().contains(&b));
     store.cancel_booking(b.id, now()).await.unwrap();
     store.delete_room(r.id, now()).await.unwrap();
+}
+
+/// An `Idempotency-Key`'s first request stalls past the claim's lease (its booking write takes
+/// 3 s to arrive); the client's retry, on another instance, takes the key over and books. The
+/// stalled write must not land beside it: one key, one booking, and every answer names it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_first_request_and_the_retry_that_takes_its_key_over_book_once() {
+    let emu = Emulator::new();
+    let stalled = Arc::new(emu.store_with_faults(vec![latency(Op::BatchItem, 3000)]).await);
+    let retrying = Arc::new(emu.store().await);
+    for _ in 0..4 {
+        retrying.insert_room(&room(2), None).await.unwrap();
+    }
+    let claim = |at: DateTime<Utc>| IdempotencyClaim {
+        scope: "bookings",
+        user: "alice".into(),
+        key: "book-once".into(),
+        fingerprint: "same-body".into(),
+        now: at,
+    };
+    let first = {
+        let stalled = stalled.clone();
+        tokio::spawn(async move {
+            stalled.book_any_room(&booking(RoomId::random(), "alice", slot(10, 1)), None, Some(&claim(now()))).await
+        })
+    };
+    // The first request holds the key (its claim is written) and its booking write is on the way.
+    tokio::time::sleep(std::time::Duration::from_millis(800)).await;
+    // The retry comes after the lease: the clock is a parameter, so no test waits 30 s.
+    let later = now() + Duration::seconds(31);
+    let again = Booking { created_at: later, ..booking(RoomId::random(), "alice", slot(10, 1)) };
+    let retry = retrying.book_any_room(&again, None, Some(&claim(later))).await;
+    let first = first.await.unwrap();
+
+    let stored = retrying.list_bookings("alice", None).await.unwrap();
+    assert_eq!(stored.len(), 1, "one key, yet these bookings are stored: {stored:#?}");
+    for answer in [&first, &retry] {
+        match answer {
+            Ok(c) => assert_eq!(c.clone().into_inner().0.id, stored[0].id, "an answer names another booking"),
+            // The stalled request may also learn that its key moved on; it must not book.
+            Err(StoreError::Unavailable { .. }) => {}
+            Err(e) => panic!("unexpected {e:?}"),
+        }
+    }
+    assert!(retry.is_ok(), "the retry that took the key over books: {retry:?}");
 }

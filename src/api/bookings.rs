@@ -298,7 +298,7 @@ async fn create_booking(
         now,
     });
     let wanted = Booking {
-        id: Uuid::new_v4(),
+        id: Booking::new_id(now),
         room_id: room_id.unwrap_or_else(RoomId::random),
         owner: caller.user.clone(),
         slot,

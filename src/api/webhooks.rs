@@ -121,7 +121,7 @@ async fn redeliver(
     })?;
     tracing::info!(event_id = %id, admin = %admin.0.user, "webhook event queued for redelivery");
     if let Some(w) = &s.webhooks {
-        w.deliver_soon(vec![(d.event.room_id, d.event.id.clone())]);
+        w.deliver_soon(vec![(d.event.booking_id, d.event.id.clone())]);
     }
     Ok((axum::http::StatusCode::ACCEPTED, Json(d.into())))
 }

@@ -357,7 +357,7 @@ impl Sessions {
     /// Hands just-written events to the webhook sender.
     pub(super) fn deliver(&self, events: &[OutboxEvent]) {
         if let Some(w) = &self.webhooks {
-            w.deliver_soon(events.iter().map(|e| (e.room_id, e.id.clone())).collect());
+            w.deliver_soon(events.iter().map(|e| (e.booking_id, e.id.clone())).collect());
         }
     }
 

@@ -27,7 +27,7 @@ mod pages;
 pub use client_events::*;
 pub use pages::*;
 
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Duration, DurationRound, Utc};
 use futures::future::join_all;
 use rand::Rng;
 use serde_json::json;
@@ -101,6 +101,11 @@ macro_rules! store_conformance_tests {
             parallel_book_room_has_exactly_one_winner,
             parallel_book_any_room_never_double_books,
             parallel_requests_with_one_key_create_once,
+            bookings_past_midnight_hold_the_next_days,
+            bookings_between_spans_days,
+            find_or_create_finds_rooms_freed_in_its_slot,
+            list_bookings_follows_every_change,
+            parallel_find_or_create_for_one_slot_takes_each_room_once,
             client_events_come_back_in_append_order,
             client_event_limits_hold_per_booking_and_per_minute,
             client_event_ids_are_unique,
@@ -211,6 +216,11 @@ fn new<T: std::fmt::Debug>(c: Created<T>) -> T {
         Created::New(t) => t,
         other => panic!("expected a new entity, got {other:?}"),
     }
+}
+
+/// `wanted` as stored: a store may give a booking its own id (Cosmos names the room and day in it).
+fn as_stored(got: &Booking, wanted: &Booking) -> Booking {
+    Booking { id: got.id, ..wanted.clone() }
 }
 
 fn replayed<T: std::fmt::Debug>(c: Created<T>) -> T {
@@ -333,8 +343,9 @@ pub async fn book_room_stores_the_booking(store: &dyn Store) {
     let room = f.stored_room(store).await;
     let mut b = f.booking(room.id, f.slot(0, 60));
     b.created_at += Duration::nanoseconds(987);
-    assert_eq!(new(store.book_room(&b, None).await.unwrap()), b);
-    assert_eq!(store.get_booking(b.id).await.unwrap(), b);
+    let got = new(store.book_room(&b, None).await.unwrap());
+    assert_eq!(got, as_stored(&got, &b));
+    assert_eq!(store.get_booking(got.id).await.unwrap(), got);
     let err = store.get_booking(Uuid::new_v4()).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
@@ -393,7 +404,7 @@ pub async fn book_any_room_reuses_a_free_room(store: &dyn Store) {
     assert_ne!(room.id, offered.id);
     assert!(matches!(store.get_room(offered.id).await, Err(StoreError::NotFound)));
     assert!(room.max_participants >= 2);
-    assert_eq!(b, Booking { room_id: room.id, ..wanted });
+    assert_eq!(b, Booking { room_id: room.id, ..as_stored(&b, &wanted) });
     assert_eq!(store.get_booking(b.id).await.unwrap(), b);
     assert_eq!(store.get_room(room.id).await.unwrap(), room);
 }
@@ -425,7 +436,7 @@ pub async fn book_any_room_creates_the_new_room_when_none_is_free(store: &dyn St
         if room.id == offered.id {
             assert_eq!(room, offered);
             assert_eq!(store.get_room(offered.id).await.unwrap(), offered);
-            assert_eq!(b, Booking { room_id: offered.id, ..wanted });
+            assert_eq!(b, Booking { room_id: offered.id, ..as_stored(&b, &wanted) });
             // Rooms with two seats may also hold other cases' bookings at other slots.
             let mine = |bookings: Vec<Booking>| -> Vec<Booking> {
                 bookings.into_iter().filter(|x| x.owner == f.owner).collect()
@@ -520,7 +531,7 @@ pub async fn idempotency_key_with_another_request_is_a_mismatch(store: &dyn Stor
     let room = f.stored_room(store).await;
     let now = Utc::now();
     let first = f.booking(room.id, f.slot(0, 60));
-    new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp-a", now))).await.unwrap());
+    let first = new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp-a", now))).await.unwrap());
 
     let other = f.booking(room.id, f.slot(120, 180));
     let err = store.book_room(&other, Some(&f.claim("bookings", "k", "fp-b", now))).await.unwrap_err();
@@ -536,9 +547,11 @@ pub async fn idempotency_keys_of_different_users_are_independent(store: &dyn Sto
     let now = Utc::now();
     let a = f.booking(room.id, f.slot(0, 60));
     let b = g.booking(room.id, g.slot(60, 120));
-    assert_eq!(new(store.book_room(&a, Some(&f.claim("bookings", "shared", "fp", now))).await.unwrap()), a);
-    assert_eq!(new(store.book_room(&b, Some(&g.claim("bookings", "shared", "fp", now))).await.unwrap()), b);
-    assert_eq!(store.list_bookings(&g.owner, None).await.unwrap(), vec![b]);
+    let got_a = new(store.book_room(&a, Some(&f.claim("bookings", "shared", "fp", now))).await.unwrap());
+    assert_eq!(got_a, as_stored(&got_a, &a));
+    let got_b = new(store.book_room(&b, Some(&g.claim("bookings", "shared", "fp", now))).await.unwrap());
+    assert_eq!(got_b, as_stored(&got_b, &b));
+    assert_eq!(store.list_bookings(&g.owner, None).await.unwrap(), vec![got_b]);
 }
 
 pub async fn idempotency_keys_of_different_scopes_are_independent(store: &dyn Store) {
@@ -547,7 +560,8 @@ pub async fn idempotency_keys_of_different_scopes_are_independent(store: &dyn St
     let room = f.room(1, 0);
     new(store.insert_room(&room, Some(&f.claim("rooms", "same", "fp", now))).await.unwrap());
     let b = f.booking(room.id, f.slot(0, 60));
-    assert_eq!(new(store.book_room(&b, Some(&f.claim("bookings", "same", "fp", now))).await.unwrap()), b);
+    let got = new(store.book_room(&b, Some(&f.claim("bookings", "same", "fp", now))).await.unwrap());
+    assert_eq!(got, as_stored(&got, &b));
 }
 
 pub async fn expired_idempotency_key_creates_anew(store: &dyn Store) {
@@ -555,14 +569,16 @@ pub async fn expired_idempotency_key_creates_anew(store: &dyn Store) {
     let room = f.stored_room(store).await;
     let now = Utc::now();
     let first = f.booking(room.id, f.slot(0, 60));
-    new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp", now))).await.unwrap());
+    let first = new(store.book_room(&first, Some(&f.claim("bookings", "k", "fp", now))).await.unwrap());
 
     let second = f.booking(room.id, f.slot(60, 120));
     let almost = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL - Duration::seconds(1));
     assert_eq!(replayed(store.book_room(&second, Some(&almost)).await.unwrap()), first);
 
     let expired = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL + Duration::seconds(1));
-    assert_eq!(new(store.book_room(&second, Some(&expired)).await.unwrap()), second);
+    let got = new(store.book_room(&second, Some(&expired)).await.unwrap());
+    assert_eq!(got, as_stored(&got, &second));
+    let second = got;
     // The key now belongs to the second booking, for another day.
     let third = f.booking(room.id, f.slot(120, 180));
     let again = f.claim("bookings", "k", "fp", now + IDEMPOTENCY_TTL + Duration::hours(1));
@@ -1011,6 +1027,164 @@ pub async fn parallel_requests_with_one_key_create_once(store: &dyn Store) {
     assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), created);
 }
 
+// ----- days, freed rooms, the owner's list -----
+
+/// The first UTC midnight after `t`.
+fn next_midnight(t: DateTime<Utc>) -> DateTime<Utc> {
+    t.duration_trunc(Duration::days(1)).unwrap() + Duration::days(1)
+}
+
+fn mine(f: &Fixture, bookings: Vec<Booking>) -> Vec<Booking> {
+    bookings.into_iter().filter(|b| b.owner == f.owner).collect()
+}
+
+/// A booking that runs past midnight holds the next days' minutes too, and gives them back when
+/// shortened or cancelled (a store that keeps a room's bookings by day must carry them over).
+pub async fn bookings_past_midnight_hold_the_next_days(store: &dyn Store) {
+    let f = Fixture::new();
+    let midnight = next_midnight(f.base);
+    let at = |m: i64| midnight + Duration::minutes(m);
+    let slot = |a: i64, b: i64| TimeSlot::new(at(a), at(b)).unwrap();
+    let room = f.stored_room(store).await;
+    // 23:00 to 01:00.
+    let late = f.stored_booking(store, room.id, slot(-60, 60)).await;
+    for (a, b) in [(30, 90), (0, 30), (-30, 0), (59, 120), (-120, -59)] {
+        let err = store.book_room(&f.booking(room.id, slot(a, b)), None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "[{a}, {b}) minutes from midnight: {err:?}");
+    }
+    let after = f.stored_booking(store, room.id, slot(60, 120)).await;
+    let before = f.stored_booking(store, room.id, slot(-120, -60)).await;
+    // Seen from either day.
+    assert_eq!(mine(&f, store.bookings_between(slot(10, 20)).await.unwrap()), vec![late.clone()]);
+    assert_eq!(mine(&f, store.bookings_between(slot(-70, -50)).await.unwrap()), vec![before.clone(), late.clone()]);
+    assert_eq!(store.room_bookings(room.id, at(0)).await.unwrap(), vec![late.clone(), after.clone()]);
+    assert_eq!(store.get_booking(late.id).await.unwrap(), late);
+
+    // Cut back to midnight: the next day's first hour is free again.
+    let shorter = store.set_booking_end(late.id, at(0)).await.unwrap();
+    assert_eq!(shorter.slot, slot(-60, 0));
+    let early = f.stored_booking(store, room.id, slot(0, 60)).await;
+    assert_eq!(store.room_bookings(room.id, at(-90)).await.unwrap(), vec![before, shorter, early, after]);
+
+    // Stretched over two midnights, it holds every minute of them; cancelled, none.
+    let other = f.stored_room(store).await;
+    let long = f.stored_booking(store, other.id, slot(-30, 30)).await;
+    store.set_booking_end(long.id, at(2 * 24 * 60 + 30)).await.unwrap();
+    for day in [0, 1, 2] {
+        let inside = f.booking(other.id, slot(day * 24 * 60 + 10, day * 24 * 60 + 20));
+        let err = store.book_room(&inside, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::Conflict(_)), "day {day}: {err:?}");
+    }
+    let cancelled = store.cancel_booking(long.id, f.at(-60)).await.unwrap();
+    assert_eq!(cancelled.slot, slot(-30, 2 * 24 * 60 + 30));
+    for day in [0, 1, 2] {
+        f.stored_booking(store, other.id, slot(day * 24 * 60 + 10, day * 24 * 60 + 20)).await;
+    }
+}
+
+/// The scheduler's window may span days: every live booking overlapping it comes back once.
+pub async fn bookings_between_spans_days(store: &dyn Store) {
+    let f = Fixture::new();
+    let midnight = next_midnight(f.base);
+    let at = |m: i64| midnight + Duration::minutes(m);
+    let slot = |a: i64, b: i64| TimeSlot::new(at(a), at(b)).unwrap();
+    let (a, b) = (f.stored_room(store).await, f.stored_room(store).await);
+    let first_day = f.stored_booking(store, a.id, slot(-300, -240)).await;
+    let across = f.stored_booking(store, b.id, slot(-30, 30)).await;
+    let second_day = f.stored_booking(store, a.id, slot(600, 660)).await;
+    let third_day = f.stored_booking(store, b.id, slot(24 * 60 + 60, 24 * 60 + 120)).await;
+    let outside = f.stored_booking(store, a.id, slot(3 * 24 * 60, 3 * 24 * 60 + 60)).await;
+    let got = mine(&f, store.bookings_between(slot(-600, 2 * 24 * 60)).await.unwrap());
+    assert_eq!(got, vec![first_day, across.clone(), second_day, third_day]);
+    assert!(!got.contains(&outside));
+    assert_eq!(mine(&f, store.bookings_between(slot(1, 2)).await.unwrap()), vec![across]);
+}
+
+/// A room whose booking in a slot is cancelled is offered again by find-or-create for that
+/// slot before any new room is made.
+pub async fn find_or_create_finds_rooms_freed_in_its_slot(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    let rooms: Vec<Room> = (0..3).map(|i| f.room(2, i)).collect();
+    for r in &rooms {
+        store.insert_room(r, None).await.unwrap();
+    }
+    let filled = exhaust_free_rooms(store, &f, slot).await;
+    assert!(rooms.iter().all(|r| filled.contains(&r.id)));
+    let taken = mine(&f, store.room_bookings(rooms[1].id, f.at(-1)).await.unwrap());
+    store.cancel_booking(taken[0].id, f.at(-10)).await.unwrap();
+    // Another case's new room may be free too; then it is booked, and the search goes on.
+    for _ in 0..100 {
+        match store.book_any_room(&f.booking(RoomId::random(), slot), None, None).await {
+            Ok(c) => {
+                if new(c).1.id == rooms[1].id {
+                    return;
+                }
+            }
+            Err(e) => panic!("the freed room {} was not offered: {e:?}", rooms[1].id),
+        }
+    }
+    panic!("find-or-create never offered the freed room");
+}
+
+/// The owner's list follows every change of a booking (cancelled, a new end, its access), and
+/// forgets the bookings of a room that was deleted.
+pub async fn list_bookings_follows_every_change(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let a = f.stored_booking(store, room.id, f.slot(0, 60)).await;
+    let b = f.stored_booking(store, room.id, f.slot(60, 120)).await;
+    let c = f.stored_booking(store, room.id, f.slot(120, 180)).await;
+    let a = store.cancel_booking(a.id, f.at(-30)).await.unwrap();
+    let b = store.set_booking_end(b.id, f.at(90)).await.unwrap();
+    let access = Access { generation: 3, invitation: Some(invitation(&f)) };
+    let c = store.set_booking_access(c.id, &Access::default(), &access).await.unwrap();
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), vec![a.clone(), b.clone(), c.clone()]);
+    assert_eq!(store.list_bookings(&f.owner, Some(f.slot(90, 120))).await.unwrap(), vec![], "b ends at 90 now");
+    store.cancel_booking(b.id, f.at(-30)).await.unwrap();
+    store.cancel_booking(c.id, f.at(-30)).await.unwrap();
+    store.delete_room(room.id, f.at(-20)).await.unwrap();
+    assert_eq!(store.list_bookings(&f.owner, None).await.unwrap(), vec![]);
+    assert!(matches!(
+        store.booking_by_invitation(&access.invitation.unwrap().code_hash).await,
+        Err(StoreError::NotFound)
+    ));
+}
+
+/// Many find-or-creates for one slot at once, with enough free rooms for all: each room is taken
+/// once, and no new room is made while one of this case's rooms is free.
+pub async fn parallel_find_or_create_for_one_slot_takes_each_room_once(store: &dyn Store) {
+    let f = Fixture::new();
+    let slot = f.slot(0, 60);
+    let rooms: Vec<Room> = (0..12).map(|i| f.room(2, i)).collect();
+    for r in &rooms {
+        store.insert_room(r, None).await.unwrap();
+    }
+    let offers: Vec<(Booking, Room)> = (0..12)
+        .map(|i| (f.booking_by(&format!("user-{}", Uuid::new_v4()), RoomId::random(), slot), f.room(2, 100 + i)))
+        .collect();
+    let results = join_all(offers.iter().map(|(b, r)| store.book_any_room(b, Some(r), None))).await;
+    let mut got: Vec<RoomId> = results.into_iter().map(|r| new(r.unwrap()).1.id).collect();
+    got.sort();
+    let n = got.len();
+    got.dedup();
+    assert_eq!(got.len(), n, "a room was booked twice for one slot");
+    let taken: Vec<&Room> = rooms.iter().filter(|r| got.contains(&r.id)).collect();
+    let made = got.iter().filter(|id| offers.iter().any(|(_, r)| r.id == **id)).count();
+    // Every new room was made only after this case's rooms were all taken (by it or by others).
+    if made > 0 {
+        for r in &rooms {
+            let at_slot = store.room_bookings(r.id, f.at(-1)).await.unwrap();
+            assert!(
+                !at_slot.is_empty(),
+                "room {} stayed free while a new room was made ({} taken here)",
+                r.id,
+                taken.len()
+            );
+        }
+    }
+}
+
 // ----- the webhook outbox and session records -----
 
 /// Every delivery of `booking`'s events, by event time.
@@ -1069,16 +1243,23 @@ pub async fn book_any_room_notify_announces_the_room_it_chose(store: &dyn Store)
     let f = Fixture::new();
     let slot = f.slot(0, 60);
     exhaust_free_rooms(store, &f, slot).await;
-    let fresh = f.room(2, 5);
-    let (b, room) = new(store
-        .book_any_room_notify(&f.booking(RoomId::random(), slot), Some(&fresh), None, Some(f.at(-1)))
-        .await
-        .unwrap());
-    assert_eq!(room.id, fresh.id);
-    let events = outbox_of(store, b.id).await;
-    assert_eq!(events.len(), 1);
-    assert_eq!(events[0].event.room_id, fresh.id);
-    assert_eq!(events[0].event, OutboxEvent::booking_created(&b));
+    // On a shared store another case's new room may be free; it is then booked (and announced
+    // as such), and we try again until the offered room is made.
+    for i in 0..100 {
+        let fresh = f.room(2, 5 + i);
+        let (b, room) = new(store
+            .book_any_room_notify(&f.booking(RoomId::random(), slot), Some(&fresh), None, Some(f.at(-1)))
+            .await
+            .unwrap());
+        let events = outbox_of(store, b.id).await;
+        assert_eq!(events.len(), 1);
+        assert_eq!(events[0].event.room_id, room.id);
+        assert_eq!(events[0].event, OutboxEvent::booking_created(&b));
+        if room.id == fresh.id {
+            return;
+        }
+    }
+    panic!("book_any_room_notify never created the offered room");
 }
 
 pub async fn a_replayed_or_plain_booking_write_puts_nothing_in_the_outbox(store: &dyn Store) {
@@ -1187,9 +1368,9 @@ pub async fn deliveries_are_leased_retried_and_finished(store: &dyn Store) {
     assert!(due(store.due_deliveries(now, usize::MAX).await.unwrap()));
     assert!(!due(store.due_deliveries(f.at(-61), usize::MAX).await.unwrap()), "not before it was enqueued");
 
-    let leased = store.claim_delivery(b.room_id, &id, now, now + Duration::seconds(30)).await.unwrap().unwrap();
+    let leased = store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)).await.unwrap().unwrap();
     assert_eq!(leased.leased_until, Some(now + Duration::seconds(30)));
-    assert_eq!(store.claim_delivery(b.room_id, &id, now, now + Duration::seconds(30)).await.unwrap(), None);
+    assert_eq!(store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)).await.unwrap(), None);
     assert!(!due(store.due_deliveries(now, usize::MAX).await.unwrap()), "a lease hides it");
     // A lease that ran out (its holder died) frees it.
     let later = now + Duration::seconds(31);
@@ -1197,21 +1378,17 @@ pub async fn deliveries_are_leased_retried_and_finished(store: &dyn Store) {
 
     let retry_at = later + Duration::minutes(2);
     let retry = Attempt::Retry { at: later, next_at: retry_at, error: "HTTP 503".into() };
-    let d = store.finish_delivery(b.room_id, &id, &retry).await.unwrap();
+    let d = store.finish_delivery(b.id, &id, &retry).await.unwrap();
     assert_eq!((d.status, d.attempts, d.next_attempt_at, d.leased_until), (DeliveryStatus::Pending, 1, retry_at, None));
     assert_eq!(d.last_error.as_deref(), Some("HTTP 503"));
-    assert_eq!(
-        store.claim_delivery(b.room_id, &id, later, later + Duration::seconds(30)).await.unwrap(),
-        None,
-        "not due"
-    );
-    assert!(store.claim_delivery(b.room_id, &id, retry_at, retry_at + Duration::seconds(30)).await.unwrap().is_some());
-    let done = store.finish_delivery(b.room_id, &id, &Attempt::Delivered { at: retry_at }).await.unwrap();
+    assert_eq!(store.claim_delivery(b.id, &id, later, later + Duration::seconds(30)).await.unwrap(), None, "not due");
+    assert!(store.claim_delivery(b.id, &id, retry_at, retry_at + Duration::seconds(30)).await.unwrap().is_some());
+    let done = store.finish_delivery(b.id, &id, &Attempt::Delivered { at: retry_at }).await.unwrap();
     assert_eq!((done.status, done.attempts, done.delivered_at), (DeliveryStatus::Delivered, 2, Some(retry_at)));
-    assert_eq!(store.claim_delivery(b.room_id, &id, retry_at, retry_at + Duration::hours(1)).await.unwrap(), None);
+    assert_eq!(store.claim_delivery(b.id, &id, retry_at, retry_at + Duration::hours(1)).await.unwrap(), None);
     // An attempt that finishes late (its lease ran out and another delivered) changes nothing.
     let late = Attempt::Retry { at: retry_at, next_at: retry_at + Duration::minutes(5), error: "timeout".into() };
-    assert_eq!(store.finish_delivery(b.room_id, &id, &late).await.unwrap(), done);
+    assert_eq!(store.finish_delivery(b.id, &id, &late).await.unwrap(), done);
     assert!(!due(store.due_deliveries(retry_at + Duration::days(1), usize::MAX).await.unwrap()));
     let listed: Vec<Delivery> = store
         .deliveries(Some(DeliveryStatus::Delivered), usize::MAX)
@@ -1225,9 +1402,9 @@ pub async fn deliveries_are_leased_retried_and_finished(store: &dyn Store) {
         !store.deliveries(Some(DeliveryStatus::Pending), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id)
     );
 
-    let err = store.claim_delivery(b.room_id, "evt_missing", now, now).await.unwrap_err();
+    let err = store.claim_delivery(b.id, "evt_missing", now, now).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
-    let err = store.finish_delivery(b.room_id, "evt_missing", &Attempt::Delivered { at: now }).await.unwrap_err();
+    let err = store.finish_delivery(b.id, "evt_missing", &Attempt::Delivered { at: now }).await.unwrap_err();
     assert!(matches!(err, StoreError::NotFound), "{err:?}");
 }
 
@@ -1236,8 +1413,7 @@ pub async fn parallel_claims_of_a_delivery_have_one_winner(store: &dyn Store) {
     let b = announced_booking(store, &f, f.at(-60)).await;
     let id = OutboxEvent::booking_created(&b).id;
     let now = f.at(-59);
-    let claims =
-        join_all((0..20).map(|_| store.claim_delivery(b.room_id, &id, now, now + Duration::seconds(30)))).await;
+    let claims = join_all((0..20).map(|_| store.claim_delivery(b.id, &id, now, now + Duration::seconds(30)))).await;
     let won = claims.into_iter().map(Result::unwrap).filter(Option::is_some).count();
     assert_eq!(won, 1);
 }
@@ -1246,11 +1422,9 @@ pub async fn redeliver_makes_a_dead_letter_due_again(store: &dyn Store) {
     let f = Fixture::new();
     let b = announced_booking(store, &f, f.at(-60)).await;
     let id = OutboxEvent::booking_created(&b).id;
-    store.claim_delivery(b.room_id, &id, f.at(-59), f.at(-58)).await.unwrap().unwrap();
-    let failed = store
-        .finish_delivery(b.room_id, &id, &Attempt::Failed { at: f.at(-59), error: "HTTP 500".into() })
-        .await
-        .unwrap();
+    store.claim_delivery(b.id, &id, f.at(-59), f.at(-58)).await.unwrap().unwrap();
+    let failed =
+        store.finish_delivery(b.id, &id, &Attempt::Failed { at: f.at(-59), error: "HTTP 500".into() }).await.unwrap();
     assert_eq!(failed.status, DeliveryStatus::Failed);
     assert!(store.deliveries(Some(DeliveryStatus::Failed), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id));
     assert!(!store.due_deliveries(f.at(10_000), usize::MAX).await.unwrap().iter().any(|d| d.event.id == id));
@@ -1277,8 +1451,8 @@ pub async fn purge_deliveries_forgets_delivered_events_only(store: &dyn Store) {
     let pending = announced_booking(store, &Fixture::new(), t0 - Duration::hours(1)).await;
     for (b, at) in [(&old, t0), (&kept, t0 + Duration::hours(2))] {
         let id = OutboxEvent::booking_created(b).id;
-        store.claim_delivery(b.room_id, &id, at, at + Duration::seconds(1)).await.unwrap().unwrap();
-        store.finish_delivery(b.room_id, &id, &Attempt::Delivered { at }).await.unwrap();
+        store.claim_delivery(b.id, &id, at, at + Duration::seconds(1)).await.unwrap().unwrap();
+        store.finish_delivery(b.id, &id, &Attempt::Delivered { at }).await.unwrap();
     }
     assert!(store.purge_deliveries(t0 + Duration::hours(1)).await.unwrap() >= 1);
     assert!(outbox_of(store, old.id).await.is_empty());

@@ -522,12 +522,13 @@ pub trait Store: Send + Sync + 'static {
     /// due first, at most `limit`.
     async fn due_deliveries(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>>;
 
-    /// Takes the lease of event `id` (of booked room `room`) until `until`, if it is pending, due at
-    /// `now` and not leased: compare-and-set, so of concurrent callers one gets it. `None` when it is
-    /// not (another caller has it, it was delivered, or it is not due); `NotFound` when missing.
+    /// Takes the lease of event `id` (about booking `booking`: the store keeps an event with its
+    /// booking) until `until`, if it is pending, due at `now` and not leased: compare-and-set, so
+    /// of concurrent callers one gets it. `None` when it is not (another caller has it, it was
+    /// delivered, or it is not due); `NotFound` when missing.
     async fn claim_delivery(
         &self,
-        room: RoomId,
+        booking: Uuid,
         id: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
@@ -536,7 +537,7 @@ pub trait Store: Send + Sync + 'static {
     /// Records an attempt's outcome (one more attempt, the lease released). An event already
     /// delivered stays delivered (a late attempt whose lease ran out cannot undo a delivery).
     /// `NotFound` when missing.
-    async fn finish_delivery(&self, room: RoomId, id: &str, attempt: &Attempt) -> StoreResult<Delivery>;
+    async fn finish_delivery(&self, booking: Uuid, id: &str, attempt: &Attempt) -> StoreResult<Delivery>;
 
     /// Deliveries with `status` (any when `None`), newest event first, at most `limit`.
     async fn deliveries(&self, status: Option<DeliveryStatus>, limit: usize) -> StoreResult<Vec<Delivery>>;

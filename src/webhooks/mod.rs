@@ -32,9 +32,9 @@ use sha2::Sha256;
 use crate::{
     clock::Clock,
     config::{Secret, WebhookConfig, webhook_key},
-    domain::RoomId,
     store::{Attempt, Delivery, Store, StoreError},
 };
+use uuid::Uuid;
 
 /// Longest wait for a receiver's answer.
 pub const ATTEMPT_TIMEOUT: StdDuration = StdDuration::from_secs(10);
@@ -117,17 +117,17 @@ impl Webhooks {
         Ok(Self { store, clock, http, url: config.url.clone(), key, max_age: config.max_age })
     }
 
-    /// Sends these just-written events (booked room, event id) from a background task, each once
+    /// Sends these just-written events (their booking, event id) from a background task, each once
     /// if its lease can be taken; whatever fails is left to the timer. Never blocks the caller.
-    pub fn deliver_soon(self: &Arc<Self>, events: Vec<(RoomId, String)>) {
+    pub fn deliver_soon(self: &Arc<Self>, events: Vec<(Uuid, String)>) {
         if events.is_empty() {
             return;
         }
         let me = self.clone();
         tokio::spawn(async move {
-            for (room, id) in events {
+            for (booking, id) in events {
                 let now = me.clock.now();
-                match me.store.claim_delivery(room, &id, now, now + LEASE).await {
+                match me.store.claim_delivery(booking, &id, now, now + LEASE).await {
                     Ok(Some(d)) => {
                         me.attempt(d).await;
                     }
@@ -148,7 +148,7 @@ impl Webhooks {
         let outcomes: Vec<Option<Outcome>> = futures::stream::iter(due)
             .map(|d| async move {
                 let now = self.clock.now();
-                match self.store.claim_delivery(d.event.room_id, &d.event.id, now, now + LEASE).await {
+                match self.store.claim_delivery(d.event.booking_id, &d.event.id, now, now + LEASE).await {
                     Ok(Some(d)) => Some(self.attempt(d).await),
                     Ok(None) => None,
                     Err(e) => {
@@ -214,7 +214,7 @@ impl Webhooks {
             Attempt::Failed { error, .. } => tracing::error!(event_id = %d.event.id, %error,
                 "webhook dead-lettered: not delivered within WEBHOOK_MAX_AGE_MINUTES"),
         }
-        if let Err(e) = self.store.finish_delivery(d.event.room_id, &d.event.id, &attempt).await {
+        if let Err(e) = self.store.finish_delivery(d.event.booking_id, &d.event.id, &attempt).await {
             // The lease runs out and the timer tries again: at least once, never lost.
             tracing::warn!(event_id = %d.event.id, error = %e, "cannot record a webhook attempt");
         }

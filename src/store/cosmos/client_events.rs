@@ -5,12 +5,13 @@
 //! every event}. Another append in between changes the etag, the batch fails with 412 and is
 //! tried again from the read, so no two instances can pass the limits together.
 
-use azure_data_cosmos::{FeedScope, Query, TransactionalBatch};
+use azure_data_cosmos::{Query, TransactionalBatch};
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CosmosStore, backoff, busy, if_match_batch, map_err, parse_ts, query, read_doc, run_batch, ts};
+use super::CosmosStore;
+use super::sdk::{Fresh, In, backoff, busy, map_err, parse_ts, replace_if, ts};
 use crate::store::{ClientEvent, ClientEventLimits, MAX_CLIENT_EVENTS_PER_APPEND, StoreError, StoreResult};
 
 const QUOTA_ID: &str = "quota";
@@ -80,7 +81,7 @@ pub(super) async fn append(
     let minute = ts(now.duration_trunc(chrono::Duration::minutes(1)).unwrap_or(now));
     let n = events.len() as u64;
     for attempt in 0..store.tuning.contention_attempts {
-        let current = read_doc::<QuotaDoc>(&store.ops, pk.clone(), QUOTA_ID).await?;
+        let current = store.c.read::<QuotaDoc>(In::Ops, &pk, QUOTA_ID, Fresh::Session).await?;
         let (total, in_minute, etag) = match &current {
             Some((q, etag)) => (q.total, if q.minute == minute { q.in_minute } else { 0 }, Some(etag.clone())),
             None => (0, 0, None),
@@ -104,7 +105,7 @@ pub(super) async fn append(
         };
         let mut batch = TransactionalBatch::new(pk.clone());
         batch = match &etag {
-            Some(etag) => batch.replace_item(QUOTA_ID, &quota, Some(if_match_batch(etag))).map_err(map_err)?,
+            Some(etag) => batch.replace_item(QUOTA_ID, &quota, replace_if(etag)).map_err(map_err)?,
             None => batch.create_item(&quota).map_err(map_err)?,
         };
         for (i, e) in events.iter().enumerate() {
@@ -122,16 +123,16 @@ pub(super) async fn append(
             };
             batch = batch.create_item(&doc).map_err(map_err)?;
         }
-        match run_batch(&store.ops, batch).await {
-            Ok(()) => return Ok(()),
-            Err(fail) => {
+        match store.c.batch(In::Ops, batch).await {
+            Ok(_) => return Ok(()),
+            Err(failed) => {
+                let fail = failed.fail;
                 // A lost answer to a batch that committed: the first event is there, with our data.
-                if fail.error_is_unknown_outcome() || fail.status == 409 {
-                    if let Some((found, _)) =
-                        read_doc::<EventDoc>(&store.ops, pk.clone(), &events[0].id.to_string()).await?
-                    {
-                        return if found.to_event()? == events[0] { Ok(()) } else { Err(StoreError::AlreadyExists) };
-                    }
+                if (fail.unknown_outcome() || fail.status == 409)
+                    && let Some((found, _)) =
+                        store.c.read::<EventDoc>(In::Ops, &pk, &events[0].id.to_string(), Fresh::Session).await?
+                {
+                    return if found.to_event()? == events[0] { Ok(()) } else { Err(StoreError::AlreadyExists) };
                 }
                 match fail.status {
                     // Another append changed the quota (412), or created it first (409): read again.
@@ -147,7 +148,7 @@ pub(super) async fn append(
 /// See [`crate::store::Store::client_events`].
 pub(super) async fn list(store: &CosmosStore, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>> {
     let q = Query::from("SELECT * FROM c WHERE c.kind = 'client-event'");
-    let mut docs: Vec<EventDoc> = query(&store.ops, q, FeedScope::partition(events_pk(booking_id))).await?;
+    let mut docs: Vec<EventDoc> = store.c.query(In::Ops, q, Some(&events_pk(booking_id)), Fresh::Session).await?;
     docs.sort_by_key(|d| d.seq);
     docs.iter().map(EventDoc::to_event).collect()
 }

@@ -1,20 +1,23 @@
 //! Cosmos DB: keyset pages of rooms, an owner's bookings and the webhook outbox.
 //!
-//! Each page is one cross-partition query `SELECT TOP n … WHERE filters AND (sort key) > (the
-//! key) ORDER BY sort key`: the gateway merges the partitions' ordered streams and stops after n
-//! items, so a page costs about n documents read, never the whole container. The two-field
-//! orders need the composite indexes `infra/main.bicep` declares on the rooms container
-//! (`/createdAt,/roomId`, `/start,/id`, `/at,/eventId`).
+//! Each page is one query `SELECT TOP n … WHERE filters AND (sort key) > (the key) ORDER BY sort
+//! key`, so a page costs about n documents read, never the whole container. Rooms and the outbox
+//! are the whole fleet's, a cross-partition query whose ordered streams the gateway merges; an
+//! owner's bookings are one query in the owner's partition of `ops` (its `owned` documents). The
+//! two-field orders need the composite indexes `infra/main.bicep` declares (`/createdAt,/roomId`
+//! and `/at,/eventId` on `rooms`, `/start,/id` on `ops`).
 //!
 //! Rooms free during a slot: the rooms busy in the slot come from one query bounded by the slot
 //! (as for `list_rooms`), and pages of candidates are read until `limit` free ones are found.
 
 use std::collections::HashSet;
 
-use azure_data_cosmos::{FeedScope, Query};
+use azure_data_cosmos::Query;
 
+use super::documents::{OwnerDoc, RoomDoc, owner_doc_id, owner_pk};
 use super::records::OutboxDoc;
-use super::{BookingDoc, CosmosStore, RoomDoc, map_err, query, ts};
+use super::sdk::{Fresh, In, map_err, ts};
+use super::CosmosStore;
 use crate::domain::{Booking, BookingStatus, Room};
 use crate::store::{
     BookingKey, BookingQuery, Delivery, DeliveryKey, DeliveryStatus, RoomFilter, RoomKey, StoreError, StoreResult,
@@ -83,12 +86,12 @@ impl CosmosStore {
             // Ask for what is missing plus the busy rooms that may be among them.
             let want = (limit - out.len()).saturating_add(busy.len()).min(limit.saturating_mul(2));
             let q = text.build(want, "c.createdAt, c.roomId")?;
-            let docs: Vec<RoomDoc> = query(&self.rooms, q, FeedScope::full_container()).await?;
+            let docs: Vec<RoomDoc> = self.c.query(In::Rooms, q, None, Fresh::Session).await?;
             let exhausted = docs.len() < want;
             for d in docs {
                 let room = d.to_room()?;
                 after = Some(RoomKey::of(&room));
-                if !busy.contains(&d.room_id) && out.len() < limit {
+                if !busy.contains(&room.id) && out.len() < limit {
                     out.push(room);
                 }
             }
@@ -105,17 +108,18 @@ impl CosmosStore {
         after: Option<&BookingKey>,
         limit: usize,
     ) -> StoreResult<Vec<Booking>> {
-        let mut text = Text::new("SELECT * FROM c WHERE c.kind = 'booking' AND c.owner = @owner");
+        let mut text = Text::new("SELECT * FROM c WHERE c.kind = 'owned' AND c.owner = @owner");
         text.params.push(("@owner".into(), q.owner.clone().into()));
         let now = ts(q.now);
+        let live = "IS_NULL(c.booking.cancelled_at)";
         match q.status {
             None => {}
-            Some(BookingStatus::Cancelled) => text.and("c.live = false", []),
-            Some(BookingStatus::Upcoming) => text.and("c.live = true AND c.start > @now", [("@now", now.into())]),
+            Some(BookingStatus::Cancelled) => text.and(&format!("NOT {live}"), []),
+            Some(BookingStatus::Upcoming) => text.and(&format!("{live} AND c.start > @now"), [("@now", now.into())]),
             Some(BookingStatus::Active) => {
-                text.and("c.live = true AND c.start <= @now AND c.end > @now", [("@now", now.into())])
+                text.and(&format!("{live} AND c.start <= @now AND c.end > @now"), [("@now", now.into())])
             }
-            Some(BookingStatus::Past) => text.and("c.live = true AND c.end <= @now", [("@now", now.into())]),
+            Some(BookingStatus::Past) => text.and(&format!("{live} AND c.end <= @now"), [("@now", now.into())]),
         }
         if let Some(slot) = q.during {
             text.and(
@@ -126,12 +130,12 @@ impl CosmosStore {
         if let Some(k) = after {
             text.and(
                 "(c.start > @ks OR (c.start = @ks AND c.id > @kid))",
-                [("@ks", ts(k.start).into()), ("@kid", k.id.to_string().into())],
+                [("@ks", ts(k.start).into()), ("@kid", owner_doc_id(k.id).into())],
             );
         }
-        let docs: Vec<BookingDoc> =
-            query(&self.rooms, text.build(limit, "c.start, c.id")?, FeedScope::full_container()).await?;
-        docs.iter().map(BookingDoc::to_booking).collect()
+        let docs: Vec<OwnerDoc> =
+            self.c.query(In::Ops, text.build(limit, "c.start, c.id")?, Some(&owner_pk(&q.owner)), Fresh::Session).await?;
+        Ok(docs.into_iter().map(|d| d.booking).collect())
     }
 
     pub(super) async fn deliveries_page_impl(
@@ -151,7 +155,7 @@ impl CosmosStore {
             );
         }
         let docs: Vec<OutboxDoc> =
-            query(&self.rooms, text.build(limit, "c.at DESC, c.eventId DESC")?, FeedScope::full_container()).await?;
+            self.c.query(In::Rooms, text.build(limit, "c.at DESC, c.eventId DESC")?, None, Fresh::Session).await?;
         docs.iter().map(OutboxDoc::to_delivery).collect::<Result<_, StoreError>>()
     }
 }

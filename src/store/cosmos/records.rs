@@ -3,29 +3,35 @@
 //!
 //! | document | container, `pk` | id |
 //! |---|---|---|
-//! | session record | `rooms`, the booked room | `session-<booking id>` |
-//! | outbox event and its delivery | `rooms`, the booked room | `wh-<event id>` |
+//! | session record ([`SessionDoc`]) | `rooms`, the booking's home day (`day-YYYY-MM-DD`) | `session-<booking id>` |
+//! | outbox event and its delivery ([`OutboxDoc`]) | `rooms`, the booking's home day | `wh-<event id>` |
 //! | session room lookup | `ops`, its own id | `sroom-<janus room id>` |
 //!
-//! A booking's events and its session record live in its room's partition, next to the
-//! booking: a booking write and its event are one transactional batch ([`outbox_doc`] is added
-//! to the booking writes' batches), and so are a session record and the events it announces.
-//! Finding due events is a fan-out query (the delivery timer, once a minute); a delivery's
-//! lease is a compare-and-set on the event's own document.
+//! A booking's events and its session record live in its home partition, next to the day
+//! document that holds the booking (the booking id names it, see [`super::documents::locate`]):
+//! a booking write and its event are one transactional batch ([`outbox_doc`] is added to the
+//! booking writes' batches), and so are a session record and the events it announces. Reading,
+//! leasing and finishing one event, and reading one record, are point reads and writes whatever
+//! the size; finding due events is a fan-out query (the delivery timer, once a minute), and so are
+//! the operator's listing, redelivery by id and the purge.
 
-use azure_data_cosmos::{FeedScope, Query, TransactionalBatch};
-use chrono::{DateTime, Utc};
+use std::collections::HashMap;
+
+use azure_data_cosmos::{Query, TransactionalBatch};
+use chrono::{DateTime, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{CosmosStore, Fail, if_match, if_match_batch, map_err, parse_ts, pk, query, read_doc, run_batch, ts};
+use super::CosmosStore;
+use super::documents::day_pk;
+use super::sdk::{Fresh, In, busy, map_err, parse_ts, replace_if, ts};
 use crate::domain::{RoomId, events::OutboxEvent, session::SessionRecord};
 use crate::store::{Attempt, Delivery, DeliveryStatus, SessionRoom, StoreError, StoreResult, StoredRecord};
 
 /// Attempts of a lease or outcome write that keeps losing to another writer of the same event.
-const OUTBOX_ATTEMPTS: usize = 5;
+const OUTBOX_ATTEMPTS: u32 = 5;
 
-/// A session record in its booking's room partition.
+/// A session record in its booking's home partition.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct SessionDoc {
@@ -39,8 +45,8 @@ pub(super) struct SessionDoc {
     record: SessionRecord,
 }
 
-/// An outbox event and its delivery state, in its booking's room partition. Times are fixed-width
-/// strings, so the due query compares them as text.
+/// An outbox event and its delivery state, in its booking's home partition. Times are
+/// fixed-width strings, so the due query compares them as text.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub(super) struct OutboxDoc {
@@ -73,7 +79,7 @@ fn session_id(booking: Uuid) -> String {
     format!("session-{booking}")
 }
 
-fn outbox_id(event_id: &str) -> String {
+pub(super) fn outbox_id(event_id: &str) -> String {
     format!("wh-{event_id}")
 }
 
@@ -81,11 +87,12 @@ fn session_room_id(janus_room: u64) -> String {
     format!("sroom-{janus_room}")
 }
 
-/// The outbox document of `event`, pending and due at `now`: what a booking write's batch creates.
-pub(super) fn outbox_doc(event: &OutboxEvent, now: DateTime<Utc>) -> OutboxDoc {
+/// The outbox document of `event` in partition `pk` (its booking's home day), pending and due at
+/// `now`: what a booking write's batch creates.
+pub(super) fn outbox_doc(event: &OutboxEvent, pk: String, now: DateTime<Utc>) -> OutboxDoc {
     OutboxDoc {
         id: outbox_id(&event.id),
-        pk: pk(event.room_id),
+        pk,
         kind: "outbox".into(),
         event_id: event.id.clone(),
         at: ts(event.at),
@@ -98,18 +105,6 @@ pub(super) fn outbox_doc(event: &OutboxEvent, now: DateTime<Utc>) -> OutboxDoc {
         delivered_at: None,
         event: event.clone(),
     }
-}
-
-/// Adds the creation of `events`' outbox documents to `batch`.
-pub(super) fn with_outbox(
-    mut batch: TransactionalBatch,
-    events: &[OutboxEvent],
-    now: DateTime<Utc>,
-) -> StoreResult<TransactionalBatch> {
-    for e in events {
-        batch = batch.create_item(outbox_doc(e, now)).map_err(map_err)?;
-    }
-    Ok(batch)
 }
 
 impl OutboxDoc {
@@ -141,33 +136,58 @@ fn sorted(mut docs: Vec<OutboxDoc>, newest_first: bool) -> Vec<OutboxDoc> {
 }
 
 impl CosmosStore {
+    /// The partition a booking's records and events live in; `NotFound` for an id that names no
+    /// home (not minted by this layout and without a migration lookup).
+    async fn home_pk(&self, booking: Uuid) -> StoreResult<String> {
+        let (_, day): (RoomId, NaiveDate) = self.home_of(booking).await?.ok_or(StoreError::NotFound)?;
+        Ok(day_pk(day))
+    }
+
     pub(super) async fn put_session_room_impl(&self, room: &SessionRoom) -> StoreResult<()> {
         let id = session_room_id(room.janus_room);
         let doc = SessionRoomDoc { id: id.clone(), pk: id.clone(), kind: "session-room".into(), room: room.clone() };
-        self.ops.upsert_item(id.clone(), &id, &doc, None).await.map(|_| ()).map_err(map_err)
+        self.c.upsert(In::Ops, &id, &id, &doc).await
     }
 
     pub(super) async fn session_room_impl(&self, janus_room: u64) -> StoreResult<Option<SessionRoom>> {
         let id = session_room_id(janus_room);
-        Ok(read_doc::<SessionRoomDoc>(&self.ops, id.clone(), &id).await?.map(|(d, _)| d.room))
+        Ok(self.c.read::<SessionRoomDoc>(In::Ops, &id, &id, Fresh::Session).await?.map(|(d, _)| d.room))
     }
 
-    pub(super) async fn session_record_impl(&self, room: RoomId, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
-        Ok(read_doc::<SessionDoc>(&self.rooms, pk(room), &session_id(booking))
+    pub(super) async fn session_record_impl(&self, booking: Uuid) -> StoreResult<Option<StoredRecord>> {
+        let pk = match self.home_pk(booking).await {
+            Ok(pk) => pk,
+            Err(StoreError::NotFound) => return Ok(None),
+            Err(e) => return Err(e),
+        };
+        Ok(self
+            .c
+            .read::<SessionDoc>(In::Rooms, &pk, &session_id(booking), Fresh::Session)
             .await?
             .map(|(d, _)| StoredRecord { record: d.record, version: d.version }))
     }
 
+    /// One query per home day of the bookings (in chunks of 100 ids), never a fan-out.
     pub(super) async fn session_records_impl(&self, bookings: &[Uuid]) -> StoreResult<Vec<StoredRecord>> {
-        if bookings.is_empty() {
-            return Ok(vec![]);
+        let mut by_pk: HashMap<String, Vec<String>> = HashMap::new();
+        for b in bookings {
+            match self.home_pk(*b).await {
+                Ok(pk) => by_pk.entry(pk).or_default().push(b.to_string()),
+                Err(StoreError::NotFound) => {}
+                Err(e) => return Err(e),
+            }
         }
-        let ids: Vec<String> = bookings.iter().map(|b| b.to_string()).collect();
-        let q = Query::from("SELECT * FROM c WHERE c.kind = 'session' AND ARRAY_CONTAINS(@ids, c.bookingId)")
-            .with_parameter("@ids", ids)
-            .map_err(map_err)?;
-        let docs: Vec<SessionDoc> = query(&self.rooms, q, FeedScope::full_container()).await?;
-        Ok(docs.into_iter().map(|d| StoredRecord { record: d.record, version: d.version }).collect())
+        let mut out = vec![];
+        for (pk, ids) in by_pk {
+            for chunk in ids.chunks(100) {
+                let q = Query::from("SELECT * FROM c WHERE c.kind = 'session' AND ARRAY_CONTAINS(@ids, c.bookingId)")
+                    .with_parameter("@ids", chunk.to_vec())
+                    .map_err(map_err)?;
+                let docs: Vec<SessionDoc> = self.c.query(In::Rooms, q, Some(&pk), Fresh::Session).await?;
+                out.extend(docs.into_iter().map(|d| StoredRecord { record: d.record, version: d.version }));
+            }
+        }
+        Ok(out)
     }
 
     pub(super) async fn put_session_record_impl(
@@ -177,54 +197,47 @@ impl CosmosStore {
         outbox: &[OutboxEvent],
         now: DateTime<Utc>,
     ) -> StoreResult<u64> {
-        let room = record.room_id;
+        let pk = self.home_pk(record.booking_id).await?;
         let id = session_id(record.booking_id);
-        let current = read_doc::<SessionDoc>(&self.rooms, pk(room), &id).await?;
-        let (next, batch) = match (&current, expected) {
-            (None, None) => {
-                let doc = self.session_doc(record, 1);
-                (doc.clone(), TransactionalBatch::new(pk(room)).create_item(doc).map_err(map_err)?)
-            }
+        let current = self.c.read::<SessionDoc>(In::Rooms, &pk, &id, Fresh::Session).await?;
+        let next = SessionDoc {
+            id: id.clone(),
+            pk: pk.clone(),
+            kind: "session".into(),
+            booking_id: record.booking_id,
+            version: expected.map_or(1, |e| e + 1),
+            nonce: Uuid::new_v4().to_string(),
+            record: record.clone(),
+        };
+        let batch = TransactionalBatch::new(pk.clone());
+        let mut batch = match (&current, expected) {
+            (None, None) => batch.create_item(&next).map_err(map_err)?,
             (Some((d, etag)), Some(e)) if d.version == e => {
-                let doc = self.session_doc(record, e + 1);
-                let batch = TransactionalBatch::new(pk(room))
-                    .replace_item(id.clone(), doc.clone(), Some(if_match_batch(etag)))
-                    .map_err(map_err)?;
-                (doc, batch)
+                batch.replace_item(id.clone(), &next, replace_if(etag)).map_err(map_err)?
             }
             _ => return Err(StoreError::PreconditionFailed),
         };
-        let batch = with_outbox(batch, outbox, now)?;
-        match run_batch(&self.rooms, batch).await {
-            Ok(()) => Ok(next.version),
+        for e in outbox {
+            batch = batch.create_item(outbox_doc(e, pk.clone(), now)).map_err(map_err)?;
+        }
+        match self.c.batch(In::Rooms, batch).await {
+            Ok(_) => Ok(next.version),
             Err(fail) => {
                 // Our write may have committed with its answer lost: the nonce says.
-                let stored = read_doc::<SessionDoc>(&self.rooms, pk(room), &id).await?;
-                if let Some((found, _)) = &stored {
-                    if found.nonce == next.nonce {
-                        return Ok(found.version);
-                    }
+                let stored = self.c.read::<SessionDoc>(In::Rooms, &pk, &id, Fresh::Session).await?;
+                if let Some((found, _)) = &stored
+                    && found.nonce == next.nonce
+                {
+                    return Ok(found.version);
                 }
-                match fail.status {
-                    // Another writer created the record first.
-                    409 if current.is_none() && stored.is_some() => Err(StoreError::PreconditionFailed),
-                    409 => Err(StoreError::AlreadyExists),
-                    412 | 404 => Err(StoreError::PreconditionFailed),
-                    _ => Err(fail.error),
+                match (fail.op, fail.fail.status) {
+                    // Another writer created or changed the record first.
+                    (Some(0), 409 | 412 | 404) => Err(StoreError::PreconditionFailed),
+                    // An event of this write is in the outbox already.
+                    (Some(_), 409) => Err(StoreError::AlreadyExists),
+                    _ => Err(fail.fail.error),
                 }
             }
-        }
-    }
-
-    fn session_doc(&self, record: &SessionRecord, version: u64) -> SessionDoc {
-        SessionDoc {
-            id: session_id(record.booking_id),
-            pk: pk(record.room_id),
-            kind: "session".into(),
-            booking_id: record.booking_id,
-            version,
-            nonce: Uuid::new_v4().to_string(),
-            record: record.clone(),
         }
     }
 
@@ -233,7 +246,7 @@ impl CosmosStore {
         for (name, value) in params {
             q = q.with_parameter(name, value).map_err(map_err)?;
         }
-        query(&self.rooms, q, FeedScope::full_container()).await
+        self.c.query(In::Rooms, q, None, Fresh::Session).await
     }
 
     pub(super) async fn due_deliveries_impl(&self, now: DateTime<Utc>, limit: usize) -> StoreResult<Vec<Delivery>> {
@@ -247,45 +260,42 @@ impl CosmosStore {
         sorted(docs, false).iter().filter(|d| !d.leased_at(&now_s)).take(limit).map(OutboxDoc::to_delivery).collect()
     }
 
+    /// Event `id` of `booking` and its etag, `NotFound` when missing.
+    async fn outbox_entry(&self, booking: Uuid, id: &str) -> StoreResult<(OutboxDoc, String)> {
+        let pk = self.home_pk(booking).await?;
+        self.c.read::<OutboxDoc>(In::Rooms, &pk, &outbox_id(id), Fresh::Session).await?.ok_or(StoreError::NotFound)
+    }
+
     pub(super) async fn claim_delivery_impl(
         &self,
-        room: RoomId,
+        booking: Uuid,
         id: &str,
         now: DateTime<Utc>,
         until: DateTime<Utc>,
     ) -> StoreResult<Option<Delivery>> {
         let now_s = ts(now);
-        let Some((doc, etag)) = read_doc::<OutboxDoc>(&self.rooms, pk(room), &outbox_id(id)).await? else {
-            return Err(StoreError::NotFound);
-        };
+        let (doc, etag) = self.outbox_entry(booking, id).await?;
         if doc.status != DeliveryStatus::Pending || doc.next_attempt_at > now_s || doc.leased_at(&now_s) {
             return Ok(None);
         }
         let leased = OutboxDoc { leased_until: Some(ts(until)), ..doc };
-        match self.rooms.replace_item(pk(room), &leased.id, &leased, Some(if_match(&etag))).await {
+        match self.c.replace(In::Rooms, &leased.pk, &leased.id, &leased, &etag).await {
             Ok(_) => Ok(Some(leased.to_delivery()?)),
-            Err(e) => {
-                let fail = Fail::from(e);
-                match fail.status {
-                    // Another caller took it first.
-                    412 => Ok(None),
-                    404 => Err(StoreError::NotFound),
-                    _ => Err(fail.error),
-                }
-            }
+            // Another caller took it first.
+            Err(f) if f.status == 412 => Ok(None),
+            Err(f) if f.status == 404 => Err(StoreError::NotFound),
+            Err(f) => Err(f.error),
         }
     }
 
     pub(super) async fn finish_delivery_impl(
         &self,
-        room: RoomId,
+        booking: Uuid,
         id: &str,
         attempt: &Attempt,
     ) -> StoreResult<Delivery> {
         for _ in 0..OUTBOX_ATTEMPTS {
-            let Some((doc, etag)) = read_doc::<OutboxDoc>(&self.rooms, pk(room), &outbox_id(id)).await? else {
-                return Err(StoreError::NotFound);
-            };
+            let (doc, etag) = self.outbox_entry(booking, id).await?;
             if doc.status == DeliveryStatus::Delivered {
                 return doc.to_delivery();
             }
@@ -305,19 +315,14 @@ impl CosmosStore {
                     next.last_error = Some(error.clone());
                 }
             }
-            match self.rooms.replace_item(pk(room), &next.id, &next, Some(if_match(&etag))).await {
+            match self.c.replace(In::Rooms, &next.pk, &next.id, &next, &etag).await {
                 Ok(_) => return next.to_delivery(),
-                Err(e) => {
-                    let fail = Fail::from(e);
-                    match fail.status {
-                        412 => continue,
-                        404 => return Err(StoreError::NotFound),
-                        _ => return Err(fail.error),
-                    }
-                }
+                Err(f) if f.status == 412 => continue,
+                Err(f) if f.status == 404 => return Err(StoreError::NotFound),
+                Err(f) => return Err(f.error),
             }
         }
-        Err(StoreError::Unavailable { message: format!("outbox event {id} kept changing"), retry_after: None })
+        Err(busy(format!("outbox event {id} kept changing")))
     }
 
     pub(super) async fn deliveries_impl(
@@ -344,8 +349,7 @@ impl CosmosStore {
                 .outbox_query("SELECT * FROM c WHERE c.kind = 'outbox' AND c.id = @id", vec![("@id", outbox_id(id))])
                 .await?;
             let Some(doc) = found.into_iter().next() else { return Err(StoreError::NotFound) };
-            let room = RoomId::new(doc.event.room_id.get()).map_err(|e| StoreError::Internal(e.0))?;
-            let Some((doc, etag)) = read_doc::<OutboxDoc>(&self.rooms, pk(room), &doc.id).await? else {
+            let Some((doc, etag)) = self.c.read::<OutboxDoc>(In::Rooms, &doc.pk, &doc.id, Fresh::Session).await? else {
                 return Err(StoreError::NotFound);
             };
             let next = OutboxDoc {
@@ -356,17 +360,13 @@ impl CosmosStore {
                 delivered_at: None,
                 ..doc
             };
-            match self.rooms.replace_item(pk(room), &next.id, &next, Some(if_match(&etag))).await {
+            match self.c.replace(In::Rooms, &next.pk, &next.id, &next, &etag).await {
                 Ok(_) => return next.to_delivery(),
-                Err(e) => {
-                    let fail = Fail::from(e);
-                    if fail.status != 412 {
-                        return Err(fail.error);
-                    }
-                }
+                Err(f) if f.status == 412 => {}
+                Err(f) => return Err(f.error),
             }
         }
-        Err(StoreError::Unavailable { message: format!("outbox event {id} kept changing"), retry_after: None })
+        Err(busy(format!("outbox event {id} kept changing")))
     }
 
     pub(super) async fn purge_deliveries_impl(&self, before: DateTime<Utc>) -> StoreResult<u64> {
@@ -378,11 +378,8 @@ impl CosmosStore {
             .await?;
         let mut n = 0;
         for d in docs {
-            match self.rooms.delete_item(d.pk.clone(), &d.id, None).await {
-                Ok(_) => n += 1,
-                Err(e) if e.status().is_not_found() => {}
-                Err(e) => return Err(map_err(e)),
-            }
+            self.c.delete(In::Rooms, &d.pk, &d.id).await?;
+            n += 1;
         }
         Ok(n)
     }

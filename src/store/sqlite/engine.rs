@@ -1,0 +1,455 @@
+//! The engine under the embedded store: connections, the writer thread with group commit, the
+//! reader pool, checkpoints, and the mapping of SQLite's errors.
+//!
+//! - **One writer thread, group commit.** Every write of this process goes to ONE connection
+//!   owned by a dedicated thread (`writer_loop`). The thread takes every write queued at that
+//!   moment (up to [`MAX_BATCH`]) and runs them in ONE `BEGIN IMMEDIATE … COMMIT`, each under its
+//!   own savepoint: a write that fails rolls back alone, the others commit together. Each caller
+//!   gets its answer only after the COMMIT, so nothing is reported that is not stored. Writers
+//!   queue in FIFO order instead of spinning on `SQLITE_BUSY`, and a burst of bookings costs one
+//!   commit instead of one each.
+//! - **A few readers.** Reads run on a small pool of separate connections that WAL lets proceed
+//!   while a write is in flight, each on `tokio::task::spawn_blocking`.
+//! - **Checkpoints that keep up without stalling the writer.** A checkpoint thread copies the
+//!   WAL back into the database (`PASSIVE`, never blocking anyone) each time the writer has
+//!   added [`PASS_FRAMES`] to it. A WAL only starts over from its beginning when a checkpoint has
+//!   copied every frame and the next write begins, and under steady load the background pass
+//!   never catches the writer; so once the WAL holds [`RESTART_FRAMES`], the background thread
+//!   starts no new pass and the writer runs one itself between two batches: it copies only what
+//!   arrived since the last background pass (and syncs, a few milliseconds, once every few tens
+//!   of megabytes), and the next batch starts the WAL over. `journal_size_limit` then trims the
+//!   file. No `TRUNCATE` or `RESTART` checkpoint ever waits for the writer.
+//! - **Bounded memory.** Each connection has a small page cache and no memory map: the
+//!   operating system's file cache holds the rest, outside the process.
+//! - **Many processes.** Every write runs under SQLite's write lock (`BEGIN IMMEDIATE`), so the
+//!   contract holds when several processes share the file; a process that finds the lock taken
+//!   waits up to [`BUSY_TIMEOUT`] and then answers [`StoreError::Unavailable`].
+//! - **Durability.** WAL with `synchronous=NORMAL`: a commit survives a process crash; the last
+//!   commits before a power loss may be lost, never corrupted.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender};
+use std::sync::{Arc, Mutex};
+use std::time::Duration as StdDuration;
+
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use tokio::sync::{Semaphore, mpsc, oneshot};
+
+use super::super::{StoreError, StoreResult};
+use super::schema;
+
+/// How long a connection waits for another process's write lock before giving up.
+pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
+
+/// Reader connections kept open. Reads are short; a few suffice on a small machine.
+const READERS: usize = 4;
+
+/// Page cache of the writer, in KiB: the pages bookings touch (index leaves of the rooms, owners
+/// and days being booked) stay in memory.
+const WRITER_CACHE_KIB: i64 = 16 * 1024;
+
+/// Page cache of each reader and of the checkpointer, in KiB.
+const READER_CACHE_KIB: i64 = 2 * 1024;
+
+/// Page size of a NEW database file (an existing file keeps its own). Bookings change a few rows
+/// at random places in four indexes; every changed page goes to the WAL whole, so small pages
+/// mean a small WAL.
+const PAGE_SIZE: i64 = 1024;
+
+/// New WAL frames (pages) after which the checkpoint thread runs a pass: about 2 MB.
+const PASS_FRAMES: u64 = 2 * 1024;
+
+/// WAL frames after which the writer finishes the checkpoint itself and the WAL starts over:
+/// about 32 MB, so that happens every few seconds under full load, not every batch.
+const RESTART_FRAMES: u64 = 32 * 1024;
+
+/// The WAL file is trimmed to this size when it starts over.
+const WAL_KEEP_BYTES: i64 = 16 * 1024 * 1024;
+
+/// Most writes the writer thread commits together.
+pub(super) const MAX_BATCH: usize = 256;
+
+/// Writes that may wait for the writer thread before callers wait to enqueue.
+const QUEUE: usize = 1024;
+
+/// What a client is told to wait after the database stayed locked past [`BUSY_TIMEOUT`].
+const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
+
+/// The connections of one database file: the writer thread's queue and the reader pool.
+pub(super) struct Engine {
+    path: PathBuf,
+    /// The queue of the writer thread; the thread ends when the engine drops it.
+    jobs: mpsc::Sender<Box<dyn Job>>,
+    readers: Readers,
+}
+
+/// A small pool of read-only (`query_only`) connections.
+struct Readers {
+    idle: Mutex<Vec<Connection>>,
+    /// Bounds concurrent reads to the pool size, so a burst queues instead of opening files.
+    permits: Semaphore,
+}
+
+impl Engine {
+    /// Opens (creating the folder and file on first start) the database at `path`, switches it to
+    /// WAL, applies missing schema migrations, and starts the writer and checkpoint threads.
+    pub(super) fn open(path: &Path) -> StoreResult<Self> {
+        // The file holds pins and Janus room secrets: private before SQLite first opens it.
+        crate::files::prepare_private_file(path, &["-wal", "-shm"]).map_err(|e| StoreError::Unavailable {
+            message: format!("cannot create {} privately: {e}", path.display()),
+            retry_after: None,
+        })?;
+        let mut writer = open_connection(path, WRITER_CACHE_KIB)?;
+        // Only a file without pages takes a page size; WAL mode then fixes it.
+        writer.pragma_update(None, "page_size", PAGE_SIZE)?;
+        // WAL is a property of the file: set once, every later connection (and process) uses it.
+        let mode: String = writer.query_row("PRAGMA journal_mode = WAL", [], |r| r.get(0))?;
+        if !mode.eq_ignore_ascii_case("wal") {
+            return Err(StoreError::Internal(format!("{} refused WAL mode (got {mode})", path.display())));
+        }
+        schema::migrate(&mut writer)?;
+
+        let mut idle = Vec::with_capacity(READERS);
+        for _ in 0..READERS {
+            idle.push(open_reader(path)?);
+        }
+        // Checkpoints are this engine's business (see the module docs), never a commit's.
+        writer.pragma_update(None, "wal_autocheckpoint", 0)?;
+        writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
+        let frames = WalFrames::watch(&writer);
+        let checkpointer = open_connection(path, READER_CACHE_KIB)?;
+        let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
+        let turns = Arc::new(Turns::default());
+        let theirs = turns.clone();
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, theirs, nudges))?;
+        let (jobs, queue) = mpsc::channel(QUEUE);
+        spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
+        Ok(Self {
+            path: path.to_owned(),
+            jobs,
+            readers: Readers { idle: Mutex::new(idle), permits: Semaphore::new(READERS) },
+        })
+    }
+
+    /// The database file.
+    pub(super) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Runs `f` on the writer thread inside a write transaction (shared with other writes queued
+    /// at the same time) under its own savepoint, and answers once the transaction committed.
+    /// An `Err` from `f` undoes what `f` wrote and nothing else.
+    pub(super) async fn write<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let (reply, answer) = oneshot::channel();
+        let job = Box::new(WriteJob { work: Some(f), out: None, reply });
+        self.jobs.send(job).await.map_err(|_| StoreError::Internal("sqlite writer thread is gone".into()))?;
+        answer.await.map_err(|_| StoreError::Internal("sqlite writer thread dropped a write".into()))?
+    }
+
+    /// Runs `f` inside one read transaction (one consistent snapshot) on a pooled reader.
+    pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+    {
+        let readers = &self.readers;
+        let _permit =
+            readers.permits.acquire().await.map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
+        let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        // A reader lost to a panicking task is replaced here.
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => open_reader(&self.path)?,
+        };
+        let (conn, out) = tokio::task::spawn_blocking(move || {
+            let out = (|| {
+                let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
+                let out = f(&tx)?;
+                tx.finish()?;
+                Ok(out)
+            })();
+            (conn, out)
+        })
+        .await
+        .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?;
+        readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
+        out
+    }
+}
+
+fn open_connection(path: &Path, cache_kib: i64) -> StoreResult<Connection> {
+    let conn = Connection::open_with_flags(
+        path,
+        OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )
+    .map_err(|e| StoreError::Unavailable {
+        message: format!("cannot open {}: {e}", path.display()),
+        retry_after: None,
+    })?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    conn.pragma_update(None, "cache_size", -cache_kib)?;
+    // Mapped pages would count against this process's memory; `pread` into a small cache
+    // leaves the file's pages to the operating system.
+    conn.pragma_update(None, "mmap_size", 0)?;
+    conn.set_prepared_statement_cache_capacity(64);
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = open_connection(path, READER_CACHE_KIB)?;
+    // A guard against a write slipping onto a reader, where it would bypass the writer lock.
+    conn.pragma_update(None, "query_only", "ON")?;
+    Ok(conn)
+}
+
+/// One queued write, its result type erased so that one batch holds many kinds.
+trait Job: Send {
+    /// Runs the write under its own savepoint in the open transaction. `Err` only when the
+    /// savepoint itself failed: then the transaction is in an unknown state and must go.
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()>;
+    /// Answers the caller once the batch committed (`Ok`) or failed as a whole (`Err`).
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>);
+}
+
+struct WriteJob<T, F> {
+    work: Option<F>,
+    out: Option<StoreResult<T>>,
+    reply: oneshot::Sender<StoreResult<T>>,
+}
+
+impl<T, F> Job for WriteJob<T, F>
+where
+    T: Send + 'static,
+    F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
+{
+    fn run(&mut self, conn: &Connection) -> rusqlite::Result<()> {
+        let Some(work) = self.work.take() else { return Ok(()) };
+        conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        // A panicking write must not take the writer thread (and every later write) with it.
+        let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
+            .unwrap_or_else(|_| Err(StoreError::Internal("a sqlite write panicked".into())));
+        if out.is_err() {
+            conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
+        }
+        conn.prepare_cached("RELEASE job")?.execute([])?;
+        self.out = Some(out);
+        Ok(())
+    }
+
+    fn finish(self: Box<Self>, commit: Result<(), &rusqlite::Error>) {
+        let answer = match (commit, self.out) {
+            (Ok(()), Some(out)) => out,
+            (Err(e), _) => Err(store_error(e)),
+            (Ok(()), None) => Err(StoreError::Internal("a sqlite write was committed without running".into())),
+        };
+        // The caller may have gone (a dropped request); the write stands all the same.
+        let _ = self.reply.send(answer);
+    }
+}
+
+/// The number of frames in the writer's WAL after its last commit, kept by SQLite's WAL hook.
+struct WalFrames {
+    counter: Arc<AtomicU64>,
+    /// The hook's argument: one reference of `counter`, given back by [`WalFrames::unwatch`].
+    arg: usize,
+}
+
+impl WalFrames {
+    /// Installs the hook on `conn` (replacing SQLite's own auto-checkpoint hook, which is off).
+    fn watch(conn: &Connection) -> Self {
+        unsafe extern "C" fn on_commit(
+            arg: *mut std::ffi::c_void,
+            _db: *mut rusqlite::ffi::sqlite3,
+            _name: *const std::ffi::c_char,
+            frames: std::ffi::c_int,
+        ) -> std::ffi::c_int {
+            // SAFETY: `arg` is a reference of the counter held until `unwatch` removes the hook.
+            let counter = unsafe { &*(arg as *const AtomicU64) };
+            counter.store(frames.max(0) as u64, Ordering::Relaxed);
+            rusqlite::ffi::SQLITE_OK
+        }
+        let counter = Arc::new(AtomicU64::new(0));
+        let arg = Arc::into_raw(counter.clone()) as usize;
+        // SAFETY: `conn` is a valid open connection; the callback only reads `arg`, which stays
+        // alive until `unwatch`.
+        unsafe { rusqlite::ffi::sqlite3_wal_hook(conn.handle(), Some(on_commit), arg as *mut std::ffi::c_void) };
+        Self { counter, arg }
+    }
+
+    fn get(&self) -> u64 {
+        self.counter.load(Ordering::Relaxed)
+    }
+
+    /// Removes the hook from `conn` (the connection `watch` was given) and frees its argument.
+    fn unwatch(self, conn: &Connection) {
+        // SAFETY: the hook goes first, so nothing can use `arg` after it is released.
+        unsafe {
+            rusqlite::ffi::sqlite3_wal_hook(conn.handle(), None, std::ptr::null_mut());
+            drop(Arc::from_raw(self.arg as *const AtomicU64));
+        }
+    }
+}
+
+/// Who checkpoints when: the background thread's passes and the writer's restarts take turns,
+/// because two checkpoints cannot run at once and the writer must not wait for one.
+#[derive(Default)]
+struct Turns {
+    /// Set by the writer when the WAL should start over: no new background pass begins.
+    restart: AtomicBool,
+    /// Set by the background thread while its pass runs.
+    running: AtomicBool,
+}
+
+/// The writer thread: waits for a write, takes every other one already queued, and commits
+/// them together; between batches it keeps the WAL short (see the module docs). Ends when every
+/// store handle is dropped.
+fn writer_loop(
+    conn: Connection,
+    frames: WalFrames,
+    turns: Arc<Turns>,
+    mut queue: mpsc::Receiver<Box<dyn Job>>,
+    checkpoint: SyncSender<()>,
+) {
+    let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
+    let mut next_pass = PASS_FRAMES;
+    while let Some(first) = queue.blocking_recv() {
+        batch.push(first);
+        while batch.len() < MAX_BATCH {
+            match queue.try_recv() {
+                Ok(job) => batch.push(job),
+                Err(_) => break,
+            }
+        }
+        let outcome = run_batch(&conn, &mut batch);
+        if let Err(e) = &outcome {
+            tracing::warn!(error = %e, writes = batch.len(), "sqlite write batch failed");
+            if !conn.is_autocommit() {
+                let _ = conn.execute_batch("ROLLBACK");
+            }
+        }
+        for job in batch.drain(..) {
+            job.finish(outcome.as_ref().map(|_| ()));
+        }
+        let now = frames.get();
+        if now < next_pass.saturating_sub(PASS_FRAMES) {
+            // The WAL started over.
+            next_pass = now + PASS_FRAMES;
+        }
+        if now >= next_pass {
+            // A full channel means a pass is already due: nothing to add.
+            let _ = checkpoint.try_send(());
+            next_pass = now + PASS_FRAMES;
+        }
+        if now >= RESTART_FRAMES {
+            turns.restart.store(true, Ordering::SeqCst);
+            if !turns.running.load(Ordering::SeqCst) {
+                let started = std::time::Instant::now();
+                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+                }) {
+                    Ok((busy, log, done)) => {
+                        tracing::debug!(
+                            busy,
+                            log,
+                            done,
+                            ms = started.elapsed().as_millis() as u64,
+                            "sqlite restart pass"
+                        );
+                        if busy == 0 && done == log {
+                            turns.restart.store(false, Ordering::SeqCst);
+                        }
+                    }
+                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+                }
+            }
+        }
+    }
+    frames.unwatch(&conn);
+    // Dropping `checkpoint` here ends the checkpoint thread.
+}
+
+/// The checkpoint thread: copies the WAL back into the database when the writer nudges it or a
+/// second passes, without blocking anyone (`PASSIVE`), unless the writer is about to start the
+/// WAL over. Ends with the writer.
+fn checkpoint_loop(conn: Connection, turns: Arc<Turns>, nudges: Receiver<()>) {
+    use std::sync::mpsc::RecvTimeoutError;
+    loop {
+        match nudges.recv_timeout(StdDuration::from_secs(1)) {
+            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
+            Err(RecvTimeoutError::Disconnected) => return,
+        }
+        if turns.restart.load(Ordering::SeqCst) {
+            continue;
+        }
+        turns.running.store(true, Ordering::SeqCst);
+        // The writer may have asked for its turn meanwhile: then it waits for this pass's end.
+        if !turns.restart.load(Ordering::SeqCst) {
+            let started = std::time::Instant::now();
+            match conn
+                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
+            {
+                Ok((log, done)) => {
+                    tracing::debug!(log, done, ms = started.elapsed().as_millis() as u64, "sqlite checkpoint pass")
+                }
+                Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+            }
+        }
+        turns.running.store(false, Ordering::SeqCst);
+    }
+}
+
+fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(f)
+        .map(drop)
+        .map_err(|e| StoreError::Internal(format!("cannot start the {name} thread: {e}")))
+}
+
+fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+    conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    for job in batch.iter_mut() {
+        job.run(conn)?;
+    }
+    conn.prepare_cached("COMMIT")?.execute([])?;
+    Ok(())
+}
+
+// ----- errors -----
+
+impl From<rusqlite::Error> for StoreError {
+    fn from(e: rusqlite::Error) -> Self {
+        store_error(&e)
+    }
+}
+
+/// Maps a SQLite failure into the shared variants: locked → `Unavailable` with a retry hint,
+/// constraint violations → `AlreadyExists` / `NotFound`, I/O → `Unavailable`, the rest `Internal`.
+pub(super) fn store_error(e: &rusqlite::Error) -> StoreError {
+    use rusqlite::ffi;
+    match e {
+        rusqlite::Error::SqliteFailure(err, _) => match err.code {
+            ErrorCode::DatabaseBusy | ErrorCode::DatabaseLocked => StoreError::Unavailable {
+                message: format!("database locked: {e}"),
+                retry_after: Some(BUSY_RETRY_AFTER),
+            },
+            ErrorCode::ConstraintViolation => match err.extended_code {
+                ffi::SQLITE_CONSTRAINT_PRIMARYKEY | ffi::SQLITE_CONSTRAINT_UNIQUE => StoreError::AlreadyExists,
+                ffi::SQLITE_CONSTRAINT_FOREIGNKEY => StoreError::NotFound,
+                _ => StoreError::Internal(e.to_string()),
+            },
+            ErrorCode::CannotOpen | ErrorCode::DiskFull | ErrorCode::SystemIoFailure | ErrorCode::ReadOnly => {
+                StoreError::Unavailable { message: e.to_string(), retry_after: None }
+            }
+            _ => StoreError::Internal(e.to_string()),
+        },
+        _ => StoreError::Internal(e.to_string()),
+    }
+}
