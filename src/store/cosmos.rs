@@ -10,7 +10,8 @@
 //! | `rooms` (`COSMOS_CONTAINER`) | the room id, decimal | the room document (`id = "room"`) and every booking of that room (`id` = booking id) |
 //! | `ops` (`COSMOS_OPS_CONTAINER`) | the document's own id, or `oplog-YYYY-MM-DD` | idempotency claims, host assignments, once-only markers, state documents; the operations log, one partition per UTC day |
 //!
-//! Session records, the webhook outbox and session room lookups: see [`records`].
+//! Session records, the webhook outbox and session room lookups: see [`records`]. Per-user quota
+//! ledgers (`ops`, `quota-<user digest>`): see [`quotas`].
 //!
 //! # Why a room and its bookings share a partition
 //! A logical partition is the unit of Cosmos transactions. Every write that can create an
@@ -89,6 +90,7 @@ use crate::{
 };
 
 mod pages;
+mod quotas;
 mod records;
 
 /// The partition key path both containers must have.
@@ -1266,6 +1268,14 @@ impl Store for CosmosStore {
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
         self.deliveries_page_impl(status, after, limit).await
+    }
+
+    async fn quota_ledger(&self, user: &str) -> StoreResult<Option<super::StoredLedger>> {
+        self.quota_ledger_impl(user).await
+    }
+
+    async fn put_quota_ledger(&self, user: &str, ledger: &super::QuotaLedger, expected: Option<u64>) -> StoreResult<u64> {
+        self.put_quota_ledger_impl(user, ledger, expected).await
     }
 }
 

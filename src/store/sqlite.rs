@@ -29,7 +29,8 @@
 //! JSON and its current invitation's code hash, uniquely indexed), `idempotency` (one row per
 //! scope, user and key), `limits` (the longest booking, which bounds every overlap query's index
 //! range), `assignments`, `operations`, `markers`, `state`, `client_events` ([`client_events`]);
-//! session records, session room lookups and the webhook outbox ([`records`]).
+//! session records, session room lookups and the webhook outbox ([`records`]); per-user quota
+//! ledgers ([`quotas`]).
 
 mod client_events;
 
@@ -54,6 +55,7 @@ use crate::domain::session::SessionRecord;
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant};
 
 mod pages;
+mod quotas;
 mod records;
 
 /// How long a connection waits for another process's write lock before giving up.
@@ -183,6 +185,7 @@ ALTER TABLE rooms DROP COLUMN admin_secret;
     client_events::MIGRATION,
     records::MIGRATION,
     pages::MIGRATION,
+    quotas::MIGRATION,
 ];
 
 /// The embedded store: one SQLite file in WAL mode. Cheap to clone (shared connections).
@@ -1305,6 +1308,14 @@ impl Store for SqliteStore {
         limit: usize,
     ) -> StoreResult<Vec<Delivery>> {
         self.deliveries_page_impl(status, after, limit).await
+    }
+
+    async fn quota_ledger(&self, user: &str) -> StoreResult<Option<super::StoredLedger>> {
+        quotas::ledger(self, user).await
+    }
+
+    async fn put_quota_ledger(&self, user: &str, ledger: &super::QuotaLedger, expected: Option<u64>) -> StoreResult<u64> {
+        quotas::put(self, user, ledger, expected).await
     }
 }
 
