@@ -1274,7 +1274,12 @@ impl Store for CosmosStore {
         self.quota_ledger_impl(user).await
     }
 
-    async fn put_quota_ledger(&self, user: &str, ledger: &super::QuotaLedger, expected: Option<u64>) -> StoreResult<u64> {
+    async fn put_quota_ledger(
+        &self,
+        user: &str,
+        ledger: &super::QuotaLedger,
+        expected: Option<u64>,
+    ) -> StoreResult<u64> {
         self.put_quota_ledger_impl(user, ledger, expected).await
     }
 }

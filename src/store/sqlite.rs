@@ -1314,7 +1314,12 @@ impl Store for SqliteStore {
         quotas::ledger(self, user).await
     }
 
-    async fn put_quota_ledger(&self, user: &str, ledger: &super::QuotaLedger, expected: Option<u64>) -> StoreResult<u64> {
+    async fn put_quota_ledger(
+        &self,
+        user: &str,
+        ledger: &super::QuotaLedger,
+        expected: Option<u64>,
+    ) -> StoreResult<u64> {
         quotas::put(self, user, ledger, expected).await
     }
 }

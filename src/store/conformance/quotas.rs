@@ -80,8 +80,7 @@ pub async fn parallel_quota_ledger_writes_have_one_winner(store: &dyn Store) {
     assert_eq!(stored.ledger, creates[winners[0]]);
     // Replacement: of 16 writers that read one version, one writes.
     let updates: Vec<QuotaLedger> = (0..16).map(|i| ledger(&f, i % 4 + 1)).collect();
-    let results =
-        join_all(updates.iter().map(|l| store.put_quota_ledger(&f.owner, l, Some(stored.version)))).await;
+    let results = join_all(updates.iter().map(|l| store.put_quota_ledger(&f.owner, l, Some(stored.version)))).await;
     let winners: Vec<usize> = results.iter().enumerate().filter(|(_, r)| r.is_ok()).map(|(i, _)| i).collect();
     assert_eq!(winners.len(), 1, "one writer wins: {results:?}");
     for r in &results {
