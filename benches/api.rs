@@ -242,6 +242,9 @@ fn main() {
             ("RATE_LIMIT_USER_PER_MINUTE", "1000000"),
             ("RATE_LIMIT_USER_BURST", "1000000"),
             ("BOOKING_HORIZON_DAYS", "400"),
+            // Each bench user holds hundreds of bookings: the quota at its maximum keeps its
+            // ledger (read and compare-and-set on every booking) in every figure, at worst size.
+            ("QUOTA_LIVE_BOOKINGS_PER_USER", "1000"),
         ],
     );
     let ready = wait_ready(port, Duration::from_secs(30));
