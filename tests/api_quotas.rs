@@ -15,7 +15,8 @@ use support::{
     app::{TestApp, admin, user},
     cosmos::Emulator,
 };
-use suroga::store::{LedgerBooking, QuotaLedger, Store};
+use suroga::domain::RoomId;
+use suroga::store::{LedgerBooking, LedgerRoom, QuotaLedger, Store};
 use uuid::Uuid;
 
 /// An app with these quotas (None: the default) and no rate limits (bursts of requests).
@@ -285,4 +286,33 @@ async fn a_first_ledger_counts_the_bookings_made_before_it() {
         assert_eq!(book_nth(&limited, &u, i).await.0, StatusCode::CREATED, "booking {i}");
     }
     assert_eq!(book_nth(&limited, &u, 20).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_cancel_whose_release_was_missed_frees_its_slot_at_the_limit() {
+    let app = app(Some(2), None).await;
+    let u = user();
+    book_nth(&app, &u, 0).await;
+    let id = book_nth(&app, &u, 1).await.1["booking_id"].as_str().unwrap().parse::<Uuid>().unwrap();
+    // Cancelled in the store behind the sessions layer's back: its ledger entry stays.
+    app.app.state.store.cancel_booking(id, app.now()).await.unwrap();
+    assert_eq!(app.app.state.store.quota_ledger(&u).await.unwrap().unwrap().ledger.bookings.len(), 2);
+    // At the limit, each entry is checked: the cancelled one goes.
+    assert_eq!(book_nth(&app, &u, 2).await.0, StatusCode::CREATED);
+    assert_eq!(book_nth(&app, &u, 3).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test]
+async fn a_room_reservation_left_by_a_request_that_died_heals() {
+    let app = app(None, Some(1)).await;
+    let u = user();
+    let ledger = QuotaLedger {
+        bookings: vec![],
+        rooms: vec![LedgerRoom { id: RoomId::random(), reserved_at: app.now(), key: None }],
+    };
+    app.app.state.store.put_quota_ledger(&u, &ledger, None).await.unwrap();
+    assert_eq!(app.post("/api/v1/rooms", &u, json!({})).await.0, StatusCode::CONFLICT);
+    app.clock.advance(Duration::minutes(2));
+    app.create_room(&u).await;
+    assert_eq!(app.post("/api/v1/rooms", &u, json!({})).await.0, StatusCode::CONFLICT);
 }

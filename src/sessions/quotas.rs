@@ -35,7 +35,7 @@ use uuid::Uuid;
 
 use super::{SessionError, Sessions};
 use crate::domain::{Booking, RoomId, TimeSlot, format_instant};
-use crate::store::{IdempotencyClaim, LedgerBooking, LedgerRoom, QuotaLedger, StoreError};
+use crate::store::{IdempotencyClaim, LedgerBooking, LedgerRoom, QuotaLedger, Store, StoreError, StoreResult};
 
 /// How long a reservation whose entity is missing still counts: the longest a request may
 /// take from its reservation to its write. Later, the request is taken to have died.
@@ -120,8 +120,91 @@ fn kept_changing() -> SessionError {
     SessionError::Conflict("too many of your requests are changing your quota at once; retry".into())
 }
 
+/// What a point read found of a counted entry's entity.
+enum Found {
+    /// It exists and counts; a booking names its current end.
+    Live(Option<DateTime<Utc>>),
+    /// It exists and no longer counts (a cancelled or ended booking).
+    Done,
+    /// It does not exist (yet, or any more).
+    Missing,
+}
+
+/// The two kinds of ledger entry, so one reservation loop serves both quotas.
+trait Counted: Clone + Send + Sync + Sized {
+    type Id: Copy + Eq + std::hash::Hash + Send + Sync;
+    fn id(&self) -> Self::Id;
+    fn key(&self) -> Option<&String>;
+    fn reserved_at(&self) -> DateTime<Utc>;
+    /// True while it counts without a check (a booking not ended, a room inside the window).
+    fn counts_at(&self, now: DateTime<Utc>) -> bool;
+    /// Its list in a ledger.
+    fn list(ledger: &mut QuotaLedger) -> &mut Vec<Self>;
+    /// Adopts what a check found (a booking's moved end).
+    fn follow(&mut self, end: Option<DateTime<Utc>>);
+    /// The point read of its entity.
+    fn look_up(store: &dyn Store, id: Self::Id, now: DateTime<Utc>) -> impl Future<Output = StoreResult<Found>> + Send;
+}
+
+impl Counted for LedgerBooking {
+    type Id = Uuid;
+    fn id(&self) -> Uuid {
+        self.id
+    }
+    fn key(&self) -> Option<&String> {
+        self.key.as_ref()
+    }
+    fn reserved_at(&self) -> DateTime<Utc> {
+        self.reserved_at
+    }
+    fn counts_at(&self, now: DateTime<Utc>) -> bool {
+        self.end > now
+    }
+    fn list(ledger: &mut QuotaLedger) -> &mut Vec<Self> {
+        &mut ledger.bookings
+    }
+    fn follow(&mut self, end: Option<DateTime<Utc>>) {
+        self.end = end.unwrap_or(self.end);
+    }
+    async fn look_up(store: &dyn Store, id: Uuid, now: DateTime<Utc>) -> StoreResult<Found> {
+        match store.get_booking(id).await {
+            Ok(b) if b.is_live() && b.slot.end() > now => Ok(Found::Live(Some(b.slot.end()))),
+            Ok(_) => Ok(Found::Done),
+            Err(StoreError::NotFound) => Ok(Found::Missing),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Counted for LedgerRoom {
+    type Id = RoomId;
+    fn id(&self) -> RoomId {
+        self.id
+    }
+    fn key(&self) -> Option<&String> {
+        self.key.as_ref()
+    }
+    fn reserved_at(&self) -> DateTime<Utc> {
+        self.reserved_at
+    }
+    fn counts_at(&self, now: DateTime<Utc>) -> bool {
+        self.reserved_at + ROOMS_WINDOW > now
+    }
+    fn list(ledger: &mut QuotaLedger) -> &mut Vec<Self> {
+        &mut ledger.rooms
+    }
+    fn follow(&mut self, _end: Option<DateTime<Utc>>) {}
+    async fn look_up(store: &dyn Store, id: RoomId, _now: DateTime<Utc>) -> StoreResult<Found> {
+        match store.get_room(id).await {
+            Ok(_) => Ok(Found::Live(None)),
+            Err(StoreError::NotFound) => Ok(Found::Missing),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Sessions {
-    /// Reserves a live booking for `booking.owner` in the ledger (see the module docs).
+    /// Reserves a live booking for `charge`'s user in the ledger (see the module docs).
     /// `QuotaExceeded` at the limit.
     pub(super) async fn reserve_booking(
         &self,
@@ -129,93 +212,82 @@ impl Sessions {
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
     ) -> Result<Held, SessionError> {
-        let limit = self.settings.quotas.live_bookings_per_user as usize;
-        let Charge::User(user) = charge else { return Ok(Held::Nothing) };
-        if limit == 0 {
-            return Ok(Held::Nothing);
-        }
+        let limit = self.settings.quotas.live_bookings_per_user;
         let key = key_digest(claim);
-        // What this call already checked: entries found gone, and entries found live.
-        let (mut gone, mut live) = (HashSet::new(), HashSet::new());
-        for attempt in 0..LEDGER_ATTEMPTS {
-            let now = self.clock.now();
-            let (mut ledger, version) = match self.store.quota_ledger(user).await? {
-                Some(s) => (s.ledger, Some(s.version)),
-                None => (self.seed_ledger(user, now).await?, None),
-            };
-            if key.is_some() && ledger.bookings.iter().any(|e| e.key == key) {
-                return Ok(Held::Nothing);
-            }
-            ledger.bookings.retain(|e| e.end > now && !gone.contains(&e.id));
-            if ledger.bookings.len() >= limit {
-                self.check_bookings(&mut ledger, &mut gone, &mut live, now).await?;
-            }
-            if ledger.bookings.len() >= limit {
-                return Err(SessionError::QuotaExceeded {
-                    detail: format!(
-                        "quota reached: a user may hold at most {limit} live bookings (not cancelled and not yet \
-                         ended); cancel one or wait until one ends"
-                    ),
-                    quota: "live_bookings_per_user",
-                    limit: limit as u32,
-                });
-            }
-            ledger.bookings.push(LedgerBooking {
-                id: booking.id,
-                end: booking.slot.end(),
-                reserved_at: now,
-                key: key.clone(),
-            });
-            match self.store.put_quota_ledger(user, &ledger, version).await {
-                Ok(_) => return Ok(Held::Reserved),
-                Err(StoreError::PreconditionFailed) => backoff(attempt).await,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(kept_changing())
+        let entry = |now| LedgerBooking { id: booking.id, end: booking.slot.end(), reserved_at: now, key: key.clone() };
+        self.reserve(charge, limit, entry, |_: &[LedgerBooking], _| SessionError::QuotaExceeded {
+            detail: format!(
+                "quota reached: a user may hold at most {limit} live bookings (not cancelled and not yet ended); \
+                 cancel one or wait until one ends"
+            ),
+            quota: "live_bookings_per_user",
+            limit,
+        })
+        .await
     }
 
-    /// Reserves a room creation for `user` in the ledger (see the module docs). `QuotaExceeded`
-    /// at the limit.
+    /// Reserves a room creation for `charge`'s user in the ledger (see the module docs).
+    /// `QuotaExceeded` at the limit.
     pub(super) async fn reserve_room(
         &self,
         charge: Charge<'_>,
         id: RoomId,
         claim: Option<&IdempotencyClaim>,
     ) -> Result<Held, SessionError> {
-        let limit = self.settings.quotas.rooms_per_user_per_day as usize;
+        let limit = self.settings.quotas.rooms_per_user_per_day;
+        let key = key_digest(claim);
+        let entry = |now| LedgerRoom { id, reserved_at: now, key: key.clone() };
+        self.reserve(charge, limit, entry, |held: &[LedgerRoom], now| {
+            let frees_at = held.iter().map(|e| e.reserved_at).min().unwrap_or(now) + ROOMS_WINDOW;
+            SessionError::QuotaExceeded {
+                detail: format!(
+                    "quota reached: a user may create at most {limit} rooms in 24 hours; the next one can be \
+                     created from {}",
+                    format_instant(frees_at)
+                ),
+                quota: "rooms_per_user_per_day",
+                limit,
+            }
+        })
+        .await
+    }
+
+    /// The reservation loop both quotas share: read (or seed) the ledger, drop what no longer
+    /// counts, check the rest at the limit, refuse with `exceeded` or append `entry(now)` by
+    /// compare-and-set, again from the read when another writer won.
+    async fn reserve<E: Counted>(
+        &self,
+        charge: Charge<'_>,
+        limit: u32,
+        entry: impl Fn(DateTime<Utc>) -> E,
+        exceeded: impl Fn(&[E], DateTime<Utc>) -> SessionError,
+    ) -> Result<Held, SessionError> {
         let Charge::User(user) = charge else { return Ok(Held::Nothing) };
         if limit == 0 {
             return Ok(Held::Nothing);
         }
-        let key = key_digest(claim);
+        let limit = limit as usize;
+        // What this call already checked: entries found gone, and entries found live.
         let (mut gone, mut live) = (HashSet::new(), HashSet::new());
         for attempt in 0..LEDGER_ATTEMPTS {
             let now = self.clock.now();
+            let new = entry(now);
             let (mut ledger, version) = match self.store.quota_ledger(user).await? {
                 Some(s) => (s.ledger, Some(s.version)),
                 None => (self.seed_ledger(user, now).await?, None),
             };
-            if key.is_some() && ledger.rooms.iter().any(|e| e.key == key) {
+            let held = E::list(&mut ledger);
+            if new.key().is_some() && held.iter().any(|e| e.key() == new.key()) {
                 return Ok(Held::Nothing);
             }
-            ledger.rooms.retain(|e| e.reserved_at + ROOMS_WINDOW > now && !gone.contains(&e.id));
-            if ledger.rooms.len() >= limit {
-                self.check_rooms(&mut ledger, &mut gone, &mut live, now).await?;
+            held.retain(|e| e.counts_at(now) && !gone.contains(&e.id()));
+            if held.len() >= limit {
+                self.check(held, &mut gone, &mut live, now).await?;
             }
-            if ledger.rooms.len() >= limit {
-                let frees_at = ledger.rooms.iter().map(|e| e.reserved_at).min().unwrap_or(now) + ROOMS_WINDOW;
-                return Err(SessionError::QuotaExceeded {
-                    detail: format!(
-                        "quota reached: a user may create at most {limit} rooms in 24 hours; the next one can be \
-                         created from {}",
-                        format_instant(frees_at)
-                    ),
-                    quota: "rooms_per_user_per_day",
-                    limit: limit as u32,
-                });
+            if held.len() >= limit {
+                return Err(exceeded(held, now));
             }
-            ledger.rooms.push(LedgerRoom { id, reserved_at: now, key: key.clone() });
+            held.push(new);
             match self.store.put_quota_ledger(user, &ledger, version).await {
                 Ok(_) => return Ok(Held::Reserved),
                 Err(StoreError::PreconditionFailed) => backoff(attempt).await,
@@ -297,65 +369,37 @@ impl Sessions {
         })
     }
 
-    /// Checks every booking entry not checked yet with a point read: drops cancelled, ended and
-    /// long-missing ones (adding them to `gone`), and moves each live one's end to the booking's.
-    async fn check_bookings(
+    /// Checks every entry of `held` not checked yet with a point read: drops those whose entity
+    /// no longer counts or is still missing [`PENDING_GRACE`] after its reservation (adding them to
+    /// `gone`), and has live ones follow their entity (a booking's end).
+    async fn check<E: Counted>(
         &self,
-        ledger: &mut QuotaLedger,
-        gone: &mut HashSet<Uuid>,
-        live: &mut HashSet<Uuid>,
+        held: &mut Vec<E>,
+        gone: &mut HashSet<E::Id>,
+        live: &mut HashSet<E::Id>,
         now: DateTime<Utc>,
     ) -> Result<(), SessionError> {
-        let unchecked: Vec<Uuid> = ledger.bookings.iter().map(|e| e.id).filter(|id| !live.contains(id)).collect();
-        let found = join_all(unchecked.iter().map(|id| self.store.get_booking(*id))).await;
+        let unchecked: Vec<E::Id> = held.iter().map(E::id).filter(|id| !live.contains(id)).collect();
+        let found = join_all(unchecked.iter().map(|id| E::look_up(&*self.store, *id, now))).await;
         for (id, found) in unchecked.into_iter().zip(found) {
-            let entry = ledger.bookings.iter_mut().find(|e| e.id == id).expect("an entry of this ledger");
-            match found {
-                Ok(b) if b.is_live() && b.slot.end() > now => {
-                    entry.end = b.slot.end();
+            let entry = held.iter_mut().find(|e| e.id() == id).expect("an entry of this ledger");
+            match found? {
+                Found::Live(end) => {
+                    entry.follow(end);
                     live.insert(id);
                 }
-                Ok(_) => {
+                Found::Done => {
                     gone.insert(id);
                 }
-                Err(StoreError::NotFound) if entry.reserved_at + PENDING_GRACE <= now => {
-                    tracing::info!(booking_id = %id, "dropping a quota reservation whose booking never came");
+                Found::Missing if entry.reserved_at() + PENDING_GRACE <= now => {
+                    tracing::info!("dropping a quota reservation whose entity never came");
                     gone.insert(id);
                 }
                 // Its request may still be writing it.
-                Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
+                Found::Missing => {}
             }
         }
-        ledger.bookings.retain(|e| !gone.contains(&e.id));
-        Ok(())
-    }
-
-    /// Checks every room entry not checked yet with a point read: drops long-missing ones (their
-    /// request died, or an admin deleted the room).
-    async fn check_rooms(
-        &self,
-        ledger: &mut QuotaLedger,
-        gone: &mut HashSet<RoomId>,
-        live: &mut HashSet<RoomId>,
-        now: DateTime<Utc>,
-    ) -> Result<(), SessionError> {
-        let unchecked: Vec<(RoomId, DateTime<Utc>)> =
-            ledger.rooms.iter().filter(|e| !live.contains(&e.id)).map(|e| (e.id, e.reserved_at)).collect();
-        let found = join_all(unchecked.iter().map(|(id, _)| self.store.get_room(*id))).await;
-        for ((id, reserved_at), found) in unchecked.into_iter().zip(found) {
-            match found {
-                Ok(_) => {
-                    live.insert(id);
-                }
-                Err(StoreError::NotFound) if reserved_at + PENDING_GRACE <= now => {
-                    gone.insert(id);
-                }
-                Err(StoreError::NotFound) => {}
-                Err(e) => return Err(e.into()),
-            }
-        }
-        ledger.rooms.retain(|e| !gone.contains(&e.id));
+        held.retain(|e| !gone.contains(&e.id()));
         Ok(())
     }
 }
