@@ -226,6 +226,7 @@ pub async fn build_on(
                 grace: config.session_grace,
                 public_base_url: config.public_base_url.clone(),
                 ice: config.ice.clone(),
+                quotas: config.quotas,
             },
         )
         .with_webhooks(webhooks.clone()),

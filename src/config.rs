@@ -217,6 +217,10 @@ impl Default for AuthConfig {
     }
 }
 
+/// The largest value of a `QUOTA_*` setting: a user's ledger holds one entry per counted item and
+/// stays one small document.
+pub const MAX_QUOTA: i64 = 1000;
+
 /// Where Azure App Service's front end names the client's address (see [`Config::client_address_header`]).
 pub const DEFAULT_CLIENT_ADDRESS_HEADER: &str = "x-client-ip";
 
@@ -286,6 +290,9 @@ pub struct Config {
     pub policy: BookingPolicy,
     /// Per-caller request limits.
     pub rate_limits: RateLimitSettings,
+    /// Per-user quotas kept in the store: `QUOTA_LIVE_BOOKINGS_PER_USER` (20),
+    /// `QUOTA_ROOMS_PER_USER_PER_DAY` (50); 0 turns one off.
+    pub quotas: crate::sessions::QuotaSettings,
     /// `CORS_ALLOWED_ORIGINS` (default none): browser origins (`https://app.example.com`) that
     /// may call the API from another site. Without any, browsers keep cross-site calls out.
     pub cors_allowed_origins: Vec<String>,
@@ -504,6 +511,21 @@ impl Config {
             )? as u32,
             anonymous_burst: whole("RATE_LIMIT_ANONYMOUS_BURST", 1, 1_000_000, limits.anonymous_burst.into())? as u32,
         };
+        let quota_defaults = crate::sessions::QuotaSettings::default();
+        let quotas = crate::sessions::QuotaSettings {
+            live_bookings_per_user: whole(
+                "QUOTA_LIVE_BOOKINGS_PER_USER",
+                0,
+                MAX_QUOTA,
+                quota_defaults.live_bookings_per_user.into(),
+            )? as u32,
+            rooms_per_user_per_day: whole(
+                "QUOTA_ROOMS_PER_USER_PER_DAY",
+                0,
+                MAX_QUOTA,
+                quota_defaults.rooms_per_user_per_day.into(),
+            )? as u32,
+        };
         let client_address_header = {
             let name = get("CLIENT_ADDRESS_HEADER").unwrap_or_else(|| DEFAULT_CLIENT_ADDRESS_HEADER.into());
             axum::http::HeaderName::try_from(name.to_ascii_lowercase())
@@ -599,6 +621,7 @@ impl Config {
                 )?),
             },
             rate_limits,
+            quotas,
             cors_allowed_origins,
             client_address_header,
             log_json: get("LOG_FORMAT").as_deref() != Some("text"),
@@ -832,6 +855,23 @@ mod tests {
             ("AUTH_ALLOW_LOCAL_TOKENS", "yes"),
             ("AUTH_ALLOW_LOCAL_TOKENS", "true"),
             ("AUTH_JWKS_MAX_STALE_HOURS", "0"),
+        ] {
+            let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        }
+    }
+
+    #[test]
+    fn quotas_default_are_read_and_bounded() {
+        let c = Config::from_map(&HashMap::new()).unwrap();
+        assert_eq!((c.quotas.live_bookings_per_user, c.quotas.rooms_per_user_per_day), (20, 50));
+        let c = Config::from_map(&env(&[("QUOTA_LIVE_BOOKINGS_PER_USER", "0"), ("QUOTA_ROOMS_PER_USER_PER_DAY", "7")]))
+            .unwrap();
+        assert_eq!((c.quotas.live_bookings_per_user, c.quotas.rooms_per_user_per_day), (0, 7));
+        for (k, v) in [
+            ("QUOTA_LIVE_BOOKINGS_PER_USER", "-1"),
+            ("QUOTA_LIVE_BOOKINGS_PER_USER", "1001"),
+            ("QUOTA_ROOMS_PER_USER_PER_DAY", "many"),
         ] {
             let e = Config::from_map(&env(&[(k, v)])).unwrap_err().to_string();
             assert!(e.contains(k), "{k}={v}: {e}");

@@ -25,7 +25,7 @@ use crate::{
     config::IceTransportPolicy,
     domain::{Booking, BookingStatus, RoomId, TimeSlot, parse_day, parse_instant, session::Summary},
     fleet::Participant,
-    sessions::{IceServer, Role, SessionJoin},
+    sessions::{Charge, IceServer, Role, SessionJoin},
     store::{BookingKey, BookingQuery, IdempotencyClaim, StoreError},
 };
 
@@ -270,13 +270,14 @@ async fn list_bookings(
 /// Book a room for a slot: the given room, or any free room, or a new one (specification 5.5.2).
 ///
 /// No two live bookings of a room ever overlap: the store checks and writes atomically.
-/// Honours `Idempotency-Key`. The answer's `password` is the booking's own pin.
+/// A user may hold at most `QUOTA_LIVE_BOOKINGS_PER_USER` live bookings (admins are exempt).
+/// Honours `Idempotency-Key` (a replay counts nothing against the quota). The answer's `password` is the booking's own pin.
 #[utoipa::path(post, path = "/bookings", tag = "bookings", request_body = BookingCreate,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
     responses((status = 201, body = BookingView), (status = 400), (status = 401),
         (status = 404, description = "The given room does not exist"),
-        (status = 409, description = "The room is taken in that slot"), (status = 413),
+        (status = 409, description = "The room is taken in that slot, or the caller holds the most live bookings a user may (`QUOTA_LIVE_BOOKINGS_PER_USER`; the body's `quota` and `limit` say so)"), (status = 413),
         (status = 422, description = "Idempotency-Key reused with another body"), (status = 503)))]
 async fn create_booking(
     State(s): State<AppState>,
@@ -306,7 +307,8 @@ async fn create_booking(
         cancelled_at: None,
         access: Default::default(),
     };
-    let (booking, _room) = s.sessions.book(&wanted, room_id, claim.as_ref()).await?.into_inner();
+    let charge = Charge::of(&caller.user, caller.admin);
+    let (booking, _room) = s.sessions.book(&wanted, room_id, claim.as_ref(), charge).await?.into_inner();
     tracing::info!(booking_id = %booking.id, room_id = %booking.room_id, user = %caller.user, "booked");
     let pin = s.sessions.pin(&booking);
     Ok((StatusCode::CREATED, Json(BookingView::new(&booking, now, Some(pin)))))

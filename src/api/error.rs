@@ -33,6 +33,9 @@ pub enum ApiError {
     /// 409: the resource's state forbids the change (taken slot, future bookings, cancelled).
     #[error("{0}")]
     Conflict(String),
+    /// 409: a per-user quota is reached; the body names it (`quota`) and its `limit`.
+    #[error("{detail}")]
+    QuotaExceeded { detail: String, quota: &'static str, limit: u32 },
     /// 410: too late (the session has ended).
     #[error("{0}")]
     Gone(String),
@@ -69,7 +72,7 @@ impl ApiError {
             ApiError::Unauthorized(_) | ApiError::BasicAuthRequired(_) => StatusCode::UNAUTHORIZED,
             ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(_) | ApiError::QuotaExceeded { .. } => StatusCode::CONFLICT,
             ApiError::Gone(_) => StatusCode::GONE,
             ApiError::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -114,6 +117,9 @@ impl IntoResponse for ApiError {
             }
             ApiError::TooEarly { detail, opens_at } => {
                 problem(status, &detail, Some(json!({ "opens_at": crate::domain::format_instant(opens_at) })))
+            }
+            ApiError::QuotaExceeded { detail, quota, limit } => {
+                problem(status, &detail, Some(json!({ "quota": quota, "limit": limit })))
             }
             ApiError::TooManyRequests { detail, retry_after } => {
                 let mut res = problem(status, &detail, None);
@@ -202,6 +208,7 @@ impl From<SessionError> for ApiError {
             SessionError::SignInRequired(d) => ApiError::Unauthorized(d),
             SessionError::Forbidden(d) => ApiError::Forbidden(d),
             SessionError::Conflict(d) => ApiError::Conflict(d),
+            SessionError::QuotaExceeded { detail, quota, limit } => ApiError::QuotaExceeded { detail, quota, limit },
             SessionError::Ended(d) => ApiError::Gone(d),
             SessionError::TooEarly { detail, opens_at } => ApiError::TooEarly { detail, opens_at },
             SessionError::Fleet(e) => e.into(),

@@ -27,6 +27,7 @@ use crate::{
     auth::{AdminCaller, Caller},
     domain::{MAX_METADATA_BYTES, MAX_NAME_CHARS, MAX_PARTICIPANTS, Room, RoomId, TimeSlot, parse_instant},
     fleet::Participant,
+    sessions::Charge,
     store::{IdempotencyClaim, RoomFilter, RoomKey, StoreError},
 };
 
@@ -238,11 +239,14 @@ fn participants_in_range(n: i64) -> Result<u8, ApiError> {
 }
 
 /// Create a room (specification 5.3.2). Janus gets a room only when a booking's session opens,
-/// so this never waits for Janus. Honours `Idempotency-Key`.
+/// so this never waits for Janus. A user may create at most `QUOTA_ROOMS_PER_USER_PER_DAY` rooms
+/// in any 24 hours (admins are exempt). Honours `Idempotency-Key` (a replay counts nothing).
 #[utoipa::path(post, path = "/rooms", tag = "rooms", request_body = RoomCreate,
     security(("bearer" = [])),
     params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe")),
-    responses((status = 201, body = RoomCreated), (status = 400), (status = 401), (status = 413),
+    responses((status = 201, body = RoomCreated), (status = 400), (status = 401),
+        (status = 409, description = "The caller created the most rooms a user may in 24 hours (`QUOTA_ROOMS_PER_USER_PER_DAY`; the body's `quota` and `limit` say so)"),
+        (status = 413),
         (status = 415), (status = 422, description = "Idempotency-Key reused with another body"), (status = 503)))]
 async fn create_room(
     State(s): State<AppState>,
@@ -275,7 +279,8 @@ async fn create_room(
     });
 
     let template = Room::generate(name, max_participants, metadata, now);
-    let room = s.sessions.create_room(&template, claim.as_ref()).await?.into_inner();
+    let charge = Charge::of(&caller.user, caller.admin);
+    let room = s.sessions.create_room(&template, claim.as_ref(), charge).await?.into_inner();
     tracing::info!(room_id = %room.id, user = %caller.user, "room created");
     Ok((StatusCode::CREATED, Json(RoomCreated { room: RoomView::from(&room), password: room.password.clone() })))
 }

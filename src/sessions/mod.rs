@@ -25,6 +25,14 @@
 //!
 //! Every Janus write is logged in the operations log (typed [`OpAction`]) with its result.
 //!
+//! # Quotas come first
+//! A booking or a room made for a user (admins are exempt) is first reserved in the user's quota
+//! ledger in the store, by compare-and-set ([`quotas`]): reserve, then write the booking or room,
+//! then settle. The undo rule: a write that definitively failed, or that replayed an earlier
+//! request, releases its reservation; a write whose outcome is unknown keeps it, and the next
+//! reservation at the limit drops it if its entity never appeared (a point read per entry).
+//! A cancel releases its booking's entry, best effort on the same terms.
+//!
 //! # What happened
 //! Janus's events, the reconciler's participant checks and the layer's own closes become the
 //! booking's session record ([`record`]); booking writes and new facts of a record put their
@@ -32,6 +40,7 @@
 
 pub mod credentials;
 mod keeper;
+pub mod quotas;
 mod record;
 pub mod turn;
 
@@ -55,6 +64,7 @@ use crate::{
     webhooks::Webhooks,
 };
 pub use credentials::{SessionCredentials, SessionKey};
+pub use quotas::{Charge, QuotaSettings};
 pub use record::IngestReport;
 pub use turn::IceServer;
 
@@ -86,6 +96,8 @@ pub struct SessionSettings {
     /// The STUN/TURN servers handed to clients with every join (their TURN credentials minted
     /// per join) and the candidates clients may use.
     pub ice: IceConfig,
+    /// Per-user quotas (`QUOTA_*`).
+    pub quotas: QuotaSettings,
 }
 
 impl Default for SessionSettings {
@@ -95,6 +107,7 @@ impl Default for SessionSettings {
             grace: Duration::minutes(5),
             public_base_url: "http://127.0.0.1:7071".into(),
             ice: IceConfig::default(),
+            quotas: QuotaSettings::default(),
         }
     }
 }
@@ -117,6 +130,9 @@ pub enum SessionError {
     /// 409: the state conflicts (cancelled, room taken, future bookings, a session in progress).
     #[error("{0}")]
     Conflict(String),
+    /// 409: a per-user quota is reached; `quota` names it, `limit` is its value.
+    #[error("{detail}")]
+    QuotaExceeded { detail: String, quota: &'static str, limit: u32 },
     /// 410: the session has ended.
     #[error("{0}")]
     Ended(String),
@@ -276,17 +292,30 @@ impl Sessions {
     // ----- rooms -----
 
     /// Creates a room in the store (Janus holds no room until a booking of it opens its
-    /// session). Random 53-bit ids practically never collide; a clash is retried with a fresh id.
-    /// Honours `claim` (see the store's idempotency contract).
+    /// session), counted against `charge`'s rooms quota first (`QuotaExceeded` at the limit).
+    /// Random 53-bit ids practically never collide; a clash is retried with a fresh id.
+    /// Honours `claim` (see the store's idempotency contract; a replay counts nothing).
     pub async fn create_room(
         &self,
         template: &Room,
         claim: Option<&IdempotencyClaim>,
+        charge: Charge<'_>,
     ) -> Result<Created<Room>, SessionError> {
         let mut attempt = 0;
         loop {
             let room = Room { id: RoomId::random(), ..template.clone() };
-            match self.store.insert_room(&room, claim).await {
+            let held = self.reserve_room(charge, room.id, claim).await?;
+            let written = self.store.insert_room(&room, claim).await;
+            if let (quotas::Held::Reserved, Charge::User(user)) = (held, charge) {
+                let undo = match &written {
+                    Err(e) => quotas::definitive(e),
+                    Ok(created) => !created.is_new(),
+                };
+                if undo {
+                    self.release(user, quotas::Entry::Room(room.id), "the room was not created").await;
+                }
+            }
+            match written {
                 Err(StoreError::AlreadyExists) if attempt < 5 => attempt += 1,
                 other => return Ok(other?),
             }
@@ -348,15 +377,41 @@ impl Sessions {
 
     /// Books `wanted.slot` for its owner: in `room` when given (`NotFound`, `Conflict` when
     /// taken), else in any free room with two seats, else in a new room, all in the store.
-    /// Validates the slot against the booking policy at `now`. Honours `claim`.
+    /// Validates the slot against the booking policy at `now`, then reserves it in `charge`'s
+    /// live bookings quota (`QuotaExceeded` at the limit; see [`quotas`]). Honours `claim` (a
+    /// replay counts nothing).
     pub async fn book(
         &self,
         wanted: &Booking,
         room: Option<RoomId>,
         claim: Option<&IdempotencyClaim>,
+        charge: Charge<'_>,
     ) -> Result<Created<(Booking, Room)>, SessionError> {
         let now = self.clock.now();
         self.settings.policy.bookable_slot(wanted.slot, now)?;
+        let held = self.reserve_booking(charge, wanted, claim).await?;
+        let booked = self.book_reserved(wanted, room, claim, now).await;
+        if let (quotas::Held::Reserved, Charge::User(user)) = (held, charge) {
+            let undo = match &booked {
+                Err(SessionError::Store(e)) => quotas::definitive(e),
+                Err(_) => true,
+                Ok(created) => !created.is_new(),
+            };
+            if undo {
+                self.release(user, quotas::Entry::Booking(wanted.id), "the booking was not made").await;
+            }
+        }
+        booked
+    }
+
+    /// The store part of [`Self::book`].
+    async fn book_reserved(
+        &self,
+        wanted: &Booking,
+        room: Option<RoomId>,
+        claim: Option<&IdempotencyClaim>,
+        now: DateTime<Utc>,
+    ) -> Result<Created<(Booking, Room)>, SessionError> {
         let notify = self.notify_at();
         let Some(room_id) = room else {
             let booked = match self.store.book_any_room_notify(wanted, None, claim, notify).await {
@@ -414,6 +469,9 @@ impl Sessions {
             .await
             .map_err(not_found_as(booking_not_found(booking.id)))?;
         self.deliver(&[OutboxEvent::booking_cancelled(&cancelled, now)]);
+        if self.settings.quotas.live_bookings_per_user > 0 {
+            self.release(&cancelled.owner, quotas::Entry::Booking(cancelled.id), "the booking was cancelled").await;
+        }
         self.close_now(&cancelled, cancelled.access.generation, "the booking was cancelled").await;
         Ok(())
     }
@@ -449,6 +507,7 @@ impl Sessions {
             })?;
         if booking.slot.end() != end {
             self.deliver(&[OutboxEvent::booking_extended(&updated, booking.slot.end(), now)]);
+            self.follow_end(&updated.owner, updated.id, updated.slot.end()).await;
         }
         Ok(updated)
     }

@@ -23,9 +23,11 @@
 
 mod client_events;
 mod pages;
+mod quotas;
 
 pub use client_events::*;
 pub use pages::*;
+pub use quotas::*;
 
 use chrono::{DateTime, Duration, DurationRound, Utc};
 use futures::future::join_all;
@@ -125,6 +127,10 @@ macro_rules! store_conformance_tests {
             rooms_pages_keep_the_free_during_filter,
             bookings_pages_walk_in_order_and_filter_by_status_and_day,
             deliveries_pages_walk_newest_first_once,
+            // ----- per-user quota ledgers (conformance/quotas.rs) -----
+            quota_ledger_is_absent_until_created_and_created_once,
+            quota_ledger_is_compare_and_set_on_its_version,
+            parallel_quota_ledger_writes_have_one_winner,
         );
     };
     (@cases ($make:expr) $($case:ident),* $(,)?) => {

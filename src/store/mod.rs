@@ -33,13 +33,18 @@
 //!   guest invitation) changes only through [`Store::set_booking_access`], which fails with
 //!   [`StoreError::PreconditionFailed`] when another writer changed it first; a booking is found
 //!   by its current invitation's code hash ([`Store::booking_by_invitation`]), never by an old one.
+//! - **Quota ledgers are compare-and-set.** A user's [`QuotaLedger`] changes only through
+//!   [`Store::put_quota_ledger`], which fails with [`StoreError::PreconditionFailed`] when another
+//!   writer changed (or created) it first ([`quotas`]).
 
 pub mod conformance;
 pub mod cosmos;
 pub mod pages;
+pub mod quotas;
 pub mod sqlite;
 
 pub use pages::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
+pub use quotas::{LedgerBooking, LedgerRoom, QuotaLedger, StoredLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -573,4 +578,14 @@ pub trait Store: Send + Sync + 'static {
         after: Option<&DeliveryKey>,
         limit: usize,
     ) -> StoreResult<Vec<Delivery>>;
+
+    // ----- per-user quota ledgers (see [`quotas`]) -----
+
+    /// `user`'s quota ledger and its version, or `None` when none was written yet.
+    async fn quota_ledger(&self, user: &str) -> StoreResult<Option<StoredLedger>>;
+
+    /// Compare-and-set of `user`'s ledger: writes `ledger` only when the stored version is
+    /// `expected` (`None`: no ledger may exist yet) and returns the new version.
+    /// `PreconditionFailed` when another writer changed or created it first.
+    async fn put_quota_ledger(&self, user: &str, ledger: &QuotaLedger, expected: Option<u64>) -> StoreResult<u64>;
 }

@@ -29,6 +29,7 @@ mod client_events;
 mod documents;
 mod finder;
 mod pages;
+mod quotas;
 mod records;
 mod schedule;
 mod sdk;
@@ -681,6 +682,23 @@ impl Store for CosmosStore {
     #[tracing::instrument(skip_all)]
     async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.purge_deliveries_impl(before).await
+    }
+
+    // ----- per-user quota ledgers (see `quotas`) -----
+
+    #[tracing::instrument(skip_all)]
+    async fn quota_ledger(&self, user: &str) -> StoreResult<Option<super::StoredLedger>> {
+        self.quota_ledger_impl(user).await
+    }
+
+    #[tracing::instrument(skip_all)]
+    async fn put_quota_ledger(
+        &self,
+        user: &str,
+        ledger: &super::QuotaLedger,
+        expected: Option<u64>,
+    ) -> StoreResult<u64> {
+        self.put_quota_ledger_impl(user, ledger, expected).await
     }
 
     // ----- keyset pages (see `pages`) -----

@@ -16,6 +16,7 @@
 mod client_events;
 mod engine;
 mod pages;
+mod quotas;
 mod records;
 mod rows;
 mod schema;
@@ -615,6 +616,21 @@ impl Store for SqliteStore {
 
     async fn purge_deliveries(&self, before: DateTime<Utc>) -> StoreResult<u64> {
         self.purge_deliveries_impl(before).await
+    }
+
+    // ----- per-user quota ledgers (see `quotas`) -----
+
+    async fn quota_ledger(&self, user: &str) -> StoreResult<Option<super::StoredLedger>> {
+        quotas::ledger(self, user).await
+    }
+
+    async fn put_quota_ledger(
+        &self,
+        user: &str,
+        ledger: &super::QuotaLedger,
+        expected: Option<u64>,
+    ) -> StoreResult<u64> {
+        quotas::put(self, user, ledger, expected).await
     }
 
     // ----- keyset pages (see `pages`) -----

@@ -140,6 +140,7 @@ CREATE TABLE vacancy (
 CREATE INDEX vacancy_end ON vacancy (slot_end);
 "#,
     super::pages::MIGRATION,
+    super::quotas::MIGRATION,
 ];
 
 /// Brings the database to the latest schema in one write transaction. `Internal` when the file
