@@ -45,11 +45,11 @@ use super::{
     Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
     Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
+use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::{
     config::{CosmosConfig, CosmosCredentialKind},
     domain::{Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, session::SessionRecord},
 };
-use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use claims::ClaimStart;
 use documents::{
     AssignmentDoc, InviteDoc, MARKER_TTL, MarkerDoc, OPLOG_TTL, OpDoc, OwnerDoc, ROOM_DOC_ID, RoomDoc, StateDoc,

@@ -14,10 +14,10 @@ use std::collections::HashSet;
 
 use azure_data_cosmos::Query;
 
+use super::CosmosStore;
 use super::documents::{OwnerDoc, RoomDoc, owner_doc_id, owner_pk};
 use super::records::OutboxDoc;
 use super::sdk::{Fresh, In, map_err, ts};
-use super::CosmosStore;
 use crate::domain::{Booking, BookingStatus, Room};
 use crate::store::{
     BookingKey, BookingQuery, Delivery, DeliveryKey, DeliveryStatus, RoomFilter, RoomKey, StoreError, StoreResult,
@@ -133,8 +133,10 @@ impl CosmosStore {
                 [("@ks", ts(k.start).into()), ("@kid", owner_doc_id(k.id).into())],
             );
         }
-        let docs: Vec<OwnerDoc> =
-            self.c.query(In::Ops, text.build(limit, "c.start, c.id")?, Some(&owner_pk(&q.owner)), Fresh::Session).await?;
+        let docs: Vec<OwnerDoc> = self
+            .c
+            .query(In::Ops, text.build(limit, "c.start, c.id")?, Some(&owner_pk(&q.owner)), Fresh::Session)
+            .await?;
         Ok(docs.into_iter().map(|d| d.booking).collect())
     }
 

@@ -33,10 +33,10 @@ use super::{
     Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
     Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
+use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::domain::{
     Access, Booking, Room, RoomId, TimeSlot, events::OutboxEvent, format_instant, session::SessionRecord,
 };
-use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use engine::Engine;
 use rows::{
     BOOKING_COLUMNS, FOREVER, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row, check_claim,

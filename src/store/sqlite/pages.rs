@@ -116,7 +116,7 @@ impl SqliteStore {
         after: Option<&BookingKey>,
         limit: usize,
     ) -> StoreResult<Vec<Booking>> {
-        let mut sql = Sql::new(format!("SELECT {BOOKING_COLUMNS} FROM bookings WHERE owner = ?1"));
+        let mut sql = Sql::new(format!("SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.owner = ?1"));
         sql.args.push(Value::Text(q.owner.clone()));
         let now = ns(q.now)?;
         match q.status {
