@@ -9,12 +9,13 @@ use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{
     app::{TestApp, admin, user},
+    participant::client,
     proxy::delaying_proxy,
 };
 use suroga::{
     config::Secret,
     fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
-    janus::{Credential, JanusClient, JanusClientConfig, JanusError, JoinRoom, token},
+    janus::{Credential, JanusError, JoinRoom, token},
 };
 
 const VIDEOROOM: &str = "janus.plugin.videoroom";
@@ -31,7 +32,7 @@ fn janus_base(app: &TestApp) -> String {
 /// answer's tokens and `pin`; the session keeps it there.
 async fn join_janus(join: &Value, pin: &str, display: &str) -> Result<suroga::janus::Session, JanusError> {
     let token = Credential::Token(Secret::new(join["token"].as_str().unwrap()));
-    let session = token_client().session_with(join["janus"]["http"].as_str().unwrap(), token).await?;
+    let session = client().session_with(join["janus"]["http"].as_str().unwrap(), token).await?;
     let handle = session.attach(VIDEOROOM).await?;
     let req = JoinRoom {
         room: join["room_id"].as_u64().unwrap(),
@@ -268,16 +269,6 @@ async fn join_answers_only_the_owner_inside_the_window() {
     );
 }
 
-fn token_client() -> JanusClient {
-    JanusClient::new(JanusClientConfig {
-        api_secret: Secret::new("not-the-secret"),
-        admin_key: None,
-        connect_timeout: Duration::from_secs(2),
-        request_timeout: Duration::from_secs(5),
-    })
-    .unwrap()
-}
-
 #[tokio::test]
 async fn the_join_token_opens_a_janus_session_and_forged_ones_do_not() {
     let app = TestApp::spawn().await;
@@ -287,7 +278,7 @@ async fn the_join_token_opens_a_janus_session_and_forged_ones_do_not() {
     assert_eq!(st, StatusCode::OK, "{join}");
     let http = join["janus"]["http"].as_str().unwrap();
     let tok = join["token"].as_str().unwrap();
-    let client = token_client();
+    let client = client();
     let session =
         client.session_with(http, Credential::Token(Secret::new(tok))).await.expect("the token opens a session");
     let handle = session.attach(VIDEOROOM).await.expect("and attaches the VideoRoom");

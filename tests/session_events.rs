@@ -18,40 +18,20 @@ use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::app::{TestApp, temp_dir, user};
+use support::participant::join_answer;
 use suroga::{
-    config::Secret,
     fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
-    janus::{Credential, JanusClient, JanusClientConfig, JoinRoom, Session, VIDEOROOM},
+    janus::Session,
 };
-
-/// A client that holds no server credential: only what the API handed out.
-fn client() -> JanusClient {
-    JanusClient::new(JanusClientConfig {
-        api_secret: Secret::new("not-the-secret"),
-        admin_key: None,
-        connect_timeout: StdDuration::from_secs(2),
-        request_timeout: StdDuration::from_secs(5),
-    })
-    .unwrap()
-}
 
 /// Joins the session of a join answer as a publisher, as the web client does: with the
 /// answer's tokens, pin and (when `with_id`) its `participant_id`. The session keeps the
 /// participant in the room until it is destroyed (Janus then reports `leaving`).
 async fn join(answer: &Value, display: &str, with_id: bool) -> Session {
-    let token = Credential::Token(Secret::new(answer["token"].as_str().unwrap()));
-    let session = client().session_with(answer["janus"]["http"].as_str().unwrap(), token).await.unwrap();
-    let handle = session.attach(VIDEOROOM).await.unwrap();
-    let req = JoinRoom {
-        room: answer["room_id"].as_u64().unwrap(),
-        display,
-        pin: answer["pin"].as_str(),
-        room_token: answer["room_token"].as_str(),
-    };
     let id = with_id.then(|| answer["participant_id"].as_u64().expect("the answer carries participant_id"));
-    let joined = handle.join_as(&req, id).await.unwrap();
+    let (session, joined) = join_answer(answer, display, id).await;
     if let Some(id) = id {
-        assert_eq!(joined.id, id, "Janus took the participant id the service handed out");
+        assert_eq!(joined, id, "Janus took the participant id the service handed out");
     }
     session
 }

@@ -10,23 +10,13 @@ use chrono::Duration;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use support::app::{TestApp, admin, user};
+use support::participant::client;
 use suroga::{
     config::Secret,
-    janus::{Credential, JanusClient, JanusClientConfig, JanusError, JoinRoom, Session, VIDEOROOM, videoroom_codes},
+    janus::{Credential, JanusError, JoinRoom, Session, VIDEOROOM, videoroom_codes},
     store::OpAction,
 };
 use uuid::Uuid;
-
-/// A client that holds no server credential: only what the API handed out.
-fn client() -> JanusClient {
-    JanusClient::new(JanusClientConfig {
-        api_secret: Secret::new("not-the-secret"),
-        admin_key: None,
-        connect_timeout: std::time::Duration::from_secs(2),
-        request_timeout: std::time::Duration::from_secs(5),
-    })
-    .unwrap()
-}
 
 /// What a participant holds after a join: the answer's credentials.
 #[derive(Clone)]

@@ -27,11 +27,10 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::Sha256;
 use support::app::{TestApp, admin, temp_dir, user};
+use support::participant::join_answer;
 use suroga::{
     clock::{Clock, ManualClock},
-    config::Secret,
     domain::{Booking, TimeSlot},
-    janus::{Credential, JanusClient, JanusClientConfig, JoinRoom, VIDEOROOM},
     store::{Store, sqlite::SqliteStore},
 };
 use uuid::Uuid;
@@ -203,29 +202,9 @@ async fn deliveries(app: &TestApp, query: &str) -> Vec<Value> {
     v.as_array().unwrap().clone()
 }
 
-fn client() -> JanusClient {
-    JanusClient::new(JanusClientConfig {
-        api_secret: Secret::new("not-the-secret"),
-        admin_key: None,
-        connect_timeout: StdDuration::from_secs(2),
-        request_timeout: StdDuration::from_secs(5),
-    })
-    .unwrap()
-}
-
 /// Joins with a join answer's credentials and participant id; the session keeps the participant.
 async fn join(answer: &Value, display: &str) -> suroga::janus::Session {
-    let token = Credential::Token(Secret::new(answer["token"].as_str().unwrap()));
-    let session = client().session_with(answer["janus"]["http"].as_str().unwrap(), token).await.unwrap();
-    let handle = session.attach(VIDEOROOM).await.unwrap();
-    let req = JoinRoom {
-        room: answer["room_id"].as_u64().unwrap(),
-        display,
-        pin: answer["pin"].as_str(),
-        room_token: answer["room_token"].as_str(),
-    };
-    handle.join_as(&req, answer["participant_id"].as_u64()).await.unwrap();
-    session
+    join_answer(answer, display, answer["participant_id"].as_u64()).await.0
 }
 
 #[tokio::test]

@@ -3,4 +3,5 @@
 
 pub mod app;
 pub mod cosmos;
+pub mod participant;
 pub mod proxy;
