@@ -8,7 +8,7 @@ use chrono::Duration as ChronoDuration;
 use reqwest::StatusCode;
 use serde_json::{Value, json};
 use support::{
-    app::{TestApp, admin, user},
+    app::{TestApp, admin, over_own_janus, static_fleet, user},
     participant::client,
     proxy::delaying_proxy,
 };
@@ -76,23 +76,7 @@ async fn rooms_and_bookings_are_store_writes_and_janus_gets_a_room_per_session()
 /// An app over one always-on (`FLEET=static`) host: a Janus this test owns, so it can stop it
 /// behind the service's back (a local host the service owns would count as switched off).
 async fn spawn_over_own_janus(tag: &str) -> (TestApp, LocalJanusHost, std::path::PathBuf) {
-    let dir = support::app::temp_dir(tag);
-    let secrets = HostSecrets::generate();
-    let mut janus =
-        LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), LocalJanusOptions::default()).unwrap();
-    janus.start().await.unwrap();
-    let hosts = json!([{"name": "own", "backend_url": janus.backend_url(),
-        "public_http_url": janus.public_http_url(), "public_ws_url": janus.public_ws_url()}]);
-    let app = TestApp::spawn_with(|env| {
-        env.insert("FLEET".into(), "static".into());
-        env.insert("JANUS_HOSTS".into(), hosts.to_string());
-        env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
-        env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
-        env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
-        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
-    })
-    .await;
-    (app, janus, dir)
+    over_own_janus(tag, LocalJanusOptions::default()).await
 }
 
 #[tokio::test]
@@ -162,12 +146,7 @@ async fn a_slow_janus_hits_the_timeout_and_join_answers_503_within_the_limit() {
     let hosts = json!([{"name": "slow", "backend_url": format!("http://{proxy}/janus"),
         "public_http_url": format!("http://{proxy}/janus"), "public_ws_url": "ws://127.0.0.1:9"}]);
     let app = TestApp::spawn_with(|env| {
-        env.insert("FLEET".into(), "static".into());
-        env.insert("JANUS_HOSTS".into(), hosts.to_string());
-        env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
-        env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
-        env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
-        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
+        static_fleet(env, &hosts, &secrets);
         env.insert("JANUS_REQUEST_TIMEOUT_MS".into(), "800".into());
     })
     .await;

@@ -17,10 +17,10 @@ use base64::Engine;
 use chrono::{DateTime, Utc};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
-use support::app::{TestApp, temp_dir, user};
+use support::app::{TestApp, over_own_janus, user};
 use support::participant::join_answer;
 use suroga::{
-    fleet::local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
+    fleet::local::{LocalJanusHost, LocalJanusOptions},
     janus::Session,
 };
 
@@ -267,22 +267,8 @@ fn micros(e: &Value) -> DateTime<Utc> {
 /// An app over an always-on Janus this test owns, whose events go to a recorder the test reads.
 async fn app_with_recorded_janus(tag: &str) -> (TestApp, LocalJanusHost, Arc<Mutex<Vec<Value>>>, std::path::PathBuf) {
     let (url, seen) = recorder().await;
-    let dir = temp_dir(tag);
-    let secrets = HostSecrets::generate();
     let options = LocalJanusOptions { events_backend: Some(url), ..LocalJanusOptions::default() };
-    let mut janus = LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), options).unwrap();
-    janus.start().await.unwrap();
-    let hosts = json!([{"name": "own", "backend_url": janus.backend_url(),
-        "public_http_url": janus.public_http_url(), "public_ws_url": janus.public_ws_url()}]);
-    let app = TestApp::spawn_with(|env| {
-        env.insert("FLEET".into(), "static".into());
-        env.insert("JANUS_HOSTS".into(), hosts.to_string());
-        env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
-        env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
-        env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
-        env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
-    })
-    .await;
+    let (app, janus, dir) = over_own_janus(tag, options).await;
     (app, janus, seen, dir)
 }
 

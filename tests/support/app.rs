@@ -11,7 +11,10 @@ use suroga::{
     app,
     clock::ManualClock,
     config::{Config, Secret},
-    fleet::power::PowerControl,
+    fleet::{
+        local::{HostSecrets, LocalJanusHost, LocalJanusOptions},
+        power::PowerControl,
+    },
 };
 use uuid::Uuid;
 
@@ -31,6 +34,30 @@ pub fn temp_dir(tag: &str) -> PathBuf {
     let d = std::env::temp_dir().join(format!("suroga-test-{tag}-{}", Uuid::new_v4()));
     std::fs::create_dir_all(&d).unwrap();
     d
+}
+
+/// The settings of an always-on fleet (`FLEET=static`) over `hosts` (a `JANUS_HOSTS` value) whose
+/// Janus servers share `secrets`.
+pub fn static_fleet(env: &mut HashMap<String, String>, hosts: &Value, secrets: &HostSecrets) {
+    env.insert("FLEET".into(), "static".into());
+    env.insert("JANUS_HOSTS".into(), hosts.to_string());
+    env.insert("JANUS_API_SECRET".into(), secrets.api_secret.clone());
+    env.insert("JANUS_ADMIN_KEY".into(), secrets.admin_key.clone());
+    env.insert("JANUS_TOKEN_SECRET".into(), secrets.token_secret.clone());
+    env.insert("JANUS_EVENTS_SECRET".into(), secrets.events_secret.clone());
+}
+
+/// An app over one always-on host, `own`: a Janus the test owns (started with `options`), so it
+/// can stop it or read what it posts behind the service's back. Returns the test's folder too.
+pub async fn over_own_janus(tag: &str, options: LocalJanusOptions) -> (TestApp, LocalJanusHost, PathBuf) {
+    let dir = temp_dir(tag);
+    let secrets = HostSecrets::generate();
+    let mut janus = LocalJanusHost::new("own", dir.join("janus"), secrets.clone(), options).unwrap();
+    janus.start().await.unwrap();
+    let hosts = json!([{"name": "own", "backend_url": janus.backend_url(),
+        "public_http_url": janus.public_http_url(), "public_ws_url": janus.public_ws_url()}]);
+    let app = TestApp::spawn_with(|env| static_fleet(env, &hosts, &secrets)).await;
+    (app, janus, dir)
 }
 
 /// Settings for a test instance: local store and Janus in a fresh folder, a fixed token secret.
