@@ -254,7 +254,7 @@ impl LocalJanusHost {
     /// retried on fresh ports (up to three times).
     /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `NotReady` (the process is killed), `Io`.
     ///
-    /// Janus gets SIGTERM when the thread that started it exits (`PR_SET_PDEATHSIG` is per
+    /// Janus gets SIGKILL when the thread that started it exits (`PR_SET_PDEATHSIG` is per
     /// thread): call this from a runtime worker or the main thread, not from a short-lived
     /// thread such as one of tokio's blocking pool.
     #[tracing::instrument(level = "info", skip(self), fields(host = %self.name))]
@@ -295,7 +295,9 @@ impl LocalJanusHost {
         unsafe {
             cmd.pre_exec(|| {
                 // Janus must not outlive us, even if we are killed without running destructors.
-                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) != 0 {
+                // SIGKILL, not SIGTERM: a Janus whose parent is gone may hang in its graceful
+                // shutdown (its event handler still posting to us) and keep its ports for good.
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) != 0 {
                     return Err(io::Error::last_os_error());
                 }
                 Ok(())
