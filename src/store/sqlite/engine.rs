@@ -12,13 +12,18 @@
 //!   while a write is in flight, each on `tokio::task::spawn_blocking`.
 //! - **Checkpoints that keep up without stalling the writer.** A checkpoint thread copies the
 //!   WAL back into the database (`PASSIVE`, never blocking anyone) each time the writer has
-//!   added [`PASS_FRAMES`] to it. A WAL only starts over from its beginning when a checkpoint has
-//!   copied every frame and the next write begins, and under steady load the background pass
-//!   never catches the writer; so once the WAL holds [`RESTART_FRAMES`], the background thread
-//!   starts no new pass and the writer runs one itself between two batches: it copies only what
-//!   arrived since the last background pass (and syncs, a few milliseconds, once every few tens
-//!   of megabytes), and the next batch starts the WAL over. `journal_size_limit` then trims the
-//!   file. No `TRUNCATE` or `RESTART` checkpoint ever waits for the writer.
+//!   added [`PASS_FRAMES`] to it, and syncs the database file after each pass: SQLite itself
+//!   syncs it only after a pass during which nothing was committed, which under load never
+//!   happens, and the whole cycle's sync would otherwise fall on the writer. A WAL only starts
+//!   over from its beginning when a checkpoint has copied every frame and the next write begins,
+//!   and a background pass never catches a busy writer; so once the WAL holds
+//!   [`RESTART_FRAMES`], the background thread runs passes back to back until at most
+//!   [`TAIL_FRAMES`] are left (or its passes stop shortening the tail), and then the writer runs
+//!   the closing pass itself between two batches: it copies and syncs only that tail (a few
+//!   milliseconds), and the next batch starts the WAL over. Past [`FORCE_FRAMES`] the writer
+//!   does not wait for a short tail, so the WAL stays under 64 MB. No `TRUNCATE` or `RESTART`
+//!   checkpoint ever waits for the writer, and the WAL file keeps its blocks
+//!   ([`WAL_KEEP_BYTES`]).
 //! - **Bounded memory.** Each connection has a small page cache and no memory map: the
 //!   operating system's file cache holds the rest, outside the process.
 //! - **Many processes.** Every write runs under SQLite's write lock (`BEGIN IMMEDIATE`), so the
@@ -60,12 +65,22 @@ const PAGE_SIZE: i64 = 1024;
 /// New WAL frames (pages) after which the checkpoint thread runs a pass: about 2 MB.
 const PASS_FRAMES: u64 = 2 * 1024;
 
-/// WAL frames after which the writer finishes the checkpoint itself and the WAL starts over:
-/// about 32 MB, so that happens every few seconds under full load, not every batch.
-const RESTART_FRAMES: u64 = 32 * 1024;
+/// WAL frames after which the WAL should start over: about 40 MB, so that the writer's closing
+/// pass comes about once a second under full load, not every batch.
+const RESTART_FRAMES: u64 = 40 * 1024;
 
-/// The WAL file is trimmed to this size when it starts over.
-const WAL_KEEP_BYTES: i64 = 16 * 1024 * 1024;
+/// Frames left to copy at which the background thread hands the writer its closing pass: a
+/// pause of a few milliseconds (copy and sync) for the batches queued behind it.
+const TAIL_FRAMES: u64 = 256;
+
+/// WAL frames past which the writer runs its closing pass without waiting for a short tail, so
+/// the WAL stays under 64 MB even when the background thread cannot catch up.
+const FORCE_FRAMES: u64 = 56 * 1024;
+
+/// The WAL file is trimmed to this size when it starts over. Above the size it reaches before it
+/// starts over, so the file keeps its blocks: trimming and growing it again each cycle cost a
+/// truncate on the writer and block allocations that every later sync must wait for.
+const WAL_KEEP_BYTES: i64 = 60 * 1024 * 1024;
 
 /// Most writes the writer thread commits together.
 pub(super) const MAX_BATCH: usize = 256;
@@ -119,10 +134,18 @@ impl Engine {
         writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         let frames = WalFrames::watch(&writer);
         let checkpointer = open_connection(path, READER_CACHE_KIB)?;
+        // SQLite syncs the database file only after a pass during which nothing was committed,
+        // which under load is only ever the writer's own pass: the background thread syncs
+        // what its passes copied itself, so that pass does not carry the whole cycle's sync.
+        let database = std::fs::File::open(path).map_err(|e| StoreError::Unavailable {
+            message: format!("cannot open {} for syncing: {e}", path.display()),
+            retry_after: None,
+        })?;
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         let turns = Arc::new(Turns::default());
         let theirs = turns.clone();
-        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, theirs, nudges))?;
+        let counted = frames.counter.clone();
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
         Ok(Self {
@@ -297,14 +320,28 @@ impl WalFrames {
     }
 }
 
-/// Who checkpoints when: the background thread's passes and the writer's restarts take turns,
-/// because two checkpoints cannot run at once and the writer must not wait for one.
+/// Who checkpoints when: the background thread's passes and the writer's closing pass take
+/// turns, because two checkpoints cannot run at once and the writer must not wait for one.
 #[derive(Default)]
 struct Turns {
-    /// Set by the writer when the WAL should start over: no new background pass begins.
+    /// Set by the writer once the WAL holds [`RESTART_FRAMES`]: the background thread then runs
+    /// passes back to back until what is left to copy is short.
     restart: AtomicBool,
-    /// Set by the background thread while its pass runs.
-    running: AtomicBool,
+    /// Set by the background thread when a restart is due and at most [`TAIL_FRAMES`] are left
+    /// to copy: the writer's turn.
+    ready: AtomicBool,
+    /// Held by whoever runs a checkpoint.
+    busy: AtomicBool,
+}
+
+impl Turns {
+    fn try_lock(&self) -> bool {
+        self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+    }
+
+    fn unlock(&self) {
+        self.busy.store(false, Ordering::SeqCst);
+    }
 }
 
 /// The writer thread: waits for a write, takes every other one already queued, and commits
@@ -347,61 +384,107 @@ fn writer_loop(
             let _ = checkpoint.try_send(());
             next_pass = now + PASS_FRAMES;
         }
-        if now >= RESTART_FRAMES {
-            turns.restart.store(true, Ordering::SeqCst);
-            if !turns.running.load(Ordering::SeqCst) {
-                let started = std::time::Instant::now();
-                match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-                    Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-                }) {
-                    Ok((busy, log, done)) => {
-                        tracing::debug!(
-                            busy,
-                            log,
-                            done,
-                            ms = started.elapsed().as_millis() as u64,
-                            "sqlite restart pass"
-                        );
-                        if busy == 0 && done == log {
-                            turns.restart.store(false, Ordering::SeqCst);
-                        }
-                    }
-                    Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+        if now < RESTART_FRAMES {
+            continue;
+        }
+        if !turns.restart.swap(true, Ordering::SeqCst) {
+            let _ = checkpoint.try_send(());
+        }
+        // The closing pass copies what the background passes left and syncs; the next batch
+        // then starts the WAL over. Past FORCE_FRAMES the writer does not wait for a short tail.
+        if now >= FORCE_FRAMES {
+            // Wait for the background pass in flight, so the WAL stays bounded.
+            while !turns.try_lock() {
+                std::thread::sleep(StdDuration::from_micros(100));
+            }
+        } else if !turns.ready.load(Ordering::SeqCst) || !turns.try_lock() {
+            continue;
+        }
+        let started = std::time::Instant::now();
+        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        }) {
+            Ok((busy, log, done)) => {
+                tracing::debug!(busy, log, done, ms = started.elapsed().as_millis() as u64, "sqlite restart pass");
+                if busy == 0 && done == log {
+                    turns.restart.store(false, Ordering::SeqCst);
                 }
             }
+            Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
         }
+        // Not complete (a reader held an old snapshot): the background thread goes on.
+        turns.ready.store(false, Ordering::SeqCst);
+        turns.unlock();
     }
     frames.unwatch(&conn);
     // Dropping `checkpoint` here ends the checkpoint thread.
 }
 
-/// The checkpoint thread: copies the WAL back into the database when the writer nudges it or a
-/// second passes, without blocking anyone (`PASSIVE`), unless the writer is about to start the
-/// WAL over. Ends with the writer.
-fn checkpoint_loop(conn: Connection, turns: Arc<Turns>, nudges: Receiver<()>) {
-    use std::sync::mpsc::RecvTimeoutError;
+/// The checkpoint thread: copies the WAL back into the database and syncs it, without blocking
+/// anyone (`PASSIVE`), when the writer nudges it or a second passes; once a restart is due, pass
+/// after pass until at most [`TAIL_FRAMES`] are left, then it hands the writer its turn. Ends
+/// with the writer.
+fn checkpoint_loop(
+    conn: Connection,
+    database: std::fs::File,
+    frames: Arc<AtomicU64>,
+    turns: Arc<Turns>,
+    nudges: Receiver<()>,
+) {
+    use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
+    // Frames left after the last pass while a restart is due.
+    let mut last_left: Option<u64> = None;
     loop {
-        match nudges.recv_timeout(StdDuration::from_secs(1)) {
-            Ok(()) | Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => return,
+        let hurry = turns.restart.load(Ordering::SeqCst) && !turns.ready.load(Ordering::SeqCst);
+        let writer_gone = if hurry {
+            matches!(nudges.try_recv(), Err(TryRecvError::Disconnected))
+        } else {
+            matches!(nudges.recv_timeout(StdDuration::from_secs(1)), Err(RecvTimeoutError::Disconnected))
+        };
+        if writer_gone {
+            return;
         }
-        if turns.restart.load(Ordering::SeqCst) {
+        if turns.ready.load(Ordering::SeqCst) || !turns.try_lock() {
+            // The writer's turn, or its closing pass runs.
             continue;
         }
-        turns.running.store(true, Ordering::SeqCst);
-        // The writer may have asked for its turn meanwhile: then it waits for this pass's end.
-        if !turns.restart.load(Ordering::SeqCst) {
-            let started = std::time::Instant::now();
-            match conn
-                .query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)))
-            {
-                Ok((log, done)) => {
-                    tracing::debug!(log, done, ms = started.elapsed().as_millis() as u64, "sqlite checkpoint pass")
+        let started = std::time::Instant::now();
+        let pass =
+            conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get::<_, i64>(1)?, r.get::<_, i64>(2)?)));
+        match pass {
+            Ok((log, done)) => {
+                // SQLite syncs the database only when no commit came during the pass, so the
+                // pages this pass wrote are synced here, off the writer's path (after a pass
+                // SQLite synced, this finds nothing left to write).
+                if done > 0
+                    && let Err(e) = database.sync_data()
+                {
+                    tracing::warn!(error = %e, "sqlite database sync failed");
                 }
-                Err(e) => tracing::warn!(error = %e, "sqlite checkpoint failed"),
+                let now = frames.load(Ordering::Relaxed);
+                // Fewer frames than copied: the WAL started over meanwhile.
+                let left = if now >= done as u64 { now - done as u64 } else { now };
+                if turns.restart.load(Ordering::SeqCst) {
+                    // A short tail, or one these passes no longer shorten (the writer adds
+                    // nearly as fast as they copy): the writer's turn.
+                    let stuck = last_left.is_some_and(|l| left >= l - l / 4);
+                    if left <= TAIL_FRAMES || stuck {
+                        turns.ready.store(true, Ordering::SeqCst);
+                        last_left = None;
+                    } else {
+                        last_left = Some(left);
+                    }
+                } else {
+                    last_left = None;
+                }
+                tracing::debug!(log, done, left, ms = started.elapsed().as_millis() as u64, "sqlite checkpoint pass");
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "sqlite checkpoint failed");
+                std::thread::sleep(StdDuration::from_millis(100));
             }
         }
-        turns.running.store(false, Ordering::SeqCst);
+        turns.unlock();
     }
 }
 

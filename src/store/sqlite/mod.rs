@@ -431,7 +431,8 @@ impl Store for SqliteStore {
         let before = ns(before)?;
         self.write(move |tx| {
             let n = tx.prepare_cached("DELETE FROM idempotency WHERE created_at < ?1")?.execute([before])?;
-            tx.prepare_cached("DELETE FROM vacancy WHERE slot_end < ?1")?.execute([before])?;
+            // `slot_start < ?1` bounds the key's range: a slot that ended started before.
+            tx.prepare_cached("DELETE FROM vacancy WHERE slot_start < ?1 AND slot_end < ?1")?.execute([before])?;
             Ok(n as u64)
         })
         .await
@@ -735,6 +736,8 @@ mod tests {
         assert!(scheduler.contains("USING INDEX bookings_live_start (slot_start>? AND slot_start<?)"), "{scheduler}");
         let hints = plan(&format!("UPDATE vacancy AS b SET next_seq = :seq WHERE b.next_seq > :seq AND {OVERLAPS}"));
         assert!(hints.contains("USING PRIMARY KEY (slot_start>? AND slot_start<?)"), "{hints}");
+        let purge = plan("DELETE FROM vacancy WHERE slot_start < ?1 AND slot_end < ?1");
+        assert!(purge.contains("USING PRIMARY KEY (slot_start<?)"), "{purge}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

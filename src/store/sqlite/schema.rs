@@ -141,6 +141,11 @@ CREATE INDEX vacancy_end ON vacancy (slot_end);
 "#,
     super::pages::MIGRATION,
     super::quotas::MIGRATION,
+    r#"
+-- Every booking wrote a page of this index at a random place, and only the hourly purge read
+-- it: the purge now reads the key's range of starts (a slot that ended started before then).
+DROP INDEX vacancy_end;
+"#,
 ];
 
 /// Brings the database to the latest schema in one write transaction. `Internal` when the file
