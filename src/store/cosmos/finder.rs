@@ -11,7 +11,7 @@
 //! the search stops and the new room (if given) is created: the fleet may hold a room more than
 //! a full search would need, never a double booking, since the day documents decide.
 
-use std::{collections::BTreeSet, time::Instant};
+use std::{collections::BTreeSet, sync::Arc, time::Instant};
 
 use azure_data_cosmos::Query;
 use rand::seq::SliceRandom;
@@ -24,7 +24,7 @@ use super::documents::{
     ttl_until, vacancy_id,
 };
 use super::schedule::{Extras, Outcome};
-use super::sdk::{Fresh, In, backoff, map_err};
+use super::sdk::{Containers, Fresh, In, backoff, map_err};
 use crate::domain::{Booking, Room, RoomId};
 
 /// Taken rooms a search tries before it creates the new room.
@@ -33,13 +33,64 @@ pub(super) const MAX_TRIES: usize = 24;
 /// Untaken directory positions a search picks its first try from at random.
 const SPREAD: usize = 4;
 
-/// How long a cached directory is trusted before a search reads it again.
-const DIRECTORY_FRESH: std::time::Duration = std::time::Duration::from_secs(60);
+/// How often each instance re-reads its copy of the directory in the background, so that no
+/// search pays for a refresh: a search reads the directory itself only when it has no copy yet,
+/// or when every room in its copy is taken (rooms made since may be free).
+const DIRECTORY_REFRESH: std::time::Duration = std::time::Duration::from_secs(30);
 
 /// Each instance's copy of the room directory.
 #[derive(Default)]
 pub(super) struct Directory {
     cached: tokio::sync::RwLock<Option<(Instant, Vec<DirChunk>)>>,
+}
+
+impl Directory {
+    /// Starts the background refresh of `directory` (see [`DIRECTORY_REFRESH`]). It re-reads only
+    /// a copy a search has loaded, keeps the old copy when a read fails, and ends with the store.
+    pub(super) fn keep_fresh(directory: &Arc<Directory>, c: Containers) {
+        let directory = Arc::downgrade(directory);
+        tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(DIRECTORY_REFRESH);
+            ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            ticks.tick().await;
+            loop {
+                ticks.tick().await;
+                let Some(dir) = directory.upgrade() else { return };
+                let stale = dir.cached.read().await.as_ref().is_some_and(|(at, _)| at.elapsed() >= DIRECTORY_REFRESH);
+                if !stale {
+                    continue;
+                }
+                match read_directory(&c).await {
+                    Ok(chunks) => *dir.cached.write().await = Some((Instant::now(), chunks)),
+                    Err(e) => tracing::warn!(error = %e, "room directory not refreshed; the last copy stays"),
+                }
+            }
+        });
+    }
+}
+
+impl Directory {
+    /// Puts `chunk`, as this instance just wrote it, into the cached copy (if there is one; a
+    /// copy missing chunks before it is dropped, and the next search reads the directory).
+    async fn learn(&self, chunk: DirChunk) {
+        let mut cached = self.cached.write().await;
+        let Some((_, chunks)) = cached.as_mut() else { return };
+        if let Some(c) = chunks.iter_mut().find(|c| c.n == chunk.n) {
+            *c = chunk;
+        } else if chunks.last().map_or(0, |c| c.n + 1) == chunk.n {
+            chunks.push(chunk);
+        } else {
+            *cached = None;
+        }
+    }
+}
+
+/// Every chunk of the room directory, in order.
+async fn read_directory(c: &Containers) -> StoreResult<Vec<DirChunk>> {
+    let q = Query::from("SELECT * FROM c WHERE c.kind = 'directory'");
+    let mut chunks: Vec<DirChunk> = c.query(In::Ops, q, Some(DIRECTORY_PK), Fresh::Session).await?;
+    chunks.sort_by_key(|c| c.n);
+    Ok(chunks)
 }
 
 /// One room to try and where it came from.
@@ -62,20 +113,19 @@ pub(super) enum Found {
 }
 
 impl CosmosStore {
-    /// The directory, read if not cached, stale, or not reaching `position`.
+    /// The directory: this instance's copy (kept fresh in the background), read here only if
+    /// there is none yet or it does not reach `position`.
     async fn directory(&self, position: Option<u64>) -> StoreResult<Vec<DirChunk>> {
         {
             let cached = self.directory.cached.read().await;
-            if let Some((at, chunks)) = cached.as_ref() {
+            if let Some((_, chunks)) = cached.as_ref() {
                 let reaches = position.is_none_or(|p| (p as usize) < chunks.iter().map(|c| c.rooms.len()).sum());
-                if at.elapsed() < DIRECTORY_FRESH && reaches {
+                if reaches {
                     return Ok(chunks.clone());
                 }
             }
         }
-        let q = Query::from("SELECT * FROM c WHERE c.kind = 'directory'");
-        let mut chunks: Vec<DirChunk> = self.c.query(In::Ops, q, Some(DIRECTORY_PK), Fresh::Session).await?;
-        chunks.sort_by_key(|c| c.n);
+        let chunks = read_directory(&self.c).await?;
         *self.directory.cached.write().await = Some((Instant::now(), chunks.clone()));
         Ok(chunks)
     }
@@ -90,7 +140,7 @@ impl CosmosStore {
         };
         for attempt in 0..3 * self.tuning.contention_attempts {
             let id = directory_id(n);
-            let written = match self.c.read::<DirChunk>(In::Ops, DIRECTORY_PK, &id, Fresh::Session).await {
+            let (written, chunk) = match self.c.read::<DirChunk>(In::Ops, DIRECTORY_PK, &id, Fresh::Session).await {
                 Ok(Some((chunk, _))) if chunk.rooms.contains(&room.get()) => return,
                 Ok(Some((chunk, _))) if chunk.rooms.len() >= DIRECTORY_CHUNK => {
                     n += 1;
@@ -98,7 +148,7 @@ impl CosmosStore {
                 }
                 Ok(Some((mut chunk, etag))) => {
                     chunk.rooms.push(room.get());
-                    self.c.replace(In::Ops, DIRECTORY_PK, &id, &chunk, &etag).await.map(drop)
+                    (self.c.replace(In::Ops, DIRECTORY_PK, &id, &chunk, &etag).await.map(drop), chunk)
                 }
                 Ok(None) => {
                     let chunk = DirChunk {
@@ -108,7 +158,7 @@ impl CosmosStore {
                         n,
                         rooms: vec![room.get()],
                     };
-                    self.c.create(In::Ops, DIRECTORY_PK, &id, &chunk).await.map(drop)
+                    (self.c.create(In::Ops, DIRECTORY_PK, &id, &chunk).await.map(drop), chunk)
                 }
                 Err(e) => {
                     tracing::warn!(room = %room, error = %e, "room not listed for find-or-create");
@@ -117,8 +167,9 @@ impl CosmosStore {
             };
             match written {
                 Ok(()) => {
-                    // This instance finds its own room at once.
-                    *self.directory.cached.write().await = None;
+                    // This instance finds its own room at once, without reading the directory
+                    // again: the chunk just written replaces its copy.
+                    self.directory.learn(chunk).await;
                     return;
                 }
                 Err(f) if matches!(f.status, 409 | 412) || f.unknown_outcome() => backoff(attempt).await,

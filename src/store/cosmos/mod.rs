@@ -125,7 +125,10 @@ impl CosmosStore {
         let db = client.database_client(database);
         let rooms = open_container(&db, database, container).await?;
         let ops = open_container(&db, database, ops_container).await?;
-        Ok(Self { c: Containers::new(rooms, ops, &tuning), tuning: Arc::new(tuning), directory: Arc::default() })
+        let c = Containers::new(rooms, ops, &tuning);
+        let directory = Arc::default();
+        finder::Directory::keep_fresh(&directory, c.clone());
+        Ok(Self { c, tuning: Arc::new(tuning), directory })
     }
 
     /// Documents this store has read so far (point reads and query results): what a request
