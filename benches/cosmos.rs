@@ -15,7 +15,8 @@
 //! emulator sees them, 1 KB otherwise. The emulator itself answers from memory: read the times as
 //! ratios, not as Azure latencies. The request and document counts carry over to a real account.
 //!
-//! `cargo bench --bench cosmos [-- small]` (`small`: 100 rooms and no history only).
+//! `cargo bench --bench cosmos [-- small | scale=<rooms>x<history> ...]` (`small`: 100 rooms and
+//! no history only; `scale=10000x0`: the named scales only).
 
 #[path = "../tests/support/cosmos.rs"]
 mod support;
@@ -414,8 +415,20 @@ async fn load() {
 #[tokio::main(flavor = "multi_thread")]
 async fn main() {
     let small = std::env::args().any(|a| a == "small");
-    let scales: &[(usize, usize)] =
-        if small { &[(100, 0)] } else { &[(100, 0), (10_000, 0), (100, 100_000), (10_000, 100_000)] };
+    // `scale=<rooms>x<history>` (repeatable) runs only the named scales.
+    let named: Vec<(usize, usize)> = std::env::args()
+        .filter_map(|a| {
+            let (rooms, history) = a.strip_prefix("scale=")?.split_once('x')?;
+            Some((rooms.parse().ok()?, history.parse().ok()?))
+        })
+        .collect();
+    let scales: &[(usize, usize)] = if !named.is_empty() {
+        &named
+    } else if small {
+        &[(100, 0)]
+    } else {
+        &[(100, 0), (10_000, 0), (100, 100_000), (10_000, 100_000)]
+    };
     for &(rooms, history) in scales {
         scale(rooms, history).await;
     }
