@@ -67,9 +67,7 @@ impl Directory {
             }
         });
     }
-}
 
-impl Directory {
     /// Puts `chunk`, as this instance just wrote it, into the cached copy (if there is one; a
     /// copy missing chunks before it is dropped, and the next search reads the directory).
     async fn learn(&self, chunk: DirChunk) {

@@ -444,8 +444,13 @@ fn checkpoint_loop(
         if writer_gone {
             return;
         }
-        if turns.ready.load(Ordering::SeqCst) || !turns.try_lock() {
-            // The writer's turn, or its closing pass runs.
+        if turns.ready.load(Ordering::SeqCst) {
+            // The writer's turn.
+            continue;
+        }
+        if !turns.try_lock() {
+            // The writer's closing pass runs: no spinning on the core it needs.
+            std::thread::sleep(StdDuration::from_millis(1));
             continue;
         }
         let started = std::time::Instant::now();
