@@ -10,13 +10,14 @@ use crate::domain::BookingPolicy;
 mod ice;
 pub use ice::{IceConfig, IceTransportPolicy, IceUrlKind, TurnUrls, ice_url_kind};
 
-/// A secret value: shown as `***` in logs and `Debug`.
+/// A secret value: shown as `***` in logs and `Debug`. Shared, so copies (the API state is
+/// copied for every request) allocate nothing.
 #[derive(Clone, PartialEq, Eq)]
-pub struct Secret(String);
+pub struct Secret(std::sync::Arc<str>);
 
 impl Secret {
     pub fn new(s: impl Into<String>) -> Self {
-        Self(s.into())
+        Self(s.into().into())
     }
     pub fn expose(&self) -> &str {
         &self.0

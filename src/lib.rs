@@ -17,6 +17,7 @@
 //! - [`files`]: the data folder (`0700`) and the files holding secrets and data (`0600`).
 //! - [`web`]: the browser app at `/app/` (embedded build of `web/`), its CSP and client settings.
 
+pub mod allocator;
 pub mod api;
 pub mod app;
 pub mod auth;

@@ -5,6 +5,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// mimalloc, set up by [`suroga::allocator::configure`].
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 #[derive(Parser)]
 #[command(name = "suroga", version, about = "Suroga Stream: booked one-to-one video sessions on Janus")]
 struct Cli {
@@ -45,6 +49,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    suroga::allocator::configure();
     let cli = Cli::parse();
     match run(cli) {
         Ok(()) => ExitCode::SUCCESS,

@@ -6,6 +6,8 @@
 //! booking and the fact), so the same event written twice (a retried write, two instances
 //! deriving the same fact) has one id, and receivers de-duplicate by it.
 
+use std::fmt::Write as _;
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -165,8 +167,12 @@ fn event_id(booking_id: Uuid, key: &str) -> String {
     h.update(booking_id.as_bytes());
     h.update(key.as_bytes());
     let digest = h.finalize();
-    let hex: String = digest.iter().take(16).map(|b| format!("{b:02x}")).collect();
-    format!("evt_{hex}")
+    let mut id = String::with_capacity(4 + 32);
+    id.push_str("evt_");
+    for b in &digest[..16] {
+        let _ = write!(id, "{b:02x}");
+    }
+    id
 }
 
 fn booking_data(b: &Booking) -> Value {

@@ -17,6 +17,8 @@
 //!
 //! [`Access::generation`]: crate::domain::Access::generation
 
+use std::fmt::Write as _;
+
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -90,12 +92,21 @@ impl SessionKey {
         let id_bytes = self.derive("room", &parts);
         let raw = u64::from_be_bytes(id_bytes[..8].try_into().expect("8 bytes"));
         let room = RoomId::new(raw % (ROOM_ID_LIMIT - 1) + 1).expect("1..2^53 is a room id");
-        let pin_bytes = self.derive("pin", &parts);
+        SessionCredentials {
+            room,
+            pin: self.pin(booking, generation),
+            secret: self.room_secret(room),
+            description: describe(booking, generation),
+        }
+    }
+
+    /// The pin of [`Self::credentials`] alone (what a new booking answers), without deriving
+    /// the rest.
+    pub fn pin(&self, booking: Uuid, generation: u32) -> String {
+        let pin_bytes = self.derive("pin", &[booking.as_bytes(), &generation.to_be_bytes()]);
         // 32 bytes, each reduced mod 57: the bias (256 = 4 * 57 + 28) is far below what a
         // guess could use against a 70-bit pin.
-        let pin =
-            pin_bytes.iter().take(PIN_CHARS).map(|b| PIN_ALPHABET[*b as usize % PIN_ALPHABET.len()] as char).collect();
-        SessionCredentials { room, pin, secret: self.room_secret(room), description: describe(booking, generation) }
+        pin_bytes.iter().take(PIN_CHARS).map(|b| PIN_ALPHABET[*b as usize % PIN_ALPHABET.len()] as char).collect()
     }
 
     /// The Janus participant id of `role` in `booking`'s session in `generation`: the client
@@ -119,7 +130,11 @@ impl SessionKey {
     /// The admin secret of a session room, from its id alone.
     pub fn room_secret(&self, room: RoomId) -> String {
         let bytes = self.derive("secret", &[&room.get().to_be_bytes()]);
-        bytes.iter().map(|b| format!("{b:02x}")).collect()
+        let mut hex = String::with_capacity(2 * bytes.len());
+        for b in bytes {
+            let _ = write!(hex, "{b:02x}");
+        }
+        hex
     }
 }
 

@@ -267,7 +267,7 @@ impl Sessions {
 
     /// The booking's own pin: what `POST /bookings` answers as its `password`.
     pub fn pin(&self, booking: &Booking) -> String {
-        self.credentials(booking).pin
+        self.key.pin(booking.id, booking.access.generation)
     }
 
     /// The window in which the booking's people may join: from `reveal_before` ahead of the
@@ -422,7 +422,7 @@ impl Sessions {
                 other => other?,
             };
             if let Created::New((b, _)) = &booked {
-                self.deliver(&[OutboxEvent::booking_created(b)]);
+                self.deliver_one(|| OutboxEvent::booking_created(b));
             }
             return Ok(booked);
         };
@@ -435,7 +435,7 @@ impl Sessions {
             other => other.into(),
         })?;
         if let Created::New(b) = &booked {
-            self.deliver(&[OutboxEvent::booking_created(b)]);
+            self.deliver_one(|| OutboxEvent::booking_created(b));
         }
         let room = self.store.get_room(room_id).await?;
         Ok(match booked {
@@ -468,7 +468,7 @@ impl Sessions {
             .cancel_booking_notify(booking.id, now, self.notify_at())
             .await
             .map_err(not_found_as(booking_not_found(booking.id)))?;
-        self.deliver(&[OutboxEvent::booking_cancelled(&cancelled, now)]);
+        self.deliver_one(|| OutboxEvent::booking_cancelled(&cancelled, now));
         if self.settings.quotas.live_bookings_per_user > 0 {
             self.release(&cancelled.owner, quotas::Entry::Booking(cancelled.id), "the booking was cancelled").await;
         }
@@ -506,7 +506,7 @@ impl Sessions {
                 other => other.into(),
             })?;
         if booking.slot.end() != end {
-            self.deliver(&[OutboxEvent::booking_extended(&updated, booking.slot.end(), now)]);
+            self.deliver_one(|| OutboxEvent::booking_extended(&updated, booking.slot.end(), now));
             self.follow_end(&updated.owner, updated.id, updated.slot.end()).await;
         }
         Ok(updated)

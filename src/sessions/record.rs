@@ -361,6 +361,14 @@ impl Sessions {
         }
     }
 
+    /// [`Self::deliver`] of the event `event` builds, built only when webhooks are on: an event
+    /// renders its JSON body and hashes its id, work a booking without webhooks never needs.
+    pub(super) fn deliver_one(&self, event: impl FnOnce() -> OutboxEvent) {
+        if self.webhooks.is_some() {
+            self.deliver(&[event()]);
+        }
+    }
+
     /// `Some(now)` when webhooks are on: what booking writes pass as `notify`.
     pub(super) fn notify_at(&self) -> Option<DateTime<Utc>> {
         self.webhooks.as_ref().map(|_| self.clock.now())
