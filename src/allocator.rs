@@ -40,7 +40,10 @@ mod tests {
         let (eager, delay) = unsafe { (mi_option_get(ARENA_EAGER_COMMIT), mi_option_get(PURGE_DELAY)) };
         // 0 from the build's define (mimalloc's own default is 2), and the documented 1000 ms.
         if std::env::var_os("MIMALLOC_ARENA_EAGER_COMMIT").is_none() {
-            assert_eq!(eager, 0, "option {ARENA_EAGER_COMMIT} is not arena_eager_commit, or CFLAGS did not reach mimalloc");
+            assert_eq!(
+                eager, 0,
+                "option {ARENA_EAGER_COMMIT} is not arena_eager_commit, or CFLAGS did not reach mimalloc"
+            );
         }
         if std::env::var_os("MIMALLOC_PURGE_DELAY").is_none() {
             assert_eq!(delay, 1000, "option {PURGE_DELAY} is not purge_delay");
