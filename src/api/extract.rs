@@ -9,6 +9,7 @@ use serde::de::DeserializeOwned;
 use sha2::{Digest, Sha256};
 
 use super::error::ApiError;
+use crate::domain::hex;
 
 /// `Path` whose rejection is a 400 problem ("bad ids").
 #[derive(FromRequestParts)]
@@ -100,10 +101,6 @@ impl<S: Send + Sync, T: DeserializeOwned> OptionalFromRequest<S> for JsonBody<T>
             (_, None) => Ok(None),
         }
     }
-}
-
-fn hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// Reads the optional `Idempotency-Key` header: 1 to 255 visible ASCII characters.

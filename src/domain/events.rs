@@ -6,8 +6,6 @@
 //! booking and the fact), so the same event written twice (a retried write, two instances
 //! deriving the same fact) has one id, and receivers de-duplicate by it.
 
-use std::fmt::Write as _;
-
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
@@ -166,13 +164,7 @@ fn event_id(booking_id: Uuid, key: &str) -> String {
     let mut h = Sha256::new();
     h.update(booking_id.as_bytes());
     h.update(key.as_bytes());
-    let digest = h.finalize();
-    let mut id = String::with_capacity(4 + 32);
-    id.push_str("evt_");
-    for b in &digest[..16] {
-        let _ = write!(id, "{b:02x}");
-    }
-    id
+    format!("evt_{}", super::hex(&h.finalize()[..16]))
 }
 
 fn booking_data(b: &Booking) -> Value {

@@ -106,6 +106,16 @@ pub fn parse_day(field: &str, s: &str) -> Result<TimeSlot, Invalid> {
     TimeSlot::new(start, start + Duration::days(1))
 }
 
+/// `bytes` in lowercase hex, two digits a byte: how digests and derived secrets are written.
+pub fn hex(bytes: &[u8]) -> String {
+    use fmt::Write as _;
+    let mut out = String::with_capacity(2 * bytes.len());
+    for b in bytes {
+        let _ = write!(out, "{b:02x}");
+    }
+    out
+}
+
 /// Formats a time as the API answers it: RFC 3339 in UTC with a `Z`, whole seconds unless sub-second.
 pub fn format_instant(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::AutoSi, true)

@@ -17,8 +17,6 @@
 //!
 //! [`Access::generation`]: crate::domain::Access::generation
 
-use std::fmt::Write as _;
-
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use uuid::Uuid;
@@ -129,12 +127,7 @@ impl SessionKey {
 
     /// The admin secret of a session room, from its id alone.
     pub fn room_secret(&self, room: RoomId) -> String {
-        let bytes = self.derive("secret", &[&room.get().to_be_bytes()]);
-        let mut hex = String::with_capacity(2 * bytes.len());
-        for b in bytes {
-            let _ = write!(hex, "{b:02x}");
-        }
-        hex
+        crate::domain::hex(&self.derive("secret", &[&room.get().to_be_bytes()]))
     }
 }
 

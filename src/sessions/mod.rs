@@ -194,7 +194,7 @@ pub struct SessionParticipants {
 
 /// The lowercase hex SHA-256 of an invitation code: what the store keeps.
 pub fn code_hash(code: &str) -> String {
-    Sha256::digest(code.as_bytes()).iter().map(|b| format!("{b:02x}")).collect()
+    crate::domain::hex(&Sha256::digest(code.as_bytes()))
 }
 
 /// A fresh invitation code: 192 random bits, URL-safe base64 (32 characters).

@@ -100,7 +100,7 @@ pub(super) enum Entry {
 fn key_digest(claim: Option<&IdempotencyClaim>) -> Option<String> {
     claim.map(|c| {
         let digest = Sha256::digest(format!("{}\n{}", c.scope, c.key).as_bytes());
-        digest[..16].iter().map(|b| format!("{b:02x}")).collect()
+        crate::domain::hex(&digest[..16])
     })
 }
 

@@ -15,7 +15,6 @@
 //!   ([`Containers::docs_read`]), for the benchmark's cost figures and for operators.
 
 use std::{
-    fmt::Write as _,
     num::NonZeroU32,
     sync::{
         Arc,
@@ -346,12 +345,7 @@ pub(super) async fn backoff(attempt: u32) {
 
 /// Document ids may not contain `/`, `\`, `?` or `#`: values chosen by users are hashed.
 pub(super) fn hex_digest(s: &str) -> String {
-    let digest = Sha256::digest(s.as_bytes());
-    let mut out = String::with_capacity(64);
-    for b in digest {
-        let _ = write!(out, "{b:02x}");
-    }
-    out
+    crate::domain::hex(&Sha256::digest(s.as_bytes()))
 }
 
 /// Fixed-width UTC timestamps (nanoseconds): lexical order is time order in queries.

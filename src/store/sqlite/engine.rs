@@ -477,6 +477,8 @@ fn checkpoint_loop(
     use std::sync::mpsc::{RecvTimeoutError, TryRecvError};
     // Frames left after the last pass while a restart is due.
     let mut last_left: Option<u64> = None;
+    // Frames copied (of this WAL) as of the last pass: a pass that copied none syncs nothing.
+    let mut last_done: i64 = 0;
     loop {
         let hurry = turns.restart.load(Ordering::SeqCst) && !turns.ready.load(Ordering::SeqCst);
         let writer_gone = if hurry {
@@ -503,10 +505,11 @@ fn checkpoint_loop(
             Ok((log, done)) => {
                 // SQLite syncs the database only when no commit came during the pass, so the
                 // pages this pass wrote are synced here, off the writer's path (after a pass
-                // SQLite synced, this finds nothing left to write).
-                if done > 0
-                    && let Err(e) = database.sync_data()
-                {
+                // SQLite synced, this finds nothing left to write). `done` counts the WAL's
+                // copied frames; it is smaller than before when the WAL started over.
+                let copied = done > 0 && done != last_done;
+                last_done = done;
+                if copied && let Err(e) = database.sync_data() {
                     tracing::warn!(error = %e, "sqlite database sync failed");
                 }
                 let now = frames.load(Ordering::Relaxed);
