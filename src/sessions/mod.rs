@@ -395,6 +395,10 @@ impl Sessions {
             let undo = match &booked {
                 Err(SessionError::Store(e)) => quotas::definitive(e),
                 Err(_) => true,
+                Ok(Created::New((b, _))) if b.id != wanted.id => {
+                    self.follow_id(user, wanted.id, b.id).await;
+                    false
+                }
                 Ok(created) => !created.is_new(),
             };
             if undo {

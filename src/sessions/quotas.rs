@@ -20,6 +20,8 @@
 //! 3. **Settle.** A write that definitively failed, or that replayed an earlier request (its
 //!    entity is already counted), releases the reservation. A write whose outcome is unknown
 //!    (the store unavailable) keeps it: step 1 drops it later if the entity never appeared.
+//!    A booking the store wrote under an id of its own (Cosmos DB mints ids that name the room
+//!    and day) renames its entry to that id, so the checks of step 1 and a cancel find it.
 //!
 //! A request that carries an `Idempotency-Key` already in the ledger (a retry) reserves nothing:
 //! replays never consume quota, even at the limit. A cancel releases its booking's entry, and an
@@ -333,6 +335,24 @@ impl Sessions {
     /// Moves the end of booking `id`'s entry in `user`'s ledger (an extension or a shortening),
     /// so the entry counts exactly as long as the booking. Best effort, like [`Self::release`].
     pub(super) async fn follow_end(&self, user: &str, id: Uuid, end: DateTime<Utc>) {
+        self.amend(user, id, "cannot move a quota entry's end", |e| std::mem::replace(&mut e.end, end) != end).await
+    }
+
+    /// Renames the entry reserved as `reserved` to the id the store gave the booking (a store
+    /// may mint its own: Cosmos DB names the room and day in it), so the check at the limit and
+    /// a cancel's release find it. Best effort, like [`Self::release`]: an entry left under the
+    /// reserved id is dropped [`PENDING_GRACE`] after its reservation, as a dead request's.
+    pub(super) async fn follow_id(&self, user: &str, reserved: Uuid, id: Uuid) {
+        self.amend(user, reserved, "cannot rename a quota entry to its booking's id", |e| {
+            std::mem::replace(&mut e.id, id) != id
+        })
+        .await
+    }
+
+    /// Applies `change` to booking `id`'s entry in `user`'s ledger by compare-and-set (again
+    /// from the read when another writer won); `change` answers false when it changed nothing.
+    /// Best effort: a failure is logged as `failed`.
+    async fn amend(&self, user: &str, id: Uuid, failed: &str, change: impl Fn(&mut LedgerBooking) -> bool) {
         if self.settings.quotas.live_bookings_per_user == 0 {
             return;
         }
@@ -340,14 +360,13 @@ impl Sessions {
             let Ok(Some(stored)) = self.store.quota_ledger(user).await else { return };
             let mut ledger = stored.ledger;
             let Some(e) = ledger.bookings.iter_mut().find(|e| e.id == id) else { return };
-            if e.end == end {
+            if !change(e) {
                 return;
             }
-            e.end = end;
             match self.store.put_quota_ledger(user, &ledger, Some(stored.version)).await {
                 Err(StoreError::PreconditionFailed) => backoff(attempt).await,
                 Err(e) => {
-                    tracing::warn!(error = %e, booking_id = %id, "cannot move a quota entry's end");
+                    tracing::warn!(error = %e, booking_id = %id, "{failed}");
                     return;
                 }
                 Ok(_) => return,
