@@ -28,7 +28,9 @@
 //! # Quotas come first
 //! A booking or a room made for a user (admins are exempt) is first reserved in the user's quota
 //! ledger in the store, by compare-and-set ([`quotas`]): reserve, then write the booking or room,
-//! then settle. The undo rule: a write that definitively failed, or that replayed an earlier
+//! then settle. Where the store writes the ledger in the booking's own transaction (SQLite:
+//! [`Store::books_with_ledger`]), a booking's reservation and write are that one transaction,
+//! and nothing is left to settle. The undo rule: a write that definitively failed, or that replayed an earlier
 //! request, releases its reservation; a write whose outcome is unknown keeps it, and the next
 //! reservation at the limit drops it if its entity never appeared (a point read per entry).
 //! A cancel releases its booking's entry, best effort on the same terms.
@@ -60,7 +62,7 @@ use crate::{
     domain::{self, Access, Booking, BookingPolicy, BookingStatus, Invitation, Room, RoomId, TimeSlot, format_instant},
     fleet::{FleetError, JoinGrant, Participant, hosting::PlannedHosting},
     janus::CreateRoom,
-    store::{Created, IdempotencyClaim, OpAction, Operation, Store, StoreError},
+    store::{Along, Created, IdempotencyClaim, LedgerPut, OpAction, Operation, Store, StoreError},
     webhooks::Webhooks,
 };
 pub use credentials::{SessionCredentials, SessionKey};
@@ -389,9 +391,17 @@ impl Sessions {
     ) -> Result<Created<(Booking, Room)>, SessionError> {
         let now = self.clock.now();
         self.settings.policy.bookable_slot(wanted.slot, now)?;
-        let held = self.reserve_booking(charge, wanted, claim).await?;
-        let booked = self.book_reserved(wanted, room, claim, now).await;
-        if let (quotas::Held::Reserved, Charge::User(user)) = (held, charge) {
+        if self.store.books_with_ledger() {
+            // The booking and its ledger entry commit together: nothing to settle.
+            let commit = |put: LedgerPut| async move { self.book_reserved(wanted, room, claim, now, Some(&put)).await };
+            return match self.reserve_booking(charge, wanted, claim, commit).await? {
+                quotas::Reserved::Committed(booked) => Ok(booked),
+                quotas::Reserved::Nothing => self.book_reserved(wanted, room, claim, now, None).await,
+            };
+        }
+        let held = self.reserve_booking(charge, wanted, claim, |put| self.put_ledger(put)).await?;
+        let booked = self.book_reserved(wanted, room, claim, now, None).await;
+        if let (quotas::Reserved::Committed(()), Charge::User(user)) = (held, charge) {
             let undo = match &booked {
                 Err(SessionError::Store(e)) => quotas::definitive(e),
                 Err(_) => true,
@@ -408,20 +418,22 @@ impl Sessions {
         booked
     }
 
-    /// The store part of [`Self::book`].
+    /// The store part of [`Self::book`], with `ledger` in the booking's own write (only where
+    /// [`Store::books_with_ledger`]).
     async fn book_reserved(
         &self,
         wanted: &Booking,
         room: Option<RoomId>,
         claim: Option<&IdempotencyClaim>,
         now: DateTime<Utc>,
+        ledger: Option<&LedgerPut>,
     ) -> Result<Created<(Booking, Room)>, SessionError> {
-        let notify = self.notify_at();
+        let along = Along { notify: self.notify_at(), ledger };
         let Some(room_id) = room else {
-            let booked = match self.store.book_any_room_notify(wanted, None, claim, notify).await {
+            let booked = match self.store.book_any_room_with(wanted, None, claim, along).await {
                 Err(StoreError::NoFreeRoom) => {
                     let new_room = Room::generate(None, 2, Default::default(), now);
-                    self.store.book_any_room_notify(wanted, Some(&new_room), claim, notify).await?
+                    self.store.book_any_room_with(wanted, Some(&new_room), claim, along).await?
                 }
                 other => other?,
             };
@@ -431,7 +443,7 @@ impl Sessions {
             return Ok(booked);
         };
         let booking = Booking { room_id, ..wanted.clone() };
-        let booked = self.store.book_room_notify(&booking, claim, notify).await.map_err(|e| match e {
+        let booked = self.store.book_room_with(&booking, claim, along).await.map_err(|e| match e {
             StoreError::NotFound => room_not_found(room_id),
             StoreError::Conflict(_) => {
                 SessionError::Conflict(format!("room {room_id} is already booked in the requested slot"))

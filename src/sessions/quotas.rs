@@ -23,6 +23,12 @@
 //!    A booking the store wrote under an id of its own (Cosmos DB mints ids that name the room
 //!    and day) renames its entry to that id, so the checks of step 1 and a cancel find it.
 //!
+//! A store that writes a ledger in a booking's own transaction ([`Store::books_with_ledger`])
+//! takes a booking's steps 1 and 2 as one: the ledger read and checked as in step 1 rides along
+//! with the booking's write, both commit or neither (a lost compare-and-set writes no booking and
+//! starts again from the read; a replay writes no ledger), so there is nothing to settle and the
+//! request waits for one commit instead of two.
+//!
 //! A request that carries an `Idempotency-Key` already in the ledger (a retry) reserves nothing:
 //! replays never consume quota, even at the limit. A cancel releases its booking's entry, and an
 //! extension moves the entry's end; both best effort, as step 1 corrects what they miss.
@@ -37,7 +43,9 @@ use uuid::Uuid;
 
 use super::{SessionError, Sessions};
 use crate::domain::{Booking, RoomId, TimeSlot, format_instant};
-use crate::store::{IdempotencyClaim, LedgerBooking, LedgerRoom, QuotaLedger, Store, StoreError, StoreResult};
+use crate::store::{
+    IdempotencyClaim, LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, Store, StoreError, StoreResult,
+};
 
 /// How long a reservation whose entity is missing still counts: the longest a request may
 /// take from its reservation to its write. Later, the request is taken to have died.
@@ -88,6 +96,14 @@ pub(super) enum Held {
     /// An entry for the new entity: settle it after the write.
     Reserved,
     /// Nothing: the quota is off, the caller exempt, or the request a replay.
+    Nothing,
+}
+
+/// How a reservation loop ended.
+pub(super) enum Reserved<T> {
+    /// The ledger with the new entry was written, by the commit that answered this.
+    Committed(T),
+    /// Nothing to write: the quota is off, the caller exempt, or the request a replay.
     Nothing,
 }
 
@@ -206,26 +222,34 @@ impl Counted for LedgerRoom {
 }
 
 impl Sessions {
-    /// Reserves a live booking for `charge`'s user in the ledger (see the module docs).
-    /// `QuotaExceeded` at the limit.
-    pub(super) async fn reserve_booking(
+    /// Reserves a live booking for `charge`'s user in the ledger (see the module docs), written by
+    /// `commit`: the ledger alone ([`Self::put_ledger`]), or with the booking in one transaction
+    /// where the store can ([`Store::books_with_ledger`]). `QuotaExceeded` at the limit.
+    pub(super) async fn reserve_booking<T, F: Future<Output = Result<T, SessionError>>>(
         &self,
         charge: Charge<'_>,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-    ) -> Result<Held, SessionError> {
+        commit: impl FnMut(LedgerPut) -> F,
+    ) -> Result<Reserved<T>, SessionError> {
         let limit = self.settings.quotas.live_bookings_per_user;
         let key = key_digest(claim);
         let entry = |now| LedgerBooking { id: booking.id, end: booking.slot.end(), reserved_at: now, key: key.clone() };
-        self.reserve(charge, limit, entry, |_: &[LedgerBooking], _| SessionError::QuotaExceeded {
+        let exceeded = |_: &[LedgerBooking], _| SessionError::QuotaExceeded {
             detail: format!(
                 "quota reached: a user may hold at most {limit} live bookings (not cancelled and not yet ended); \
                  cancel one or wait until one ends"
             ),
             quota: "live_bookings_per_user",
             limit,
-        })
-        .await
+        };
+        self.reserve(charge, limit, entry, exceeded, commit).await
+    }
+
+    /// Writes a reserved ledger alone: the commit of a reservation settled after its write.
+    pub(super) async fn put_ledger(&self, put: LedgerPut) -> Result<(), SessionError> {
+        self.store.put_quota_ledger(&put.user, &put.ledger, put.expected).await?;
+        Ok(())
     }
 
     /// Reserves a room creation for `charge`'s user in the ledger (see the module docs).
@@ -239,7 +263,7 @@ impl Sessions {
         let limit = self.settings.quotas.rooms_per_user_per_day;
         let key = key_digest(claim);
         let entry = |now| LedgerRoom { id, reserved_at: now, key: key.clone() };
-        self.reserve(charge, limit, entry, |held: &[LedgerRoom], now| {
+        let exceeded = |held: &[LedgerRoom], now| {
             let frees_at = held.iter().map(|e| e.reserved_at).min().unwrap_or(now) + ROOMS_WINDOW;
             SessionError::QuotaExceeded {
                 detail: format!(
@@ -250,23 +274,29 @@ impl Sessions {
                 quota: "rooms_per_user_per_day",
                 limit,
             }
+        };
+        let reserved = self.reserve(charge, limit, entry, exceeded, |put| self.put_ledger(put)).await?;
+        Ok(match reserved {
+            Reserved::Committed(()) => Held::Reserved,
+            Reserved::Nothing => Held::Nothing,
         })
-        .await
     }
 
     /// The reservation loop both quotas share: read (or seed) the ledger, drop what no longer
-    /// counts, check the rest at the limit, refuse with `exceeded` or append `entry(now)` by
-    /// compare-and-set, again from the read when another writer won.
-    async fn reserve<E: Counted>(
+    /// counts, check the rest at the limit, refuse with `exceeded` or append `entry(now)` and
+    /// `commit` the ledger by compare-and-set, again from the read when another writer won
+    /// (`commit` failed with `PreconditionFailed`, having written nothing).
+    async fn reserve<E: Counted, T, F: Future<Output = Result<T, SessionError>>>(
         &self,
         charge: Charge<'_>,
         limit: u32,
         entry: impl Fn(DateTime<Utc>) -> E,
         exceeded: impl Fn(&[E], DateTime<Utc>) -> SessionError,
-    ) -> Result<Held, SessionError> {
-        let Charge::User(user) = charge else { return Ok(Held::Nothing) };
+        mut commit: impl FnMut(LedgerPut) -> F,
+    ) -> Result<Reserved<T>, SessionError> {
+        let Charge::User(user) = charge else { return Ok(Reserved::Nothing) };
         if limit == 0 {
-            return Ok(Held::Nothing);
+            return Ok(Reserved::Nothing);
         }
         let limit = limit as usize;
         // What this call already checked: entries found gone, and entries found live.
@@ -274,13 +304,13 @@ impl Sessions {
         for attempt in 0..LEDGER_ATTEMPTS {
             let now = self.clock.now();
             let new = entry(now);
-            let (mut ledger, version) = match self.store.quota_ledger(user).await? {
+            let (mut ledger, expected) = match self.store.quota_ledger(user).await? {
                 Some(s) => (s.ledger, Some(s.version)),
                 None => (self.seed_ledger(user, now).await?, None),
             };
             let held = E::list(&mut ledger);
             if new.key().is_some() && held.iter().any(|e| e.key() == new.key()) {
-                return Ok(Held::Nothing);
+                return Ok(Reserved::Nothing);
             }
             held.retain(|e| e.counts_at(now) && !gone.contains(&e.id()));
             if held.len() >= limit {
@@ -290,10 +320,10 @@ impl Sessions {
                 return Err(exceeded(held, now));
             }
             held.push(new);
-            match self.store.put_quota_ledger(user, &ledger, version).await {
-                Ok(_) => return Ok(Held::Reserved),
-                Err(StoreError::PreconditionFailed) => backoff(attempt).await,
-                Err(e) => return Err(e.into()),
+            match commit(LedgerPut { user: user.to_owned(), ledger, expected }).await {
+                Ok(t) => return Ok(Reserved::Committed(t)),
+                Err(SessionError::Store(StoreError::PreconditionFailed)) => backoff(attempt).await,
+                Err(e) => return Err(e),
             }
         }
         Err(kept_changing())

@@ -44,7 +44,7 @@ pub mod quotas;
 pub mod sqlite;
 
 pub use pages::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
-pub use quotas::{LedgerBooking, LedgerRoom, QuotaLedger, StoredLedger};
+pub use quotas::{LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, StoredLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -106,6 +106,15 @@ impl<T> Created<T> {
     pub fn is_new(&self) -> bool {
         matches!(self, Created::New(_))
     }
+}
+
+/// What a booking's write also commits, in the same atomic step.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Along<'a> {
+    /// The booking's `booking.created` event enters the outbox, `enqueued_at` = this.
+    pub notify: Option<DateTime<Utc>>,
+    /// The owner's quota ledger, by compare-and-set; only where [`Store::books_with_ledger`].
+    pub ledger: Option<&'a LedgerPut>,
 }
 
 /// An `Idempotency-Key` presented with a create.
@@ -455,7 +464,7 @@ pub trait Store: Send + Sync + 'static {
     /// The booking's client events, in the order they were appended.
     async fn client_events(&self, booking_id: Uuid) -> StoreResult<Vec<ClientEvent>>;
     // ----- booking writes that also notify (the outbox) -----
-    // The plain writes above are these with `notify` off; backends implement these.
+    // The plain writes above are these with `notify` off; backends implement the `_with` forms.
 
     /// [`Store::book_room`]; with `notify`, the booking's `booking.created` event (built from
     /// the booking as written) enters the outbox in the same atomic step, `enqueued_at` = `notify`.
@@ -465,7 +474,9 @@ pub trait Store: Send + Sync + 'static {
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
         notify: Option<DateTime<Utc>>,
-    ) -> StoreResult<Created<Booking>>;
+    ) -> StoreResult<Created<Booking>> {
+        self.book_room_with(booking, claim, Along { notify, ledger: None }).await
+    }
 
     /// [`Store::book_any_room`], with `notify` as [`Store::book_room_notify`].
     async fn book_any_room_notify(
@@ -474,6 +485,32 @@ pub trait Store: Send + Sync + 'static {
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
         notify: Option<DateTime<Utc>>,
+    ) -> StoreResult<Created<(Booking, Room)>> {
+        self.book_any_room_with(booking, new_room, claim, Along { notify, ledger: None }).await
+    }
+
+    /// True when the backend writes [`Along::ledger`] in the booking's own transaction; false:
+    /// `ledger` must be `None` (`Internal` otherwise) and the caller writes the ledger before.
+    fn books_with_ledger(&self) -> bool {
+        false
+    }
+
+    /// [`Store::book_room_notify`], with what else [`Along`] names in the same atomic step. A
+    /// replayed key writes none of it.
+    async fn book_room_with(
+        &self,
+        booking: &Booking,
+        claim: Option<&IdempotencyClaim>,
+        along: Along<'_>,
+    ) -> StoreResult<Created<Booking>>;
+
+    /// [`Store::book_any_room_notify`], with what else [`Along`] names in the same atomic step.
+    async fn book_any_room_with(
+        &self,
+        booking: &Booking,
+        new_room: Option<&Room>,
+        claim: Option<&IdempotencyClaim>,
+        along: Along<'_>,
     ) -> StoreResult<Created<(Booking, Room)>>;
 
     /// [`Store::cancel_booking`]; with `notify`, `booking.cancelled` enters the outbox in the same

@@ -1,15 +1,16 @@
 //! Conformance cases of the per-user quota ledgers ([`Store::quota_ledger`],
 //! [`Store::put_quota_ledger`]): absent until written, every field round-trips, compare-and-set
-//! on the version, and of writers racing on one version exactly one wins. Safe on a shared
+//! on the version, of writers racing on one version exactly one wins, and a ledger written along
+//! with a booking commits with it or not at all. Safe on a shared
 //! store: each case's user is its own.
 
 use chrono::Duration;
 use futures::future::join_all;
 use uuid::Uuid;
 
-use super::Fixture;
+use super::{Fixture, new};
 use crate::domain::RoomId;
-use crate::store::{LedgerBooking, LedgerRoom, QuotaLedger, Store, StoreError};
+use crate::store::{Along, LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, Store, StoreError};
 
 fn ledger(f: &Fixture, bookings: usize) -> QuotaLedger {
     QuotaLedger {
@@ -89,4 +90,47 @@ pub async fn parallel_quota_ledger_writes_have_one_winner(store: &dyn Store) {
     let after = store.quota_ledger(&f.owner).await.unwrap().unwrap();
     assert_eq!(after.ledger, updates[winners[0]]);
     assert_eq!(&after.version, results[winners[0]].as_ref().unwrap());
+}
+
+/// Where the backend writes a ledger with a booking ([`Store::books_with_ledger`]): both commit
+/// or neither. A lost compare-and-set writes no booking, a booking refused writes no ledger, a
+/// replayed key writes neither. Elsewhere, a ledger along is refused and nothing is written.
+pub async fn a_ledger_along_with_a_booking_commits_with_it_or_not_at_all(store: &dyn Store) {
+    let f = Fixture::new();
+    let room = f.stored_room(store).await;
+    let wanted = f.booking(room.id, f.slot(0, 60));
+    let put = LedgerPut { user: f.owner.clone(), ledger: ledger(&f, 1), expected: None };
+    let along = Along { notify: None, ledger: Some(&put) };
+    if !store.books_with_ledger() {
+        assert!(matches!(store.book_room_with(&wanted, None, along).await, Err(StoreError::Internal(_))));
+        assert!(matches!(store.get_booking(wanted.id).await, Err(StoreError::NotFound)));
+        assert_eq!(store.quota_ledger(&f.owner).await.unwrap(), None);
+        return;
+    }
+    let v1 = store.put_quota_ledger(&f.owner, &ledger(&f, 2), None).await.unwrap();
+    // A stale version: the booking is not written either.
+    assert!(matches!(store.book_room_with(&wanted, None, along).await, Err(StoreError::PreconditionFailed)));
+    assert!(matches!(store.get_booking(wanted.id).await, Err(StoreError::NotFound)));
+    // The version read: both commit.
+    let claim = f.claim("bookings", "along-1", "fp", f.at(-10));
+    let fresh = LedgerPut { expected: Some(v1), ..put.clone() };
+    let along = Along { notify: None, ledger: Some(&fresh) };
+    let booked = new(store.book_room_with(&wanted, Some(&claim), along).await.unwrap());
+    let stored = store.quota_ledger(&f.owner).await.unwrap().unwrap();
+    assert_eq!((&stored.ledger, store.get_booking(booked.id).await.unwrap()), (&fresh.ledger, booked.clone()));
+    // A replay writes no ledger, even one whose version still matches.
+    let again = LedgerPut { ledger: ledger(&f, 3), expected: Some(stored.version), ..put.clone() };
+    let along = Along { notify: None, ledger: Some(&again) };
+    let replay = store.book_room_with(&wanted, Some(&claim), along).await.unwrap();
+    assert!(!replay.is_new());
+    assert_eq!(store.quota_ledger(&f.owner).await.unwrap().unwrap(), stored);
+    // A booking refused (the slot is taken) writes no ledger.
+    let taken = f.booking(room.id, f.slot(30, 90));
+    assert!(matches!(store.book_room_with(&taken, None, along).await, Err(StoreError::Conflict(_))));
+    // Find-or-create takes it along too.
+    let any = f.booking(RoomId::random(), f.slot(0, 60));
+    let (b, _) = new(store.book_any_room_with(&any, Some(&f.room(2, 0)), None, along).await.unwrap());
+    let stored_after = store.quota_ledger(&f.owner).await.unwrap().unwrap();
+    assert_eq!((stored_after.ledger, stored_after.version != stored.version), (again.ledger.clone(), true));
+    assert_eq!(store.get_booking(b.id).await.unwrap().id, b.id);
 }

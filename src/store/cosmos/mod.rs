@@ -42,7 +42,7 @@ use chrono::{DateTime, NaiveDate, Utc};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
+    Along, Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
     Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
 use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
@@ -163,6 +163,15 @@ impl CosmosStore {
             return self.c.replace(In::Ops, &key, &key, &doc, &etag).await.map(drop).map_err(|f| f.error);
         }
         Err(busy("invitation lookup kept changing".into()))
+    }
+
+    /// The outbox instant of [`Along`]: a quota ledger lives in its user's partition, never in
+    /// one batch with a booking, so the caller writes it first (`books_with_ledger` is false).
+    fn only_notify(along: Along<'_>) -> StoreResult<Option<DateTime<Utc>>> {
+        match along.ledger {
+            None => Ok(along.notify),
+            Some(_) => Err(StoreError::Internal("Cosmos DB writes a quota ledger apart from its booking".into())),
+        }
     }
 
     /// The start day of a booking's slot, where its fence lives.
@@ -334,12 +343,13 @@ impl Store for CosmosStore {
 
     /// See [`Store::book_room`]. The booking gets an id that names its room and start day.
     #[tracing::instrument(skip_all, fields(room = %booking.room_id))]
-    async fn book_room_notify(
+    async fn book_room_with(
         &self,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        notify: Option<DateTime<Utc>>,
+        along: Along<'_>,
     ) -> StoreResult<Created<Booking>> {
+        let notify = Self::only_notify(along)?;
         let ticket = match claim {
             None => None,
             Some(c) => match self.claim_key(c, Some(Self::fence_day(booking)), None).await? {
@@ -374,13 +384,14 @@ impl Store for CosmosStore {
     /// See [`Store::book_any_room`] and [`finder`]: a bounded search of the directory from the
     /// slot's hint, then the new room. The booking gets an id that names its room and start day.
     #[tracing::instrument(skip_all)]
-    async fn book_any_room_notify(
+    async fn book_any_room_with(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-        notify: Option<DateTime<Utc>>,
+        along: Along<'_>,
     ) -> StoreResult<Created<(Booking, Room)>> {
+        let notify = Self::only_notify(along)?;
         let ticket = match claim {
             None => None,
             Some(c) => match self.claim_key(c, Some(Self::fence_day(booking)), None).await? {

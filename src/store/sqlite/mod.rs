@@ -30,8 +30,8 @@ use rusqlite::{OptionalExtension, ToSql, named_params, params};
 use uuid::Uuid;
 
 use super::{
-    Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
-    Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
+    Along, Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
+    LedgerPut, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
 use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::domain::{
@@ -90,6 +90,12 @@ impl SqliteStore {
     {
         self.engine.read(f).await
     }
+}
+
+/// A ledger write riding with a booking, made ready outside the writer thread: the user, the
+/// row's text and the version it replaces.
+fn ledger_row(put: Option<&LedgerPut>) -> StoreResult<Option<(String, String, Option<u64>)>> {
+    put.map(|p| Ok((p.user.clone(), quotas::to_text(&p.ledger)?, p.expected))).transpose()
 }
 
 #[async_trait]
@@ -222,15 +228,20 @@ impl Store for SqliteStore {
         .await
     }
 
+    fn books_with_ledger(&self) -> bool {
+        true
+    }
+
     /// See [`Store::book_room`]. A booking id already taken answers `AlreadyExists`.
-    async fn book_room_notify(
+    async fn book_room_with(
         &self,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        notify: Option<DateTime<Utc>>,
+        along: Along<'_>,
     ) -> StoreResult<Created<Booking>> {
         let booking = booking.clone();
         let claim = claim.cloned();
+        let (notify, ledger) = (along.notify, ledger_row(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -249,6 +260,9 @@ impl Store for SqliteStore {
             if let Some(at) = notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
             }
+            if let Some((user, text, expected)) = &ledger {
+                quotas::put_in(tx, user, text, *expected)?;
+            }
             Ok(Created::New(booking))
         })
         .await
@@ -256,16 +270,17 @@ impl Store for SqliteStore {
 
     /// See [`Store::book_any_room`]. Picks the free room that was created first, walking from the
     /// slot's vacancy hint (see [`rows::first_free_shared_room`]).
-    async fn book_any_room_notify(
+    async fn book_any_room_with(
         &self,
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-        notify: Option<DateTime<Utc>>,
+        along: Along<'_>,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let mut booking = booking.clone();
         let new_room = new_room.cloned();
         let claim = claim.cloned();
+        let (notify, ledger) = (along.notify, ledger_row(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -294,6 +309,9 @@ impl Store for SqliteStore {
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
             if let Some(at) = notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
+            }
+            if let Some((user, text, expected)) = &ledger {
+                quotas::put_in(tx, user, text, *expected)?;
             }
             Ok(Created::New((booking, room)))
         })
