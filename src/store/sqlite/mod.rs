@@ -92,10 +92,25 @@ impl SqliteStore {
     }
 }
 
-/// A ledger write riding with a booking, made ready outside the writer thread: the user, the
-/// row's text and the version it replaces.
-fn ledger_row(put: Option<&LedgerPut>) -> StoreResult<Option<(String, String, Option<u64>)>> {
-    put.map(|p| Ok((p.user.clone(), quotas::to_text(&p.ledger)?, p.expected))).transpose()
+/// A ledger write riding with a booking, made ready outside the writer thread.
+struct LedgerRow {
+    user: String,
+    /// The ledger, encoded ([`quotas::encode`]).
+    row: Vec<u8>,
+    /// The version it replaces.
+    expected: Option<u64>,
+}
+
+impl LedgerRow {
+    fn of(put: Option<&LedgerPut>) -> StoreResult<Option<Self>> {
+        put.map(|p| Ok(Self { user: p.user.clone(), row: quotas::encode(&p.ledger)?, expected: p.expected }))
+            .transpose()
+    }
+
+    /// Writes it inside the booking's transaction: `PreconditionFailed` undoes the booking too.
+    fn put(&self, tx: &rusqlite::Connection) -> StoreResult<u64> {
+        quotas::put_in(tx, &self.user, &self.row, self.expected)
+    }
 }
 
 #[async_trait]
@@ -241,7 +256,7 @@ impl Store for SqliteStore {
     ) -> StoreResult<Created<Booking>> {
         let booking = booking.clone();
         let claim = claim.cloned();
-        let (notify, ledger) = (along.notify, ledger_row(along.ledger)?);
+        let (notify, ledger) = (along.notify, LedgerRow::of(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -260,8 +275,8 @@ impl Store for SqliteStore {
             if let Some(at) = notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
             }
-            if let Some((user, text, expected)) = &ledger {
-                quotas::put_in(tx, user, text, *expected)?;
+            if let Some(ledger) = &ledger {
+                ledger.put(tx)?;
             }
             Ok(Created::New(booking))
         })
@@ -280,7 +295,7 @@ impl Store for SqliteStore {
         let mut booking = booking.clone();
         let new_room = new_room.cloned();
         let claim = claim.cloned();
-        let (notify, ledger) = (along.notify, ledger_row(along.ledger)?);
+        let (notify, ledger) = (along.notify, LedgerRow::of(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -310,8 +325,8 @@ impl Store for SqliteStore {
             if let Some(at) = notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
             }
-            if let Some((user, text, expected)) = &ledger {
-                quotas::put_in(tx, user, text, *expected)?;
+            if let Some(ledger) = &ledger {
+                ledger.put(tx)?;
             }
             Ok(Created::New((booking, room)))
         })
