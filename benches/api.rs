@@ -12,8 +12,11 @@
 //!
 //! `cargo bench --bench api [-- quick|sustained|sustained-store|contention ...]` runs the named
 //! parts (all by default); `sustained-store` is the sustained run with quotas off, the store's own
-//! path (with quotas at their defaults, each booking also reads and compare-and-sets its user's
-//! ledger: a second commit the request waits for). `BENCH_SECONDS` (60) and `BENCH_WINDOW_SECONDS` (10) size the sustained runs.
+//! path (with quotas at their defaults, each booking also reads its user's ledger and writes it in
+//! the booking's transaction). `BENCH_SECONDS` (60) and `BENCH_WINDOW_SECONDS` (10) size the
+//! sustained runs; `BENCH_DUMP=<file>` writes every request of a sustained run to
+//! `<file>.<run>`, one `<finished µs> <latency µs>` line each after a first line with the run's
+//! start (µs since the Unix epoch), to line a tail up with the server's log.
 //! Targets on a 2-core machine: cold start < 50 ms; sustained >= 10,000 bookings/s with p99 < 10 ms
 //! in every window, WAL < 64 MB, peak RSS < 50 MB; contention within 2x of the spread run. The
 //! load generator shares the machine's cores.
@@ -543,6 +546,13 @@ fn sustained(root: &std::path::Path, quotas: bool) {
     }));
     stop_flag.store(true, std::sync::atomic::Ordering::Relaxed);
     let samples = sampler.join().unwrap();
+    if let Ok(path) = std::env::var("BENCH_DUMP") {
+        let epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap() - start.elapsed();
+        let text: String = std::iter::once(format!("{} 0\n", epoch.as_micros()))
+            .chain(done.iter().map(|d| format!("{} {}\n", d.at.as_micros(), d.latency.as_micros())))
+            .collect();
+        std::fs::write(format!("{path}.{}", dir.file_name().unwrap().to_string_lossy()), text).unwrap();
+    }
     report_windows(
         &format!(
             "sustained POST /bookings (find-or-create), {CONCURRENCY} connections, {} s, random half-hour slots over 60 days, {} users, {}:",
