@@ -30,10 +30,10 @@
 //! ledger in the store, by compare-and-set ([`quotas`]): reserve, then write the booking or room,
 //! then settle. Where the store writes the ledger in the booking's own transaction (SQLite:
 //! [`Store::books_with_ledger`]), a booking's reservation and write are that one transaction,
-//! and nothing is left to settle. The undo rule: a write that definitively failed, or that replayed an earlier
-//! request, releases its reservation; a write whose outcome is unknown keeps it, and the next
-//! reservation at the limit drops it if its entity never appeared (a point read per entry).
-//! A cancel releases its booking's entry, best effort on the same terms.
+//! and nothing is left to settle. The undo rule: a write that definitively failed, or that
+//! replayed an earlier request, releases its reservation; a write whose outcome is unknown keeps
+//! it, and the next reservation at the limit drops it if its entity never appeared (a point read
+//! per entry). A cancel releases its booking's entry, best effort on the same terms.
 //!
 //! # What happened
 //! Janus's events, the reconciler's participant checks and the layer's own closes become the
