@@ -102,6 +102,51 @@ async fn rooms_and_bookings_round_trip() {
     assert!(matches!(store.get_booking(b.id).await, Err(StoreError::NotFound)));
 }
 
+/// The benchmark's bulk seeder (`CosmosStore::seed_bookings`) leaves bookings that every read and
+/// change finds as it finds booked ones: the same slots by id, room, owner and day window, the
+/// overlap guard, cancellation, and the room's day list (a deletion sees them).
+#[tokio::test]
+async fn seeded_bookings_read_like_booked_ones() {
+    let emu = Emulator::new();
+    let store = emu.store().await;
+    let (a, b) = (room(2), room(2));
+    store.insert_room(&a, None).await.unwrap();
+    store.insert_room(&b, None).await.unwrap();
+    // Two on one day, one past midnight (it spills into the next day), one on the next day.
+    let later = TimeSlot::new(slot(8, 1).start() + Duration::days(2), slot(8, 1).end() + Duration::days(2)).unwrap();
+    let slots = [slot(8, 1), slot(10, 1), slot(22, 3), later];
+    let mut booked = vec![];
+    for s in slots {
+        booked.push(store.book_room(&booking(a.id, "booked", s), None).await.unwrap().into_inner());
+    }
+    let wanted: Vec<Booking> = slots.iter().map(|s| booking(b.id, "seeded", *s)).collect();
+    let seeded = store.seed_bookings(&wanted).await.unwrap();
+    let by_start = |mut v: Vec<Booking>| {
+        v.sort_by_key(|x| x.slot.start());
+        v
+    };
+    let seeded = by_start(seeded);
+    assert_eq!(seeded.len(), booked.len());
+    for (s, k) in seeded.iter().zip(&booked) {
+        assert_eq!(*s, Booking { id: s.id, room_id: b.id, owner: "seeded".into(), ..k.clone() });
+        assert_eq!(store.get_booking(s.id).await.unwrap(), *s);
+    }
+    assert_eq!(store.list_bookings("seeded", None).await.unwrap(), seeded);
+    assert_eq!(live_bookings(&store, b.id).await, seeded);
+    let window = TimeSlot::new(slots[0].start(), slots[3].end()).unwrap();
+    let all = store.bookings_between(window).await.unwrap();
+    assert!(seeded.iter().chain(&booked).all(|x| all.contains(x)), "{all:?}");
+    for s in &slots {
+        let clash = booking(b.id, "other", *s);
+        assert!(matches!(store.book_room(&clash, None).await, Err(StoreError::Conflict(_))));
+    }
+    assert!(matches!(store.delete_room(b.id, now()).await, Err(StoreError::Conflict(_))));
+    for s in &seeded {
+        store.cancel_booking(s.id, now()).await.unwrap();
+    }
+    store.book_room(&booking(b.id, "other", slots[2]), None).await.unwrap();
+}
+
 /// Two instances whose booking writes are slowed down (2 ms), so a check and its write are
 /// never back to back: without the etag guard several of them would win.
 async fn racing_instances(emu: &Emulator) -> (Arc<CosmosStore>, Arc<CosmosStore>) {

@@ -9,6 +9,7 @@
 //! | [`records`] | session records, session room lookups, the webhook outbox (in the booking writes' batches) |
 //! | [`client_events`] | the web client's events: one partition per booking, a quota document guarding the limits |
 //! | [`sdk`] | the SDK glue: client limits, reads, paged queries, batches, errors |
+//! | [`seed`] | a history of bookings written in bulk, for the benchmark |
 //! | this file | [`CosmosStore`]: each [`Store`] operation composed of those |
 //!
 //! # Cost per operation
@@ -33,6 +34,7 @@ mod quotas;
 mod records;
 mod schedule;
 mod sdk;
+mod seed;
 
 use std::sync::Arc;
 
