@@ -714,6 +714,6 @@ impl CosmosStore {
     }
 }
 
-fn conflict(room: RoomId, s: DateTime<Utc>, e: DateTime<Utc>) -> StoreError {
+pub(super) fn conflict(room: RoomId, s: DateTime<Utc>, e: DateTime<Utc>) -> StoreError {
     StoreError::Conflict(format!("room {room} is already booked from {} to {}", format_instant(s), format_instant(e)))
 }

@@ -16,9 +16,9 @@ use chrono::NaiveDate;
 use super::super::{StoreError, StoreResult};
 use super::CosmosStore;
 use super::documents::{DayDoc, Entry, day_doc_id, day_pk, days_of, mint_booking_id};
-use super::schedule::{Extras, Outcome};
+use super::schedule::{Extras, Outcome, conflict};
 use super::sdk::{Fresh, In, backoff, busy};
-use crate::domain::{Booking, format_instant};
+use crate::domain::Booking;
 
 impl CosmosStore {
     /// Stores `bookings` as [`Store::book_room`](super::Store) without a key would, and answers
@@ -71,11 +71,7 @@ impl CosmosStore {
             }
             for b in group {
                 if let Some((_, s, e)) = next.overlapping(b.slot.start(), b.slot.end(), b.id)? {
-                    return Err(StoreError::Conflict(format!(
-                        "room {room} is already booked from {} to {}",
-                        format_instant(s),
-                        format_instant(e)
-                    )));
+                    return Err(conflict(room, s, e));
                 }
                 next.bookings.push(Entry::new(b));
             }
