@@ -714,6 +714,7 @@ impl CosmosStore {
     }
 }
 
+/// The refusal of a booking that overlaps `room`'s booking from `s` to `e`.
 pub(super) fn conflict(room: RoomId, s: DateTime<Utc>, e: DateTime<Utc>) -> StoreError {
     StoreError::Conflict(format!("room {room} is already booked from {} to {}", format_instant(s), format_instant(e)))
 }
