@@ -308,7 +308,7 @@ impl Sessions {
             let room = Room { id: RoomId::random(), ..template.clone() };
             let held = self.reserve_room(charge, room.id, claim).await?;
             let written = self.store.insert_room(&room, claim).await;
-            if let (quotas::Held::Reserved, Charge::User(user)) = (held, charge) {
+            if let (quotas::Reserved::Committed(()), Charge::User(user)) = (held, charge) {
                 let undo = match &written {
                     Err(e) => quotas::definitive(e),
                     Ok(created) => !created.is_new(),

@@ -90,18 +90,10 @@ impl<'a> Charge<'a> {
     }
 }
 
-/// What a reservation left in the ledger.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) enum Held {
-    /// An entry for the new entity: settle it after the write.
-    Reserved,
-    /// Nothing: the quota is off, the caller exempt, or the request a replay.
-    Nothing,
-}
-
 /// How a reservation loop ended.
 pub(super) enum Reserved<T> {
-    /// The ledger with the new entry was written, by the commit that answered this.
+    /// The ledger with the new entry was written, by the commit that answered this: an entry
+    /// written alone is settled after the entity's write.
     Committed(T),
     /// Nothing to write: the quota is off, the caller exempt, or the request a replay.
     Nothing,
@@ -259,7 +251,7 @@ impl Sessions {
         charge: Charge<'_>,
         id: RoomId,
         claim: Option<&IdempotencyClaim>,
-    ) -> Result<Held, SessionError> {
+    ) -> Result<Reserved<()>, SessionError> {
         let limit = self.settings.quotas.rooms_per_user_per_day;
         let key = key_digest(claim);
         let entry = |now| LedgerRoom { id, reserved_at: now, key: key.clone() };
@@ -275,11 +267,7 @@ impl Sessions {
                 limit,
             }
         };
-        let reserved = self.reserve(charge, limit, entry, exceeded, |put| self.put_ledger(put)).await?;
-        Ok(match reserved {
-            Reserved::Committed(()) => Held::Reserved,
-            Reserved::Nothing => Held::Nothing,
-        })
+        self.reserve(charge, limit, entry, exceeded, |put| self.put_ledger(put)).await
     }
 
     /// The reservation loop both quotas share: read (or seed) the ledger, drop what no longer
