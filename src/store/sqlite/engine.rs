@@ -8,8 +8,11 @@
 //!   gets its answer only after the COMMIT, so nothing is reported that is not stored. Writers
 //!   queue in FIFO order instead of spinning on `SQLITE_BUSY`, and a burst of bookings costs one
 //!   commit instead of one each.
-//! - **A few readers.** Reads run on a small pool of separate connections that WAL lets proceed
-//!   while a write is in flight, each on `tokio::task::spawn_blocking`.
+//! - **A few readers.** Reads run on [`READERS`] reader threads, each owning one read-only
+//!   connection that WAL lets proceed while a write is in flight; reads queue for the first free
+//!   thread. A fixed set of threads, not the runtime's blocking pool: under load that pool
+//!   starts a new thread whenever a read arrives before the last one's thread is idle again
+//!   (fifty threads in a minute of bookings), and each keeps its own allocator caches.
 //! - **Checkpoints that keep up without stalling the writer.** A checkpoint thread copies the
 //!   WAL back into the database (`PASSIVE`, never blocking anyone) each time the writer has
 //!   added [`PASS_FRAMES`] to it, and syncs the database file after each pass: SQLite itself
@@ -39,7 +42,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
 use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot};
 
 use super::super::{StoreError, StoreResult};
 use super::schema;
@@ -47,8 +50,8 @@ use super::schema;
 /// How long a connection waits for another process's write lock before giving up.
 pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 
-/// Reader connections kept open. Reads are short; a few suffice on a small machine.
-const READERS: usize = 4;
+/// Reader threads, each with its connection. Reads are short; a few suffice on a small machine.
+pub(super) const READERS: usize = 4;
 
 /// Page cache of the writer, in KiB: the pages bookings touch (index leaves of the rooms, owners
 /// and days being booked) stay in memory.
@@ -98,15 +101,12 @@ pub(super) struct Engine {
     path: PathBuf,
     /// The queue of the writer thread; the thread ends when the engine drops it.
     jobs: mpsc::Sender<Box<dyn Job>>,
-    readers: Readers,
+    /// The queue of the reader threads; they end when the engine drops it.
+    reads: std::sync::mpsc::Sender<ReadJob>,
 }
 
-/// A small pool of read-only (`query_only`) connections.
-struct Readers {
-    idle: Mutex<Vec<Connection>>,
-    /// Bounds concurrent reads to the pool size, so a burst queues instead of opening files.
-    permits: Semaphore,
-}
+/// One queued read: runs on a reader thread's connection and answers its caller itself.
+type ReadJob = Box<dyn FnOnce(&mut Connection) + Send>;
 
 impl Engine {
     /// Opens (creating the folder and file on first start) the database at `path`, switches it to
@@ -127,9 +127,12 @@ impl Engine {
         }
         schema::migrate(&mut writer)?;
 
-        let mut idle = Vec::with_capacity(READERS);
+        let (reads, read_queue) = std::sync::mpsc::channel();
+        let read_queue = Arc::new(Mutex::new(read_queue));
         for _ in 0..READERS {
-            idle.push(open_reader(path)?);
+            let conn = open_reader(path)?;
+            let queue = read_queue.clone();
+            spawn_thread("sqlite-reader", move || reader_loop(conn, &queue))?;
         }
         // Checkpoints are this engine's business (see the module docs), never a commit's.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
@@ -150,11 +153,7 @@ impl Engine {
         spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
-        Ok(Self {
-            path: path.to_owned(),
-            jobs,
-            readers: Readers { idle: Mutex::new(idle), permits: Semaphore::new(READERS) },
-        })
+        Ok(Self { path: path.to_owned(), jobs, reads })
     }
 
     /// The database file.
@@ -176,34 +175,40 @@ impl Engine {
         answer.await.map_err(|_| StoreError::Internal("sqlite writer thread dropped a write".into()))?
     }
 
-    /// Runs `f` inside one read transaction (one consistent snapshot) on a pooled reader.
+    /// Runs `f` inside one read transaction (one consistent snapshot) on a reader thread.
     pub(super) async fn read<T, F>(&self, f: F) -> StoreResult<T>
     where
         T: Send + 'static,
         F: FnOnce(&Connection) -> StoreResult<T> + Send + 'static,
     {
-        let readers = &self.readers;
-        let _permit =
-            readers.permits.acquire().await.map_err(|_| StoreError::Internal("sqlite reader pool closed".into()))?;
-        let pooled = readers.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
-        // A reader lost to a panicking task is replaced here.
-        let mut conn = match pooled {
-            Some(c) => c,
-            None => open_reader(&self.path)?,
-        };
-        let (conn, out) = tokio::task::spawn_blocking(move || {
+        let (reply, answer) = oneshot::channel();
+        let job: ReadJob = Box::new(move |conn| {
             let out = (|| {
                 let tx = conn.transaction_with_behavior(TransactionBehavior::Deferred)?;
                 let out = f(&tx)?;
                 tx.finish()?;
                 Ok(out)
             })();
-            (conn, out)
-        })
-        .await
-        .map_err(|e| StoreError::Internal(format!("sqlite read task failed: {e}")))?;
-        readers.idle.lock().unwrap_or_else(|p| p.into_inner()).push(conn);
-        out
+            // The caller may have gone (a dropped request).
+            let _ = reply.send(out);
+        });
+        self.reads.send(job).map_err(|_| StoreError::Internal("sqlite reader threads are gone".into()))?;
+        answer.await.map_err(|_| StoreError::Internal("a sqlite read panicked".into()))?
+    }
+}
+
+/// A reader thread: runs queued reads one at a time on its connection. Ends when the engine
+/// drops the queue's sender.
+fn reader_loop(mut conn: Connection, queue: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+    loop {
+        // Idle threads wait in turn for the lock; the holder waits for the next read.
+        let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
+        let Ok(job) = next else { return };
+        // A panicking read must not take the thread with it: its transaction rolls back as it
+        // unwinds, and its caller is told (the answer's sender is dropped).
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn))).is_err() {
+            tracing::warn!("a sqlite read panicked");
+        }
     }
 }
 

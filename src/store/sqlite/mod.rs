@@ -774,6 +774,32 @@ mod tests {
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
+    /// A read that panics answers `Internal` and takes no reader thread with it: afterwards as
+    /// many reads as there are threads still run at once, each in its own snapshot.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_panicking_read_is_internal_and_the_reader_threads_stay() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        for _ in 0..8 {
+            let err = store.read(|_: &rusqlite::Connection| -> StoreResult<()> { panic!("a bug in a read") }).await;
+            assert!(matches!(err, Err(StoreError::Internal(_))), "{err:?}");
+        }
+        // Every thread holds a read open until all have started: all of them are alive.
+        let started = Arc::new(std::sync::Barrier::new(engine::READERS));
+        let reads = (0..engine::READERS).map(|_| {
+            let started = started.clone();
+            store.read(move |conn| {
+                started.wait();
+                Ok(conn.query_row("SELECT count(*) FROM rooms", [], |r| r.get::<_, i64>(0))?)
+            })
+        });
+        let all = tokio::time::timeout(std::time::Duration::from_secs(10), futures::future::join_all(reads));
+        for counted in all.await.expect("every reader thread answers") {
+            assert_eq!(counted.unwrap(), 0);
+        }
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_write_lock_held_past_the_busy_timeout_is_unavailable() {
         let path = temp_path();
