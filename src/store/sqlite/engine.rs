@@ -54,9 +54,9 @@ pub const BUSY_TIMEOUT: StdDuration = StdDuration::from_secs(5);
 pub(super) const READERS: usize = 4;
 
 /// Page cache of the writer, in KiB: the pages bookings touch (index leaves of the rooms, owners
-/// and days being booked) stay in memory. Random bookings over 60 days never filled 8 MiB in a
-/// minute of full load; a same-slot run, which walks on through the rooms, filled 16 MiB with
-/// pages it never read again (18 MB of its 58 MB peak RSS), so 8 MiB.
+/// and days being booked) stay in memory; the operating system's file cache serves the rest. A
+/// same-slot run, which walks on through the rooms, filled 16 MiB with pages it never read again
+/// (18 MB of its 58 MB peak RSS), so 8 MiB.
 const WRITER_CACHE_KIB: i64 = 8 * 1024;
 
 /// Page cache of each reader and of the checkpointer, in KiB.
