@@ -1,5 +1,5 @@
 //! The engine under the embedded store: connections, the writer thread with group commit, the
-//! reader pool, checkpoints, and the mapping of SQLite's errors.
+//! reader threads, checkpoints, and the mapping of SQLite's errors.
 //!
 //! - **One writer thread, group commit.** Every write of this process goes to ONE connection
 //!   owned by a dedicated thread (`writer_loop`). The thread takes every write queued at that
@@ -98,7 +98,7 @@ const QUEUE: usize = 1024;
 /// What a client is told to wait after the database stayed locked past [`BUSY_TIMEOUT`].
 const BUSY_RETRY_AFTER: StdDuration = StdDuration::from_secs(1);
 
-/// The connections of one database file: the writer thread's queue and the reader pool.
+/// The connections of one database file: the writer thread's queue and the reader threads' queue.
 pub(super) struct Engine {
     path: PathBuf,
     /// The queue of the writer thread; the thread ends when the engine drops it.

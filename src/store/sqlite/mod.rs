@@ -2,7 +2,7 @@
 //!
 //! | file | holds |
 //! |---|---|
-//! | [`engine`] | connections, the writer thread (group commit), the reader pool, checkpoints, errors |
+//! | [`engine`] | connections, the writer thread (group commit), the reader threads, checkpoints, errors |
 //! | [`schema`] | the tables and their migrations |
 //! | [`rows`] | encodings, row mapping, the overlap rule, find-or-create's search, idempotency keys |
 //! | [`client_events`] | the web client's events: the limit check and the inserts in one write |
