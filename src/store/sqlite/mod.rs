@@ -721,6 +721,22 @@ mod tests {
     }
 
     #[test]
+    fn the_bundled_sqlite_keeps_no_memory_statistics() {
+        let conn = Connection::open_in_memory().unwrap();
+        let options: Vec<String> = conn
+            .prepare("PRAGMA compile_options")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(
+            options.iter().any(|o| o == "DEFAULT_MEMSTATUS=0"),
+            "LIBSQLITE3_FLAGS did not reach SQLite: {options:?}"
+        );
+    }
+
+    #[test]
     fn a_database_from_a_newer_build_is_refused() {
         let path = temp_path();
         drop(SqliteStore::open(&path).unwrap());
