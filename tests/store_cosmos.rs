@@ -104,7 +104,7 @@ async fn rooms_and_bookings_round_trip() {
 
 /// The benchmark's bulk seeder (`CosmosStore::seed_bookings`) leaves bookings that every read and
 /// change finds as it finds booked ones: the same slots by id, room, owner and day window, the
-/// overlap guard, cancellation, and the room's day list (a deletion sees them).
+/// overlap guard, find-or-create, cancellation, and the room's day list (a deletion sees them).
 #[tokio::test]
 async fn seeded_bookings_read_like_booked_ones() {
     let emu = Emulator::new();
@@ -141,6 +141,11 @@ async fn seeded_bookings_read_like_booked_ones() {
         assert!(matches!(store.book_room(&clash, None).await, Err(StoreError::Conflict(_))));
     }
     assert!(matches!(store.delete_room(b.id, now()).await, Err(StoreError::Conflict(_))));
+    // Find-or-create passes over a seeded room as over a booked one (the benchmark's fill of
+    // three rooms in four relies on it): both rooms are taken, so the new one is made.
+    let fresh = room(2);
+    let found = store.book_any_room(&booking(RoomId::random(), "other", slots[1]), Some(&fresh), None).await.unwrap();
+    assert_eq!(found.into_inner().1.id, fresh.id);
     for s in &seeded {
         store.cancel_booking(s.id, now()).await.unwrap();
     }
