@@ -12,7 +12,7 @@
 //!   connection that WAL lets proceed while a write is in flight; reads queue for the first free
 //!   thread. A fixed set of threads, not the runtime's blocking pool: under load that pool
 //!   starts a new thread whenever a read arrives before the last one's thread is idle again
-//!   (fifty threads in a minute of bookings), and each keeps its own allocator caches.
+//!   (51 threads after 20 s of bookings for one slot), and each keeps its own allocator caches.
 //! - **Checkpoints that keep up without stalling the writer.** A checkpoint thread copies the
 //!   WAL back into the database (`PASSIVE`, never blocking anyone) each time the writer has
 //!   added [`PASS_FRAMES`] to it, and syncs the database file after each pass: SQLite itself
