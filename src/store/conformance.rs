@@ -97,6 +97,7 @@ macro_rules! store_conformance_tests {
             invitation_code_hashes_are_unique,
             parallel_access_updates_have_one_winner,
             assignments_are_upserted,
+            assignments_of_a_busy_day_come_back_exactly_as_asked,
             operations_come_back_by_window,
             claim_marker_first_writer_wins,
             state_is_put_and_got,
@@ -916,6 +917,51 @@ pub async fn assignments_are_upserted(store: &dyn Store) {
     got.sort_by_key(|x| x.booking_id != b);
     assert_eq!(got, vec![other, moved]);
     assert!(store.assignments(&[]).await.unwrap().is_empty());
+}
+
+/// More than a hundred bookings on one day: the assignments asked for come back, as last written,
+/// and nothing else of that day (a backend may read the day whole past a page of ids).
+pub async fn assignments_of_a_busy_day_come_back_exactly_as_asked(store: &dyn Store) {
+    let f = Fixture::new();
+    // 150 quarter hours on one UTC day, in two one-seat rooms, and one booking two days later.
+    let day = f.base.duration_trunc(Duration::days(1)).unwrap() + Duration::days(1);
+    let quarter =
+        |k: i64| TimeSlot::new(day + Duration::minutes(15 * k), day + Duration::minutes(15 * k + 15)).unwrap();
+    let rooms = [f.stored_room(store).await.id, f.stored_room(store).await.id];
+    let mut ids = Vec::new();
+    for k in 0..150 {
+        let b = f.booking(rooms[(k / 75) as usize], quarter(k % 75));
+        ids.push(store.book_room(&b, None).await.unwrap().into_inner().id);
+    }
+    let later = f.stored_booking(store, rooms[0], quarter(2 * 96)).await.id;
+
+    // 120 of the day's bookings and the later one on two hosts; the first moves to a third.
+    let mut expected = std::collections::HashMap::new();
+    for (i, id) in ids.iter().take(120).chain([&later]).enumerate() {
+        let a = Assignment { booking_id: *id, host: format!("janus-{}", 1 + i % 2), ready_at: None };
+        store.put_assignment(&a).await.unwrap();
+        expected.insert(*id, a);
+    }
+    let moved = Assignment { booking_id: ids[0], host: "janus-3".into(), ready_at: Some(f.at(0)) };
+    store.put_assignment(&moved).await.unwrap();
+    expected.insert(ids[0], moved);
+
+    let check = |asked: Vec<Uuid>, got: Vec<Assignment>| {
+        let mut want: Vec<&Assignment> = asked.iter().filter_map(|id| expected.get(id)).collect();
+        let mut got_sorted: Vec<&Assignment> = got.iter().collect();
+        want.sort_by_key(|a| a.booking_id);
+        got_sorted.sort_by_key(|a| a.booking_id);
+        assert_eq!(got_sorted, want, "asked {} ids", asked.len());
+    };
+    // Everything, with an unknown id.
+    let all: Vec<Uuid> = ids.iter().copied().chain([later, Uuid::new_v4()]).collect();
+    check(all.clone(), store.assignments(&all).await.unwrap());
+    // 101 of the day's ids, from its middle: assigned and not, none of the rest.
+    let some: Vec<Uuid> = ids[49..150].to_vec();
+    check(some.clone(), store.assignments(&some).await.unwrap());
+    // A few.
+    let few = vec![ids[0], ids[119], ids[120], later];
+    check(few.clone(), store.assignments(&few).await.unwrap());
 }
 
 pub async fn operations_come_back_by_window(store: &dyn Store) {

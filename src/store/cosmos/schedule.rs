@@ -682,13 +682,19 @@ impl CosmosStore {
         self.c.batch(In::Rooms, batch).await.map(drop).map_err(|f| f.fail)
     }
 
-    /// Assignments of bookings, grouped by the day partitions their ids name.
+    /// Assignments of bookings, grouped by the day partitions their ids name. A day asked for by
+    /// at most [`ASSIGNMENT_IDS_PER_QUERY`] ids costs one query naming them; a day asked for by
+    /// more is read whole (every assignment of the day, in pages) and filtered here: its pages
+    /// number at most the day's assignments over the page size, where naming the ids would cost
+    /// one query per [`ASSIGNMENT_IDS_PER_QUERY`] of them whether they are assigned or not.
     pub(super) async fn assignments_of(&self, ids: &[Uuid]) -> StoreResult<Vec<super::super::Assignment>> {
-        let mut by_day: HashMap<NaiveDate, Vec<String>> = HashMap::new();
+        let mut by_day: HashMap<NaiveDate, HashSet<Uuid>> = HashMap::new();
         let mut out = vec![];
         for id in ids {
             match self.home_of(*id).await? {
-                Some((_, day)) => by_day.entry(day).or_default().push(id.to_string()),
+                Some((_, day)) => {
+                    by_day.entry(day).or_default().insert(*id);
+                }
                 None => {
                     let key = super::documents::assignment_id(*id);
                     if let Some((d, _)) =
@@ -700,19 +706,24 @@ impl CosmosStore {
             }
         }
         for (day, ids) in by_day {
-            for chunk in ids.chunks(100) {
-                let q =
-                    Query::from("SELECT * FROM c WHERE c.kind = 'assignment' AND ARRAY_CONTAINS(@ids, c.bookingId)")
-                        .with_parameter("@ids", chunk.to_vec())
-                        .map_err(map_err)?;
-                let docs: Vec<super::documents::AssignmentDoc> =
-                    self.c.query(In::Rooms, q, Some(&day_pk(day)), Fresh::Session).await?;
-                out.extend(docs.into_iter().map(|d| d.assignment));
-            }
+            let q = if ids.len() > ASSIGNMENT_IDS_PER_QUERY {
+                Query::from("SELECT * FROM c WHERE c.kind = 'assignment'")
+            } else {
+                let named: Vec<String> = ids.iter().map(Uuid::to_string).collect();
+                Query::from("SELECT * FROM c WHERE c.kind = 'assignment' AND ARRAY_CONTAINS(@ids, c.bookingId)")
+                    .with_parameter("@ids", named)
+                    .map_err(map_err)?
+            };
+            let docs: Vec<super::documents::AssignmentDoc> =
+                self.c.query(In::Rooms, q, Some(&day_pk(day)), Fresh::Session).await?;
+            out.extend(docs.into_iter().filter(|d| ids.contains(&d.booking_id)).map(|d| d.assignment));
         }
         Ok(out)
     }
 }
+
+/// The most booking ids one assignments query names (see [`CosmosStore::assignments_of`]).
+const ASSIGNMENT_IDS_PER_QUERY: usize = 100;
 
 /// The refusal of a booking that overlaps `room`'s booking from `s` to `e`.
 pub(super) fn conflict(room: RoomId, s: DateTime<Utc>, e: DateTime<Utc>) -> StoreError {
