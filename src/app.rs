@@ -13,7 +13,7 @@ use chrono::Duration;
 use tokio::net::TcpListener;
 
 use crate::{
-    api::{self, ApiSettings, AppState},
+    api::{self, ApiSettings, AppState, Shared},
     auth::{self, Authenticator},
     clock::{Clock, SystemClock},
     config::Secret,
@@ -231,7 +231,7 @@ pub async fn build_on(
         )
         .with_webhooks(webhooks.clone()),
     );
-    let state = AppState {
+    let state = AppState::new(Shared {
         store: store.clone(),
         sessions: sessions.clone(),
         fleet_ops: fleet.clone(),
@@ -241,7 +241,7 @@ pub async fn build_on(
         web: Arc::new(config.web.clone()),
         janus_events_secret: events_secret,
         webhooks,
-    };
+    });
     let alerts = Alerter::new(config.fleet_settings.alert_webhook_url.clone(), store);
     let reconciler = Arc::new(Reconciler::new(fleet.clone(), alerts, sessions));
     let jobs = Jobs { state: state.clone(), reconciler: reconciler.clone() };
