@@ -398,6 +398,18 @@ struct Sample {
     rss_mb: f64,
     /// Bytes the server has written to storage so far (WAL and checkpoints).
     written_mb: f64,
+    /// CPU time the server has used so far, all its threads, user and system.
+    cpu_s: f64,
+}
+
+/// The CPU time `pid` has used (utime + stime in /proc/<pid>/stat, in the kernel's 100 Hz ticks).
+fn cpu_s(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    // Fields after the command name, which is in parentheses and may hold spaces.
+    let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or_default();
+    let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+    // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
+    (field(11) + field(12)) / 100.0
 }
 
 fn written_mb(pid: u32) -> f64 {
@@ -425,6 +437,7 @@ fn sample_footprint(
                 wal_mb: file_mb(&wal),
                 rss_mb: rss_mb(pid),
                 written_mb: written_mb(pid),
+                cpu_s: cpu_s(pid),
             });
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -483,6 +496,13 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
             (Some(a), Some(b)) if written.len() > 1 => (b - a) / window.as_secs_f64(),
             _ => 0.0,
         };
+        // The server's CPU time per second of the window (cores busy), from its first and last
+        // sample: steadier from run to run on a shared machine than the latencies.
+        let sampled: Vec<&Sample> = samples.iter().filter(in_window).collect();
+        let cores = match (sampled.first(), sampled.last()) {
+            (Some(a), Some(b)) if b.at > a.at => (b.cpu_s - a.cpu_s) / (b.at - a.at).as_secs_f64(),
+            _ => 0.0,
+        };
         if lat.is_empty() {
             println!("  window {:>3}-{:<3} s  no bookings  failed {failed}", from.as_secs(), to.as_secs());
             continue;
@@ -491,7 +511,7 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
         all_ok += lat.len();
         let span = (to.min(length) - from).as_secs_f64();
         println!(
-            "  window {:>3}-{:<3} s  {:>7.0} bookings/s  p50 {:>6.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  WAL {:>6.1} MB  RSS {:>5.1} MB  disk {disk:>5.1} MB/s  failed {failed}",
+            "  window {:>3}-{:<3} s  {:>7.0} bookings/s  p50 {:>6.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  WAL {:>6.1} MB  RSS {:>5.1} MB  disk {disk:>5.1} MB/s  server CPU {cores:.2} cores, {:>4.0} us/booking  failed {failed}",
             from.as_secs(),
             to.as_secs(),
             lat.len() as f64 / span,
@@ -500,6 +520,7 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
             lat.last().unwrap().as_secs_f64() * 1e3,
             wal,
             rss,
+            cores * 1e6 * span / lat.len() as f64,
         );
     }
     println!("  total {all_ok} bookings in {:.0} s", length.as_secs_f64());
