@@ -946,7 +946,7 @@ pub async fn assignments_of_a_busy_day_come_back_exactly_as_asked(store: &dyn St
     store.put_assignment(&moved).await.unwrap();
     expected.insert(ids[0], moved);
 
-    let check = |asked: Vec<Uuid>, got: Vec<Assignment>| {
+    let check = |asked: &[Uuid], got: Vec<Assignment>| {
         let mut want: Vec<&Assignment> = asked.iter().filter_map(|id| expected.get(id)).collect();
         let mut got_sorted: Vec<&Assignment> = got.iter().collect();
         want.sort_by_key(|a| a.booking_id);
@@ -955,13 +955,13 @@ pub async fn assignments_of_a_busy_day_come_back_exactly_as_asked(store: &dyn St
     };
     // Everything, with an unknown id.
     let all: Vec<Uuid> = ids.iter().copied().chain([later, Uuid::new_v4()]).collect();
-    check(all.clone(), store.assignments(&all).await.unwrap());
+    check(&all, store.assignments(&all).await.unwrap());
     // 101 of the day's ids, from its middle: assigned and not, none of the rest.
-    let some: Vec<Uuid> = ids[49..150].to_vec();
-    check(some.clone(), store.assignments(&some).await.unwrap());
+    let some = &ids[49..150];
+    check(some, store.assignments(some).await.unwrap());
     // A few.
-    let few = vec![ids[0], ids[119], ids[120], later];
-    check(few.clone(), store.assignments(&few).await.unwrap());
+    let few = [ids[0], ids[119], ids[120], later];
+    check(&few, store.assignments(&few).await.unwrap());
 }
 
 pub async fn operations_come_back_by_window(store: &dyn Store) {
