@@ -55,7 +55,14 @@ async function call(service) {
     await waitForState(host.page, 'connected', 'the host', 45000);
     await waitForState(guest.page, 'connected', 'the guest', 45000);
   } catch (e) {
-    const dump = { host: await selectedPairs(host.page), guest: await selectedPairs(guest.page), guestState: await guest.page.getAttribute('[data-testid="call-status"]', 'data-state') };
+    // What the pages show, each part bounded and best effort: a stuck page must not replace the
+    // failure's own message with a timeout of its own.
+    const look = (p) => p.catch((err) => `unreadable: ${err.message.split('\n')[0]}`);
+    const dump = {
+      host: await look(selectedPairs(host.page)),
+      guest: await look(selectedPairs(guest.page)),
+      guestState: await look(guest.page.getAttribute('[data-testid="call-status"]', 'data-state', { timeout: 2000 })),
+    };
     throw new Error(`${e.message}\n${JSON.stringify(dump)}\n${turn.text().split('\n').filter((l) => /ERROR|error/.test(l)).slice(-10).join('\n')}`);
   }
   return { host, guest, booking, hostId };
