@@ -478,7 +478,8 @@ where
 }
 
 /// Prints one line per window: bookings/s, p50, p99 and max latency, the largest WAL and RSS
-/// sampled in it, and the failed requests.
+/// sampled in it, the disk writes and the server's CPU between its first and last sample, and the
+/// failed requests.
 fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duration, length: Duration) {
     println!("{name}");
     let windows = (length.as_secs_f64() / window.as_secs_f64()).ceil() as u32;
@@ -488,20 +489,17 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
         let mut lat: Vec<Duration> =
             done.iter().filter(|d| d.at >= from && d.at < to && d.ok).map(|d| d.latency).collect();
         let failed = done.iter().filter(|d| d.at >= from && d.at < to && !d.ok).count();
-        let in_window = |s: &&Sample| s.at >= from && s.at < to;
-        let wal = samples.iter().filter(in_window).map(|s| s.wal_mb).fold(0.0, f64::max);
-        let rss = samples.iter().filter(in_window).map(|s| s.rss_mb).fold(0.0, f64::max);
-        let written: Vec<f64> = samples.iter().filter(in_window).map(|s| s.written_mb).collect();
-        let disk = match (written.first(), written.last()) {
-            (Some(a), Some(b)) if written.len() > 1 => (b - a) / window.as_secs_f64(),
-            _ => 0.0,
-        };
-        // The server's CPU time per second of the window (cores busy), from its first and last
-        // sample: steadier from run to run on a shared machine than the latencies.
-        let sampled: Vec<&Sample> = samples.iter().filter(in_window).collect();
-        let cores = match (sampled.first(), sampled.last()) {
-            (Some(a), Some(b)) if b.at > a.at => (b.cpu_s - a.cpu_s) / (b.at - a.at).as_secs_f64(),
-            _ => 0.0,
+        let sampled: Vec<&Sample> = samples.iter().filter(|s| s.at >= from && s.at < to).collect();
+        let wal = sampled.iter().map(|s| s.wal_mb).fold(0.0, f64::max);
+        let rss = sampled.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
+        let (disk, cores) = match (sampled.first(), sampled.last()) {
+            (Some(a), Some(b)) if sampled.len() > 1 => (
+                (b.written_mb - a.written_mb) / window.as_secs_f64(),
+                // The server's CPU time per second of the window (cores busy): steadier from run
+                // to run on a shared machine than the latencies.
+                if b.at > a.at { (b.cpu_s - a.cpu_s) / (b.at - a.at).as_secs_f64() } else { 0.0 },
+            ),
+            _ => (0.0, 0.0),
         };
         if lat.is_empty() {
             println!("  window {:>3}-{:<3} s  no bookings  failed {failed}", from.as_secs(), to.as_secs());

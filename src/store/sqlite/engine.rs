@@ -133,8 +133,7 @@ impl Engine {
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         let frames = WalFrames::watch(&writer);
-        let checkpointer = open_connection(path)?;
-        size_cache(&checkpointer, READER_CACHE_KIB)?;
+        let checkpointer = open_sized(path, READER_CACHE_KIB)?;
         // SQLite syncs the database file only after a pass during which nothing was committed,
         // which under load is only ever the writer's own pass: the background thread syncs
         // what its passes copied itself, so that pass does not carry the whole cycle's sync.
@@ -254,9 +253,15 @@ fn size_cache(conn: &Connection, kib: i64) -> StoreResult<()> {
     Ok(())
 }
 
-fn open_reader(path: &Path) -> StoreResult<Connection> {
+/// A connection to a file that exists, with a page cache of `kib` KiB.
+fn open_sized(path: &Path, kib: i64) -> StoreResult<Connection> {
     let conn = open_connection(path)?;
-    size_cache(&conn, READER_CACHE_KIB)?;
+    size_cache(&conn, kib)?;
+    Ok(conn)
+}
+
+fn open_reader(path: &Path) -> StoreResult<Connection> {
+    let conn = open_sized(path, READER_CACHE_KIB)?;
     // A guard against a write slipping onto a reader, where it would bypass the writer lock.
     conn.pragma_update(None, "query_only", "ON")?;
     Ok(conn)
@@ -639,8 +644,7 @@ mod tests {
 
     #[test]
     fn a_new_files_writer_caches_its_size_in_the_files_own_pages() {
-        let dir = std::env::temp_dir().join(format!("suroga-engine-unit-{}", uuid::Uuid::new_v4()));
-        let path = dir.join("store.db");
+        let path = super::super::temp_path();
         crate::files::prepare_private_file(&path, &["-wal", "-shm"]).unwrap();
         let writer = open_writer(&path).unwrap();
         // About 12 MB of rows in 1 KiB pages: more than the cache may hold.
@@ -658,6 +662,6 @@ mod tests {
         assert!(used > wanted * 3 / 4, "a {wanted}-byte cache holds only {used} bytes of 1 KiB pages");
         assert!(used < wanted * 5 / 4, "a {wanted}-byte cache holds {used} bytes");
         drop(writer);
-        std::fs::remove_dir_all(&dir).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 }

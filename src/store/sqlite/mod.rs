@@ -692,17 +692,17 @@ impl Store for SqliteStore {
     }
 }
 
+/// A database path in a folder of its own, for unit tests.
+#[cfg(test)]
+fn temp_path() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("suroga-sqlite-unit-{}", Uuid::new_v4())).join("store.db")
+}
+
 #[cfg(test)]
 mod tests {
-    use std::path::PathBuf;
-
     use rusqlite::{Connection, TransactionBehavior};
 
     use super::*;
-
-    fn temp_path() -> PathBuf {
-        std::env::temp_dir().join(format!("suroga-sqlite-unit-{}", Uuid::new_v4())).join("store.db")
-    }
 
     #[test]
     fn open_creates_the_folder_and_a_wal_database_at_the_latest_schema() {
