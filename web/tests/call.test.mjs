@@ -65,7 +65,6 @@ const PT = { join: 'Entrar', mic: 'Microfone', cam: 'Câmara', screen: 'Partilha
 async function call({ startS = 60, endS = 3600, hostLang = EN, guestLang = EN, hostLocale = 'en-GB', guestLocale = 'en-GB', viewport, beforeJoin } = {}) {
   const hostId = `host-${Date.now()}-${Math.floor(Math.random() * 1e6)}`;
   const booking = await book(svc.base, hostId, startS, endS);
-  await runTimer(svc.base, 'fleet-reconcile');
   const host = await person(hostBrowser, { locale: hostLocale });
   const guest = await person(guestBrowser, { locale: guestLocale, viewport });
   await host.page.goto(`${svc.base}/app/bookings/${booking.booking_id}#token=${token(hostId, { name: 'Ana Host' })}`);

@@ -166,7 +166,12 @@ export async function api(base, method, path, { bearer, body, headers = {} } = {
   return { status: r.status, body: json, headers: r.headers };
 }
 
-/** Books [now + startS, now + endS) seconds for `user`; returns the booking. */
+/**
+ * Books [now + startS, now + endS) seconds for `user`, then runs the reconciler once, as its
+ * timer would; returns the booking. Without that tick a test races the service's clock: the
+ * first minute tick after start deallocates the idle local host, and a booking made just after
+ * it waits (503 on /join) until the next tick starts the host again.
+ */
 export async function book(base, user, startS, endS) {
   const now = Date.now();
   const r = await api(base, 'POST', '/bookings', {
@@ -174,6 +179,7 @@ export async function book(base, user, startS, endS) {
     body: { start_time: new Date(now + startS * 1000).toISOString(), end_time: new Date(now + endS * 1000).toISOString() },
   });
   if (r.status !== 201) throw new Error(`booking failed: ${r.status} ${JSON.stringify(r.body)}`);
+  await runTimer(base, 'fleet-reconcile');
   return r.body;
 }
 
