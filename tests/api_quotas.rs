@@ -3,6 +3,9 @@
 //! naming the limit; cancelled and ended bookings free a slot; replays count nothing; a burst of
 //! parallel requests, on one instance or on two sharing one Cosmos DB account, never passes the
 //! quota; a reservation left by a request that died heals; admins are exempt; 0 turns a quota off.
+//!
+//! Every rule runs on both stores, whose live bookings quota works differently: SQLite counts
+//! the owner's live bookings in the booking's own write, Cosmos DB keeps the user's ledger.
 
 mod support;
 
@@ -19,9 +22,17 @@ use suroga::domain::RoomId;
 use suroga::store::{LedgerBooking, LedgerRoom, QuotaLedger, Store};
 use uuid::Uuid;
 
-/// An app with these quotas (None: the default) and no rate limits (bursts of requests).
-async fn app(live_bookings: Option<u32>, rooms: Option<u32>) -> TestApp {
-    TestApp::spawn_with(|env| {
+/// The store an app runs on.
+#[derive(Debug, Clone, Copy)]
+enum Backend {
+    Sqlite,
+    Cosmos,
+}
+
+/// An app on `backend` with these quotas (None: the default) and no rate limits (bursts of
+/// requests), and the Cosmos DB account it uses, if any.
+async fn app_on(backend: Backend, live_bookings: Option<u32>, rooms: Option<u32>) -> (TestApp, Option<Emulator>) {
+    let env = |env: &mut HashMap<String, String>| {
         env.insert("RATE_LIMIT_USER_PER_MINUTE".into(), "0".into());
         if let Some(n) = live_bookings {
             env.insert("QUOTA_LIVE_BOOKINGS_PER_USER".into(), n.to_string());
@@ -29,9 +40,53 @@ async fn app(live_bookings: Option<u32>, rooms: Option<u32>) -> TestApp {
         if let Some(n) = rooms {
             env.insert("QUOTA_ROOMS_PER_USER_PER_DAY".into(), n.to_string());
         }
-    })
-    .await
+    };
+    match backend {
+        Backend::Sqlite => (TestApp::spawn_with(env).await, None),
+        Backend::Cosmos => {
+            let emu = Emulator::new();
+            let store = Arc::new(emu.store().await) as Arc<dyn Store>;
+            (TestApp::spawn_with_store_and(store, env).await, Some(emu))
+        }
+    }
 }
+
+/// Runs each named `async fn(Backend)` as one test per store.
+macro_rules! on_both_stores {
+    ($($case:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Sqlite).await;
+                }
+            )*
+        }
+        mod cosmos {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $case() {
+                    super::$case(super::Backend::Cosmos).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_stores!(
+    the_21st_live_booking_is_409_naming_the_limit,
+    a_cancelled_booking_frees_a_slot,
+    an_ended_booking_frees_a_slot,
+    an_extended_booking_counts_until_its_new_end,
+    thirty_parallel_bookings_for_a_quota_of_20_make_exactly_20,
+    an_idempotent_replay_consumes_no_quota_even_at_the_limit,
+    rooms_past_the_daily_quota_are_409_until_24_hours_pass,
+    admins_are_exempt,
+    quotas_are_off_at_zero,
+    bookings_made_while_the_quota_was_off_count_once_it_is_on,
+    a_cancel_behind_the_sessions_layers_back_frees_its_slot_at_the_limit,
+    a_room_reservation_left_by_a_request_that_died_heals,
+);
 
 /// Books the `i`th half hour from an hour ahead (a slot of its own).
 async fn book_nth(app: &TestApp, who: &str, i: i64) -> (StatusCode, Value) {
@@ -66,9 +121,8 @@ fn live_count(bookings: &Value) -> usize {
     bookings.as_array().unwrap().iter().filter(|b| b["status"] != "cancelled").count()
 }
 
-#[tokio::test]
-async fn the_21st_live_booking_is_409_naming_the_limit() {
-    let app = app(None, None).await;
+async fn the_21st_live_booking_is_409_naming_the_limit(backend: Backend) {
+    let (app, _account) = app_on(backend, None, None).await;
     let u = user();
     for i in 0..20 {
         let (st, b) = book_nth(&app, &u, i).await;
@@ -91,9 +145,8 @@ async fn the_21st_live_booking_is_409_naming_the_limit() {
     assert_eq!(book_nth(&app, &user(), 0).await.0, StatusCode::CREATED);
 }
 
-#[tokio::test]
-async fn a_cancelled_booking_frees_a_slot() {
-    let app = app(Some(3), None).await;
+async fn a_cancelled_booking_frees_a_slot(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(3), None).await;
     let u = user();
     let mut ids = Vec::new();
     for i in 0..3 {
@@ -106,9 +159,8 @@ async fn a_cancelled_booking_frees_a_slot() {
     assert_eq!(book_nth(&app, &u, 4).await.0, StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn an_ended_booking_frees_a_slot() {
-    let app = app(Some(2), None).await;
+async fn an_ended_booking_frees_a_slot(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(2), None).await;
     let u = user();
     book_nth(&app, &u, 0).await; // [60, 90) minutes from now
     book_nth(&app, &u, 1).await; // [120, 150)
@@ -121,9 +173,8 @@ async fn an_ended_booking_frees_a_slot() {
     assert_eq!(book_nth(&app, &u, 3).await.0, StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn an_extended_booking_counts_until_its_new_end() {
-    let app = app(Some(1), None).await;
+async fn an_extended_booking_counts_until_its_new_end(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(1), None).await;
     let u = user();
     let id = book_nth(&app, &u, 0).await.1["booking_id"].as_str().unwrap().to_owned(); // [60, 90)
     let end = (app.now() + Duration::minutes(150)).to_rfc3339();
@@ -164,9 +215,8 @@ async fn burst(apps: &[&TestApp], who: &str, n: i64) -> HashMap<u16, usize> {
     counts
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn thirty_parallel_bookings_for_a_quota_of_20_make_exactly_20() {
-    let app = app(None, None).await;
+async fn thirty_parallel_bookings_for_a_quota_of_20_make_exactly_20(backend: Backend) {
+    let (app, _account) = app_on(backend, None, None).await;
     let u = user();
     let counts = burst(&[&app], &u, 30).await;
     assert_eq!((counts.get(&201), counts.get(&409)), (Some(&20), Some(&10)), "{counts:?}");
@@ -186,9 +236,8 @@ async fn two_instances_on_one_cosmos_account_never_pass_the_quota() {
     assert_eq!(live_count(&mine), 20);
 }
 
-#[tokio::test]
-async fn an_idempotent_replay_consumes_no_quota_even_at_the_limit() {
-    let app = app(Some(2), None).await;
+async fn an_idempotent_replay_consumes_no_quota_even_at_the_limit(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(2), None).await;
     let u = user();
     let first = app.slot_body(60, 90, None);
     let (st, original) = post_with_key(&app, "/api/v1/bookings", &u, "k-1", &first).await;
@@ -204,9 +253,8 @@ async fn an_idempotent_replay_consumes_no_quota_even_at_the_limit() {
     assert_quota_409(st, &body, "live_bookings_per_user", 2, "live bookings");
 }
 
-#[tokio::test]
-async fn rooms_past_the_daily_quota_are_409_until_24_hours_pass() {
-    let app = app(None, Some(3)).await;
+async fn rooms_past_the_daily_quota_are_409_until_24_hours_pass(backend: Backend) {
+    let (app, _account) = app_on(backend, None, Some(3)).await;
     let u = user();
     let (st, first) = post_with_key(&app, "/api/v1/rooms", &u, "room-1", &json!({})).await;
     assert_eq!(st, StatusCode::CREATED, "{first}");
@@ -229,9 +277,8 @@ async fn rooms_past_the_daily_quota_are_409_until_24_hours_pass() {
     assert_eq!(app.post("/api/v1/rooms", &u, json!({})).await.0, StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn admins_are_exempt() {
-    let app = app(Some(1), Some(1)).await;
+async fn admins_are_exempt(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(1), Some(1)).await;
     let a = admin();
     for i in 0..3 {
         assert_eq!(book_nth(&app, &a, i).await.0, StatusCode::CREATED);
@@ -239,9 +286,8 @@ async fn admins_are_exempt() {
     }
 }
 
-#[tokio::test]
-async fn quotas_are_off_at_zero() {
-    let app = app(Some(0), Some(0)).await;
+async fn quotas_are_off_at_zero(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(0), Some(0)).await;
     let u = user();
     for i in 0..21 {
         assert_eq!(book_nth(&app, &u, i).await.0, StatusCode::CREATED, "booking {i}");
@@ -251,9 +297,46 @@ async fn quotas_are_off_at_zero() {
     }
 }
 
-#[tokio::test]
-async fn a_reservation_left_by_a_request_that_died_heals() {
-    let app = app(Some(2), None).await;
+async fn bookings_made_while_the_quota_was_off_count_once_it_is_on(backend: Backend) {
+    // Bookings made while the quota was off count once it is on (the same store): a ledger
+    // starts from them, a count finds them.
+    let (app, _account) = app_on(backend, Some(0), None).await;
+    let u = user();
+    for i in 0..3 {
+        book_nth(&app, &u, i).await;
+    }
+    let limited = TestApp::spawn_with_store(app.app.state.store.clone()).await;
+    limited.clock.set(app.now());
+    // The default quota is 20: three held, seventeen more fit.
+    for i in 3..20 {
+        assert_eq!(book_nth(&limited, &u, i).await.0, StatusCode::CREATED, "booking {i}");
+    }
+    assert_eq!(book_nth(&limited, &u, 20).await.0, StatusCode::CONFLICT);
+}
+
+async fn a_cancel_behind_the_sessions_layers_back_frees_its_slot_at_the_limit(backend: Backend) {
+    let (app, _account) = app_on(backend, Some(2), None).await;
+    let u = user();
+    book_nth(&app, &u, 0).await;
+    let id = book_nth(&app, &u, 1).await.1["booking_id"].as_str().unwrap().parse::<Uuid>().unwrap();
+    // Cancelled in the store behind the sessions layer's back: no release ran.
+    let store = &app.app.state.store;
+    store.cancel_booking(id, app.now()).await.unwrap();
+    let ledger = store.quota_ledger(&u).await.unwrap();
+    if store.counts_live_bookings() {
+        assert_eq!(ledger, None, "a store that counts keeps no ledger for bookings");
+    } else {
+        // The ledger still holds its entry; at the limit each entry is checked and this one goes.
+        assert_eq!(ledger.unwrap().ledger.bookings.len(), 2);
+    }
+    assert_eq!(book_nth(&app, &u, 2).await.0, StatusCode::CREATED);
+    assert_eq!(book_nth(&app, &u, 3).await.0, StatusCode::CONFLICT);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_cosmos_a_reservation_left_by_a_request_that_died_heals() {
+    // Only a ledger holds reservations (SQLite counts bookings in the booking's own write).
+    let (app, _account) = app_on(Backend::Cosmos, Some(2), None).await;
     let u = user();
     // Two reservations whose bookings never came: their requests died after reserving.
     let store = app.app.state.store.clone();
@@ -271,40 +354,22 @@ async fn a_reservation_left_by_a_request_that_died_heals() {
     assert_eq!(kept.bookings[0].id.to_string(), b["booking_id"].as_str().unwrap());
 }
 
-#[tokio::test]
-async fn a_first_ledger_counts_the_bookings_made_before_it() {
-    // Bookings made while the quota was off count once it is on (the same store).
-    let app = app(Some(0), None).await;
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn on_sqlite_a_ledgers_booking_entries_count_nothing() {
+    // A ledger row from a build that kept booking entries on SQLite: the count decides now.
+    let (app, _account) = app_on(Backend::Sqlite, Some(2), None).await;
     let u = user();
-    for i in 0..3 {
-        book_nth(&app, &u, i).await;
-    }
-    let limited = TestApp::spawn_with_store(app.app.state.store.clone()).await;
-    limited.clock.set(app.now());
-    // The default quota is 20: three held, seventeen more fit.
-    for i in 3..20 {
-        assert_eq!(book_nth(&limited, &u, i).await.0, StatusCode::CREATED, "booking {i}");
-    }
-    assert_eq!(book_nth(&limited, &u, 20).await.0, StatusCode::CONFLICT);
+    let now = app.now();
+    let stale = |_| LedgerBooking { id: Uuid::new_v4(), end: now + Duration::days(1), reserved_at: now, key: None };
+    let ledger = QuotaLedger { bookings: (0..2).map(stale).collect(), rooms: vec![] };
+    app.app.state.store.put_quota_ledger(&u, &ledger, None).await.unwrap();
+    assert_eq!(book_nth(&app, &u, 0).await.0, StatusCode::CREATED);
+    assert_eq!(book_nth(&app, &u, 1).await.0, StatusCode::CREATED);
+    assert_eq!(book_nth(&app, &u, 2).await.0, StatusCode::CONFLICT);
 }
 
-#[tokio::test]
-async fn a_cancel_whose_release_was_missed_frees_its_slot_at_the_limit() {
-    let app = app(Some(2), None).await;
-    let u = user();
-    book_nth(&app, &u, 0).await;
-    let id = book_nth(&app, &u, 1).await.1["booking_id"].as_str().unwrap().parse::<Uuid>().unwrap();
-    // Cancelled in the store behind the sessions layer's back: its ledger entry stays.
-    app.app.state.store.cancel_booking(id, app.now()).await.unwrap();
-    assert_eq!(app.app.state.store.quota_ledger(&u).await.unwrap().unwrap().ledger.bookings.len(), 2);
-    // At the limit, each entry is checked: the cancelled one goes.
-    assert_eq!(book_nth(&app, &u, 2).await.0, StatusCode::CREATED);
-    assert_eq!(book_nth(&app, &u, 3).await.0, StatusCode::CONFLICT);
-}
-
-#[tokio::test]
-async fn a_room_reservation_left_by_a_request_that_died_heals() {
-    let app = app(None, Some(1)).await;
+async fn a_room_reservation_left_by_a_request_that_died_heals(backend: Backend) {
+    let (app, _account) = app_on(backend, None, Some(1)).await;
     let u = user();
     let ledger = QuotaLedger {
         bookings: vec![],

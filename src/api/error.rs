@@ -169,6 +169,7 @@ impl From<StoreError> for ApiError {
                 ApiError::Unprocessable("this Idempotency-Key was used with a different request body".into())
             }
             StoreError::NoFreeRoom => ApiError::Conflict("no free room".into()),
+            StoreError::LimitReached => ApiError::Conflict("the live bookings quota is reached".into()),
             StoreError::Unavailable { message, retry_after } => {
                 tracing::warn!(%message, "store unavailable");
                 ApiError::Unavailable {

@@ -28,9 +28,9 @@
 //! # Quotas come first
 //! A booking or a room made for a user (admins are exempt) is first reserved in the user's quota
 //! ledger in the store, by compare-and-set ([`quotas`]): reserve, then write the booking or room,
-//! then settle. Where the store writes the ledger in the booking's own transaction (SQLite:
-//! [`Store::books_with_ledger`]), a booking's reservation and write are that one transaction,
-//! and nothing is left to settle. The undo rule: a write that definitively failed, or that
+//! then settle. Where the store counts the owner's live bookings in the booking's own write
+//! (SQLite: [`Store::counts_live_bookings`]), a booking has no ledger entry: that write refuses
+//! at the limit, and nothing is left to settle. The undo rule: a write that definitively failed, or that
 //! replayed an earlier request, releases its reservation; a write whose outcome is unknown keeps
 //! it, and the next reservation at the limit drops it if its entity never appeared (a point read
 //! per entry). A cancel releases its booking's entry, best effort on the same terms.
@@ -62,7 +62,7 @@ use crate::{
     domain::{self, Access, Booking, BookingPolicy, BookingStatus, Invitation, Room, RoomId, TimeSlot, format_instant},
     fleet::{FleetError, JoinGrant, Participant, hosting::PlannedHosting},
     janus::CreateRoom,
-    store::{Along, Created, IdempotencyClaim, LedgerPut, OpAction, Operation, Store, StoreError},
+    store::{Along, Created, IdempotencyClaim, LiveCap, OpAction, Operation, Store, StoreError},
     webhooks::Webhooks,
 };
 pub use credentials::{SessionCredentials, SessionKey};
@@ -308,7 +308,7 @@ impl Sessions {
             let room = Room { id: RoomId::random(), ..template.clone() };
             let held = self.reserve_room(charge, room.id, claim).await?;
             let written = self.store.insert_room(&room, claim).await;
-            if let (quotas::Reserved::Committed(()), Charge::User(user)) = (held, charge) {
+            if let (quotas::Reserved::Committed, Charge::User(user)) = (held, charge) {
                 let undo = match &written {
                     Err(e) => quotas::definitive(e),
                     Ok(created) => !created.is_new(),
@@ -391,17 +391,18 @@ impl Sessions {
     ) -> Result<Created<(Booking, Room)>, SessionError> {
         let now = self.clock.now();
         self.settings.policy.bookable_slot(wanted.slot, now)?;
-        if self.store.books_with_ledger() {
-            // The booking and its ledger entry commit together: nothing to settle.
-            let commit = |put: LedgerPut| async move { self.book_reserved(wanted, room, claim, now, Some(&put)).await };
-            return match self.reserve_booking(charge, wanted, claim, commit).await? {
-                quotas::Reserved::Committed(booked) => Ok(booked),
-                quotas::Reserved::Nothing => self.book_reserved(wanted, room, claim, now, None).await,
+        let limit = self.settings.quotas.live_bookings_per_user;
+        if self.store.counts_live_bookings() {
+            // The booking's own write counts the owner's live bookings: nothing to settle.
+            let live_cap = matches!(charge, Charge::User(_) if limit > 0).then_some(LiveCap { limit, now });
+            return match self.book_reserved(wanted, room, claim, now, live_cap).await {
+                Err(SessionError::Store(StoreError::LimitReached)) => Err(quotas::live_bookings_exceeded(limit)),
+                other => other,
             };
         }
-        let held = self.reserve_booking(charge, wanted, claim, |put| self.put_ledger(put)).await?;
+        let held = self.reserve_booking(charge, wanted, claim).await?;
         let booked = self.book_reserved(wanted, room, claim, now, None).await;
-        if let (quotas::Reserved::Committed(()), Charge::User(user)) = (held, charge) {
+        if let (quotas::Reserved::Committed, Charge::User(user)) = (held, charge) {
             let undo = match &booked {
                 Err(SessionError::Store(e)) => quotas::definitive(e),
                 Err(_) => true,
@@ -418,17 +419,17 @@ impl Sessions {
         booked
     }
 
-    /// The store part of [`Self::book`], with `ledger` in the booking's own write (only where
-    /// [`Store::books_with_ledger`]).
+    /// The store part of [`Self::book`], with `live_cap` checked by the booking's own write
+    /// (only where [`Store::counts_live_bookings`]).
     async fn book_reserved(
         &self,
         wanted: &Booking,
         room: Option<RoomId>,
         claim: Option<&IdempotencyClaim>,
         now: DateTime<Utc>,
-        ledger: Option<&LedgerPut>,
+        live_cap: Option<LiveCap>,
     ) -> Result<Created<(Booking, Room)>, SessionError> {
-        let along = Along { notify: self.notify_at(), ledger };
+        let along = Along { notify: self.notify_at(), live_cap };
         let Some(room_id) = room else {
             let booked = match self.store.book_any_room_with(wanted, None, claim, along).await {
                 Err(StoreError::NoFreeRoom) => {
@@ -485,7 +486,7 @@ impl Sessions {
             .await
             .map_err(not_found_as(booking_not_found(booking.id)))?;
         self.deliver_one(|| OutboxEvent::booking_cancelled(&cancelled, now));
-        if self.settings.quotas.live_bookings_per_user > 0 {
+        if self.ledger_counts_bookings() {
             self.release(&cancelled.owner, quotas::Entry::Booking(cancelled.id), "the booking was cancelled").await;
         }
         self.close_now(&cancelled, cancelled.access.generation, "the booking was cancelled").await;

@@ -23,11 +23,14 @@
 //!    A booking the store wrote under an id of its own (Cosmos DB mints ids that name the room
 //!    and day) renames its entry to that id, so the checks of step 1 and a cancel find it.
 //!
-//! A store that writes a ledger in a booking's own transaction ([`Store::books_with_ledger`])
-//! takes a booking's steps 1 and 2 as one: the ledger read and checked as in step 1 rides along
-//! with the booking's write, both commit or neither (a lost compare-and-set writes no booking and
-//! starts again from the read; a replay writes no ledger), so there is nothing to settle and the
-//! request waits for one commit instead of two.
+//! # A store that counts
+//! A store that can count an owner's live bookings inside a booking's own write
+//! ([`Store::counts_live_bookings`]: SQLite, where every write is one transaction on one file)
+//! keeps no ledger entries for bookings: the write counts the owner's bookings that are neither
+//! cancelled nor ended and refuses at the limit ([`crate::store::LiveCap`]). Nothing is reserved,
+//! so nothing is settled or healed, a cancel or an extension needs no ledger change, and a replay
+//! counts nothing because the store answers it before counting. The rooms quota keeps its ledger
+//! on every store.
 //!
 //! A request that carries an `Idempotency-Key` already in the ledger (a retry) reserves nothing:
 //! replays never consume quota, even at the limit. A cancel releases its booking's entry, and an
@@ -43,9 +46,7 @@ use uuid::Uuid;
 
 use super::{SessionError, Sessions};
 use crate::domain::{Booking, RoomId, TimeSlot, format_instant};
-use crate::store::{
-    IdempotencyClaim, LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, Store, StoreError, StoreResult,
-};
+use crate::store::{IdempotencyClaim, LedgerBooking, LedgerRoom, QuotaLedger, Store, StoreError, StoreResult};
 
 /// How long a reservation whose entity is missing still counts: the longest a request may
 /// take from its reservation to its write. Later, the request is taken to have died.
@@ -91,10 +92,9 @@ impl<'a> Charge<'a> {
 }
 
 /// How a reservation loop ended.
-pub(super) enum Reserved<T> {
-    /// The ledger with the new entry was written, by the commit that answered this: an entry
-    /// written alone is settled after the entity's write.
-    Committed(T),
+pub(super) enum Reserved {
+    /// The ledger with the new entry was written: it is settled after the entity's write.
+    Committed,
     /// Nothing to write: the quota is off, the caller exempt, or the request a replay.
     Nothing,
 }
@@ -213,35 +213,37 @@ impl Counted for LedgerRoom {
     }
 }
 
+/// The answer at the live bookings quota's `limit`, from a ledger or from a store that counts.
+pub(super) fn live_bookings_exceeded(limit: u32) -> SessionError {
+    SessionError::QuotaExceeded {
+        detail: format!(
+            "quota reached: a user may hold at most {limit} live bookings (not cancelled and not yet ended); \
+             cancel one or wait until one ends"
+        ),
+        quota: "live_bookings_per_user",
+        limit,
+    }
+}
+
 impl Sessions {
-    /// Reserves a live booking for `charge`'s user in the ledger (see the module docs), written by
-    /// `commit`: the ledger alone ([`Self::put_ledger`]), or with the booking in one transaction
-    /// where the store can ([`Store::books_with_ledger`]). `QuotaExceeded` at the limit.
-    pub(super) async fn reserve_booking<T, F: Future<Output = Result<T, SessionError>>>(
+    /// Reserves a live booking for `charge`'s user in the ledger (see the module docs), on a
+    /// store that does not count ([`Store::counts_live_bookings`]). `QuotaExceeded` at the limit.
+    pub(super) async fn reserve_booking(
         &self,
         charge: Charge<'_>,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        commit: impl FnMut(LedgerPut) -> F,
-    ) -> Result<Reserved<T>, SessionError> {
+    ) -> Result<Reserved, SessionError> {
         let limit = self.settings.quotas.live_bookings_per_user;
         let key = key_digest(claim);
         let entry = |now| LedgerBooking { id: booking.id, end: booking.slot.end(), reserved_at: now, key: key.clone() };
-        let exceeded = |_: &[LedgerBooking], _| SessionError::QuotaExceeded {
-            detail: format!(
-                "quota reached: a user may hold at most {limit} live bookings (not cancelled and not yet ended); \
-                 cancel one or wait until one ends"
-            ),
-            quota: "live_bookings_per_user",
-            limit,
-        };
-        self.reserve(charge, limit, entry, exceeded, commit).await
+        self.reserve(charge, limit, entry, |_: &[LedgerBooking], _| live_bookings_exceeded(limit)).await
     }
 
-    /// Writes a reserved ledger alone: the commit of a reservation settled after its write.
-    pub(super) async fn put_ledger(&self, put: LedgerPut) -> Result<(), SessionError> {
-        self.store.put_quota_ledger(&put.user, &put.ledger, put.expected).await?;
-        Ok(())
+    /// True when bookings have ledger entries to keep in step: the quota is on and the store
+    /// does not count bookings itself.
+    pub(super) fn ledger_counts_bookings(&self) -> bool {
+        self.settings.quotas.live_bookings_per_user > 0 && !self.store.counts_live_bookings()
     }
 
     /// Reserves a room creation for `charge`'s user in the ledger (see the module docs).
@@ -251,7 +253,7 @@ impl Sessions {
         charge: Charge<'_>,
         id: RoomId,
         claim: Option<&IdempotencyClaim>,
-    ) -> Result<Reserved<()>, SessionError> {
+    ) -> Result<Reserved, SessionError> {
         let limit = self.settings.quotas.rooms_per_user_per_day;
         let key = key_digest(claim);
         let entry = |now| LedgerRoom { id, reserved_at: now, key: key.clone() };
@@ -267,21 +269,19 @@ impl Sessions {
                 limit,
             }
         };
-        self.reserve(charge, limit, entry, exceeded, |put| self.put_ledger(put)).await
+        self.reserve(charge, limit, entry, exceeded).await
     }
 
     /// The reservation loop both quotas share: read (or seed) the ledger, drop what no longer
     /// counts, check the rest at the limit, refuse with `exceeded` or append `entry(now)` and
-    /// `commit` the ledger by compare-and-set, again from the read when another writer won
-    /// (`commit` failed with `PreconditionFailed`, having written nothing).
-    async fn reserve<E: Counted, T, F: Future<Output = Result<T, SessionError>>>(
+    /// write the ledger by compare-and-set, again from the read when another writer won.
+    async fn reserve<E: Counted>(
         &self,
         charge: Charge<'_>,
         limit: u32,
         entry: impl Fn(DateTime<Utc>) -> E,
         exceeded: impl Fn(&[E], DateTime<Utc>) -> SessionError,
-        mut commit: impl FnMut(LedgerPut) -> F,
-    ) -> Result<Reserved<T>, SessionError> {
+    ) -> Result<Reserved, SessionError> {
         let Charge::User(user) = charge else { return Ok(Reserved::Nothing) };
         if limit == 0 {
             return Ok(Reserved::Nothing);
@@ -294,6 +294,8 @@ impl Sessions {
             let new = entry(now);
             let (mut ledger, expected) = match self.store.quota_ledger(user).await? {
                 Some(s) => (s.ledger, Some(s.version)),
+                // A store that counts bookings needs no booking entries.
+                None if self.store.counts_live_bookings() => (QuotaLedger::default(), None),
                 None => (self.seed_ledger(user, now).await?, None),
             };
             let held = E::list(&mut ledger);
@@ -308,10 +310,10 @@ impl Sessions {
                 return Err(exceeded(held, now));
             }
             held.push(new);
-            match commit(LedgerPut { user: user.to_owned(), ledger, expected }).await {
-                Ok(t) => return Ok(Reserved::Committed(t)),
-                Err(SessionError::Store(StoreError::PreconditionFailed)) => backoff(attempt).await,
-                Err(e) => return Err(e),
+            match self.store.put_quota_ledger(user, &ledger, expected).await {
+                Ok(_) => return Ok(Reserved::Committed),
+                Err(StoreError::PreconditionFailed) => backoff(attempt).await,
+                Err(e) => return Err(e.into()),
             }
         }
         Err(kept_changing())
@@ -371,7 +373,7 @@ impl Sessions {
     /// from the read when another writer won); `change` answers false when it changed nothing.
     /// Best effort: a failure is logged as `failed`.
     async fn amend(&self, user: &str, id: Uuid, failed: &str, change: impl Fn(&mut LedgerBooking) -> bool) {
-        if self.settings.quotas.live_bookings_per_user == 0 {
+        if !self.ledger_counts_bookings() {
             return;
         }
         for attempt in 0..LEDGER_ATTEMPTS {

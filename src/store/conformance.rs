@@ -132,7 +132,7 @@ macro_rules! store_conformance_tests {
             quota_ledger_is_absent_until_created_and_created_once,
             quota_ledger_is_compare_and_set_on_its_version,
             parallel_quota_ledger_writes_have_one_winner,
-            a_ledger_along_with_a_booking_commits_with_it_or_not_at_all,
+            a_live_cap_counts_the_owners_live_bookings_in_the_write,
         );
     };
     (@cases ($make:expr) $($case:ident),* $(,)?) => {

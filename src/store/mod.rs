@@ -35,7 +35,9 @@
 //!   by its current invitation's code hash ([`Store::booking_by_invitation`]), never by an old one.
 //! - **Quota ledgers are compare-and-set.** A user's [`QuotaLedger`] changes only through
 //!   [`Store::put_quota_ledger`], which fails with [`StoreError::PreconditionFailed`] when another
-//!   writer changed (or created) it first ([`quotas`]).
+//!   writer changed (or created) it first ([`quotas`]). A backend that can count an owner's
+//!   live bookings inside the booking's own write ([`Store::counts_live_bookings`]: SQLite)
+//!   enforces the live bookings quota there instead ([`LiveCap`]).
 
 pub mod conformance;
 pub mod cosmos;
@@ -44,7 +46,7 @@ pub mod quotas;
 pub mod sqlite;
 
 pub use pages::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
-pub use quotas::{LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, StoredLedger};
+pub use quotas::{LedgerBooking, LedgerRoom, QuotaLedger, StoredLedger};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
@@ -77,6 +79,9 @@ pub enum StoreError {
     /// `book_any_room` found no free room and was given no new room to create.
     #[error("no free room")]
     NoFreeRoom,
+    /// The owner already holds the live bookings [`LiveCap`] allows.
+    #[error("the owner holds the live bookings allowed")]
+    LimitReached,
     /// The database cannot be reached or throttles us; the client may retry later.
     #[error("store unavailable: {message}")]
     Unavailable { message: String, retry_after: Option<std::time::Duration> },
@@ -108,13 +113,23 @@ impl<T> Created<T> {
     }
 }
 
-/// What a booking's write also commits, in the same atomic step.
+/// What a booking's write also does, in the same atomic step.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct Along<'a> {
+pub struct Along {
     /// The booking's `booking.created` event enters the outbox, `enqueued_at` = this.
     pub notify: Option<DateTime<Utc>>,
-    /// The owner's quota ledger, by compare-and-set; only where [`Store::books_with_ledger`].
-    pub ledger: Option<&'a LedgerPut>,
+    /// The owner's live bookings are counted first; only where [`Store::counts_live_bookings`].
+    pub live_cap: Option<LiveCap>,
+}
+
+/// A cap on the live bookings (neither cancelled nor ended at `now`) one owner may hold, checked
+/// by the booking's own write: when the owner already holds `limit`, the write answers
+/// [`StoreError::LimitReached`] and writes nothing. A replayed key is answered as always (it
+/// adds no booking).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LiveCap {
+    pub limit: u32,
+    pub now: DateTime<Utc>,
 }
 
 /// An `Idempotency-Key` presented with a create.
@@ -475,7 +490,7 @@ pub trait Store: Send + Sync + 'static {
         claim: Option<&IdempotencyClaim>,
         notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<Booking>> {
-        self.book_room_with(booking, claim, Along { notify, ledger: None }).await
+        self.book_room_with(booking, claim, Along { notify, live_cap: None }).await
     }
 
     /// [`Store::book_any_room`], with `notify` as [`Store::book_room_notify`].
@@ -486,12 +501,14 @@ pub trait Store: Send + Sync + 'static {
         claim: Option<&IdempotencyClaim>,
         notify: Option<DateTime<Utc>>,
     ) -> StoreResult<Created<(Booking, Room)>> {
-        self.book_any_room_with(booking, new_room, claim, Along { notify, ledger: None }).await
+        self.book_any_room_with(booking, new_room, claim, Along { notify, live_cap: None }).await
     }
 
-    /// True when the backend writes [`Along::ledger`] in the booking's own transaction; false:
-    /// `ledger` must be `None` (`Internal` otherwise) and the caller writes the ledger before.
-    fn books_with_ledger(&self) -> bool {
+    /// True when the backend counts the owner's live bookings against [`Along::live_cap`] in
+    /// the booking's own write (one transaction: nothing can slip between the count and the
+    /// insert); false: `live_cap` must be `None` (`Internal` otherwise) and the caller keeps the
+    /// user's quota ledger instead.
+    fn counts_live_bookings(&self) -> bool {
         false
     }
 
@@ -501,7 +518,7 @@ pub trait Store: Send + Sync + 'static {
         &self,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<Booking>>;
 
     /// [`Store::book_any_room_notify`], with what else [`Along`] names in the same atomic step.
@@ -510,7 +527,7 @@ pub trait Store: Send + Sync + 'static {
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<(Booking, Room)>>;
 
     /// [`Store::cancel_booking`]; with `notify`, `booking.cancelled` enters the outbox in the same

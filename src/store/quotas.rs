@@ -53,13 +53,3 @@ pub struct StoredLedger {
     /// Opaque; changes with every write.
     pub version: u64,
 }
-
-/// A ledger write that rides in a booking's own transaction ([`super::Along::ledger`]): `ledger`
-/// replaces `user`'s ledger if its version is still `expected` (`None`: the user has none yet);
-/// otherwise the whole write fails with [`super::StoreError::PreconditionFailed`] and writes nothing.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LedgerPut {
-    pub user: String,
-    pub ledger: QuotaLedger,
-    pub expected: Option<u64>,
-}

@@ -84,6 +84,14 @@ impl TestApp {
         Self::spawn_inner(|_| {}, Some(store), |p| p, None).await
     }
 
+    /// Spawns on another store backend with extra settings applied to the environment map.
+    pub async fn spawn_with_store_and(
+        store: Arc<dyn suroga::store::Store>,
+        f: impl FnOnce(&mut HashMap<String, String>),
+    ) -> Self {
+        Self::spawn_inner(f, Some(store), |p| p, None).await
+    }
+
     /// Spawns with extra settings applied to the environment map.
     pub async fn spawn_with(f: impl FnOnce(&mut HashMap<String, String>)) -> Self {
         Self::spawn_inner(f, None, |p| p, None).await

@@ -1,7 +1,7 @@
 //! Conformance cases of the per-user quota ledgers ([`Store::quota_ledger`],
 //! [`Store::put_quota_ledger`]): absent until written, every field round-trips, compare-and-set
-//! on the version, of writers racing on one version exactly one wins, and a ledger written along
-//! with a booking commits with it or not at all. Safe on a shared
+//! on the version, of writers racing on one version exactly one wins; and, where a store counts
+//! an owner's live bookings in a booking's write, that count. Safe on a shared
 //! store: each case's user is its own.
 
 use chrono::Duration;
@@ -10,7 +10,7 @@ use uuid::Uuid;
 
 use super::{Fixture, new};
 use crate::domain::RoomId;
-use crate::store::{Along, LedgerBooking, LedgerPut, LedgerRoom, QuotaLedger, Store, StoreError};
+use crate::store::{Along, Created, LedgerBooking, LedgerRoom, LiveCap, QuotaLedger, Store, StoreError};
 
 fn ledger(f: &Fixture, bookings: usize) -> QuotaLedger {
     QuotaLedger {
@@ -92,45 +92,41 @@ pub async fn parallel_quota_ledger_writes_have_one_winner(store: &dyn Store) {
     assert_eq!(&after.version, results[winners[0]].as_ref().unwrap());
 }
 
-/// Where the backend writes a ledger with a booking ([`Store::books_with_ledger`]): both commit
-/// or neither. A lost compare-and-set writes no booking, a booking refused writes no ledger, a
-/// replayed key writes neither. Elsewhere, a ledger along is refused and nothing is written.
-pub async fn a_ledger_along_with_a_booking_commits_with_it_or_not_at_all(store: &dyn Store) {
+/// Where the backend counts an owner's live bookings in a booking's write
+/// ([`Store::counts_live_bookings`]): at the cap the write is `LimitReached` and writes nothing;
+/// cancelled and ended bookings and other owners' do not count; a replay at the cap is answered
+/// as a replay; find-or-create counts too. Elsewhere, a cap is refused and nothing is written.
+pub async fn a_live_cap_counts_the_owners_live_bookings_in_the_write(store: &dyn Store) {
     let f = Fixture::new();
     let room = f.stored_room(store).await;
-    let wanted = f.booking(room.id, f.slot(0, 60));
-    let put = LedgerPut { user: f.owner.clone(), ledger: ledger(&f, 1), expected: None };
-    let along = Along { notify: None, ledger: Some(&put) };
-    if !store.books_with_ledger() {
-        assert!(matches!(store.book_room_with(&wanted, None, along).await, Err(StoreError::Internal(_))));
-        assert!(matches!(store.get_booking(wanted.id).await, Err(StoreError::NotFound)));
-        assert_eq!(store.quota_ledger(&f.owner).await.unwrap(), None);
+    let cap = |limit, now| Along { notify: None, live_cap: Some(LiveCap { limit, now }) };
+    let first = f.booking(room.id, f.slot(0, 60));
+    if !store.counts_live_bookings() {
+        assert!(matches!(store.book_room_with(&first, None, cap(5, f.base)).await, Err(StoreError::Internal(_))));
+        assert!(matches!(store.get_booking(first.id).await, Err(StoreError::NotFound)));
         return;
     }
-    let v1 = store.put_quota_ledger(&f.owner, &ledger(&f, 2), None).await.unwrap();
-    // A stale version: the booking is not written either.
-    assert!(matches!(store.book_room_with(&wanted, None, along).await, Err(StoreError::PreconditionFailed)));
-    assert!(matches!(store.get_booking(wanted.id).await, Err(StoreError::NotFound)));
-    // The version read: both commit.
-    let claim = f.claim("bookings", "along-1", "fp", f.at(-10));
-    let fresh = LedgerPut { expected: Some(v1), ..put.clone() };
-    let along = Along { notify: None, ledger: Some(&fresh) };
-    let booked = new(store.book_room_with(&wanted, Some(&claim), along).await.unwrap());
-    let stored = store.quota_ledger(&f.owner).await.unwrap().unwrap();
-    assert_eq!((&stored.ledger, store.get_booking(booked.id).await.unwrap()), (&fresh.ledger, booked.clone()));
-    // A replay writes no ledger, even one whose version still matches.
-    let again = LedgerPut { ledger: ledger(&f, 3), expected: Some(stored.version), ..put.clone() };
-    let along = Along { notify: None, ledger: Some(&again) };
-    let replay = store.book_room_with(&wanted, Some(&claim), along).await.unwrap();
-    assert!(!replay.is_new());
-    assert_eq!(store.quota_ledger(&f.owner).await.unwrap().unwrap(), stored);
-    // A booking refused (the slot is taken) writes no ledger.
-    let taken = f.booking(room.id, f.slot(30, 90));
-    assert!(matches!(store.book_room_with(&taken, None, along).await, Err(StoreError::Conflict(_))));
-    // Find-or-create takes it along too.
+    let claim = f.claim("bookings", "cap-1", "fp", f.at(-10));
+    let first = new(store.book_room_with(&first, Some(&claim), cap(1, f.base)).await.unwrap());
+    // One live booking held: a cap of 1 refuses the next, in a given room or any.
+    let second = f.booking(room.id, f.slot(60, 120));
+    assert!(matches!(store.book_room_with(&second, None, cap(1, f.base)).await, Err(StoreError::LimitReached)));
+    assert!(matches!(store.get_booking(second.id).await, Err(StoreError::NotFound)));
     let any = f.booking(RoomId::random(), f.slot(0, 60));
-    let (b, _) = new(store.book_any_room_with(&any, Some(&f.room(2, 0)), None, along).await.unwrap());
-    let stored_after = store.quota_ledger(&f.owner).await.unwrap().unwrap();
-    assert_eq!((stored_after.ledger, stored_after.version != stored.version), (again.ledger.clone(), true));
-    assert_eq!(store.get_booking(b.id).await.unwrap().id, b.id);
+    let refused = store.book_any_room_with(&any, Some(&f.room(2, 1)), None, cap(1, f.base)).await;
+    assert!(matches!(refused, Err(StoreError::LimitReached)), "{refused:?}");
+    // A replay at the cap is the first request's answer.
+    let replay = store.book_room_with(&f.booking(room.id, f.slot(0, 60)), Some(&claim), cap(1, f.base)).await;
+    assert_eq!(replay.unwrap(), Created::Replayed(first.clone()));
+    // Another owner's bookings count for that owner only.
+    let other = Fixture { owner: format!("user-{}", Uuid::new_v4()), base: f.base };
+    new(store.book_room_with(&other.booking(room.id, f.slot(120, 180)), None, cap(1, f.base)).await.unwrap());
+    // A cap of 2 lets a second one in.
+    let second = new(store.book_room_with(&second, None, cap(2, f.base)).await.unwrap());
+    // A cancelled booking no longer counts; an ended one neither.
+    store.cancel_booking(second.id, f.base).await.unwrap();
+    let third = f.booking(room.id, f.slot(180, 240));
+    assert!(matches!(store.book_room_with(&third, None, cap(1, f.base)).await, Err(StoreError::LimitReached)));
+    let (b, _) = new(store.book_any_room_with(&any, Some(&f.room(2, 1)), None, cap(1, f.at(60))).await.unwrap());
+    assert_eq!(store.get_booking(b.id).await.unwrap().owner, f.owner);
 }

@@ -167,12 +167,14 @@ impl CosmosStore {
         Err(busy("invitation lookup kept changing".into()))
     }
 
-    /// The outbox instant of [`Along`]: a quota ledger lives in its user's partition, never in
-    /// one batch with a booking, so the caller writes it first (`books_with_ledger` is false).
-    fn only_notify(along: Along<'_>) -> StoreResult<Option<DateTime<Utc>>> {
-        match along.ledger {
+    /// The outbox instant of [`Along`]: an owner's bookings live in many partitions, so no batch
+    /// can count them; the caller keeps the user's quota ledger (`counts_live_bookings` is false).
+    fn only_notify(along: Along) -> StoreResult<Option<DateTime<Utc>>> {
+        match along.live_cap {
             None => Ok(along.notify),
-            Some(_) => Err(StoreError::Internal("Cosmos DB writes a quota ledger apart from its booking".into())),
+            Some(_) => {
+                Err(StoreError::Internal("Cosmos DB cannot count an owner's bookings in a booking's write".into()))
+            }
         }
     }
 
@@ -349,7 +351,7 @@ impl Store for CosmosStore {
         &self,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<Booking>> {
         let notify = Self::only_notify(along)?;
         let ticket = match claim {
@@ -391,7 +393,7 @@ impl Store for CosmosStore {
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let notify = Self::only_notify(along)?;
         let ticket = match claim {

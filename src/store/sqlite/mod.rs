@@ -31,7 +31,7 @@ use uuid::Uuid;
 
 use super::{
     Along, Assignment, Attempt, ClientEvent, ClientEventLimits, Created, Delivery, DeliveryStatus, IdempotencyClaim,
-    LedgerPut, Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
+    Operation, RoomFilter, SessionRoom, Store, StoreError, StoreResult, StoredRecord,
 };
 use super::{BookingKey, BookingQuery, DeliveryKey, RoomKey};
 use crate::domain::{
@@ -39,10 +39,10 @@ use crate::domain::{
 };
 use engine::Engine;
 use rows::{
-    BOOKING_COLUMNS, FOREVER, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row, check_claim,
-    collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row, insert_room_row, instant,
-    load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping, record_claim, replayed_booking,
-    replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
+    BOOKING_COLUMNS, FOREVER, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row, check_cap,
+    check_claim, collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row, insert_room_row,
+    instant, load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping, record_claim,
+    replayed_booking, replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
 };
 
 pub use engine::BUSY_TIMEOUT;
@@ -89,27 +89,6 @@ impl SqliteStore {
         F: FnOnce(&rusqlite::Connection) -> StoreResult<T> + Send + 'static,
     {
         self.engine.read(f).await
-    }
-}
-
-/// A ledger write riding with a booking, made ready outside the writer thread.
-struct LedgerRow {
-    user: String,
-    /// The ledger, encoded ([`quotas::encode`]).
-    row: Vec<u8>,
-    /// The version it replaces.
-    expected: Option<u64>,
-}
-
-impl LedgerRow {
-    fn of(put: Option<&LedgerPut>) -> StoreResult<Option<Self>> {
-        put.map(|p| Ok(Self { user: p.user.clone(), row: quotas::encode(&p.ledger)?, expected: p.expected }))
-            .transpose()
-    }
-
-    /// Writes it inside the booking's transaction: `PreconditionFailed` undoes the booking too.
-    fn put(&self, tx: &rusqlite::Connection) -> StoreResult<u64> {
-        quotas::put_in(tx, &self.user, &self.row, self.expected)
     }
 }
 
@@ -243,7 +222,7 @@ impl Store for SqliteStore {
         .await
     }
 
-    fn books_with_ledger(&self) -> bool {
+    fn counts_live_bookings(&self) -> bool {
         true
     }
 
@@ -252,11 +231,10 @@ impl Store for SqliteStore {
         &self,
         booking: &Booking,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<Booking>> {
         let booking = booking.clone();
         let claim = claim.cloned();
-        let (notify, ledger) = (along.notify, LedgerRow::of(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -267,16 +245,14 @@ impl Store for SqliteStore {
             if !room_exists(tx, booking.room_id)? {
                 return Err(StoreError::NotFound);
             }
+            check_cap(tx, &booking.owner, along.live_cap)?;
             if let Some(taken) = overlapping(tx, booking.room_id, start, end, None)? {
                 return Err(overlap_conflict(booking.room_id, &taken));
             }
             insert_booking_row(tx, &booking, booking.room_id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
-            if let Some(at) = notify {
+            if let Some(at) = along.notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
-            }
-            if let Some(ledger) = &ledger {
-                ledger.put(tx)?;
             }
             Ok(Created::New(booking))
         })
@@ -290,12 +266,11 @@ impl Store for SqliteStore {
         booking: &Booking,
         new_room: Option<&Room>,
         claim: Option<&IdempotencyClaim>,
-        along: Along<'_>,
+        along: Along,
     ) -> StoreResult<Created<(Booking, Room)>> {
         let mut booking = booking.clone();
         let new_room = new_room.cloned();
         let claim = claim.cloned();
-        let (notify, ledger) = (along.notify, LedgerRow::of(along.ledger)?);
         let (start, end) = (ns(booking.slot.start())?, ns(booking.slot.end())?);
         self.write(move |tx| {
             if let Prior::Replay(resource) = check_claim(tx, claim.as_ref())?
@@ -304,6 +279,7 @@ impl Store for SqliteStore {
             {
                 return Ok(Created::Replayed((b, room)));
             }
+            check_cap(tx, &booking.owner, along.live_cap)?;
             let room = match (first_free_shared_room(tx, start, end)?, new_room) {
                 (Some((room, seq)), _) => {
                     taken_through(tx, start, end, seq)?;
@@ -322,11 +298,8 @@ impl Store for SqliteStore {
             booking.room_id = room.id;
             insert_booking_row(tx, &booking, room.id)?;
             record_claim(tx, claim.as_ref(), &booking.id.to_string())?;
-            if let Some(at) = notify {
+            if let Some(at) = along.notify {
                 records::insert_outbox(tx, &[OutboxEvent::booking_created(&booking)], at)?;
-            }
-            if let Some(ledger) = &ledger {
-                ledger.put(tx)?;
             }
             Ok(Created::New((booking, room)))
         })
@@ -787,6 +760,9 @@ mod tests {
         assert!(hints.contains("USING PRIMARY KEY (slot_start>? AND slot_start<?)"), "{hints}");
         let purge = plan("DELETE FROM vacancy WHERE slot_start < ?1 AND slot_end < ?1");
         assert!(purge.contains("USING PRIMARY KEY (slot_start<?)"), "{purge}");
+        // The live bookings quota counts one owner's bookings from the index alone.
+        let cap = plan(rows::LIVE_COUNT);
+        assert!(cap.contains("USING COVERING INDEX bookings_by_owner (owner=? AND slot_start>?)"), "{cap}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -2,11 +2,13 @@
 //! its version; the compare-and-set reads the version and writes the row inside one write
 //! transaction on the writer thread, so of two writers that read one version, one wins.
 //!
-//! The row holds the ledger as a compact binary value ([`encode`]), not JSON: a booking with a
-//! quota rewrites its user's row, and a row that fits its B-tree page (about 230 bytes on this
-//! store's 1 KiB pages, a dozen bookings) costs the WAL one page per write instead of a page and
-//! its overflow chain. Rows written as JSON text by earlier builds are still read, and become
-//! binary at their next write.
+//! On this store a ledger counts rooms only: a booking's own write counts its owner's live
+//! bookings (`rows::check_cap`). Booking entries that earlier builds wrote are kept and ignored.
+//!
+//! The row holds the ledger as a compact binary value ([`encode`]), not JSON: a row that fits its
+//! B-tree page (about 230 bytes on this store's 1 KiB pages) costs the WAL one page per write
+//! instead of a page and its overflow chain. Rows written as JSON text by earlier builds are
+//! still read, and become binary at their next write.
 
 use rusqlite::types::{Type, ValueRef};
 use rusqlite::{Connection, OptionalExtension, params};
@@ -75,7 +77,7 @@ const NO_KEY: u16 = u16::MAX;
 /// room's id (u64), reservation instant, key. A key is its length (u16, [`NO_KEY`] for none) and
 /// its UTF-8 bytes. Integers are little-endian. `Internal` for an instant outside 1677-2262 or
 /// more than 65,534 entries or key bytes, which no ledger holds.
-pub(super) fn encode(ledger: &QuotaLedger) -> StoreResult<Vec<u8>> {
+fn encode(ledger: &QuotaLedger) -> StoreResult<Vec<u8>> {
     let too_many = || StoreError::Internal("a quota ledger too large to store".into());
     let mut out = Vec::with_capacity(5 + 34 * ledger.bookings.len() + 18 * ledger.rooms.len());
     out.push(FORMAT);
@@ -155,7 +157,7 @@ impl Reader<'_> {
 
 /// The compare-and-set of `user`'s ledger inside the caller's write transaction:
 /// `PreconditionFailed` when the stored version is not `expected`. Returns the new version.
-pub(super) fn put_in(tx: &Connection, user: &str, row: &[u8], expected: Option<u64>) -> StoreResult<u64> {
+fn put_in(tx: &Connection, user: &str, row: &[u8], expected: Option<u64>) -> StoreResult<u64> {
     let stored: Option<i64> = tx
         .prepare_cached("SELECT version FROM quota_ledgers WHERE user = ?1")?
         .query_row([user], |r| r.get(0))

@@ -12,7 +12,7 @@ use rusqlite::types::Type;
 use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
 use uuid::Uuid;
 
-use super::super::{IDEMPOTENCY_TTL, IdempotencyClaim, OpAction, Operation, StoreError, StoreResult};
+use super::super::{IDEMPOTENCY_TTL, IdempotencyClaim, LiveCap, OpAction, Operation, StoreError, StoreResult};
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
 /// THE overlap rule of this backend: booking row `b` overlaps the half-open slot `[:start, :end)`
@@ -151,6 +151,23 @@ fn longest_booking(tx: &Connection) -> StoreResult<i64> {
 /// The `:floor` of [`OVERLAPS`] for a slot starting at `t`.
 pub(super) fn start_floor(tx: &Connection, t: i64) -> StoreResult<i64> {
     Ok(t.saturating_sub(longest_booking(tx)?))
+}
+
+/// How many live bookings owner `?1` holds at `?3` (`?2`: its start floor), counted to `?4`.
+pub(super) const LIVE_COUNT: &str = "SELECT count(*) FROM (SELECT 1 FROM bookings b
+     WHERE b.owner = ?1 AND b.slot_start > ?2 AND b.slot_end > ?3 AND b.cancelled_at IS NULL LIMIT ?4)";
+
+/// [`LiveCap`]: `LimitReached` when `owner` already holds `cap.limit` live bookings (neither
+/// cancelled nor ended at `cap.now`). One range of the owner's index (`bookings_by_owner`, which
+/// carries each booking's end and cancellation), from one longest booking before `now`, read no
+/// further than `limit` matches: the leaf the booking's own entry is about to go into.
+pub(super) fn check_cap(tx: &Connection, owner: &str, cap: Option<LiveCap>) -> StoreResult<()> {
+    let Some(cap) = cap else { return Ok(()) };
+    let now = ns(cap.now)?;
+    let held: u32 = tx
+        .prepare_cached(LIVE_COUNT)?
+        .query_row(params![owner, start_floor(tx, now)?, now, cap.limit], |r| r.get(0))?;
+    if held >= cap.limit { Err(StoreError::LimitReached) } else { Ok(()) }
 }
 
 /// Raises the longest-booking bound to cover `[start, end)`. The bound only grows, in the same

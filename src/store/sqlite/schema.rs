@@ -146,6 +146,13 @@ CREATE INDEX vacancy_end ON vacancy (slot_end);
 -- it: the purge now reads the key's range of starts (a slot that ended started before then).
 DROP INDEX vacancy_end;
 "#,
+    r#"
+-- An owner's bookings by (start, id), the order of GET /bookings, now with each one's end and
+-- cancellation: a booking counts the owner's live bookings (the live bookings quota) from this
+-- index alone, in the leaf its own entry goes into, instead of a ledger row of its own.
+CREATE INDEX bookings_by_owner ON bookings (owner, slot_start, id, slot_end, cancelled_at);
+DROP INDEX bookings_owner_page;
+"#,
 ];
 
 /// Brings the database to the latest schema in one write transaction. `Internal` when the file
