@@ -28,12 +28,13 @@
 //! # Quotas come first
 //! A booking or a room made for a user (admins are exempt) is first reserved in the user's quota
 //! ledger in the store, by compare-and-set ([`quotas`]): reserve, then write the booking or room,
-//! then settle. Where the store counts the owner's live bookings in the booking's own write
-//! (SQLite: [`Store::counts_live_bookings`]), a booking has no ledger entry: that write refuses
-//! at the limit, and nothing is left to settle. The undo rule: a write that definitively failed, or that
-//! replayed an earlier request, releases its reservation; a write whose outcome is unknown keeps
-//! it, and the next reservation at the limit drops it if its entity never appeared (a point read
-//! per entry). A cancel releases its booking's entry, best effort on the same terms.
+//! then settle. The undo rule: a write that definitively failed, or that replayed an earlier
+//! request, releases its reservation; a write whose outcome is unknown keeps it, and the next
+//! reservation at the limit drops it if its entity never appeared (a point read per entry). A
+//! cancel releases its booking's entry, best effort on the same terms. Where the store counts
+//! the owner's live bookings in the booking's own write (SQLite:
+//! [`Store::counts_live_bookings`]), a booking has no ledger entry: that write refuses at the
+//! limit, and nothing is left to settle.
 //!
 //! # What happened
 //! Janus's events, the reconciler's participant checks and the layer's own closes become the

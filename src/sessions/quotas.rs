@@ -23,6 +23,10 @@
 //!    A booking the store wrote under an id of its own (Cosmos DB mints ids that name the room
 //!    and day) renames its entry to that id, so the checks of step 1 and a cancel find it.
 //!
+//! A request that carries an `Idempotency-Key` already in the ledger (a retry) reserves nothing:
+//! replays never consume quota, even at the limit. A cancel releases its booking's entry, and an
+//! extension moves the entry's end; both best effort, as step 1 corrects what they miss.
+//!
 //! # A store that counts
 //! A store that can count an owner's live bookings inside a booking's own write
 //! ([`Store::counts_live_bookings`]: SQLite, where every write is one transaction on one file)
@@ -31,10 +35,6 @@
 //! so nothing is settled or healed, a cancel or an extension needs no ledger change, and a replay
 //! counts nothing because the store answers it before counting. The rooms quota keeps its ledger
 //! on every store.
-//!
-//! A request that carries an `Idempotency-Key` already in the ledger (a retry) reserves nothing:
-//! replays never consume quota, even at the limit. A cancel releases its booking's entry, and an
-//! extension moves the entry's end; both best effort, as step 1 corrects what they miss.
 
 use std::collections::HashSet;
 
