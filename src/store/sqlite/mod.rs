@@ -676,6 +676,7 @@ mod tests {
     use rusqlite::{Connection, TransactionBehavior};
 
     use super::*;
+    use crate::store::LiveCap;
 
     #[test]
     fn open_creates_the_folder_and_a_wal_database_at_the_latest_schema() {
@@ -690,6 +691,53 @@ mod tests {
         drop((store, conn));
         // A second open (a restart) keeps the data and applies nothing twice.
         SqliteStore::open(&path).unwrap();
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A file written before migration 10 (the owner's index without each booking's end and
+    /// cancellation) opens at the latest schema, and the bookings it holds count against a cap.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn bookings_from_before_the_owners_covering_index_count_after_the_upgrade() {
+        let path = temp_path();
+        let now = Utc::now();
+        let booking = |room: RoomId, from: i64| Booking {
+            id: Booking::new_id(now),
+            room_id: room,
+            owner: "ana".into(),
+            slot: TimeSlot::new(now + chrono::Duration::hours(from), now + chrono::Duration::hours(from + 1)).unwrap(),
+            created_at: now,
+            cancelled_at: None,
+            access: Default::default(),
+        };
+        let store = SqliteStore::open(&path).unwrap();
+        let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
+        let room = room.into_inner().id;
+        for from in [1, 3] {
+            store.book_room(&booking(room, from), None).await.unwrap();
+        }
+        drop(store);
+        // The file as the build before wrote it.
+        let conn = Connection::open(&path).unwrap();
+        conn.execute_batch(
+            "DROP INDEX bookings_by_owner;
+             CREATE INDEX bookings_owner_page ON bookings (owner, slot_start, id);
+             PRAGMA user_version = 9;",
+        )
+        .unwrap();
+        drop(conn);
+        let store = SqliteStore::open(&path).unwrap();
+        let cap = |limit| Along { notify: None, live_cap: Some(LiveCap { limit, now }) };
+        let third = booking(room, 5);
+        let refused = store.book_room_with(&third, None, cap(2)).await;
+        assert!(matches!(refused, Err(StoreError::LimitReached)), "{refused:?}");
+        assert!(store.book_room_with(&third, None, cap(3)).await.unwrap().is_new());
+        drop(store);
+        let conn = Connection::open(&path).unwrap();
+        let indexes: String = conn
+            .query_row("SELECT group_concat(name) FROM sqlite_schema WHERE name LIKE 'bookings_owner%' OR name = 'bookings_by_owner'", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(indexes, "bookings_by_owner", "the upgrade swapped the owner's index");
+        drop(conn);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
