@@ -392,9 +392,9 @@ impl Sessions {
     ) -> Result<Created<(Booking, Room)>, SessionError> {
         let now = self.clock.now();
         self.settings.policy.bookable_slot(wanted.slot, now)?;
-        let limit = self.settings.quotas.live_bookings_per_user;
         if self.store.counts_live_bookings() {
             // The booking's own write counts the owner's live bookings: nothing to settle.
+            let limit = self.settings.quotas.live_bookings_per_user;
             let live_cap = matches!(charge, Charge::User(_) if limit > 0).then_some(LiveCap { limit, now });
             return match self.book_reserved(wanted, room, claim, now, live_cap).await {
                 Err(SessionError::Store(StoreError::LimitReached)) => Err(quotas::live_bookings_exceeded(limit)),

@@ -81,7 +81,7 @@ impl TestApp {
 
     /// Spawns with another store backend (e.g. Cosmos on the emulator) instead of SQLite.
     pub async fn spawn_with_store(store: Arc<dyn suroga::store::Store>) -> Self {
-        Self::spawn_inner(|_| {}, Some(store), |p| p, None).await
+        Self::spawn_with_store_and(store, |_| {}).await
     }
 
     /// Spawns on another store backend with extra settings applied to the environment map.

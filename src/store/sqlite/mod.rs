@@ -733,9 +733,9 @@ mod tests {
         assert!(store.book_room_with(&third, None, cap(3)).await.unwrap().is_new());
         drop(store);
         let conn = Connection::open(&path).unwrap();
-        let indexes: String = conn
-            .query_row("SELECT group_concat(name) FROM sqlite_schema WHERE name LIKE 'bookings_owner%' OR name = 'bookings_by_owner'", [], |r| r.get(0))
-            .unwrap();
+        let owner_indexes = "SELECT group_concat(name) FROM sqlite_schema
+                             WHERE name LIKE 'bookings_owner%' OR name = 'bookings_by_owner'";
+        let indexes: String = conn.query_row(owner_indexes, [], |r| r.get(0)).unwrap();
         assert_eq!(indexes, "bookings_by_owner", "the upgrade swapped the owner's index");
         drop(conn);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
