@@ -294,8 +294,6 @@ impl Sessions {
             let new = entry(now);
             let (mut ledger, expected) = match self.store.quota_ledger(user).await? {
                 Some(s) => (s.ledger, Some(s.version)),
-                // A store that counts bookings needs no booking entries.
-                None if self.store.counts_live_bookings() => (QuotaLedger::default(), None),
                 None => (self.seed_ledger(user, now).await?, None),
             };
             let held = E::list(&mut ledger);
@@ -394,8 +392,12 @@ impl Sessions {
         }
     }
 
-    /// A user's first ledger: the live bookings it already holds (made before it had a ledger).
+    /// A user's first ledger: the live bookings it already holds (made before it had a ledger);
+    /// none on a store that counts bookings itself, which needs no booking entries.
     async fn seed_ledger(&self, user: &str, now: DateTime<Utc>) -> Result<QuotaLedger, SessionError> {
+        if self.store.counts_live_bookings() {
+            return Ok(QuotaLedger::default());
+        }
         let ahead = TimeSlot::new(now, now + Duration::days(3650))?;
         let bookings = self.store.list_bookings(user, Some(ahead)).await?;
         Ok(QuotaLedger {
