@@ -20,6 +20,7 @@ mod quotas;
 mod records;
 mod rows;
 mod schema;
+mod wal_batch;
 
 use std::path::Path;
 use std::sync::Arc;
