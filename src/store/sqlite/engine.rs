@@ -29,6 +29,9 @@
 //!   does not wait for a short tail, so the WAL stays under 64 MB. No `TRUNCATE` or `RESTART`
 //!   checkpoint ever waits for the writer, and the WAL file keeps its blocks
 //!   ([`WAL_KEEP_BYTES`]).
+//!   While a checkpoint copies, a small thread starts the writeback of what it has copied so far
+//!   every millisecond (`sync_file_range`), so the copy and the disk overlap and the closing sync
+//!   waits for the last pages only.
 //! - **Bounded memory.** Each connection has a small page cache and no memory map: the
 //!   operating system's file cache holds the rest, outside the process.
 //! - **Many processes.** Every write runs under SQLite's write lock (`BEGIN IMMEDIATE`), so the
@@ -92,6 +95,9 @@ const FORCE_FRAMES: u64 = 58 * 1024;
 /// truncate on the writer and block allocations that every later sync must wait for.
 const WAL_KEEP_BYTES: i64 = 62 * 1024 * 1024;
 
+/// How often a running checkpoint's copied pages are sent on to the disk (see [`writeback_loop`]).
+const WRITEBACK_EVERY: StdDuration = StdDuration::from_millis(1);
+
 /// Most writes the writer thread commits together.
 pub(super) const MAX_BATCH: usize = 256;
 
@@ -148,6 +154,12 @@ impl Engine {
         let theirs = turns.clone();
         let counted = frames.counter.clone();
         spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
+        let early = std::fs::File::open(path).map_err(|e| StoreError::Unavailable {
+            message: format!("cannot open {} for writeback: {e}", path.display()),
+            retry_after: None,
+        })?;
+        let watched = Arc::downgrade(&turns);
+        spawn_thread("sqlite-writeback", move || writeback_loop(early, watched))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
         Ok(Self { path: path.to_owned(), jobs, reads })
@@ -376,11 +388,17 @@ struct Turns {
     ready: AtomicBool,
     /// Held by whoever runs a checkpoint.
     busy: AtomicBool,
+    /// The writeback thread, woken when a checkpoint starts.
+    writeback: std::sync::OnceLock<std::thread::Thread>,
 }
 
 impl Turns {
     fn try_lock(&self) -> bool {
-        self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok()
+        let locked = self.busy.compare_exchange(false, true, Ordering::SeqCst, Ordering::SeqCst).is_ok();
+        if locked && let Some(t) = self.writeback.get() {
+            t.unpark();
+        }
+        locked
     }
 
     fn unlock(&self) {
@@ -578,6 +596,33 @@ fn checkpoint_loop(
             }
         }
         turns.unlock();
+    }
+}
+
+/// While a checkpoint copies pages into the database file, starts their writeback every
+/// [`WRITEBACK_EVERY`], so that the checkpoint's closing sync finds most of them already on their
+/// way to disk instead of starting them all at once (and the copy and the disk overlap). Sleeps
+/// while no checkpoint runs; ends with the engine.
+fn writeback_loop(database: std::fs::File, turns: std::sync::Weak<Turns>) {
+    use std::os::fd::AsRawFd;
+    if let Some(t) = turns.upgrade() {
+        let _ = t.writeback.set(std::thread::current());
+    }
+    loop {
+        // Woken by `Turns::try_lock`; the timeout only notices an engine that is gone.
+        std::thread::park_timeout(StdDuration::from_secs(1));
+        loop {
+            let Some(t) = turns.upgrade() else { return };
+            if !t.busy.load(Ordering::SeqCst) {
+                break;
+            }
+            drop(t);
+            // SAFETY: the descriptor stays open as long as `database`; the call only starts the
+            // writeback of the file's dirty pages, and never waits for it to finish. A failure
+            // changes nothing: the checkpoint's own sync writes them.
+            unsafe { libc::sync_file_range(database.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+            std::thread::sleep(WRITEBACK_EVERY);
+        }
     }
 }
 
