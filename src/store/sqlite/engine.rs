@@ -153,11 +153,11 @@ impl Engine {
         let turns = Arc::new(Turns::default());
         let theirs = turns.clone();
         let counted = frames.counter.clone();
-        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
-        let early = std::fs::File::open(path).map_err(|e| StoreError::Unavailable {
-            message: format!("cannot open {} for writeback: {e}", path.display()),
+        let early = database.try_clone().map_err(|e| StoreError::Unavailable {
+            message: format!("cannot share {} with the writeback thread: {e}", path.display()),
             retry_after: None,
         })?;
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
         let watched = Arc::downgrade(&turns);
         spawn_thread("sqlite-writeback", move || writeback_loop(early, watched))?;
         let (jobs, queue) = mpsc::channel(QUEUE);

@@ -176,7 +176,7 @@ impl File {
         if self.run.is_empty() {
             return ffi::SQLITE_OK;
         }
-        let write = self.methods().xWrite.expect("every file can write");
+        let Some(write) = self.methods().xWrite else { return ffi::SQLITE_IOERR_WRITE };
         let mut rc = ffi::SQLITE_OK;
         let mut at = self.run_at;
         for chunk in self.run.chunks(MAX_WRITE) {
@@ -203,7 +203,7 @@ impl File {
             if rc != ffi::SQLITE_OK {
                 return rc;
             }
-            let write = self.methods().xWrite.expect("every file can write");
+            let Some(write) = self.methods().xWrite else { return ffi::SQLITE_IOERR_WRITE };
             // SAFETY: `data` is the caller's live buffer; the wrapped file is open.
             let rc = unsafe { write(self.inner, data.as_ptr().cast(), data.len() as c_int, at) };
             if rc != ffi::SQLITE_OK {
@@ -220,32 +220,34 @@ impl File {
     }
 }
 
-/// Writes a WAL file's pending run before `$call` on the wrapped file; other files go straight
-/// to it.
-macro_rules! after_flush {
-    ($file:expr, $method:ident, $($arg:expr),*) => {{
-        // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
-        let me = unsafe { this($file) };
-        let rc = me.flush();
-        if rc != ffi::SQLITE_OK {
-            return rc;
-        }
-        let f = me.methods().$method.expect("the wrapped file has every method it declares");
-        // SAFETY: the wrapped file is open; the arguments are SQLite's own, passed on.
-        unsafe { f(me.inner, $($arg),*) }
-    }};
-}
-
-/// Passes `$call` straight to the wrapped file.
+/// Passes a call straight to the wrapped file: `pass!(file, xMethod, args…)`, or
+/// `pass!(file, xMethod [answer], args…)` to give `answer` when the wrapped file lacks the method
+/// (`SQLITE_IOERR` otherwise).
 macro_rules! pass {
-    ($file:expr, $method:ident, $($arg:expr),*) => {{
+    ($file:expr, $method:ident $(, $arg:expr)*) => {
+        pass!($file, $method [ffi::SQLITE_IOERR] $(, $arg)*)
+    };
+    ($file:expr, $method:ident [$missing:expr] $(, $arg:expr)*) => {{
         // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
         let me = unsafe { this($file) };
         match me.methods().$method {
             // SAFETY: the wrapped file is open; the arguments are SQLite's own, passed on.
-            Some(f) => unsafe { f(me.inner, $($arg),*) },
-            None => ffi::SQLITE_IOERR,
+            Some(f) => unsafe { f(me.inner $(, $arg)*) },
+            None => $missing,
         }
+    }};
+}
+
+/// Writes a WAL file's pending run, then passes the call on (see [`pass`]); a run that cannot be
+/// written answers its error instead.
+macro_rules! after_flush {
+    ($file:expr, $method:ident $(, $arg:expr)*) => {{
+        // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
+        let rc = unsafe { this($file) }.flush();
+        if rc != ffi::SQLITE_OK {
+            return rc;
+        }
+        pass!($file, $method $(, $arg)*)
     }};
 }
 
@@ -253,9 +255,8 @@ unsafe extern "C" fn close(file: *mut ffi::sqlite3_file) -> c_int {
     // SAFETY: SQLite closes a handle this VFS opened, once; `File` is read out and dropped.
     let mut me = unsafe { std::ptr::read(file.cast::<File>()) };
     let flushed = me.flush();
-    let close = me.methods().xClose.expect("every file can close");
     // SAFETY: the wrapped file is open and closed once, here.
-    let closed = unsafe { close(me.inner) };
+    let closed = me.methods().xClose.map_or(ffi::SQLITE_OK, |close| unsafe { close(me.inner) });
     // SAFETY: as above: SQLite calls nothing on a closed handle.
     unsafe { (*file).pMethods = std::ptr::null() };
     if flushed != ffi::SQLITE_OK { flushed } else { closed }
@@ -267,12 +268,11 @@ unsafe extern "C" fn read(file: *mut ffi::sqlite3_file, buf: *mut c_void, amount
 
 unsafe extern "C" fn write(file: *mut ffi::sqlite3_file, buf: *const c_void, amount: c_int, at: i64) -> c_int {
     // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
-    let me = unsafe { this(file) };
-    if !me.wal {
-        let f = me.methods().xWrite.expect("every file can write");
-        // SAFETY: the wrapped file is open; the arguments are SQLite's own, passed on.
-        return unsafe { f(me.inner, buf, amount, at) };
+    if !unsafe { this(file) }.wal {
+        return pass!(file, xWrite, buf, amount, at);
     }
+    // SAFETY: as above.
+    let me = unsafe { this(file) };
     // SAFETY: SQLite passes `amount` readable bytes at `buf`.
     let data = unsafe { std::slice::from_raw_parts(buf.cast::<u8>(), amount.max(0) as usize) };
     me.write(data, at)
@@ -307,17 +307,11 @@ unsafe extern "C" fn file_control(file: *mut ffi::sqlite3_file, op: c_int, arg: 
 }
 
 unsafe extern "C" fn sector_size(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
-    let me = unsafe { this(file) };
-    // SAFETY: the wrapped file is open.
-    me.methods().xSectorSize.map_or(4096, |f| unsafe { f(me.inner) })
+    pass!(file, xSectorSize[4096])
 }
 
 unsafe extern "C" fn device_characteristics(file: *mut ffi::sqlite3_file) -> c_int {
-    // SAFETY: SQLite calls a file's methods only on a handle this VFS opened.
-    let me = unsafe { this(file) };
-    // SAFETY: the wrapped file is open.
-    me.methods().xDeviceCharacteristics.map_or(0, |f| unsafe { f(me.inner) })
+    pass!(file, xDeviceCharacteristics[0])
 }
 
 unsafe extern "C" fn shm_map(
