@@ -486,3 +486,55 @@ async fn fleet_local_starts_janus_in_the_data_dir_and_keeps_its_secrets() {
     second.ensure_room(&second.hosts()[0].clone(), &room_spec(&room)).await.unwrap();
     local.stop_all().await;
 }
+
+/// A host whose chosen port is taken before Janus binds it: Janus itself runs on without that
+/// listener, so the first start must notice and move the host to fresh ports.
+#[tokio::test]
+async fn a_first_start_whose_websocket_port_was_taken_moves_to_fresh_ports() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut host =
+        LocalJanusHost::new("test", dir.path().join("janus"), HostSecrets::generate(), LocalJanusOptions::default())
+            .unwrap();
+    let taken_ws = host.public_ws_url();
+    let port: u16 = taken_ws.rsplit(':').next().unwrap().parse().unwrap();
+    let squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let started = std::time::Instant::now();
+    host.start().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(5), "noticed at once, not at the 10 s deadline");
+    assert_ne!(host.public_ws_url(), taken_ws);
+    // The new WebSocket port is Janus's: it answers a WebSocket upgrade for Janus's protocol.
+    let ws_port: u16 = host.public_ws_url().rsplit(':').next().unwrap().parse().unwrap();
+    assert_eq!(websocket_upgrade_status(ws_port).await, 101);
+    drop(squatter);
+}
+
+/// A restart keeps its published ports; when one was taken meanwhile it fails at once, naming
+/// the port, instead of waiting out its deadline.
+#[tokio::test]
+async fn a_restart_whose_http_port_was_taken_fails_at_once_with_the_reason() {
+    let mut janus = TestJanus::start().await;
+    janus.host.stop().await.unwrap();
+    let port: u16 = janus.base().trim_end_matches("/janus").rsplit(':').next().unwrap().parse().unwrap();
+    let _squatter = std::net::TcpListener::bind(("127.0.0.1", port)).unwrap();
+    let started = std::time::Instant::now();
+    let err = janus.host.start().await.unwrap_err().to_string();
+    assert!(started.elapsed() < Duration::from_secs(5), "failed at once: {err}");
+    assert!(err.contains(&format!("Couldn't start webserver on port {port}")), "{err}");
+    assert!(!janus.host.is_running());
+}
+
+/// The status of a WebSocket upgrade with Janus's subprotocol at `127.0.0.1:port`.
+async fn websocket_upgrade_status(port: u16) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port)).await.unwrap();
+    let request = format!(
+        "GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Protocol: janus-protocol\r\n\r\n"
+    );
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut buf = [0u8; 64];
+    let n = tokio::time::timeout(Duration::from_secs(5), s.read(&mut buf)).await.unwrap().unwrap();
+    let head = String::from_utf8_lossy(&buf[..n]);
+    head.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0)
+}

@@ -2,8 +2,9 @@
 //!
 //! A [`LocalJanusHost`] owns a folder (`<data_dir>/janus/<name>`) with the rendered `.jcfg`
 //! files, `plugins/ transports/ events/ loggers/` holding symlinks to only the modules it needs,
-//! and `janus.log` (Janus's output, never our stdout). It picks free loopback ports, starts
-//! `janus -F <folder>`, waits until `GET /janus/info` answers, stops with SIGTERM, and is killed
+//! and `janus.log` (Janus's output, never our stdout). It picks free loopback ports below the
+//! kernel's ephemeral range, starts `janus -F <folder>`, waits until it answers on all three of
+//! its listeners (a taken port fails one listener, not Janus), stops with SIGTERM, and is killed
 //! when dropped (and when our process dies: `PR_SET_PDEATHSIG`). Start and stop repeat freely.
 //!
 //! [`LocalPower`] is the `FLEET=local` power backend over several such hosts (`local-1`,
@@ -35,6 +36,11 @@ use super::power::{PermanentCause, PowerControl, PowerError, PowerOutcome, Power
 use crate::config::Config;
 use crate::janus::templates::{self, JanusConfigParams, TemplateError};
 
+/// The transports a host's `GET /janus/info` lists once both its API listeners are up.
+const TRANSPORTS: &[&str] = &["janus.transport.http", "janus.transport.websockets"];
+/// The plugin `GET /janus/info` lists once it loaded.
+const VIDEOROOM: &str = "janus.plugin.videoroom";
+
 /// Where Debian's `janus` package installs its modules.
 pub const DEFAULT_MODULES_DIR: &str = "/usr/lib/x86_64-linux-gnu/janus";
 
@@ -63,9 +69,13 @@ pub enum LocalHostError {
     /// Janus exited while starting; see its log.
     #[error("Janus exited while starting ({status}); see {log}")]
     Exited { status: ExitStatus, log: PathBuf },
-    /// Janus did not answer `GET /janus/info` before the deadline; it was killed.
-    #[error("Janus did not answer within {after:?}; see {log}")]
-    NotReady { after: Duration, log: PathBuf },
+    /// Janus logged a fatal error while starting (most often one of its ports was taken by
+    /// another process: Janus then runs on without that listener); it was killed.
+    #[error("Janus failed while starting: {line}; see {log}")]
+    StartFailed { line: String, log: PathBuf },
+    /// Janus did not answer on all its listeners before the deadline; it was killed.
+    #[error("Janus did not answer within {after:?} (its log ends: {tail}); see {log}")]
+    NotReady { after: Duration, tail: String, log: PathBuf },
 }
 
 fn io_err(context: impl Into<String>) -> impl FnOnce(io::Error) -> LocalHostError {
@@ -147,7 +157,7 @@ pub struct LocalJanusOptions {
     pub janus_bin: PathBuf,
     /// The folder with `plugins/ transports/ events/ loggers/` of the installed Janus.
     pub modules_dir: PathBuf,
-    /// Longest wait from launch to `GET /janus/info` answering (default 10 s).
+    /// Longest wait from launch to Janus answering on all its listeners (default 10 s).
     pub ready_timeout: Duration,
     /// Longest wait after SIGTERM before SIGKILL (default 10 s).
     pub stop_timeout: Duration,
@@ -250,9 +260,11 @@ impl LocalJanusHost {
     }
 
     /// Starts Janus and waits until it answers. Idempotent: a running host is left alone.
-    /// On the first start, ports taken meanwhile by someone else make Janus exit; it is then
-    /// retried on fresh ports (up to three times).
-    /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `NotReady` (the process is killed), `Io`.
+    /// On the first start, a port taken meanwhile by someone else makes Janus exit or fail one
+    /// listener; it is then retried on fresh ports (up to three times). Later starts keep the
+    /// ports (their URLs are published) and fail with the reason.
+    /// Errors: [`LocalHostError::JanusMissing`], `Exited`, `StartFailed` and `NotReady` (the
+    /// process is killed), `Io`.
     ///
     /// Janus gets SIGKILL when the thread that started it exits (`PR_SET_PDEATHSIG` is per
     /// thread): call this from a runtime worker or the main thread, not from a short-lived
@@ -275,8 +287,10 @@ impl LocalJanusHost {
                     tracing::info!(url = %self.backend_url(), "local Janus host is up");
                     return Ok(());
                 }
-                Err(LocalHostError::Exited { .. }) if !self.ports_proven && attempt < 3 => {
-                    tracing::warn!(attempt, "Janus exited while starting; retrying on fresh ports");
+                Err(e @ (LocalHostError::Exited { .. } | LocalHostError::StartFailed { .. }))
+                    if !self.ports_proven && attempt < 3 =>
+                {
+                    tracing::warn!(attempt, error = %e, "Janus did not start; retrying on fresh ports");
                     self.ports = free_ports()?;
                 }
                 Err(e) => return Err(e),
@@ -314,7 +328,6 @@ impl LocalJanusHost {
                 context: "building the readiness probe".into(),
                 source: io::Error::other(e.without_url()),
             })?;
-        let info = format!("{}/info", self.backend_url());
         let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
         loop {
             let child = self.child.as_mut().expect("just spawned");
@@ -322,18 +335,41 @@ impl LocalJanusHost {
                 self.child = None;
                 return Err(LocalHostError::Exited { status, log: log_path });
             }
-            if let Ok(r) = probe.get(&info).send().await {
-                if r.status().is_success() {
-                    return Ok(());
-                }
+            // The log is read after the probe: once every listener answers, Janus has finished
+            // loading its transports, so a failure it logged while loading them is seen here.
+            let ready = self.answers(&probe).await;
+            if let Some(line) = startup_failure(&log_path) {
+                self.kill().await;
+                return Err(LocalHostError::StartFailed { line, log: log_path });
+            }
+            if ready {
+                return Ok(());
             }
             if tokio::time::Instant::now() >= deadline {
                 self.kill().await;
-                return Err(LocalHostError::NotReady { after: self.options.ready_timeout, log: log_path });
+                let tail = log_tail(&log_path, 3);
+                return Err(LocalHostError::NotReady { after: self.options.ready_timeout, tail, log: log_path });
             }
             // Janus announces readiness only by answering; poll at a short interval.
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// True when Janus answers on all three listeners: `GET /janus/info` lists both transports
+    /// (so the WebSocket listener is up: a transport whose listener failed is not listed) and
+    /// the VideoRoom plugin, and `GET /admin/info` answers (the admin listener failing does not
+    /// fail its transport).
+    async fn answers(&self, probe: &reqwest::Client) -> bool {
+        let get = |url: String| async move {
+            let r = probe.get(url).send().await.ok().filter(|r| r.status().is_success())?;
+            r.json::<serde_json::Value>().await.ok()
+        };
+        let Some(info) = get(format!("{}/info", self.backend_url())).await else { return false };
+        let (transports, plugins) = (&info["transports"], &info["plugins"]);
+        if !TRANSPORTS.iter().all(|t| transports.get(t).is_some()) || plugins.get(VIDEOROOM).is_none() {
+            return false;
+        }
+        get(format!("http://127.0.0.1:{}/admin/info", self.ports.admin)).await.is_some()
     }
 
     /// Stops Janus: SIGTERM, repeated every second, then SIGKILL after `stop_timeout`. Idempotent.
@@ -549,7 +585,7 @@ impl PowerControl for LocalPower {
         Ok(if running { PowerState::Running } else { PowerState::Deallocated })
     }
 
-    /// Runs Janus and waits until it answers `GET /janus/info`. Idempotent.
+    /// Runs Janus and waits until it answers on all its listeners. Idempotent.
     async fn start(&self, host: &str) -> Result<PowerOutcome, PowerError> {
         self.host(host)?.lock().await.start().await.map_err(|e| power_error(host, e))?;
         Ok(PowerOutcome::Done)
@@ -562,12 +598,61 @@ impl PowerControl for LocalPower {
     }
 }
 
-/// Three distinct free loopback ports: all bound at once so they differ, then released for Janus.
+/// Three distinct free loopback ports, all bound at once so they differ, then released for
+/// Janus. They are drawn at random from below the kernel's ephemeral range: a free port inside
+/// that range may be handed to any outgoing connection before Janus binds it (the test suite
+/// and the service itself open many), one below it only to another explicit bind.
 fn free_ports() -> Result<Ports, LocalHostError> {
-    let bind = || TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"));
-    let (a, b, c) = (bind()?, bind()?, bind()?);
+    let below = ephemeral_start().clamp(LISTEN_PORTS_FROM + 1, u16::MAX);
+    let mut rng = rand::thread_rng();
+    let mut held = Vec::with_capacity(3);
+    for _ in 0..200 {
+        if held.len() == 3 {
+            break;
+        }
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", rng.gen_range(LISTEN_PORTS_FROM..below))) {
+            held.push(l);
+        }
+    }
+    // A crowded range: let the kernel choose (the old way, still correct, only less safe).
+    while held.len() < 3 {
+        held.push(TcpListener::bind("127.0.0.1:0").map_err(io_err("finding a free port"))?);
+    }
     let port = |l: &TcpListener| l.local_addr().map(|a| a.port()).map_err(io_err("finding a free port"));
-    Ok(Ports { http: port(&a)?, admin: port(&b)?, ws: port(&c)? })
+    Ok(Ports { http: port(&held[0])?, admin: port(&held[1])?, ws: port(&held[2])? })
+}
+
+/// The lowest port a host listens on.
+const LISTEN_PORTS_FROM: u16 = 10_000;
+
+/// The first port of the kernel's ephemeral range (`net.ipv4.ip_local_port_range`; Linux's
+/// default 32768 when it cannot be read).
+fn ephemeral_start() -> u16 {
+    fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768)
+}
+
+/// The first line where Janus reported that a transport failed while starting: a listener that
+/// could not bind logs `[FATAL] [transports/...]`, and a transport that gave up "could not be
+/// initialized". Other modules' `[FATAL]` lines are not failures: the event handler logs one
+/// whenever it is disabled.
+fn startup_failure(log: &Path) -> Option<String> {
+    let text = fs::read_to_string(log).ok()?;
+    text.lines()
+        .find(|l| {
+            l.contains("[FATAL] [transports/")
+                || (l.contains("'janus.transport.") && l.contains("could not be initialized"))
+        })
+        .map(|l| l.trim().to_string())
+}
+
+/// The last `n` lines of Janus's log, joined with " | " (empty when unreadable).
+fn log_tail(log: &Path, n: usize) -> String {
+    let text = fs::read_to_string(log).unwrap_or_default();
+    let lines: Vec<&str> = text.lines().rev().take(n).collect();
+    lines.into_iter().rev().collect::<Vec<_>>().join(" | ")
 }
 
 /// Writes a file readable only by us (it holds secrets).
