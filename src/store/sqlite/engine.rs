@@ -29,9 +29,10 @@
 //!   does not wait for a short tail, so the WAL stays under 64 MB. No `TRUNCATE` or `RESTART`
 //!   checkpoint ever waits for the writer, and the WAL file keeps its blocks
 //!   ([`WAL_KEEP_BYTES`]).
-//!   While a checkpoint copies, a small thread starts the writeback of what it has copied so far
-//!   every millisecond (`sync_file_range`), so the copy and the disk overlap and the closing sync
-//!   waits for the last pages only.
+//!   While a checkpoint copies, a small thread starts the writeback of what it has copied so far,
+//!   and of the WAL's new frames, every millisecond (`sync_file_range`), so the copy and the disk
+//!   overlap and the syncs of the closing pass (the WAL's before it copies, the database's after)
+//!   wait for the last pages only.
 //! - **Bounded memory.** Each connection has a small page cache and no memory map: the
 //!   operating system's file cache holds the rest, outside the process.
 //! - **Many processes.** Every write runs under SQLite's write lock (`BEGIN IMMEDIATE`), so the
@@ -158,8 +159,15 @@ impl Engine {
             retry_after: None,
         })?;
         spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
+        // The WAL too: each checkpoint starts by syncing it, and the writer's closing pass
+        // would otherwise find every frame since the last pass still in memory.
+        let mut files = vec![early];
+        match std::fs::File::open(wal_path(path)) {
+            Ok(wal) => files.push(wal),
+            Err(e) => tracing::warn!(error = %e, "the WAL's writeback is left to its syncs"),
+        }
         let watched = Arc::downgrade(&turns);
-        spawn_thread("sqlite-writeback", move || writeback_loop(early, watched))?;
+        spawn_thread("sqlite-writeback", move || writeback_loop(files, watched))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
         Ok(Self { path: path.to_owned(), jobs, reads })
@@ -599,11 +607,12 @@ fn checkpoint_loop(
     }
 }
 
-/// While a checkpoint copies pages into the database file, starts their writeback every
-/// [`WRITEBACK_EVERY`], so that the checkpoint's closing sync finds most of them already on their
-/// way to disk instead of starting them all at once (and the copy and the disk overlap). Sleeps
-/// while no checkpoint runs; ends with the engine.
-fn writeback_loop(database: std::fs::File, turns: std::sync::Weak<Turns>) {
+/// While a checkpoint copies pages into the database file, starts the writeback of `files` (the
+/// database, and the WAL when it could be opened) every [`WRITEBACK_EVERY`], so that the syncs
+/// find most pages already on their way to disk instead of starting them all at once (and the
+/// copy and the disk overlap). Under load checkpoints run back to back, so the WAL's frames go
+/// out soon after they are committed. Sleeps while no checkpoint runs; ends with the engine.
+fn writeback_loop(files: Vec<std::fs::File>, turns: std::sync::Weak<Turns>) {
     if let Some(t) = turns.upgrade() {
         let _ = t.writeback.set(std::thread::current());
     }
@@ -616,7 +625,7 @@ fn writeback_loop(database: std::fs::File, turns: std::sync::Weak<Turns>) {
                 break;
             }
             drop(t);
-            start_writeback(&database);
+            files.iter().for_each(start_writeback);
             std::thread::sleep(WRITEBACK_EVERY);
         }
     }
@@ -634,6 +643,13 @@ fn start_writeback(file: &std::fs::File) {
 /// Elsewhere the checkpoint's own sync starts the writeback.
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
+
+/// The WAL file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
 
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
     std::thread::Builder::new()
