@@ -24,8 +24,10 @@
 //!   and a background pass never catches a busy writer; so once the WAL holds
 //!   [`RESTART_FRAMES`], the background thread runs passes back to back until at most
 //!   [`TAIL_FRAMES`] are left (or its passes stop shortening the tail), and then the writer runs
-//!   the closing pass itself between two batches: it copies and syncs only that tail (a few
-//!   milliseconds), and the next batch starts the WAL over. Past [`FORCE_FRAMES`] the writer
+//!   the closing pass itself between two batches: it copies only that tail (a few milliseconds),
+//!   the database's sync runs on another thread while the writer prepares its next batch
+//!   ([`ClosingPass`]: a read lock keeps every process from starting the WAL over meanwhile),
+//!   and that batch's commit starts the WAL over. Past [`FORCE_FRAMES`] the writer
 //!   does not wait for a short tail, so the WAL stays under 64 MB. No `TRUNCATE` or `RESTART`
 //!   checkpoint ever waits for the writer, and the WAL file keeps its blocks
 //!   ([`WAL_KEEP_BYTES`]).
@@ -47,7 +49,7 @@ use std::sync::mpsc::{Receiver, SyncSender};
 use std::sync::{Arc, Mutex};
 use std::time::Duration as StdDuration;
 
-use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior};
+use rusqlite::{Connection, ErrorCode, OpenFlags, TransactionBehavior, ffi};
 use tokio::sync::{mpsc, oneshot};
 
 use super::super::{StoreError, StoreResult};
@@ -78,13 +80,13 @@ const PAGE_SIZE: i64 = 1024;
 const PASS_FRAMES: u64 = 2 * 1024;
 
 /// WAL frames after which the WAL should start over: about 47 MB (a frame is a page and a
-/// 24-byte header). Each start over costs the writer a pause (its closing pass syncs the
-/// database, 6 to 15 ms on a cloud disk), so it comes at most about once a second under full
-/// load.
+/// 24-byte header). Each start over costs the writer a pause (its closing pass copies the tail,
+/// a median 5 ms under full load, and the next commit waits for the database's sync if it is not
+/// done yet), so it comes about twice a second under full load, not more often.
 const RESTART_FRAMES: u64 = 46 * 1024;
 
 /// Frames left to copy at which the background thread hands the writer its closing pass: a
-/// pause of a few milliseconds (copy and sync) for the batches queued behind it.
+/// pause of a few milliseconds (the copy) for the batches queued behind it.
 const TAIL_FRAMES: u64 = 256;
 
 /// WAL frames past which the writer runs its closing pass without waiting for a short tail, so
@@ -159,17 +161,28 @@ impl Engine {
             retry_after: None,
         })?;
         spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
+        let unavailable = |what: &str, e: std::io::Error| StoreError::Unavailable {
+            message: format!("cannot open {what} of {}: {e}", path.display()),
+            retry_after: None,
+        };
+        // The writer opened the WAL (it exists from the first read on).
+        let wal = std::fs::File::open(wal_path(path)).map_err(|e| unavailable("the WAL", e))?;
+        let closing = ClosingPass {
+            guard: open_reader(path)?,
+            held: false,
+            wal: wal.try_clone().map_err(|e| unavailable("the WAL", e))?,
+            database: std::fs::File::open(path).map_err(|e| unavailable("the database", e))?,
+        };
+        // A process that ended between a closing pass and its database sync left that sync
+        // undone: it is done before this writer may start the WAL over.
+        closing.database.sync_data().map_err(|e| unavailable("the database (sync)", e))?;
         // The WAL too: each checkpoint starts by syncing it, and the writer's closing pass
         // would otherwise find every frame since the last pass still in memory.
-        let mut files = vec![early];
-        match std::fs::File::open(wal_path(path)) {
-            Ok(wal) => files.push(wal),
-            Err(e) => tracing::warn!(error = %e, "the WAL's writeback is left to its syncs"),
-        }
+        let files = vec![early, wal];
         let watched = Arc::downgrade(&turns);
         spawn_thread("sqlite-writeback", move || writeback_loop(files, watched))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
-        spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, queue, nudge))?;
+        spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, closing, queue, nudge))?;
         Ok(Self { path: path.to_owned(), jobs, reads })
     }
 
@@ -396,8 +409,25 @@ struct Turns {
     ready: AtomicBool,
     /// Held by whoever runs a checkpoint.
     busy: AtomicBool,
-    /// The writeback thread, woken when a checkpoint starts.
+    /// The writeback thread, woken when a checkpoint starts or a database sync is due.
     writeback: std::sync::OnceLock<std::thread::Thread>,
+    /// The database sync the writer's closing pass leaves to the writeback thread.
+    db_sync: Mutex<DbSync>,
+    /// Signalled when the writeback thread finished a database sync.
+    db_synced: std::sync::Condvar,
+}
+
+/// Where the database sync after a closing pass stands.
+#[derive(Default)]
+enum DbSync {
+    #[default]
+    Idle,
+    /// Asked for; the writeback thread has not started it.
+    Due,
+    /// The writeback thread is syncing.
+    Running,
+    /// The writeback thread's answer, not yet taken by the writer.
+    Done(std::io::Result<()>),
 }
 
 impl Turns {
@@ -412,6 +442,137 @@ impl Turns {
     fn unlock(&self) {
         self.busy.store(false, Ordering::SeqCst);
     }
+
+    fn db_sync(&self) -> std::sync::MutexGuard<'_, DbSync> {
+        self.db_sync.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Asks the writeback thread for a database sync.
+    fn ask_db_sync(&self) {
+        *self.db_sync() = DbSync::Due;
+        if let Some(t) = self.writeback.get() {
+            t.unpark();
+        }
+    }
+
+    /// The writeback thread: runs the database sync if one is due.
+    fn run_db_sync(&self, database: &std::fs::File) {
+        {
+            let mut state = self.db_sync();
+            if !matches!(*state, DbSync::Due) {
+                return;
+            }
+            *state = DbSync::Running;
+        }
+        let outcome = database.sync_data();
+        *self.db_sync() = DbSync::Done(outcome);
+        self.db_synced.notify_all();
+    }
+
+    /// The writer: the outcome of the sync it asked for, waiting while it runs; `None` when the
+    /// writeback thread had not started it (it is then no longer due: the caller syncs).
+    fn take_db_sync(&self) -> Option<std::io::Result<()>> {
+        let mut state = self.db_sync();
+        loop {
+            match std::mem::take(&mut *state) {
+                DbSync::Idle | DbSync::Due => return None,
+                DbSync::Running => {
+                    *state = DbSync::Running;
+                    state = self.db_synced.wait(state).unwrap_or_else(|p| p.into_inner());
+                }
+                DbSync::Done(outcome) => return Some(outcome),
+            }
+        }
+    }
+}
+
+/// The writer's closing pass without its database sync on the writer's path.
+///
+/// A WAL may start over only once the database holds every frame on disk: SQLite's complete
+/// checkpoint syncs the database before it records that every frame was copied, and that sync
+/// (about half of the pass) stalled every write queued behind it. Here the closing pass runs
+/// with `synchronous=OFF` and the writeback thread syncs the database while the writer prepares
+/// its next batch. Until that sync is done:
+///
+/// - **No connection of any process may start the WAL over.** A read transaction (`guard`), begun
+///   before the pass while frames were still left to copy, holds a WAL read lock: SQLite starts a
+///   WAL over only when no reader uses it, and otherwise appends (its own rule, no error).
+/// - **The WAL is synced before the copy**, as SQLite would have (`wal`): a page copied into the
+///   database must not be newer than what the WAL holds on disk.
+/// - **The writer commits nothing.** It waits for the sync before its next `COMMIT`
+///   ([`ClosingPass::settle`]), ends the guard, and the commit starts the WAL over. A failed sync
+///   is retried by the writer itself; while it fails, batches fail (`Unavailable`) and the WAL
+///   keeps every frame.
+struct ClosingPass {
+    guard: Connection,
+    /// The guard's read transaction is open (a pass copied the whole WAL, not yet synced).
+    held: bool,
+    wal: std::fs::File,
+    database: std::fs::File,
+}
+
+impl ClosingPass {
+    /// Copies what is left of the WAL (see the type's docs); answers SQLite's
+    /// `(busy, log, checkpointed)`.
+    fn run(&mut self, conn: &Connection, turns: &Turns) -> rusqlite::Result<(i64, i64, i64)> {
+        if self.held {
+            // The last pass's sync failed and is still owed; nothing was committed since.
+            return Ok((0, 0, 0));
+        }
+        self.guard.execute_batch("BEGIN")?;
+        let outcome = self.copy(conn);
+        if let Ok((busy, log, done)) = outcome
+            && busy == 0
+            && done == log
+            && done > 0
+        {
+            self.held = true;
+            turns.ask_db_sync();
+        } else {
+            self.guard.execute_batch("COMMIT")?;
+        }
+        outcome
+    }
+
+    fn copy(&self, conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
+        // The read starts now, while frames are left to copy: it takes a WAL read lock.
+        self.guard.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
+        self.wal.sync_data().map_err(|e| io_failure(ffi::SQLITE_IOERR_FSYNC, "syncing the WAL", &e))?;
+        conn.pragma_update(None, "synchronous", "OFF")?;
+        let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
+        let restored = conn.pragma_update(None, "synchronous", "NORMAL");
+        let pass = pass?;
+        restored?;
+        Ok(pass)
+    }
+
+    /// Before the writer's next commit: the database sync of the last complete pass is done (the
+    /// writer syncs itself when the writeback thread had not started or failed), and the guard
+    /// is gone. `Err` when the database cannot be synced: the batch must not commit.
+    fn settle(&mut self, turns: &Turns) -> rusqlite::Result<()> {
+        if !self.held {
+            return Ok(());
+        }
+        let waited = std::time::Instant::now();
+        let synced = match turns.take_db_sync() {
+            Some(Ok(())) => Ok(()),
+            Some(Err(e)) => {
+                tracing::warn!(error = %e, "sqlite database sync failed; retrying");
+                self.database.sync_data()
+            }
+            None => self.database.sync_data(),
+        };
+        synced.map_err(|e| io_failure(ffi::SQLITE_IOERR_FSYNC, "syncing the database", &e))?;
+        self.guard.execute_batch("COMMIT")?;
+        self.held = false;
+        tracing::debug!(waited_us = waited.elapsed().as_micros() as u64, "sqlite closing pass synced");
+        Ok(())
+    }
+}
+
+/// An I/O failure outside SQLite, as SQLite would report it.
+fn io_failure(code: std::ffi::c_int, what: &str, e: &std::io::Error) -> rusqlite::Error {
+    rusqlite::Error::SqliteFailure(ffi::Error::new(code), Some(format!("{what}: {e}")))
 }
 
 /// The writer thread: waits for a write, takes every other one already queued, and commits
@@ -421,13 +582,21 @@ fn writer_loop(
     conn: Connection,
     frames: WalFrames,
     turns: Arc<Turns>,
+    mut closing: ClosingPass,
     mut queue: mpsc::Receiver<Box<dyn Job>>,
     checkpoint: SyncSender<()>,
 ) {
     let mut batch: Vec<Box<dyn Job>> = Vec::with_capacity(MAX_BATCH);
     let mut next_pass = PASS_FRAMES;
     let mut tally = Tally::default();
-    while let Some(first) = queue.blocking_recv() {
+    loop {
+        if closing.held
+            && queue.is_empty()
+            && let Err(e) = closing.settle(&turns)
+        {
+            tracing::warn!(error = %e, "sqlite closing pass");
+        }
+        let Some(first) = queue.blocking_recv() else { break };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match queue.try_recv() {
@@ -435,7 +604,7 @@ fn writer_loop(
                 Err(_) => break,
             }
         }
-        let outcome = run_batch(&conn, &mut batch);
+        let outcome = run_batch(&conn, &mut batch, || closing.settle(&turns));
         if let Err(e) = &outcome {
             tracing::warn!(error = %e, writes = batch.len(), "sqlite write batch failed");
             if !conn.is_autocommit() {
@@ -474,9 +643,7 @@ fn writer_loop(
             continue;
         }
         let started = std::time::Instant::now();
-        match conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
-            Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
-        }) {
+        match closing.run(&conn, &turns) {
             Ok((busy, log, done)) => {
                 tracing::debug!(busy, log, done, ms = started.elapsed().as_millis() as u64, "sqlite restart pass");
                 if busy == 0 && done == log {
@@ -488,6 +655,10 @@ fn writer_loop(
         // Not complete (a reader held an old snapshot): the background thread goes on.
         turns.ready.store(false, Ordering::SeqCst);
         turns.unlock();
+    }
+    // Every store handle is gone: nothing may start the WAL over before the database is synced.
+    if let Err(e) = closing.settle(&turns) {
+        tracing::warn!(error = %e, "sqlite closing pass");
     }
     frames.unwatch(&conn);
     // Dropping `checkpoint` here ends the checkpoint thread.
@@ -607,8 +778,9 @@ fn checkpoint_loop(
     }
 }
 
-/// While a checkpoint copies pages into the database file, starts the writeback of `files` (the
-/// database, and the WAL when it could be opened) every [`WRITEBACK_EVERY`], so that the syncs
+/// Runs the database sync a closing pass leaves to it ([`ClosingPass`]) on `files[0]`, the
+/// database. While a checkpoint copies pages into the database file, starts the writeback of
+/// `files` (the database and the WAL) every [`WRITEBACK_EVERY`], so that the syncs
 /// find most pages already on their way to disk instead of starting them all at once (and the
 /// copy and the disk overlap). Under load checkpoints run back to back, so the WAL's frames go
 /// out soon after they are committed. Sleeps while no checkpoint runs; ends with the engine.
@@ -617,8 +789,13 @@ fn writeback_loop(files: Vec<std::fs::File>, turns: std::sync::Weak<Turns>) {
         let _ = t.writeback.set(std::thread::current());
     }
     loop {
-        // Woken by `Turns::try_lock`; the timeout only notices an engine that is gone.
+        // Woken by `Turns::try_lock` and `Turns::ask_db_sync`; the timeout only notices an
+        // engine that is gone.
         std::thread::park_timeout(StdDuration::from_secs(1));
+        match turns.upgrade() {
+            Some(t) => t.run_db_sync(&files[0]),
+            None => return,
+        }
         loop {
             let Some(t) = turns.upgrade() else { return };
             if !t.busy.load(Ordering::SeqCst) {
@@ -659,11 +836,17 @@ fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()
         .map_err(|e| StoreError::Internal(format!("cannot start the {name} thread: {e}")))
 }
 
-fn run_batch(conn: &Connection, batch: &mut [Box<dyn Job>]) -> rusqlite::Result<()> {
+/// Runs `batch` in one transaction; `before_commit` may still refuse the commit.
+fn run_batch(
+    conn: &Connection,
+    batch: &mut [Box<dyn Job>],
+    before_commit: impl FnOnce() -> rusqlite::Result<()>,
+) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
     for job in batch.iter_mut() {
         job.run(conn)?;
     }
+    before_commit()?;
     conn.prepare_cached("COMMIT")?.execute([])?;
     Ok(())
 }
@@ -719,6 +902,76 @@ mod tests {
         };
         assert_eq!(rc, rusqlite::ffi::SQLITE_OK);
         i64::from(now)
+    }
+
+    /// A writer on a new file with a few hundred WAL frames, and its closing pass.
+    fn closing_pass_over_a_filled_wal() -> (PathBuf, Connection, ClosingPass) {
+        let path = super::super::temp_path();
+        crate::files::prepare_private_file(&path, &["-wal", "-shm"]).unwrap();
+        let writer = open_writer(&path).unwrap();
+        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        writer
+            .execute_batch(
+                "CREATE TABLE filler (v BLOB);
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
+                 INSERT INTO filler SELECT randomblob(400) FROM n;",
+            )
+            .unwrap();
+        let closing = ClosingPass {
+            guard: open_reader(&path).unwrap(),
+            held: false,
+            wal: std::fs::File::open(wal_path(&path)).unwrap(),
+            database: std::fs::File::open(&path).unwrap(),
+        };
+        (path, writer, closing)
+    }
+
+    /// The WAL header's checkpoint sequence number: it changes exactly when the WAL starts over.
+    fn wal_generation(path: &Path) -> [u8; 4] {
+        let header = std::fs::read(wal_path(path)).unwrap();
+        header[12..16].try_into().unwrap()
+    }
+
+    fn insert(conn: &Connection) {
+        conn.execute("INSERT INTO filler VALUES (randomblob(400))", []).unwrap();
+    }
+
+    #[test]
+    fn no_connection_starts_the_wal_over_between_a_closing_pass_and_its_database_sync() {
+        let (path, writer, mut closing) = closing_pass_over_a_filled_wal();
+        let turns = Turns::default();
+        let (busy, log, done) = closing.run(&writer, &turns).unwrap();
+        assert_eq!((busy, done), (0, log), "the pass copied the whole WAL");
+        assert!(closing.held && matches!(*turns.db_sync(), DbSync::Due), "the sync is asked for, not done");
+
+        // Another connection (as another process would) and the writer itself: both append.
+        let before = wal_generation(&path);
+        insert(&open_connection(&path).unwrap());
+        insert(&writer);
+        assert_eq!(wal_generation(&path), before, "the WAL started over before the database was synced");
+        drop((writer, closing));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    #[test]
+    fn once_the_database_is_synced_the_next_commit_starts_the_wal_over() {
+        for synced_by_the_writeback_thread in [true, false] {
+            let (path, writer, mut closing) = closing_pass_over_a_filled_wal();
+            let turns = Arc::new(Turns::default());
+            closing.run(&writer, &turns).unwrap();
+            if synced_by_the_writeback_thread {
+                let (theirs, database) = (turns.clone(), std::fs::File::open(&path).unwrap());
+                std::thread::spawn(move || theirs.run_db_sync(&database)).join().unwrap();
+                assert!(matches!(*turns.db_sync(), DbSync::Done(Ok(()))));
+            }
+            let before = wal_generation(&path);
+            closing.settle(&turns).unwrap();
+            assert!(!closing.held && matches!(*turns.db_sync(), DbSync::Idle));
+            insert(&writer);
+            assert_ne!(wal_generation(&path), before, "the WAL did not start over");
+            drop((writer, closing));
+            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        }
     }
 
     #[test]
