@@ -131,56 +131,39 @@ impl Engine {
             message: format!("cannot create {} privately: {e}", path.display()),
             retry_after: None,
         })?;
+        // Declared first so that it is dropped last, after any connection opened here (see
+        // `RawFiles`).
+        let files: Arc<RawFiles>;
         let writer = open_writer(path)?;
+        // The writer opened the WAL (it exists from the first read on).
+        files = Arc::new(RawFiles::open(path)?);
+        // A process that ended between a closing pass and its database sync left that sync
+        // undone: it is done before this writer may start the WAL over.
+        files.database.sync_data().map_err(|e| StoreError::Unavailable {
+            message: format!("cannot sync {}: {e}", path.display()),
+            retry_after: None,
+        })?;
 
         let (reads, read_queue) = std::sync::mpsc::channel();
         let read_queue = Arc::new(Mutex::new(read_queue));
         for _ in 0..READERS {
             let conn = open_reader(path)?;
-            let queue = read_queue.clone();
-            spawn_thread("sqlite-reader", move || reader_loop(conn, &queue))?;
+            let (queue, files) = (read_queue.clone(), files.clone());
+            spawn_thread("sqlite-reader", move || reader_loop(conn, &queue, files))?;
         }
         // Checkpoints are this engine's business (see the module docs), never a commit's.
         writer.pragma_update(None, "wal_autocheckpoint", 0)?;
         writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         let frames = WalFrames::watch(&writer);
         let checkpointer = open_sized(path, READER_CACHE_KIB)?;
-        // SQLite syncs the database file only after a pass during which nothing was committed,
-        // which under load is only ever the writer's own pass: the background thread syncs
-        // what its passes copied itself, so that pass does not carry the whole cycle's sync.
-        let database = std::fs::File::open(path).map_err(|e| StoreError::Unavailable {
-            message: format!("cannot open {} for syncing: {e}", path.display()),
-            retry_after: None,
-        })?;
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         let turns = Arc::new(Turns::default());
-        let theirs = turns.clone();
-        let counted = frames.counter.clone();
-        let early = database.try_clone().map_err(|e| StoreError::Unavailable {
-            message: format!("cannot share {} with the writeback thread: {e}", path.display()),
-            retry_after: None,
-        })?;
-        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, database, counted, theirs, nudges))?;
-        let unavailable = |what: &str, e: std::io::Error| StoreError::Unavailable {
-            message: format!("cannot open {what} of {}: {e}", path.display()),
-            retry_after: None,
-        };
-        // The writer opened the WAL (it exists from the first read on).
-        let wal = std::fs::File::open(wal_path(path)).map_err(|e| unavailable("the WAL", e))?;
-        let closing = ClosingPass {
-            guard: open_reader(path)?,
-            held: false,
-            wal: wal.try_clone().map_err(|e| unavailable("the WAL", e))?,
-            database: std::fs::File::open(path).map_err(|e| unavailable("the database", e))?,
-        };
-        // A process that ended between a closing pass and its database sync left that sync
-        // undone: it is done before this writer may start the WAL over.
-        closing.database.sync_data().map_err(|e| unavailable("the database (sync)", e))?;
-        // The WAL too: each checkpoint starts by syncing it, and the writer's closing pass
-        // would otherwise find every frame since the last pass still in memory.
-        let files = vec![early, wal];
+        let (theirs, counted, synced) = (turns.clone(), frames.counter.clone(), files.clone());
+        spawn_thread("sqlite-checkpoint", move || checkpoint_loop(checkpointer, synced, counted, theirs, nudges))?;
+        let closing = ClosingPass { guard: open_reader(path)?, held: false, files: files.clone() };
         let watched = Arc::downgrade(&turns);
-        spawn_thread("sqlite-writeback", move || writeback_loop(files, watched))?;
+        let written = files.clone();
+        spawn_thread("sqlite-writeback", move || writeback_loop(written, watched))?;
         let (jobs, queue) = mpsc::channel(QUEUE);
         spawn_thread("sqlite-writer", move || writer_loop(writer, frames, turns, closing, queue, nudge))?;
         Ok(Self { path: path.to_owned(), jobs, reads })
@@ -229,16 +212,43 @@ impl Engine {
 
 /// A reader thread: runs queued reads one at a time on its connection. Ends when the engine
 /// drops the queue's sender.
-fn reader_loop(mut conn: Connection, queue: &Mutex<std::sync::mpsc::Receiver<ReadJob>>) {
+fn reader_loop(mut conn: Connection, queue: &Mutex<std::sync::mpsc::Receiver<ReadJob>>, files: Arc<RawFiles>) {
     loop {
         // Idle threads wait in turn for the lock; the holder waits for the next read.
         let next = queue.lock().unwrap_or_else(|p| p.into_inner()).recv();
-        let Ok(job) = next else { return };
+        let Ok(job) = next else { break };
         // A panicking read must not take the thread with it: its transaction rolls back as it
         // unwinds, and its caller is told (the answer's sender is dropped).
         if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job(&mut conn))).is_err() {
             tracing::warn!("a sqlite read panicked");
         }
+    }
+    drop(conn);
+    drop(files);
+}
+
+/// Plain handles on the database file and its WAL, for the syncs and the writeback this engine
+/// runs outside SQLite, shared by its threads.
+///
+/// POSIX takes ALL of a process's locks on a file away when ANY of its handles on that file is
+/// closed. SQLite's own handles defer their close while another connection of the process holds
+/// a lock; these cannot, so they close only after every connection of this engine closed: each
+/// thread drops its connections before its reference. (Two engines on one file in one process
+/// would still take each other's locks away when one closes; the service opens one.)
+struct RawFiles {
+    database: std::fs::File,
+    wal: std::fs::File,
+}
+
+impl RawFiles {
+    fn open(path: &Path) -> StoreResult<Self> {
+        let open = |p: &Path| {
+            std::fs::File::open(p).map_err(|e| StoreError::Unavailable {
+                message: format!("cannot open {}: {e}", p.display()),
+                retry_after: None,
+            })
+        };
+        Ok(Self { database: open(path)?, wal: open(&wal_path(path))? })
     }
 }
 
@@ -504,11 +514,11 @@ impl Turns {
 ///   is retried by the writer itself; while it fails, batches fail (`Unavailable`) and the WAL
 ///   keeps every frame.
 struct ClosingPass {
+    /// Declared before `files`, so it closes first.
     guard: Connection,
     /// The guard's read transaction is open (a pass copied the whole WAL, not yet synced).
     held: bool,
-    wal: std::fs::File,
-    database: std::fs::File,
+    files: Arc<RawFiles>,
 }
 
 impl ClosingPass {
@@ -537,7 +547,7 @@ impl ClosingPass {
     fn copy(&self, conn: &Connection) -> rusqlite::Result<(i64, i64, i64)> {
         // The read starts now, while frames are left to copy: it takes a WAL read lock.
         self.guard.query_row("SELECT count(*) FROM sqlite_schema", [], |_| Ok(()))?;
-        self.wal.sync_data().map_err(|e| io_failure(ffi::SQLITE_IOERR_FSYNC, "syncing the WAL", &e))?;
+        self.files.wal.sync_data().map_err(|e| io_failure(ffi::SQLITE_IOERR_FSYNC, "syncing the WAL", &e))?;
         conn.pragma_update(None, "synchronous", "OFF")?;
         let pass = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)));
         let restored = conn.pragma_update(None, "synchronous", "NORMAL");
@@ -558,9 +568,9 @@ impl ClosingPass {
             Some(Ok(())) => Ok(()),
             Some(Err(e)) => {
                 tracing::warn!(error = %e, "sqlite database sync failed; retrying");
-                self.database.sync_data()
+                self.files.database.sync_data()
             }
-            None => self.database.sync_data(),
+            None => self.files.database.sync_data(),
         };
         synced.map_err(|e| io_failure(ffi::SQLITE_IOERR_FSYNC, "syncing the database", &e))?;
         self.guard.execute_batch("COMMIT")?;
@@ -661,6 +671,9 @@ fn writer_loop(
         tracing::warn!(error = %e, "sqlite closing pass");
     }
     frames.unwatch(&conn);
+    // The connections close before the plain handles (see `RawFiles`).
+    drop(conn);
+    drop(closing);
     // Dropping `checkpoint` here ends the checkpoint thread.
 }
 
@@ -708,7 +721,7 @@ impl Tally {
 /// with the writer.
 fn checkpoint_loop(
     conn: Connection,
-    database: std::fs::File,
+    files: Arc<RawFiles>,
     frames: Arc<AtomicU64>,
     turns: Arc<Turns>,
     nudges: Receiver<()>,
@@ -726,7 +739,7 @@ fn checkpoint_loop(
             matches!(nudges.recv_timeout(StdDuration::from_secs(1)), Err(RecvTimeoutError::Disconnected))
         };
         if writer_gone {
-            return;
+            break;
         }
         if turns.ready.load(Ordering::SeqCst) {
             // The writer's turn.
@@ -748,7 +761,7 @@ fn checkpoint_loop(
                 // copied frames; it is smaller than before when the WAL started over.
                 let copied = done > 0 && done != last_done;
                 last_done = done;
-                if copied && let Err(e) = database.sync_data() {
+                if copied && let Err(e) = files.database.sync_data() {
                     tracing::warn!(error = %e, "sqlite database sync failed");
                 }
                 let now = frames.load(Ordering::Relaxed);
@@ -776,15 +789,18 @@ fn checkpoint_loop(
         }
         turns.unlock();
     }
+    // The connection closes before the plain handles (see `RawFiles`).
+    drop(conn);
+    drop(files);
 }
 
-/// Runs the database sync a closing pass leaves to it ([`ClosingPass`]) on `files[0]`, the
-/// database. While a checkpoint copies pages into the database file, starts the writeback of
-/// `files` (the database and the WAL) every [`WRITEBACK_EVERY`], so that the syncs
+/// Runs the database sync a closing pass leaves to it ([`ClosingPass`]). While a checkpoint
+/// copies pages into the database file, starts the writeback of the database and the WAL every
+/// [`WRITEBACK_EVERY`], so that the syncs
 /// find most pages already on their way to disk instead of starting them all at once (and the
 /// copy and the disk overlap). Under load checkpoints run back to back, so the WAL's frames go
 /// out soon after they are committed. Sleeps while no checkpoint runs; ends with the engine.
-fn writeback_loop(files: Vec<std::fs::File>, turns: std::sync::Weak<Turns>) {
+fn writeback_loop(files: Arc<RawFiles>, turns: std::sync::Weak<Turns>) {
     if let Some(t) = turns.upgrade() {
         let _ = t.writeback.set(std::thread::current());
     }
@@ -793,7 +809,7 @@ fn writeback_loop(files: Vec<std::fs::File>, turns: std::sync::Weak<Turns>) {
         // engine that is gone.
         std::thread::park_timeout(StdDuration::from_secs(1));
         match turns.upgrade() {
-            Some(t) => t.run_db_sync(&files[0]),
+            Some(t) => t.run_db_sync(&files.database),
             None => return,
         }
         loop {
@@ -802,7 +818,8 @@ fn writeback_loop(files: Vec<std::fs::File>, turns: std::sync::Weak<Turns>) {
                 break;
             }
             drop(t);
-            files.iter().for_each(start_writeback);
+            start_writeback(&files.database);
+            start_writeback(&files.wal);
             std::thread::sleep(WRITEBACK_EVERY);
         }
     }
@@ -920,8 +937,7 @@ mod tests {
         let closing = ClosingPass {
             guard: open_reader(&path).unwrap(),
             held: false,
-            wal: std::fs::File::open(wal_path(&path)).unwrap(),
-            database: std::fs::File::open(&path).unwrap(),
+            files: Arc::new(RawFiles::open(&path).unwrap()),
         };
         (path, writer, closing)
     }
@@ -960,8 +976,8 @@ mod tests {
             let turns = Arc::new(Turns::default());
             closing.run(&writer, &turns).unwrap();
             if synced_by_the_writeback_thread {
-                let (theirs, database) = (turns.clone(), std::fs::File::open(&path).unwrap());
-                std::thread::spawn(move || theirs.run_db_sync(&database)).join().unwrap();
+                let (theirs, files) = (turns.clone(), closing.files.clone());
+                std::thread::spawn(move || theirs.run_db_sync(&files.database)).join().unwrap();
                 assert!(matches!(*turns.db_sync(), DbSync::Done(Ok(()))));
             }
             let before = wal_generation(&path);
