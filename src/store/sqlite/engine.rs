@@ -156,6 +156,10 @@ impl Engine {
         writer.pragma_update(None, "journal_size_limit", WAL_KEEP_BYTES)?;
         let frames = WalFrames::watch(&writer);
         let checkpointer = open_sized(path, READER_CACHE_KIB)?;
+        // SQLite syncs the database file only after a pass during which nothing was committed,
+        // which under load is only ever the writer's own pass: the background thread syncs
+        // what its passes copied itself (`files`), so that pass does not carry the whole
+        // cycle's sync.
         let (nudge, nudges) = std::sync::mpsc::sync_channel(1);
         let turns = Arc::new(Turns::default());
         let (theirs, counted, synced) = (turns.clone(), frames.counter.clone(), files.clone());
@@ -528,6 +532,10 @@ impl ClosingPass {
         if self.held {
             // The last pass's sync failed and is still owed; nothing was committed since.
             return Ok((0, 0, 0));
+        }
+        if !self.guard.is_autocommit() {
+            // A read whose end failed last time: a guard must start with this pass.
+            self.guard.execute_batch("ROLLBACK")?;
         }
         self.guard.execute_batch("BEGIN")?;
         let outcome = self.copy(conn);
