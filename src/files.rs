@@ -61,7 +61,8 @@ pub fn prepare_private_file(path: &Path, companions: &[&str]) -> io::Result<()> 
     Ok(())
 }
 
-fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+/// `path` with `suffix` appended to its file name (SQLite's companions: `-wal`, `-shm`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
     let mut s = path.as_os_str().to_owned();
     s.push(suffix);
     PathBuf::from(s)

@@ -33,8 +33,9 @@ use serde::{Deserialize, Serialize};
 use tokio::process::{Child, Command};
 
 use super::power::{PermanentCause, PowerControl, PowerError, PowerOutcome, PowerState, TransientCause};
-use crate::config::Config;
+use crate::config::{Config, Secret};
 use crate::janus::templates::{self, JanusConfigParams, TemplateError};
+use crate::janus::{JanusClient, JanusClientConfig};
 
 /// The transports a host's `GET /janus/info` lists once both its API listeners are up.
 const TRANSPORTS: &[&str] = &["janus.transport.http", "janus.transport.websockets"];
@@ -323,11 +324,16 @@ impl LocalJanusHost {
         })?;
         self.child = Some(child);
 
-        let probe =
-            reqwest::Client::builder().timeout(Duration::from_millis(500)).build().map_err(|e| LocalHostError::Io {
-                context: "building the readiness probe".into(),
-                source: io::Error::other(e.without_url()),
-            })?;
+        let probe = JanusClient::new(JanusClientConfig {
+            api_secret: Secret::new(&self.secrets.api_secret),
+            admin_key: None,
+            connect_timeout: Duration::from_millis(500),
+            request_timeout: Duration::from_millis(500),
+        })
+        .map_err(|e| LocalHostError::Io {
+            context: "building the readiness probe".into(),
+            source: io::Error::other(e.to_string()),
+        })?;
         let deadline = tokio::time::Instant::now() + self.options.ready_timeout;
         loop {
             let child = self.child.as_mut().expect("just spawned");
@@ -359,17 +365,13 @@ impl LocalJanusHost {
     /// (so the WebSocket listener is up: a transport whose listener failed is not listed) and
     /// the VideoRoom plugin, and `GET /admin/info` answers (the admin listener failing does not
     /// fail its transport).
-    async fn answers(&self, probe: &reqwest::Client) -> bool {
-        let get = |url: String| async move {
-            let r = probe.get(url).send().await.ok().filter(|r| r.status().is_success())?;
-            r.json::<serde_json::Value>().await.ok()
-        };
-        let Some(info) = get(format!("{}/info", self.backend_url())).await else { return false };
+    async fn answers(&self, probe: &JanusClient) -> bool {
+        let Ok(info) = probe.info(&self.backend_url()).await else { return false };
         let (transports, plugins) = (&info["transports"], &info["plugins"]);
         if !TRANSPORTS.iter().all(|t| transports.get(t).is_some()) || plugins.get(VIDEOROOM).is_none() {
             return false;
         }
-        get(format!("http://127.0.0.1:{}/admin/info", self.ports.admin)).await.is_some()
+        probe.info(&format!("http://127.0.0.1:{}/admin", self.ports.admin)).await.is_ok()
     }
 
     /// Stops Janus: SIGTERM, repeated every second, then SIGKILL after `stop_timeout`. Idempotent.

@@ -244,6 +244,11 @@ struct RawFiles {
     wal: std::fs::File,
 }
 
+/// The WAL file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    crate::files::with_suffix(path, "-wal")
+}
+
 impl RawFiles {
     fn open(path: &Path) -> StoreResult<Self> {
         let open = |p: &Path| {
@@ -846,13 +851,6 @@ fn start_writeback(file: &std::fs::File) {
 #[cfg(not(target_os = "linux"))]
 fn start_writeback(_file: &std::fs::File) {}
 
-/// The WAL file of the database at `path`.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
 fn spawn_thread(name: &str, f: impl FnOnce() + Send + 'static) -> StoreResult<()> {
     std::thread::Builder::new()
         .name(name.into())
@@ -956,6 +954,12 @@ mod tests {
         header[12..16].try_into().unwrap()
     }
 
+    /// Closes the connections, then removes the file's folder.
+    fn clean_up(path: &Path, writer: Connection, closing: ClosingPass) {
+        drop((writer, closing));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
     fn insert(conn: &Connection) {
         conn.execute("INSERT INTO filler VALUES (randomblob(400))", []).unwrap();
     }
@@ -973,8 +977,7 @@ mod tests {
         insert(&open_connection(&path).unwrap());
         insert(&writer);
         assert_eq!(wal_generation(&path), before, "the WAL started over before the database was synced");
-        drop((writer, closing));
-        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+        clean_up(&path, writer, closing);
     }
 
     #[test]
@@ -993,8 +996,7 @@ mod tests {
             assert!(!closing.held && matches!(*turns.db_sync(), DbSync::Idle));
             insert(&writer);
             assert_ne!(wal_generation(&path), before, "the WAL did not start over");
-            drop((writer, closing));
-            std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+            clean_up(&path, writer, closing);
         }
     }
 
