@@ -40,10 +40,10 @@ use crate::domain::{
 };
 use engine::Engine;
 use rows::{
-    BOOKING_COLUMNS, FOREVER, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row, check_cap,
-    check_claim, collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row, insert_room_row,
-    instant, load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping, record_claim,
-    replayed_booking, replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
+    BOOKING_COLUMNS, FOREVER, HINT_STRIDE, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row,
+    check_cap, check_claim, collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row,
+    insert_room_row, instant, load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping,
+    record_claim, replayed_booking, replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
 };
 
 pub use engine::BUSY_TIMEOUT;
@@ -282,9 +282,12 @@ impl Store for SqliteStore {
             }
             check_cap(tx, &booking.owner, along.live_cap)?;
             let room = match (first_free_shared_room(tx, start, end)?, new_room) {
-                (Some((room, seq)), _) => {
-                    taken_through(tx, start, end, seq)?;
-                    room
+                (Some(free), _) => {
+                    // The hint moves once the walk passed HINT_STRIDE taken rooms (see there).
+                    if free.seq + 1 - free.hint >= HINT_STRIDE {
+                        taken_through(tx, start, end, free.seq)?;
+                    }
+                    free.room
                 }
                 (None, Some(room)) => {
                     insert_room_row(tx, &room)?;
@@ -739,6 +742,59 @@ mod tests {
         let indexes: String = conn.query_row(owner_indexes, [], |r| r.get(0)).unwrap();
         assert_eq!(indexes, "bookings_by_owner", "the upgrade swapped the owner's index");
         drop(conn);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// The slot's vacancy hint moves once a walk passed HINT_STRIDE taken rooms, not with every
+    /// booking, and a lagging hint never costs a free room: find-or-create still takes the
+    /// first free room in creation order, a freed room included.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn the_vacancy_hint_moves_every_stride_and_never_passes_a_free_room() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Utc::now();
+        let slot = TimeSlot::new(now + chrono::Duration::hours(1), now + chrono::Duration::hours(2)).unwrap();
+        let booking = || Booking {
+            id: Booking::new_id(now),
+            room_id: RoomId::random(),
+            owner: "ana".into(),
+            slot,
+            created_at: now,
+            cancelled_at: None,
+            access: Default::default(),
+        };
+        let rooms = 2 * HINT_STRIDE as usize + 3;
+        let mut ids = Vec::new();
+        for _ in 0..rooms {
+            let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
+            ids.push(room.into_inner().id);
+        }
+        let hint = || -> Option<i64> {
+            let conn = Connection::open(&path).unwrap();
+            conn.query_row("SELECT next_seq FROM vacancy", [], |r| r.get(0)).optional().unwrap()
+        };
+        let mut booked = Vec::new();
+        for n in 0..rooms {
+            let (b, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
+            assert_eq!(room.id, ids[n], "booking {n} takes the first free room");
+            booked.push(b);
+            // Written by the bookings that end a walk of HINT_STRIDE rooms: rooms 8 and 16.
+            let moved = (n as i64 + 1) / HINT_STRIDE * HINT_STRIDE;
+            assert_eq!(hint(), (moved > 0).then_some(moved), "after booking {n}");
+        }
+        // Every room is taken; a room freed below the hint is found again.
+        let err = store.book_any_room(&booking(), None, None).await.unwrap_err();
+        assert!(matches!(err, StoreError::NoFreeRoom), "{err:?}");
+        store.cancel_booking(booked[3].id, now).await.unwrap();
+        assert_eq!(hint(), Some(3), "the cancellation lowered the hint");
+        let (_, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
+        assert_eq!(room.id, ids[3]);
+        // A new room when none is free moves the hint past every room.
+        let extra = Room::generate(None, 2, Default::default(), now);
+        let (_, room) = store.book_any_room(&booking(), Some(&extra), None).await.unwrap().into_inner();
+        assert_eq!(room.id, extra.id);
+        assert_eq!(hint(), Some(rooms as i64 + 1));
+        drop(store);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
