@@ -868,6 +868,14 @@ mod tests {
         // The live bookings quota counts one owner's bookings from the index alone.
         let cap = plan(rows::LIVE_COUNT);
         assert!(cap.contains("USING COVERING INDEX bookings_by_owner (owner=? AND slot_start>?)"), "{cap}");
+        // A page of an owner's bookings after a key is one range of the owner's index; only
+        // the bookings of one start are ordered by id apart.
+        let page = plan(&format!(
+            "SELECT {BOOKING_COLUMNS} FROM bookings b WHERE b.owner = ?1
+             AND (slot_start > ?2 OR (slot_start = ?2 AND id > ?3)) ORDER BY slot_start, id LIMIT ?4"
+        ));
+        assert!(page.contains("USING INDEX bookings_by_owner (owner=? AND slot_start>?)"), "{page}");
+        assert!(page.contains("USE TEMP B-TREE FOR LAST TERM OF ORDER BY"), "{page}");
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 

@@ -1,5 +1,7 @@
 //! SQLite: keyset pages of rooms, an owner's bookings and the webhook outbox (migration 6 adds
-//! the indexes that make each page one index range read, already in the list's order).
+//! the indexes that make each page one index range read, already in the list's order; an
+//! owner's index now holds (start, end, cancellation), and SQLite orders the bookings that share
+//! a start by id as it reads them).
 //!
 //! Every page query is "filters AND (sort key) > (the key) ORDER BY sort key LIMIT n": SQLite
 //! seeks the index to the key and stops after n rows, so page 1,000 costs what page 1 costs.
