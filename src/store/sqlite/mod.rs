@@ -778,7 +778,7 @@ mod tests {
             let (b, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
             assert_eq!(room.id, ids[n], "booking {n} takes the first free room");
             booked.push(b);
-            // Written by the bookings that end a walk of HINT_STRIDE rooms: rooms 8 and 16.
+            // Moved by the 8th and the 16th booking (each ends a walk of HINT_STRIDE rooms), to 8 and 16.
             let moved = (n as i64 + 1) / HINT_STRIDE * HINT_STRIDE;
             assert_eq!(hint(), (moved > 0).then_some(moved), "after booking {n}");
         }
