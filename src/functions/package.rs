@@ -376,10 +376,26 @@ mod tests {
         b
     }
 
-    fn write(bytes: &[u8]) -> PathBuf {
+    /// A temporary file, removed when dropped.
+    struct TempFile(PathBuf);
+
+    impl std::ops::Deref for TempFile {
+        type Target = Path;
+        fn deref(&self) -> &Path {
+            &self.0
+        }
+    }
+
+    impl Drop for TempFile {
+        fn drop(&mut self) {
+            let _ = fs::remove_file(&self.0);
+        }
+    }
+
+    fn write(bytes: &[u8]) -> TempFile {
         let p = std::env::temp_dir().join(format!("suroga-elf-{}", uuid::Uuid::new_v4()));
         fs::write(&p, bytes).unwrap();
-        p
+        TempFile(p)
     }
 
     #[test]
@@ -456,7 +472,7 @@ mod tests {
         assert_eq!(fs::read_to_string(out.join("host.json")).unwrap(), HOST_JSON);
         assert!(out.join("fleet-reconcile/function.json").is_file());
         assert!(out.join("v1-openapi_json/function.json").is_file());
-        assert_eq!(fs::read(out.join("suroga")).unwrap(), fs::read(&bin).unwrap());
+        assert_eq!(fs::read(out.join("suroga")).unwrap(), fs::read(&*bin).unwrap());
         assert!(!out.join(".funcignore").exists());
         let settings: serde_json::Value =
             serde_json::from_str(&fs::read_to_string(out.join("local.settings.json")).unwrap()).unwrap();

@@ -246,6 +246,8 @@ mod tests {
             raw.query_row("SELECT typeof(ledger) FROM quota_ledgers WHERE user = 'u'", [], |r| r.get(0)).unwrap();
         assert_eq!(kind, "blob");
         assert_eq!(store.quota_ledger("u").await.unwrap().unwrap().ledger, ledger);
+        drop((raw, store));
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
     #[test]

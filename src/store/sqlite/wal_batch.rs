@@ -369,9 +369,10 @@ mod tests {
         (conn, path)
     }
 
-    /// What a process that starts after a crash finds: the database and WAL files as they are on
-    /// disk now, copied without the shared-memory index, so SQLite rebuilds it from the WAL.
-    fn after_a_crash(path: &Path) -> Connection {
+    /// The rows a process that starts after a crash finds: the database and WAL files as they
+    /// are on disk now, copied without the shared-memory index, so SQLite rebuilds it from the
+    /// WAL. The copy is removed after.
+    fn rows_after_a_crash(path: &Path) -> (i64, i64) {
         let copy = super::super::temp_path();
         std::fs::create_dir_all(copy.parent().unwrap()).unwrap();
         for suffix in ["", "-wal"] {
@@ -381,7 +382,10 @@ mod tests {
         let conn = Connection::open(&copy).unwrap();
         let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
         assert_eq!(check, "ok");
-        conn
+        let found = rows(&conn);
+        drop(conn);
+        remove(&copy);
+        found
     }
 
     fn rows(conn: &Connection) -> (i64, i64) {
@@ -406,7 +410,7 @@ mod tests {
             let written = rows(&conn);
             // Another connection of this process, and a process started after a crash now.
             assert_eq!(rows(&reader), written);
-            assert_eq!(rows(&after_a_crash(&path)), written);
+            assert_eq!(rows_after_a_crash(&path), written);
         }
         remove(&path);
     }
@@ -431,7 +435,7 @@ mod tests {
         let written = rows(&conn);
         assert_eq!(written.0, 3000 - 3000 / 7);
         assert_eq!(rows(&Connection::open(&path).unwrap()), written);
-        assert_eq!(rows(&after_a_crash(&path)), written);
+        assert_eq!(rows_after_a_crash(&path), written);
         // A write after a rolled-back spill, then a checkpoint and a WAL that starts over.
         conn.execute_batch("BEGIN IMMEDIATE").unwrap();
         conn.execute("UPDATE t SET v = randomblob(500)", []).unwrap();
@@ -440,7 +444,7 @@ mod tests {
         conn.execute("INSERT INTO t (v) VALUES (randomblob(50))", []).unwrap();
         let written = rows(&conn);
         assert_eq!(written.0, 3000 - 3000 / 7 + 1);
-        assert_eq!(rows(&after_a_crash(&path)), written);
+        assert_eq!(rows_after_a_crash(&path), written);
         remove(&path);
     }
 }
