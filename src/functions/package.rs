@@ -376,26 +376,11 @@ mod tests {
         b
     }
 
-    /// A temporary file, removed when dropped.
-    struct TempFile(PathBuf);
-
-    impl std::ops::Deref for TempFile {
-        type Target = Path;
-        fn deref(&self) -> &Path {
-            &self.0
-        }
-    }
-
-    impl Drop for TempFile {
-        fn drop(&mut self) {
-            let _ = fs::remove_file(&self.0);
-        }
-    }
-
-    fn write(bytes: &[u8]) -> TempFile {
-        let p = std::env::temp_dir().join(format!("suroga-elf-{}", uuid::Uuid::new_v4()));
-        fs::write(&p, bytes).unwrap();
-        TempFile(p)
+    /// A temporary file holding `bytes`, removed when dropped.
+    fn write(bytes: &[u8]) -> tempfile::TempPath {
+        let mut f = tempfile::Builder::new().prefix("suroga-elf-").tempfile().unwrap();
+        std::io::Write::write_all(&mut f, bytes).unwrap();
+        f.into_temp_path()
     }
 
     #[test]

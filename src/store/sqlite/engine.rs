@@ -962,19 +962,28 @@ mod tests {
         i64::from(now)
     }
 
-    /// A writer on a new file with a few hundred WAL frames, and its closing pass.
-    fn closing_pass_over_a_filled_wal() -> (PathBuf, Connection, ClosingPass) {
+    /// A writer on a new file, with `autocheckpoint` on or off, after it inserted `rows` rows of
+    /// 400 random bytes into table `filler`.
+    fn filled_writer(rows: usize, autocheckpoint: bool) -> (PathBuf, Connection) {
         let path = super::super::temp_path();
         crate::files::prepare_private_file(&path, &["-wal", "-shm"]).unwrap();
         let writer = open_writer(&path).unwrap();
-        writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        if !autocheckpoint {
+            writer.pragma_update(None, "wal_autocheckpoint", 0).unwrap();
+        }
         writer
-            .execute_batch(
+            .execute_batch(&format!(
                 "CREATE TABLE filler (v BLOB);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 400)
-                 INSERT INTO filler SELECT randomblob(400) FROM n;",
-            )
+                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < {rows})
+                 INSERT INTO filler SELECT randomblob(400) FROM n;"
+            ))
             .unwrap();
+        (path, writer)
+    }
+
+    /// A writer on a new file with a few hundred WAL frames, and its closing pass.
+    fn closing_pass_over_a_filled_wal() -> (PathBuf, Connection, ClosingPass) {
+        let (path, writer) = filled_writer(400, false);
         let closing = ClosingPass {
             guard: open_reader(&path).unwrap(),
             held: false,
@@ -1037,17 +1046,8 @@ mod tests {
 
     #[test]
     fn a_new_files_writer_caches_its_size_in_the_files_own_pages() {
-        let path = super::super::temp_path();
-        crate::files::prepare_private_file(&path, &["-wal", "-shm"]).unwrap();
-        let writer = open_writer(&path).unwrap();
         // About 12 MB of rows in 1 KiB pages: more than the cache may hold.
-        writer
-            .execute_batch(
-                "CREATE TABLE filler (v BLOB);
-                 WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 24000)
-                 INSERT INTO filler SELECT randomblob(400) FROM n;",
-            )
-            .unwrap();
+        let (path, writer) = filled_writer(24000, true);
         writer.query_row("SELECT sum(length(v)) FROM filler", [], |r| r.get::<_, i64>(0)).unwrap();
         let used = cache_used(&writer);
         let wanted = WRITER_CACHE_KIB * 1024;

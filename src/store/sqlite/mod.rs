@@ -774,9 +774,9 @@ mod tests {
             conn.query_row("SELECT next_seq FROM vacancy", [], |r| r.get(0)).optional().unwrap()
         };
         let mut booked = Vec::new();
-        for n in 0..rooms {
+        for (n, &id) in ids.iter().enumerate() {
             let (b, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
-            assert_eq!(room.id, ids[n], "booking {n} takes the first free room");
+            assert_eq!(room.id, id, "booking {n} takes the first free room");
             booked.push(b);
             // Moved by the 8th and the 16th booking (each ends a walk of HINT_STRIDE rooms), to 8 and 16.
             let moved = (n as i64 + 1) / HINT_STRIDE * HINT_STRIDE;
