@@ -400,6 +400,8 @@ struct Sample {
     written_mb: f64,
     /// CPU time the server has used so far, all its threads, user and system.
     cpu_s: f64,
+    /// Time the server's writer thread has spent runnable but waiting for a core, so far.
+    writer_queued_s: f64,
 }
 
 /// The CPU time `pid` has used (utime + stime in /proc/<pid>/stat, in the kernel's 100 Hz ticks).
@@ -410,6 +412,19 @@ fn cpu_s(pid: u32) -> f64 {
     let field = |i: usize| rest.split_whitespace().nth(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
     // utime and stime are fields 14 and 15 of the line, 12 and 13 after the name.
     (field(11) + field(12)) / 100.0
+}
+
+/// How long the thread of `pid` named `name` has waited on a run queue (second field of
+/// /proc/<pid>/task/<tid>/schedstat, in nanoseconds): runnable, but no core free for it.
+fn queued_s(pid: u32, name: &str) -> f64 {
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return 0.0 };
+    tasks
+        .flatten()
+        .filter(|t| std::fs::read_to_string(t.path().join("comm")).is_ok_and(|c| c.trim_end() == name))
+        .filter_map(|t| std::fs::read_to_string(t.path().join("schedstat")).ok())
+        .filter_map(|s| s.split_whitespace().nth(1).and_then(|v| v.parse::<f64>().ok()))
+        .sum::<f64>()
+        / 1e9
 }
 
 fn written_mb(pid: u32) -> f64 {
@@ -438,6 +453,7 @@ fn sample_footprint(
                 rss_mb: rss_mb(pid),
                 written_mb: written_mb(pid),
                 cpu_s: cpu_s(pid),
+                writer_queued_s: queued_s(pid, "sqlite-writer"),
             });
             std::thread::sleep(Duration::from_millis(100));
         }
@@ -478,8 +494,8 @@ where
 }
 
 /// Prints one line per window: bookings/s, p50, p99 and max latency, the largest WAL and RSS
-/// sampled in it, the disk writes and the server's CPU between its first and last sample, and the
-/// failed requests.
+/// sampled in it, the disk writes, the server's CPU and its writer thread's wait for a core
+/// between its first and last sample, and the failed requests.
 fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duration, length: Duration) {
     println!("{name}");
     let windows = (length.as_secs_f64() / window.as_secs_f64()).ceil() as u32;
@@ -492,14 +508,20 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
         let sampled: Vec<&Sample> = samples.iter().filter(|s| s.at >= from && s.at < to).collect();
         let wal = sampled.iter().map(|s| s.wal_mb).fold(0.0, f64::max);
         let rss = sampled.iter().map(|s| s.rss_mb).fold(0.0, f64::max);
-        let (disk, cores) = match (sampled.first(), sampled.last()) {
-            (Some(a), Some(b)) if sampled.len() > 1 => (
-                (b.written_mb - a.written_mb) / window.as_secs_f64(),
-                // The server's CPU time per second of the window (cores busy): steadier from run
-                // to run on a shared machine than the latencies.
-                if b.at > a.at { (b.cpu_s - a.cpu_s) / (b.at - a.at).as_secs_f64() } else { 0.0 },
-            ),
-            _ => (0.0, 0.0),
+        let (disk, cores, queued) = match (sampled.first(), sampled.last()) {
+            (Some(a), Some(b)) if sampled.len() > 1 && b.at > a.at => {
+                let secs = (b.at - a.at).as_secs_f64();
+                (
+                    (b.written_mb - a.written_mb) / window.as_secs_f64(),
+                    // The server's CPU time per second of the window (cores busy): steadier from
+                    // run to run on a shared machine than the latencies.
+                    (b.cpu_s - a.cpu_s) / secs,
+                    // The writer thread's wait for a core, per second: every write waits on that
+                    // thread, so its wait shows when the machine, not the store, set the tail.
+                    (b.writer_queued_s - a.writer_queued_s) / secs,
+                )
+            }
+            _ => (0.0, 0.0, 0.0),
         };
         if lat.is_empty() {
             println!("  window {:>3}-{:<3} s  no bookings  failed {failed}", from.as_secs(), to.as_secs());
@@ -509,7 +531,7 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
         all_ok += lat.len();
         let span = (to.min(length) - from).as_secs_f64();
         println!(
-            "  window {:>3}-{:<3} s  {:>7.0} bookings/s  p50 {:>6.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  WAL {:>6.1} MB  RSS {:>5.1} MB  disk {disk:>5.1} MB/s  server CPU {cores:.2} cores, {:>4.0} us/booking  failed {failed}",
+            "  window {:>3}-{:<3} s  {:>7.0} bookings/s  p50 {:>6.2} ms  p99 {:>7.2} ms  max {:>7.1} ms  WAL {:>6.1} MB  RSS {:>5.1} MB  disk {disk:>5.1} MB/s  server CPU {cores:.2} cores, {:>4.0} us/booking, writer queued {:>3.0} ms/s  failed {failed}",
             from.as_secs(),
             to.as_secs(),
             lat.len() as f64 / span,
@@ -519,6 +541,7 @@ fn report_windows(name: &str, done: &[Done], samples: &[Sample], window: Duratio
             wal,
             rss,
             cores * 1e6 * span / lat.len() as f64,
+            queued * 1e3,
         );
     }
     println!("  total {all_ok} bookings in {:.0} s", length.as_secs_f64());
