@@ -40,10 +40,11 @@ use crate::domain::{
 };
 use engine::Engine;
 use rows::{
-    BOOKING_COLUMNS, FOREVER, HINT_STRIDE, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, access_columns, booking_from_row,
-    check_cap, check_claim, collect, corrupt, cover_duration, first_free_shared_room, freed, insert_booking_row,
-    insert_room_row, instant, load_booking, load_room, ns, operation_from_row, overlap_conflict, overlapping,
-    record_claim, replayed_booking, replayed_room, room_exists, room_from_row, room_key, start_floor, taken_through,
+    BOOKING_COLUMNS, FOREVER, HINT_STRIDE, LIVE, OVERLAPS, Prior, ROOM_COLUMNS, Walks, access_columns,
+    booking_from_row, check_cap, check_claim, collect, corrupt, cover_duration, first_free_shared_room, freed,
+    insert_booking_row, insert_room_row, instant, load_booking, load_room, ns, operation_from_row, overlap_conflict,
+    overlapping, record_claim, replayed_booking, replayed_room, room_exists, room_from_row, room_key, start_floor,
+    taken_through,
 };
 
 pub use engine::BUSY_TIMEOUT;
@@ -286,10 +287,14 @@ impl Store for SqliteStore {
                     // The hint moves once the walk passed HINT_STRIDE taken rooms (see there).
                     if free.seq + 1 - free.hint >= HINT_STRIDE {
                         taken_through(tx, start, end, free.seq)?;
+                        Walks::moved(start, end);
+                    } else {
+                        Walks::booked(start, end, free.hint, free.seq);
                     }
                     free.room
                 }
                 (None, Some(room)) => {
+                    Walks::moved(start, end);
                     insert_room_row(tx, &room)?;
                     // Every room before it is taken in this slot, and now it is too.
                     if room.max_participants >= 2 {
@@ -794,6 +799,67 @@ mod tests {
         let (_, room) = store.book_any_room(&booking(), Some(&extra), None).await.unwrap().into_inner();
         assert_eq!(room.id, extra.id);
         assert_eq!(hint(), Some(rooms as i64 + 1));
+        drop(store);
+        std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
+    }
+
+    /// A walk may start where this writer's last walk of the slot ended, past the vacancy hint;
+    /// a room freed there by another process is then passed over for a few bookings, but never
+    /// lost: the walk that would move the hint starts from the hint again and finds it.
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_remembered_walk_never_moves_the_hint_past_a_room_freed_elsewhere() {
+        let path = temp_path();
+        let store = SqliteStore::open(&path).unwrap();
+        let now = Utc::now();
+        let slot = TimeSlot::new(now + chrono::Duration::hours(1), now + chrono::Duration::hours(2)).unwrap();
+        let booking = || Booking {
+            id: Booking::new_id(now),
+            room_id: RoomId::random(),
+            owner: "ana".into(),
+            slot,
+            created_at: now,
+            cancelled_at: None,
+            access: Default::default(),
+        };
+        let mut ids = Vec::new();
+        for _ in 0..2 * HINT_STRIDE {
+            let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
+            ids.push(room.into_inner().id);
+        }
+        let mut booked = Vec::new();
+        for &id in &ids[..4] {
+            let (b, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
+            assert_eq!(room.id, id);
+            booked.push(b);
+        }
+        // Another process cancels room 1's booking: this writer's memory of the walk still says
+        // rooms 0 to 3 are taken, and the vacancy hint (0, no row yet) has nothing to lower.
+        let other = Connection::open(&path).unwrap();
+        other.busy_timeout(engine::BUSY_TIMEOUT).unwrap();
+        let cancelled = other
+            .execute(
+                "UPDATE bookings SET cancelled_at = ?1 WHERE id = ?2",
+                params![ns(now).unwrap(), booked[1].id.to_string()],
+            )
+            .unwrap();
+        assert_eq!(cancelled, 1);
+        let hint = || -> i64 {
+            other.query_row("SELECT next_seq FROM vacancy", [], |r| r.get(0)).optional().unwrap().unwrap_or(0)
+        };
+        let mut found = None;
+        for n in 0..HINT_STRIDE {
+            let (_, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();
+            assert!(hint() <= 1, "booking {n} moved the hint past the free room 1 to {}", hint());
+            if room.id == ids[1] {
+                found = Some(n);
+                break;
+            }
+        }
+        let found = found.expect("room 1 is booked again within HINT_STRIDE bookings");
+        // Rooms 4 to HINT_STRIDE - 2 first; the walk that reached room HINT_STRIDE - 1 would have
+        // moved the hint, so it walked again from the hint and found room 1.
+        assert_eq!(found, HINT_STRIDE - 5);
+        drop(other);
         drop(store);
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }

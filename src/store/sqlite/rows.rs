@@ -258,39 +258,108 @@ pub(super) struct FreeRoom {
     pub(super) room: Room,
     /// The room's creation-order number.
     pub(super) seq: i64,
-    /// The slot's vacancy hint the walk started from: every room before it was taken.
+    /// The slot's vacancy hint when the walk began: every room before it was taken.
     pub(super) hint: i64,
 }
 
 /// How many taken rooms a walk may pass before the booking it ends in moves the slot's vacancy
 /// hint ([`taken_through`]). A hint moved by every booking wrote a page of `vacancy` for each slot
 /// of a batch: about one WAL frame in eight under sustained load. Moved every [`HINT_STRIDE`]
-/// rooms, it costs a walk at most that many more overlap probes (short index reads), and the
-/// hint is still a bound that holds: it lags, it never passes a free room.
+/// rooms, it costs a walk at most that many more overlap probes (short index reads; most walks
+/// skip them, see [`Walks`]), and the hint is still a bound that holds: it lags, it never passes
+/// a free room.
 pub(super) const HINT_STRIDE: i64 = 8;
 
-/// The room with two seats that is free during `[start, end)` and comes first in creation order.
-/// The walk starts at the slot's vacancy hint: every room before it is known to be taken in that
-/// slot, so the walk does not grow with the rooms already booked there.
+/// The room with two seats that is free during `[start, end)` and comes first in creation order,
+/// as far as the walk saw. The walk starts at the slot's vacancy hint, or past it where this
+/// writer's last walk for the slot ended ([`Walks`]): every room before it is known (or, for the
+/// remembered part, believed) to be taken in that slot, so the walk does not grow with the rooms
+/// already booked there. Whatever moves the hint or adds a room rests on a walk from the hint
+/// itself: when a walk that started past it ends [`HINT_STRIDE`] rooms after it, or finds no
+/// room, it is walked again from the hint, and that walk's room is the one returned.
 pub(super) fn first_free_shared_room(tx: &Connection, start: i64, end: i64) -> StoreResult<Option<FreeRoom>> {
     let hint: i64 = tx
         .prepare_cached("SELECT next_seq FROM vacancy WHERE slot_start = ?1 AND slot_end = ?2")?
         .query_row([start, end], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
+    let from = Walks::resume(start, end, hint);
+    let found = walk_from(tx, start, end, from, hint)?;
+    let decides = found.as_ref().is_none_or(|f| f.seq + 1 - hint >= HINT_STRIDE);
+    if from > hint && decides {
+        return walk_from(tx, start, end, hint, hint);
+    }
+    Ok(found)
+}
+
+/// The first room with two seats from creation-order number `from` on that is free during
+/// `[start, end)`; `hint` is the slot's vacancy hint, kept in the answer.
+fn walk_from(tx: &Connection, start: i64, end: i64, from: i64, hint: i64) -> StoreResult<Option<FreeRoom>> {
     let floor = start_floor(tx, start)?;
     let mut st = tx.prepare_cached(&format!(
         "SELECT {ROOM_COLUMNS}, r.seq FROM rooms r
-         WHERE r.max_participants >= 2 AND r.seq >= :hint
+         WHERE r.max_participants >= 2 AND r.seq >= :from
            AND NOT EXISTS (SELECT 1 FROM bookings b WHERE b.room_id = r.id AND {LIVE} AND {OVERLAPS})
          ORDER BY r.seq LIMIT 1"
     ))?;
     let found = st
-        .query_row(named_params! {":hint": hint, ":start": start, ":end": end, ":floor": floor}, |r| {
+        .query_row(named_params! {":from": from, ":start": start, ":end": end, ":floor": floor}, |r| {
             Ok(FreeRoom { room: room_from_row(r)?, seq: r.get(7)?, hint })
         })
         .optional()?;
     Ok(found)
+}
+
+/// Where this writer thread's find-or-create walks ended, per slot: a hint for where the next
+/// walk may start, past the slot's vacancy hint (which moves only every [`HINT_STRIDE`] rooms, so
+/// that a booking does not write its slot's row). Only the thread that owns the process's write
+/// connection walks, so the memory is that thread's. It is never a decision: it may be stale (a
+/// batch that rolled back, a room another process freed above the vacancy hint), which costs at
+/// most a room later in creation order than the first free one for fewer than [`HINT_STRIDE`]
+/// bookings, because every walk that would move the vacancy hint or add a room walks again from
+/// the vacancy hint ([`first_free_shared_room`]).
+pub(super) struct Walks;
+
+/// A remembered walk: the slot's vacancy hint when it was read, and the creation-order number
+/// after the room the walk booked.
+#[derive(Clone, Copy)]
+struct Walked {
+    hint: i64,
+    next: i64,
+}
+
+/// Slots remembered at most (about 40 bytes each); the memory starts over when full.
+const WALKED_SLOTS: usize = 8192;
+
+thread_local! {
+    static WALKED: std::cell::RefCell<std::collections::HashMap<(i64, i64), Walked>> = Default::default();
+}
+
+impl Walks {
+    /// Where a walk of slot `[start, end)` whose vacancy hint reads `hint` may start.
+    fn resume(start: i64, end: i64, hint: i64) -> i64 {
+        WALKED.with_borrow(|w| w.get(&(start, end)).filter(|w| w.hint == hint).map_or(hint, |w| w.next.max(hint)))
+    }
+
+    /// Remembers that a walk of `[start, end)` from vacancy hint `hint` booked room `seq`.
+    pub(super) fn booked(start: i64, end: i64, hint: i64, seq: i64) {
+        WALKED.with_borrow_mut(|w| {
+            if w.len() >= WALKED_SLOTS {
+                w.clear();
+            }
+            w.insert((start, end), Walked { hint, next: seq + 1 });
+        });
+    }
+
+    /// Forgets the walk of `[start, end)`: its vacancy hint moved, the next walk starts there.
+    pub(super) fn moved(start: i64, end: i64) {
+        WALKED.with_borrow_mut(|w| w.remove(&(start, end)));
+    }
+
+    /// Forgets every walk: a room this process freed may lie behind any of them.
+    pub(super) fn forget() {
+        WALKED.with_borrow_mut(|w| w.clear());
+    }
 }
 
 /// The creation-order number of a room.
@@ -316,6 +385,7 @@ pub(super) fn freed(tx: &Connection, room: RoomId, start: i64, end: i64) -> Stor
     if start >= end {
         return Ok(());
     }
+    Walks::forget();
     let seq = room_seq(tx, room)?;
     let floor = start_floor(tx, start)?;
     tx.prepare_cached(&format!("UPDATE vacancy AS b SET next_seq = :seq WHERE b.next_seq > :seq AND {OVERLAPS}"))?
