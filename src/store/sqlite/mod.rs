@@ -750,30 +750,48 @@ mod tests {
         std::fs::remove_dir_all(path.parent().unwrap()).unwrap();
     }
 
+    /// A new store with `rooms` rooms of two seats, and bookings for ana of one slot an hour ahead.
+    struct OneSlot {
+        path: std::path::PathBuf,
+        store: SqliteStore,
+        now: DateTime<Utc>,
+        /// The rooms, in creation order.
+        ids: Vec<RoomId>,
+        /// A new booking of the slot (its room left to find-or-create).
+        booking: Box<dyn Fn() -> Booking>,
+    }
+
+    impl OneSlot {
+        async fn with_rooms(rooms: usize) -> Self {
+            let path = temp_path();
+            let store = SqliteStore::open(&path).unwrap();
+            let now = Utc::now();
+            let slot = TimeSlot::new(now + chrono::Duration::hours(1), now + chrono::Duration::hours(2)).unwrap();
+            let mut ids = Vec::new();
+            for _ in 0..rooms {
+                let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
+                ids.push(room.into_inner().id);
+            }
+            let booking = Box::new(move || Booking {
+                id: Booking::new_id(now),
+                room_id: RoomId::random(),
+                owner: "ana".into(),
+                slot,
+                created_at: now,
+                cancelled_at: None,
+                access: Default::default(),
+            });
+            OneSlot { path, store, now, ids, booking }
+        }
+    }
+
     /// The slot's vacancy hint moves once a walk passed HINT_STRIDE taken rooms, not with every
     /// booking, and a lagging hint never costs a free room: find-or-create still takes the
     /// first free room in creation order, a freed room included.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn the_vacancy_hint_moves_every_stride_and_never_passes_a_free_room() {
-        let path = temp_path();
-        let store = SqliteStore::open(&path).unwrap();
-        let now = Utc::now();
-        let slot = TimeSlot::new(now + chrono::Duration::hours(1), now + chrono::Duration::hours(2)).unwrap();
-        let booking = || Booking {
-            id: Booking::new_id(now),
-            room_id: RoomId::random(),
-            owner: "ana".into(),
-            slot,
-            created_at: now,
-            cancelled_at: None,
-            access: Default::default(),
-        };
         let rooms = 2 * HINT_STRIDE as usize + 3;
-        let mut ids = Vec::new();
-        for _ in 0..rooms {
-            let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
-            ids.push(room.into_inner().id);
-        }
+        let OneSlot { path, store, now, ids, booking } = OneSlot::with_rooms(rooms).await;
         let hint = || -> Option<i64> {
             let conn = Connection::open(&path).unwrap();
             conn.query_row("SELECT next_seq FROM vacancy", [], |r| r.get(0)).optional().unwrap()
@@ -808,24 +826,7 @@ mod tests {
     /// lost: the walk that would move the hint starts from the hint again and finds it.
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn a_remembered_walk_never_moves_the_hint_past_a_room_freed_elsewhere() {
-        let path = temp_path();
-        let store = SqliteStore::open(&path).unwrap();
-        let now = Utc::now();
-        let slot = TimeSlot::new(now + chrono::Duration::hours(1), now + chrono::Duration::hours(2)).unwrap();
-        let booking = || Booking {
-            id: Booking::new_id(now),
-            room_id: RoomId::random(),
-            owner: "ana".into(),
-            slot,
-            created_at: now,
-            cancelled_at: None,
-            access: Default::default(),
-        };
-        let mut ids = Vec::new();
-        for _ in 0..2 * HINT_STRIDE {
-            let room = store.insert_room(&Room::generate(None, 2, Default::default(), now), None).await.unwrap();
-            ids.push(room.into_inner().id);
-        }
+        let OneSlot { path, store, now, ids, booking } = OneSlot::with_rooms(2 * HINT_STRIDE as usize).await;
         let mut booked = Vec::new();
         for &id in &ids[..4] {
             let (b, room) = store.book_any_room(&booking(), None, None).await.unwrap().into_inner();

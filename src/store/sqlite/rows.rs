@@ -338,7 +338,7 @@ thread_local! {
 impl Walks {
     /// Where a walk of slot `[start, end)` whose vacancy hint reads `hint` may start.
     fn resume(start: i64, end: i64, hint: i64) -> i64 {
-        WALKED.with_borrow(|w| w.get(&(start, end)).filter(|w| w.hint == hint).map_or(hint, |w| w.next.max(hint)))
+        WALKED.with_borrow(|w| w.get(&(start, end)).filter(|w| w.hint == hint).map_or(hint, |w| w.next))
     }
 
     /// Remembers that a walk of `[start, end)` from vacancy hint `hint` booked room `seq`.
