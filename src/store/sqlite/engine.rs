@@ -134,6 +134,9 @@ impl Engine {
         // Declared first so that it is dropped last, after any connection opened here (see
         // `RawFiles`).
         let files: Arc<RawFiles>;
+        if !super::page_cache::install() {
+            tracing::debug!("sqlite started before the store opened: it keeps its own page cache");
+        }
         let writer = open_writer(path)?;
         // The writer opened the WAL (it exists from the first read on).
         files = Arc::new(RawFiles::open(path)?);

@@ -15,6 +15,7 @@
 
 mod client_events;
 mod engine;
+mod page_cache;
 mod pages;
 mod quotas;
 mod records;
