@@ -331,6 +331,57 @@ fn open_reader(path: &Path) -> StoreResult<Connection> {
     Ok(conn)
 }
 
+/// What this writer thread last saw of the database, for what it remembers across writes
+/// (find-or-create's walks, [`super::rows::Walks`]): such a memory holds only while the
+/// database is exactly what this thread's own committed writes made it.
+struct Seen {
+    /// Bumped whenever that may have stopped: another connection committed (SQLite's
+    /// `data_version` changed), a write of this thread that recorded such a memory rolled back
+    /// (a write refused before it recorded anything, a booking over its quota, leaves every
+    /// memory true), or a whole batch did.
+    epoch: std::cell::Cell<u64>,
+    /// `PRAGMA data_version` at the start of this thread's last batch.
+    data_version: std::cell::Cell<Option<i64>>,
+    /// The running write recorded such a memory ([`remembering`]).
+    remembered: std::cell::Cell<bool>,
+}
+
+thread_local! {
+    static SEEN: Seen = const {
+        Seen {
+            epoch: std::cell::Cell::new(0),
+            data_version: std::cell::Cell::new(None),
+            remembered: std::cell::Cell::new(false),
+        }
+    };
+}
+
+/// The writer thread's epoch (see [`Seen`]): a memory recorded under another epoch is stale.
+pub(super) fn writer_epoch() -> u64 {
+    SEEN.with(|s| s.epoch.get())
+}
+
+/// The running write records a memory that holds only if the write commits: if it rolls back,
+/// a new epoch starts.
+pub(super) fn remembering() {
+    SEEN.with(|s| s.remembered.set(true));
+}
+
+/// The database may no longer be what this thread's committed writes made it.
+fn new_epoch() {
+    SEEN.with(|s| s.epoch.set(s.epoch.get().wrapping_add(1)));
+}
+
+/// Starts a new epoch when another connection committed since this thread last looked.
+/// `version` is `PRAGMA data_version`, read inside the write transaction (so nobody else can
+/// commit before this batch does).
+fn saw_data_version(version: i64) {
+    let before = SEEN.with(|s| s.data_version.replace(Some(version)));
+    if before != Some(version) {
+        new_epoch();
+    }
+}
+
 /// One queued write, its result type erased so that one batch holds many kinds.
 trait Job: Send {
     /// Runs the write under its own savepoint in the open transaction. `Err` only when the
@@ -354,10 +405,14 @@ where
     fn run(&mut self, conn: &Connection) -> rusqlite::Result<()> {
         let Some(work) = self.work.take() else { return Ok(()) };
         conn.prepare_cached("SAVEPOINT job")?.execute([])?;
+        SEEN.with(|s| s.remembered.set(false));
         // A panicking write must not take the writer thread (and every later write) with it.
         let out = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work(conn)))
             .unwrap_or_else(|_| Err(StoreError::Internal("a sqlite write panicked".into())));
         if out.is_err() {
+            if SEEN.with(|s| s.remembered.get()) {
+                new_epoch();
+            }
             conn.prepare_cached("ROLLBACK TO job")?.execute([])?;
         }
         conn.prepare_cached("RELEASE job")?.execute([])?;
@@ -650,6 +705,7 @@ fn writer_loop(
         }
         let outcome = run_batch(&conn, &mut batch, || closing.settle(&turns));
         if let Err(e) = &outcome {
+            new_epoch();
             tracing::warn!(error = %e, writes = batch.len(), "sqlite write batch failed");
             if !conn.is_autocommit() {
                 let _ = conn.execute_batch("ROLLBACK");
@@ -888,6 +944,7 @@ fn run_batch(
     before_commit: impl FnOnce() -> rusqlite::Result<()>,
 ) -> rusqlite::Result<()> {
     conn.prepare_cached("BEGIN IMMEDIATE")?.execute([])?;
+    saw_data_version(conn.prepare_cached("PRAGMA data_version")?.query_row([], |r| r.get(0))?);
     for job in batch.iter_mut() {
         job.run(conn)?;
     }

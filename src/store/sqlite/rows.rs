@@ -13,6 +13,7 @@ use rusqlite::{Connection, OptionalExtension, Row, named_params, params};
 use uuid::Uuid;
 
 use super::super::{IDEMPOTENCY_TTL, IdempotencyClaim, LiveCap, OpAction, Operation, StoreError, StoreResult};
+use super::engine;
 use crate::domain::{Access, Booking, Room, RoomId, TimeSlot, format_instant};
 
 /// THE overlap rule of this backend: booking row `b` overlaps the half-open slot `[:start, :end)`
@@ -270,26 +271,17 @@ pub(super) struct FreeRoom {
 /// a free room.
 pub(super) const HINT_STRIDE: i64 = 8;
 
-/// The room with two seats that is free during `[start, end)` and comes first in creation order,
-/// as far as the walk saw. The walk starts at the slot's vacancy hint, or past it where this
-/// writer's last walk for the slot ended ([`Walks`]): every room before it is known (or, for the
-/// remembered part, believed) to be taken in that slot, so the walk does not grow with the rooms
-/// already booked there. Whatever moves the hint or adds a room rests on a walk from the hint
-/// itself: when a walk that started past it ends [`HINT_STRIDE`] rooms after it, or finds no
-/// room, it is walked again from the hint, and that walk's room is the one returned.
+/// The room with two seats that is free during `[start, end)` and comes first in creation order.
+/// The walk starts at the slot's vacancy hint, or past it where this writer's last walk for the
+/// slot ended ([`Walks`]): every room before it is known to be taken in that slot, so the walk
+/// does not grow with the rooms already booked there.
 pub(super) fn first_free_shared_room(tx: &Connection, start: i64, end: i64) -> StoreResult<Option<FreeRoom>> {
     let hint: i64 = tx
         .prepare_cached("SELECT next_seq FROM vacancy WHERE slot_start = ?1 AND slot_end = ?2")?
         .query_row([start, end], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    let from = Walks::resume(start, end, hint);
-    let found = walk_from(tx, start, end, from, hint)?;
-    let decides = found.as_ref().is_none_or(|f| f.seq + 1 - hint >= HINT_STRIDE);
-    if from > hint && decides {
-        return walk_from(tx, start, end, hint, hint);
-    }
-    Ok(found)
+    walk_from(tx, start, end, Walks::resume(start, end, hint), hint)
 }
 
 /// The first room with two seats from creation-order number `from` on that is free during
@@ -310,25 +302,29 @@ fn walk_from(tx: &Connection, start: i64, end: i64, from: i64, hint: i64) -> Sto
     Ok(found)
 }
 
-/// Where this writer thread's find-or-create walks ended, per slot: a hint for where the next
-/// walk may start, past the slot's vacancy hint (which moves only every [`HINT_STRIDE`] rooms, so
-/// that a booking does not write its slot's row). Only the thread that owns the process's write
-/// connection walks, so the memory is that thread's. It is never a decision: it may be stale (a
-/// batch that rolled back, a room another process freed above the vacancy hint), which costs at
-/// most a room later in creation order than the first free one for fewer than [`HINT_STRIDE`]
-/// bookings, because every walk that would move the vacancy hint or add a room walks again from
-/// the vacancy hint ([`first_free_shared_room`]).
+/// Where this writer thread's find-or-create walks ended, per slot: where the next walk may
+/// start, past the slot's vacancy hint (which moves only every [`HINT_STRIDE`] rooms, so that a
+/// booking does not write its slot's row). Only the thread that owns the process's write
+/// connection walks, so the memory is that thread's. A remembered walk says the rooms from the
+/// vacancy hint to the one it booked were taken, which stays true while the database is what
+/// this thread's own committed writes made it: each walk is remembered with the writer's epoch
+/// ([`engine::writer_epoch`]), which changes when another connection commits (a cancel in
+/// another process) or a write of this thread rolls back (the booking it walked for is not
+/// stored); a cancel or a shortening in this process forgets every walk ([`Walks::forget`]).
+/// A walk remembered under another epoch, or from another vacancy hint, is not used: the walk
+/// starts at the hint.
 pub(super) struct Walks;
 
-/// A remembered walk: the slot's vacancy hint when it was read, and the creation-order number
-/// after the room the walk booked.
+/// A remembered walk: the slot's vacancy hint when it was read, the creation-order number after
+/// the room the walk booked, and the writer's epoch then.
 #[derive(Clone, Copy)]
 struct Walked {
     hint: i64,
     next: i64,
+    epoch: u64,
 }
 
-/// Slots remembered at most (about 40 bytes each); the memory starts over when full.
+/// Slots remembered at most (about 48 bytes each); the memory starts over when full.
 const WALKED_SLOTS: usize = 8192;
 
 thread_local! {
@@ -338,16 +334,20 @@ thread_local! {
 impl Walks {
     /// Where a walk of slot `[start, end)` whose vacancy hint reads `hint` may start.
     fn resume(start: i64, end: i64, hint: i64) -> i64 {
-        WALKED.with_borrow(|w| w.get(&(start, end)).filter(|w| w.hint == hint).map_or(hint, |w| w.next))
+        let epoch = engine::writer_epoch();
+        WALKED.with_borrow(|w| {
+            w.get(&(start, end)).filter(|w| w.hint == hint && w.epoch == epoch).map_or(hint, |w| w.next)
+        })
     }
 
     /// Remembers that a walk of `[start, end)` from vacancy hint `hint` booked room `seq`.
     pub(super) fn booked(start: i64, end: i64, hint: i64, seq: i64) {
+        engine::remembering();
         WALKED.with_borrow_mut(|w| {
             if w.len() >= WALKED_SLOTS {
                 w.clear();
             }
-            w.insert((start, end), Walked { hint, next: seq + 1 });
+            w.insert((start, end), Walked { hint, next: seq + 1, epoch: engine::writer_epoch() });
         });
     }
 
