@@ -281,12 +281,7 @@ pub(super) fn first_free_shared_room(tx: &Connection, start: i64, end: i64) -> S
         .query_row([start, end], |r| r.get(0))
         .optional()?
         .unwrap_or(0);
-    walk_from(tx, start, end, Walks::resume(start, end, hint), hint)
-}
-
-/// The first room with two seats from creation-order number `from` on that is free during
-/// `[start, end)`; `hint` is the slot's vacancy hint, kept in the answer.
-fn walk_from(tx: &Connection, start: i64, end: i64, from: i64, hint: i64) -> StoreResult<Option<FreeRoom>> {
+    let from = Walks::resume(start, end, hint);
     let floor = start_floor(tx, start)?;
     let mut st = tx.prepare_cached(&format!(
         "SELECT {ROOM_COLUMNS}, r.seq FROM rooms r
